@@ -1,0 +1,3 @@
+from sgtool.cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""Typed configuration: dataclasses filled from a YAML file plus `--set key=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from sgtool.errors import SgtoolError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SgtoolError(f"The config file {path} does not exist.", "Check the path passed to --config.") from exc
+    except yaml.YAMLError as exc:
+        raise SgtoolError(f"{path} is not valid YAML ({exc}).", "Fix the file's syntax.") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SgtoolError(f"{path} must hold a mapping of settings at the top level.", "Write it as `key: value` lines.")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise SgtoolError(f"The override '{pair}' is not of the form key=value.", "Example: --set optim.lr=0.001")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], where)
+    if dataclasses.is_dataclass(kind):
+        return build(kind, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        (item,) = typing.get_args(kind)[:1] or (Any,)
+        return [_coerce(v, item, where) for v in value]
+    if kind is bool and not isinstance(value, bool):
+        raise SgtoolError(f"The setting {where} must be true or false, not {value!r}.", "Use true or false.")
+    if kind in (int, float, str) and not isinstance(value, bool):
+        try:
+            coerced = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise SgtoolError(f"The setting {where} must be a {kind.__name__}, not {value!r}.", "Fix the value.") from exc
+        if kind is int and isinstance(value, float) and value != coerced:
+            raise SgtoolError(f"The setting {where} must be a whole number, not {value!r}.", "Fix the value.")
+        return coerced
+    return value
+
+
+def build(cls: type[T], data: dict | None, where: str = "") -> T:
+    """Construct dataclass `cls` from a nested dict, checking names and coercing types."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise SgtoolError(f"The setting {where or cls.__name__} must be a mapping.", "Write it as `key: value` lines.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SgtoolError(f"Unknown setting '{where + unknown[0]}'.", f"Known settings here: {', '.join(sorted(names))}.")
+    values = {key: _coerce(value, hints[key], f"{where}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None,
+                defaults: dict | None = None) -> T:
+    data = merge(defaults or {}, read_yaml(path) if path else {})
+    data = merge(data, parse_overrides(overrides or []))
+    return build(cls, data)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without a GPU is a user error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SgtoolError("--device cuda was asked for, but no CUDA GPU is available.", "Use --device cpu or auto.")
+    if name not in ("cpu", "cuda"):
+        raise SgtoolError(f"Unknown device '{name}'.", "Use auto, cpu or cuda.")
+    return name

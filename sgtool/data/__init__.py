@@ -1,0 +1,1 @@
+"""Datasets: synthetic generator, real-dataset readers, the SGG h5 format."""

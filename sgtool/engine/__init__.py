@@ -1,0 +1,1 @@
+"""Stages that chain the others: training, prediction, the demo."""

@@ -1,0 +1,64 @@
+"""`sgtool info`: what the workspace holds, from its manifests (no large file is opened)."""
+from __future__ import annotations
+
+from sgtool import ui
+from sgtool.data.prepared import MANIFEST, PreparedDataset
+from sgtool.data.sgg_h5 import read_json
+from sgtool.errors import SgtoolError
+from sgtool.workspace import Workspace
+
+
+def _read_optional(path) -> dict:
+    try:
+        payload = read_json(path)
+        return payload if isinstance(payload, dict) else {}
+    except SgtoolError:
+        return {}
+
+
+def workspace_summary(ws: Workspace) -> dict:
+    datasets = {}
+    for name in ws.datasets():
+        manifest = _read_optional(ws.data_dir(name) / MANIFEST)
+        datasets[name] = {
+            "recipe": manifest.get("recipe"),
+            "counts": manifest.get("counts", {}),
+            "has_images": manifest.get("has_images"),
+            "priors": ws.priors_path(name).exists(),
+        }
+    runs = {}
+    for name in ws.runs():
+        config = _read_optional(ws.run_dir(name) / "run.json")
+        runs[name] = {"head": config.get("head"), "dataset": config.get("dataset"), "task": config.get("task"),
+                      "metrics": _read_optional(ws.run_dir(name) / "metrics.json")}
+    return {"workspace": str(ws.root), "datasets": datasets, "runs": runs, "reports": ws.reports()}
+
+
+def show_workspace(ws: Workspace, as_json: bool = False) -> dict:
+    summary = workspace_summary(ws)
+    if as_json:
+        ui.print_json(summary)
+        return summary
+    rows = []
+    for name, data in summary["datasets"].items():
+        for split, counts in data["counts"].items():
+            rows.append((name, data["recipe"], split, counts.get("images"), counts.get("objects"), counts.get("relations")))
+    if rows:
+        ui.print_table(f"Datasets in {ws.root}", ("dataset", "recipe", "split", "images", "objects", "relations"), rows)
+    else:
+        ui.out.print(f"No datasets in {ws.root}; run `sgtool prepare synth` to make one.")
+    if summary["runs"]:
+        ui.print_table("Runs", ("run", "head", "dataset", "task"),
+                       ((n, r["head"], r["dataset"], r["task"]) for n, r in summary["runs"].items()))
+    if summary["reports"]:
+        ui.print_table("Reports", ("run",), ((n,) for n in summary["reports"]))
+    return summary
+
+
+def show_prepared(prepared: PreparedDataset, as_json: bool = False) -> None:
+    counts = prepared.manifest["counts"]
+    if as_json:
+        ui.print_json({"dataset": prepared.name, "path": str(prepared.path), "counts": counts})
+        return
+    ui.print_table(f"Prepared '{prepared.name}' in {prepared.path}", ("split", "images", "objects", "relations"),
+                   ((split, c["images"], c["objects"], c["relations"]) for split, c in counts.items()))

@@ -1,0 +1,1 @@
+"""Triplet matching and every metric, implemented once."""

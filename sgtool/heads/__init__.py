@@ -1,0 +1,1 @@
+"""Relation heads: one file per head, found by name through the registry."""

@@ -1,0 +1,65 @@
+"""What the user sees: progress bars, tables, JSON. Results go to stdout, chatter to stderr."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.table import Table
+
+T = TypeVar("T")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class Reporter:
+    """Progress and messages for one command; silent when quiet."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            err.print(message)
+
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+        with Progress(*columns, console=err, disable=self.quiet, transient=False) as bar:
+            yield bar
+
+    def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:
+        with self.progress() as bar:
+            task = bar.add_task(description, total=total, status="")
+            for item in items:
+                yield item
+                bar.advance(task)
+
+
+SILENT = Reporter(quiet=True)
+
+
+def print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    out.print(table)
+
+
+def print_error(message: str, hint: str | None) -> None:
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
+    if hint:
+        err.print(f"[bold]Hint:[/] {escape(hint)}", highlight=False)

@@ -1,0 +1,1 @@
+"""Drawings of scene graphs and plots."""

@@ -1,0 +1,119 @@
+"""Where every artifact lives, and which dataset and run are the latest.
+
+<ws>/data/<dataset>/        prepared dataset (sgg.h5, dicts.json, image_data.json, images/, manifest.json)
+<ws>/priors/<dataset>.npz   frequency priors
+<ws>/runs/<run>/            one training run
+<ws>/reports/<run>/         evaluation report
+<ws>/workspace.json         which dataset and run are the latest
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from sgtool import atomic
+from sgtool.errors import SgtoolError
+
+DEFAULT_WORKSPACE = "sgtool-workspace"
+STATE_FILE = "workspace.json"
+
+
+class Workspace:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    # ------------------------------------------------------------ paths
+    def data_dir(self, dataset: str) -> Path:
+        return self.root / "data" / dataset
+
+    def priors_path(self, dataset: str) -> Path:
+        return self.root / "priors" / f"{dataset}.npz"
+
+    def run_dir(self, run: str) -> Path:
+        return self.root / "runs" / run
+
+    def report_dir(self, run: str) -> Path:
+        return self.root / "reports" / run
+
+    # ------------------------------------------------------------ listing
+    def _children(self, folder: str, marker: str | None = None) -> list[str]:
+        base = self.root / folder
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (marker is None or (p / marker).exists()))
+
+    def datasets(self) -> list[str]:
+        return self._children("data", "manifest.json")
+
+    def runs(self) -> list[str]:
+        return self._children("runs")
+
+    def reports(self) -> list[str]:
+        return self._children("reports")
+
+    # ------------------------------------------------------------ latest
+    def _state(self) -> dict:
+        path = self.root / STATE_FILE
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def set_latest(self, kind: str, name: str) -> None:
+        state = self._state()
+        state[f"latest_{kind}"] = name
+        atomic.write_json(self.root / STATE_FILE, state)
+
+    def latest_dataset(self) -> str:
+        name = self._state().get("latest_dataset")
+        if name in self.datasets():
+            return name
+        known = self.datasets()
+        if not known:
+            raise SgtoolError(f"The workspace {self.root} holds no prepared dataset.",
+                              "Run `sgtool prepare synth` (or vg, vrd, custom) first.")
+        return known[-1]
+
+    def latest_run(self) -> str:
+        name = self._state().get("latest_run")
+        if name in self.runs():
+            return name
+        raise SgtoolError(f"The workspace {self.root} holds no training run.", "Run `sgtool train` first, or pass --run.")
+
+    def require_dataset(self, name: str) -> Path:
+        if name not in self.datasets():
+            known = ", ".join(self.datasets()) or "none"
+            raise SgtoolError(f"No prepared dataset named '{name}' in {self.root} (known: {known}).",
+                              "Prepare it with `sgtool prepare`, or pick one from `sgtool info`.")
+        return self.data_dir(name)
+
+    def require_run(self, name: str) -> Path:
+        if name not in self.runs():
+            known = ", ".join(self.runs()) or "none"
+            raise SgtoolError(f"No run named '{name}' in {self.root} (known: {known}).", "See `sgtool info` for the runs.")
+        return self.run_dir(name)
+
+    def new_run_name(self, base: str) -> str:
+        """base, or base-2, base-3, ... : never an existing run's name."""
+        taken = set(self.runs())
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    # ------------------------------------------------------------ checks
+    def check_writable(self) -> None:
+        """Fail with a clear message before any work if the workspace cannot be written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise SgtoolError(f"The workspace {self.root} is not writable ({exc.strerror or exc}).",
+                              "Pass a writable folder with --workspace or SGTOOL_WORKSPACE.") from exc

@@ -1,0 +1,32 @@
+"""Shared test helpers: run the CLI in-process and capture what a user would see."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sgtool.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli("-w", ws, "info", "--json") -> CliResult(code, stdout, stderr)."""
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
