@@ -61,7 +61,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return None
         return _coerce(value, options[0], where)
     if dataclasses.is_dataclass(kind):
-        return build(kind, value, where)
+        return build(kind, value, f"{where}.")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             value = [value]
@@ -84,7 +84,7 @@ def build(cls: type[T], data: dict | None, where: str = "") -> T:
     """Construct dataclass `cls` from a nested dict, checking names and coercing types."""
     data = data or {}
     if not isinstance(data, dict):
-        raise SgtoolError(f"The setting {where or cls.__name__} must be a mapping.", "Write it as `key: value` lines.")
+        raise SgtoolError(f"The setting {where.rstrip('.') or cls.__name__} must be a mapping.", "Write it as `key: value` lines.")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

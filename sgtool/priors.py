@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from sgtool import atomic
-from sgtool.data.graphs import SceneGraphs, ordered_pairs
+from sgtool.data.graphs import SceneGraphs
 from sgtool.errors import SgtoolError
 
 GROUP_NAMES = ("head", "body", "tail")
-_PAIR_CHUNK_IMAGES = 20_000
+_PAIR_CHUNK = 4_000_000  # pairs per array operation
 
 
 @dataclass
@@ -44,19 +44,26 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def background_pair_counts(graphs: SceneGraphs, num_object_classes: int) -> np.ndarray:
-    """bg[s, o]: overlapping ordered GT pairs (all pairs where an image has none), without the +1."""
-    bg = np.zeros(num_object_classes * num_object_classes, dtype=np.int64)
-    for start in range(0, graphs.num_images, _PAIR_CHUNK_IMAGES):
-        stop = min(start + _PAIR_CHUNK_IMAGES, graphs.num_images)
-        offsets = graphs.box_offsets[start:stop + 1]
-        image, subj, obj = ordered_pairs(offsets - offsets[0])
-        subj, obj = subj + offsets[0], obj + offsets[0]
-        overlap = boxes_overlap(graphs.boxes[subj], graphs.boxes[obj])
-        image_has_overlap = np.bincount(image, weights=overlap, minlength=stop - start) > 0
-        keep = overlap | ~image_has_overlap[image]
-        index = graphs.labels[subj[keep]] * num_object_classes + graphs.labels[obj[keep]]
-        bg += np.bincount(index, minlength=bg.size)
-    return bg.reshape(num_object_classes, num_object_classes)
+    """bg[s, o]: overlapping ordered GT pairs (all pairs where an image has none), without the +1.
+
+    Images are grouped by box count n, so each group is one (k, n, n) array operation.
+    """
+    c = num_object_classes
+    bg = np.zeros(c * c, dtype=np.int64)
+    counts = graphs.box_counts()
+    for n in np.unique(counts[counts >= 2]):
+        starts = graphs.box_offsets[:-1][counts == n]
+        for chunk in np.array_split(starts, max(1, len(starts) * n * n // _PAIR_CHUNK)):
+            rows = chunk[:, None] + np.arange(n)
+            b, labels = graphs.boxes[rows], graphs.labels[rows]
+            iw = np.minimum(b[:, :, None, 2], b[:, None, :, 2]) - np.maximum(b[:, :, None, 0], b[:, None, :, 0])
+            ih = np.minimum(b[:, :, None, 3], b[:, None, :, 3]) - np.maximum(b[:, :, None, 1], b[:, None, :, 1])
+            off_diagonal = ~np.eye(n, dtype=bool)
+            overlap = (iw > 0) & (ih > 0) & off_diagonal
+            keep = overlap | (~overlap.any(axis=(1, 2))[:, None, None] & off_diagonal)
+            index = labels[:, :, None] * c + labels[:, None, :]
+            bg += np.bincount(index[keep], minlength=bg.size)
+    return bg.reshape(c, c)
 
 
 def predicate_groups(counts: np.ndarray, rule: GroupRule) -> np.ndarray:

@@ -1,0 +1,430 @@
+"""The embedded synthetic scene-graph dataset, rendered here and deterministic by seed.
+
+Shapes of several classes, colours and sizes are placed on a canvas; some stand inside hollow
+containers or on platforms, and some are joined by drawn links (a solid line: holds; an arrow:
+points at; a dashed line: plays with). Every predicate's truth is computed from what is drawn,
+which gives the complete ground truth; an annotator model then labels closer pairs more often
+and mentions only some of each pair's true predicates, which gives the annotated relations.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_from_counts
+from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
+from sgtool.data.recipes import load_recipe
+from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.errors import SgtoolError
+from sgtool.priors import GroupRule
+from sgtool.ui import SILENT, Reporter
+from sgtool.workspace import Workspace
+
+MIN_SIZE, MAX_SIZE = 64, 1024
+MAX_IMAGES = 1_000_000
+REFERENCE_SIZE = 128  # recipe pixel values are given at this image size
+
+
+# ---------------------------------------------------------------- the recipe, resolved to arrays
+
+@dataclass
+class SynthSpec:
+    """The recipe in the form the renderer needs (picklable, shared with worker processes)."""
+
+    classes: list[str]
+    drawings: list[str]
+    class_weights: np.ndarray
+    predicates: list[str]
+    salience: np.ndarray  # (P,) probability an annotator mentions a true predicate
+    roles: dict[str, np.ndarray]  # role -> boolean mask over classes
+    colours: np.ndarray  # (K, 3)
+    link_colour: tuple
+    background: tuple
+    gen: dict
+    annotation: dict
+    size: int
+
+    def px(self, value: float) -> float:
+        return value * self.size / REFERENCE_SIZE
+
+    def predicate(self, name: str) -> int:
+        return self.predicates.index(name)
+
+
+def load_spec(size: int, recipe: dict | None = None) -> SynthSpec:
+    recipe = recipe or load_recipe("synth")
+    classes = list(recipe["objects"])
+    drawings = [recipe["objects"][c][0] for c in classes]
+    weights = np.array([recipe["objects"][c][1] for c in classes], dtype=np.float64)
+    roles = {role: np.isin(classes, members) for role, members in recipe["roles"].items()}
+    return SynthSpec(
+        classes=classes, drawings=drawings, class_weights=weights / weights.sum(),
+        predicates=list(recipe["predicates"]), salience=np.array(list(recipe["predicates"].values()), dtype=np.float64),
+        roles=roles, colours=np.array(list(recipe["colours"].values()), dtype=np.int64),
+        link_colour=tuple(recipe["link_colour"]), background=tuple(recipe["background"]),
+        gen=recipe["generation"], annotation=recipe["annotation"], size=size,
+    )
+
+
+# ---------------------------------------------------------------- one scene
+
+@dataclass
+class Scene:
+    labels: np.ndarray  # (n,) 0-based class
+    centres: np.ndarray  # (n, 2) float
+    radii: np.ndarray  # (n,) float
+    colours: np.ndarray  # (n,) colour index
+    boxes: np.ndarray  # (n, 4) int xyxy (x2, y2 exclusive)
+    links: list[tuple[int, int, str]]  # (subject, object, predicate name) drawn between instances
+
+
+def _shape_extent(drawing: str, r: float) -> tuple[float, float]:
+    """Half width and half height of a drawing of size r."""
+    return {"ellipse": (r, 0.6 * r), "bar": (2.2 * r, 0.35 * r), "trapezoid": (r, 0.7 * r)}.get(drawing, (r, r))
+
+
+def _box(spec: SynthSpec, label: int, centre: np.ndarray, r: float) -> np.ndarray:
+    hw, hh = _shape_extent(spec.drawings[label], r)
+    x1, y1 = math.floor(centre[0] - hw), math.floor(centre[1] - hh)
+    x2, y2 = math.ceil(centre[0] + hw), math.ceil(centre[1] + hh)
+    return np.array([x1, y1, x2, y2], dtype=np.int64)
+
+
+def _overlaps_any(box: np.ndarray, boxes: list[np.ndarray], margin: float) -> bool:
+    if not boxes:
+        return False
+    b = np.array(boxes)
+    return bool(np.any((np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]) > -margin)
+                       & (np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]) > -margin)))
+
+
+def _sample_classes(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
+    n = int(rng.integers(spec.gen["min_objects"], spec.gen["max_objects"] + 1))
+    labels = rng.choice(len(spec.classes), size=n, p=spec.class_weights)
+    if rng.random() < spec.gen["duplicate_class_probability"] and len(np.unique(labels)) == n:
+        labels[1] = labels[0]
+    # containers and platforms first, so what sits in or on them is placed after them
+    support = spec.roles["containers"][labels] | spec.roles["platforms"][labels]
+    return np.concatenate([labels[support], labels[~support]])
+
+
+def _place(spec: SynthSpec, rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size, g = spec.size, spec.gen
+    centres, radii, boxes = [], [], []
+    hosts = []  # (index, kind) of containers / platforms still free
+    for label in labels:
+        is_container = spec.roles["containers"][label]
+        lo, hi = g["container_radius"] if is_container else g["radius"]
+        r = spec.px(rng.uniform(lo, hi))
+        hw, hh = _shape_extent(spec.drawings[label], r)
+        centre = None
+        if hosts and not is_container and not spec.roles["platforms"][label]:
+            host, kind = hosts[0]
+            if rng.random() < g["inside_probability" if kind == "inside" else "on_probability"]:
+                centre, r = _attach(spec, rng, label, kind, centres[host], radii[host], boxes[host])
+                hosts.pop(0)
+        if centre is None:
+            allow_overlap = rng.random() < g["overlap_probability"]
+            for _ in range(30):
+                centre = np.array([rng.uniform(hw + 1, size - hw - 1), rng.uniform(hh + 1, size - hh - 1)])
+                if allow_overlap or not _overlaps_any(_box(spec, label, centre, r), boxes, spec.px(2)):
+                    break
+        centres.append(centre)
+        radii.append(r)
+        boxes.append(_box(spec, label, centre, r))
+        if is_container:
+            hosts.append((len(centres) - 1, "inside"))
+        elif spec.roles["platforms"][label]:
+            hosts.append((len(centres) - 1, "on"))
+    return np.array(centres), np.array(radii)
+
+
+def _attach(spec: SynthSpec, rng: np.random.Generator, label: int, kind: str, host_centre: np.ndarray,
+            host_r: float, host_box: np.ndarray) -> tuple[np.ndarray, float]:
+    """A centre and size that put the shape inside a container or standing on a platform."""
+    if kind == "inside":
+        r = host_r * rng.uniform(0.3, 0.45)
+        jitter = rng.uniform(-0.15, 0.15, size=2) * host_r
+        return host_centre + jitter, r
+    r = spec.px(rng.uniform(*spec.gen["radius"]))
+    _, hh = _shape_extent(spec.drawings[label], r)
+    x = rng.uniform(host_box[0] + r * 0.5, host_box[2] - r * 0.5)
+    return np.array([x, host_box[1] - hh]), r
+
+
+def _sample_links(spec: SynthSpec, rng: np.random.Generator, labels: np.ndarray) -> list[tuple[int, int, str]]:
+    g, roles = spec.gen, spec.roles
+    links = []
+    for role, targets, probability, predicate in (("holders", "holdables", "holds_probability", "holds"),
+                                                  ("pointers", "pointer_targets", "points_probability", "points at")):
+        candidates = np.flatnonzero(roles[targets][labels])
+        for s in np.flatnonzero(roles[role][labels]):
+            options = candidates[candidates != s]
+            if len(options) and rng.random() < g[probability]:
+                links.append((int(s), int(rng.choice(options)), predicate))
+    players = np.flatnonzero(roles["players"][labels])
+    for a_i, a in enumerate(players):
+        for b in players[a_i + 1:]:
+            if rng.random() < g["plays_probability"]:
+                links.append((int(a), int(b), "plays with"))
+    return links
+
+
+def make_scene(spec: SynthSpec, rng: np.random.Generator) -> Scene:
+    labels = _sample_classes(spec, rng)
+    centres, radii = _place(spec, rng, labels)
+    boxes = np.array([_box(spec, lab, c, r) for lab, c, r in zip(labels, centres, radii)])
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, spec.size)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, spec.size)
+    colours = rng.integers(0, len(spec.colours), size=len(labels))
+    return Scene(labels, centres, radii, colours, boxes, _sample_links(spec, rng, labels))
+
+
+# ---------------------------------------------------------------- truth and annotation
+
+def true_predicates(spec: SynthSpec, scene: Scene) -> np.ndarray:
+    """(n, n, P) boolean: which predicates hold for each ordered pair, decided by the drawing."""
+    b = scene.boxes.astype(np.float64)
+    s, o = b[:, None, :], b[None, :, :]
+    n = len(b)
+    truth = np.zeros((n, n, len(spec.predicates)), dtype=bool)
+    h_overlap = (np.minimum(s[..., 2], o[..., 2]) - np.maximum(s[..., 0], o[..., 0])) > 0
+    v_overlap = (np.minimum(s[..., 3], o[..., 3]) - np.maximum(s[..., 1], o[..., 1])) > 0
+    contained = (s[..., 0] >= o[..., 0]) & (s[..., 1] >= o[..., 1]) & (s[..., 2] <= o[..., 2]) & (s[..., 3] <= o[..., 3])
+    container = spec.roles["containers"][scene.labels]
+    platform = spec.roles["platforms"][scene.labels]
+    inside = contained & container[None, :]
+    gap = np.hypot(np.maximum(0, np.maximum(s[..., 0] - o[..., 2], o[..., 0] - s[..., 2])),
+                   np.maximum(0, np.maximum(s[..., 1] - o[..., 3], o[..., 1] - s[..., 3])))
+    overlap = h_overlap & v_overlap
+    on = (platform[None, :] & h_overlap & (np.abs(s[..., 3] - o[..., 1]) <= spec.px(1.5))
+          & (scene.centres[:, None, 1] < o[..., 1]))
+    ratio = scene.radii[:, None] / scene.radii[None, :]
+    p = spec.predicate
+    truth[..., p("left of")] = (s[..., 2] <= o[..., 0]) & v_overlap
+    truth[..., p("right of")] = (s[..., 0] >= o[..., 2]) & v_overlap
+    truth[..., p("above")] = (s[..., 3] <= o[..., 1]) & h_overlap
+    truth[..., p("below")] = (s[..., 1] >= o[..., 3]) & h_overlap
+    truth[..., p("near")] = ~overlap & (gap < spec.px(spec.gen["near_distance"]))
+    truth[..., p("overlapping")] = overlap & ~inside & ~inside.T
+    truth[..., p("inside")] = inside
+    truth[..., p("contains")] = inside.T
+    truth[..., p("on")] = on
+    truth[..., p("same colour as")] = scene.colours[:, None] == scene.colours[None, :]
+    truth[..., p("bigger than")] = ratio >= spec.gen["bigger_ratio"]
+    truth[..., p("smaller than")] = ratio <= 1 / spec.gen["bigger_ratio"]
+    for subject, obj, name in scene.links:
+        truth[subject, obj, p(name)] = True
+        if name == "plays with":
+            truth[obj, subject, p(name)] = True
+    truth[np.arange(n), np.arange(n)] = False
+    return truth
+
+
+def annotate(spec: SynthSpec, scene: Scene, truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n, n, P) boolean subset of truth: what a person would have labelled."""
+    b = scene.boxes.astype(np.float64)
+    s, o = b[:, None, :], b[None, :, :]
+    gap = np.hypot(np.maximum(0, np.maximum(s[..., 0] - o[..., 2], o[..., 0] - s[..., 2])),
+                   np.maximum(0, np.maximum(s[..., 1] - o[..., 3], o[..., 1] - s[..., 3])))
+    a = spec.annotation
+    top_salience = np.where(truth, spec.salience, 0.0).max(-1)
+    p_pair = a["pair_probability"] * top_salience * np.exp(-gap / spec.px(a["distance_scale"]))
+    chosen_pair = rng.random(gap.shape) < p_pair
+    mention = truth & (rng.random(truth.shape) < spec.salience)
+    # an annotated pair always carries at least its most salient true predicate
+    most_salient = np.argmax(np.where(truth, spec.salience, -1.0), axis=-1)
+    forced = np.zeros_like(truth)
+    np.put_along_axis(forced, most_salient[..., None], True, axis=-1)
+    return chosen_pair[..., None] & (mention | (forced & truth))
+
+
+# ---------------------------------------------------------------- drawing
+
+def _polygon(drawing: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    def regular(k: int, radius: float, phase: float) -> list[tuple[float, float]]:
+        return [(cx + radius * math.cos(phase + 2 * math.pi * i / k), cy + radius * math.sin(phase + 2 * math.pi * i / k))
+                for i in range(k)]
+
+    if drawing == "triangle":
+        return [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if drawing == "diamond":
+        return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
+    if drawing == "hexagon":
+        return regular(6, r, 0)
+    if drawing == "pentagon":
+        return regular(5, r, -math.pi / 2)
+    if drawing == "trapezoid":
+        h = 0.7 * r
+        return [(cx - 0.55 * r, cy - h), (cx + 0.55 * r, cy - h), (cx + r, cy + h), (cx - r, cy + h)]
+    if drawing == "star":
+        outer, inner = regular(5, r, -math.pi / 2), regular(5, 0.45 * r, -math.pi / 2 + math.pi / 5)
+        return [pt for pair in zip(outer, inner) for pt in pair]
+    if drawing == "cross":
+        t = 0.33 * r
+        return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
+                (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
+                (cx - r, cy - t), (cx - t, cy - t)]
+    raise ValueError(drawing)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, drawing: str, box: np.ndarray, centre: np.ndarray, r: float, colour: tuple) -> None:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    outline = max(2, round(r / 6))
+    if drawing == "circle":
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=colour)
+    elif drawing == "ellipse":
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=colour)
+    elif drawing in ("square", "bar"):
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=colour)
+    elif drawing == "ring":
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], outline=colour, width=outline)
+    elif drawing == "frame":
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=outline)
+    elif drawing == "heart":
+        cx, cy = centre
+        draw.ellipse([cx - r, cy - r, cx, cy], fill=colour)
+        draw.ellipse([cx, cy - r, cx + r, cy], fill=colour)
+        draw.polygon([(cx - r, cy - r / 2), (cx + r, cy - r / 2), (cx, cy + r)], fill=colour)
+    else:
+        draw.polygon(_polygon(drawing, centre[0], centre[1], r), fill=colour)
+
+
+def _edge_point(centre: np.ndarray, r: float, towards: np.ndarray) -> np.ndarray:
+    d = towards - centre
+    return centre + d / max(np.linalg.norm(d), 1e-6) * r
+
+
+def _draw_link(draw: ImageDraw.ImageDraw, spec: SynthSpec, scene: Scene, s: int, o: int, kind: str) -> None:
+    a = _edge_point(scene.centres[s], scene.radii[s], scene.centres[o])
+    b = _edge_point(scene.centres[o], scene.radii[o] + spec.px(1), scene.centres[s])
+    width = max(1, round(spec.px(1.5)))
+    if kind == "plays with":
+        steps = max(2, int(np.linalg.norm(b - a) / spec.px(4)))
+        points = [a + (b - a) * t for t in np.linspace(0, 1, steps + 1)]
+        for p, q in zip(points[0::2], points[1::2]):
+            draw.line([tuple(p), tuple(q)], fill=spec.link_colour, width=width)
+        return
+    draw.line([tuple(a), tuple(b)], fill=spec.link_colour, width=width)
+    if kind == "points at":
+        d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
+        normal = np.array([-d[1], d[0]])
+        head = spec.px(5)
+        draw.polygon([tuple(b), tuple(b - d * head + normal * head * 0.6), tuple(b - d * head - normal * head * 0.6)],
+                     fill=spec.link_colour)
+
+
+def render(spec: SynthSpec, scene: Scene) -> Image.Image:
+    image = Image.new("RGB", (spec.size, spec.size), spec.background)
+    draw = ImageDraw.Draw(image)
+    for s, o, kind in scene.links:
+        _draw_link(draw, spec, scene, s, o, kind)
+    for i, label in enumerate(scene.labels):
+        colour = tuple(int(c) for c in spec.colours[scene.colours[i]])
+        _draw_shape(draw, spec.drawings[label], scene.boxes[i], scene.centres[i], scene.radii[i], colour)
+    return image
+
+
+# ---------------------------------------------------------------- many images, in parallel
+
+def _pairs_of(mask: np.ndarray) -> np.ndarray:
+    """(n, n, P) boolean -> (k, 3) [subject, object, 1-based predicate], ordered by pair then predicate."""
+    s, o, p = np.nonzero(mask)
+    return np.stack([s, o, p + 1], axis=1).astype(np.int64)
+
+
+def _render_chunk(args: tuple) -> list[tuple]:
+    spec, seed, indices, images_dir = args
+    out = []
+    for index in indices:
+        rng = np.random.default_rng([seed, index])
+        scene = make_scene(spec, rng)
+        truth = true_predicates(spec, scene)
+        annotated = annotate(spec, scene, truth, rng)
+        render(spec, scene).save(Path(images_dir) / f"{index + 1}.png", optimize=False, compress_level=1)
+        out.append((scene.boxes, scene.labels + 1, _pairs_of(annotated), _pairs_of(truth)))
+    return out
+
+
+def render_dataset(spec: SynthSpec, images: int, seed: int, images_dir: Path, workers: int,
+                   reporter: Reporter = SILENT) -> list[tuple]:
+    """Render every image into images_dir; per image (boxes, labels, annotated, complete)."""
+    chunk = max(1, min(250, images // max(1, workers * 8) or 1))
+    jobs = [(spec, seed, range(start, min(start + chunk, images)), str(images_dir)) for start in range(0, images, chunk)]
+    results: list[tuple] = []
+    with reporter.progress() as bar:
+        task = bar.add_task("render", total=images, status="")
+        if workers <= 1:
+            chunks = map(_render_chunk, jobs)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            chunks = pool.map(_render_chunk, jobs)
+        try:
+            for part in chunks:
+                results.extend(part)
+                bar.advance(task, len(part))
+        finally:
+            if workers > 1:
+                pool.shutdown(cancel_futures=True)
+    return results
+
+
+def _relation_set(parts: list[np.ndarray], box_offsets: np.ndarray) -> RelationSet:
+    counts = np.array([len(p) for p in parts], dtype=np.int64)
+    rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+    offsets = offsets_from_counts(counts)
+    base = np.repeat(box_offsets[:-1], counts)
+    return RelationSet(rows[:, :2] + base[:, None], rows[:, 2], offsets)
+
+
+def assemble(results: list[tuple], size: int, split_fractions: dict) -> SceneGraphs:
+    n = len(results)
+    box_offsets = offsets_from_counts(np.array([len(r[1]) for r in results], dtype=np.int64))
+    split = np.full(n, SPLIT_CODES["test"], dtype=np.int8)
+    n_train = int(round(n * split_fractions["train"]))
+    n_val = int(round(n * split_fractions["val"]))
+    split[:n_train] = SPLIT_CODES["train"]
+    split[n_train:n_train + n_val] = SPLIT_CODES["val"]
+    return SceneGraphs(
+        image_ids=np.arange(1, n + 1, dtype=np.int64),
+        widths=np.full(n, size, dtype=np.int64), heights=np.full(n, size, dtype=np.int64), split=split,
+        box_offsets=box_offsets,
+        boxes=np.concatenate([r[0] for r in results]).astype(np.float32),
+        labels=np.concatenate([r[1] for r in results]).astype(np.int64),
+        relations=_relation_set([r[2] for r in results], box_offsets),
+        complete=_relation_set([r[3] for r in results], box_offsets),
+        files=[f"images/{i}.png" for i in range(1, n + 1)],
+    )
+
+
+def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int = 0, name: str = "synth",
+                  workers: int = 0, force: bool = False, reporter: Reporter = SILENT) -> PreparedDataset:
+    """Render the synthetic dataset into the workspace (stage function behind `sgtool prepare synth`)."""
+    if not 1 <= images <= MAX_IMAGES:
+        raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 2000.")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise SgtoolError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}.",
+                          "Shapes and links need room; the default is 128.")
+    if workers < 0:
+        raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
+    recipe = load_recipe("synth")
+    spec = load_spec(size, recipe)
+    workers = workers or os.cpu_count() or 1
+    parameters = {"images": images, "size": size, "seed": seed}
+
+    def build(staging: Path) -> Staged:
+        reporter.info(f"Rendering {images} synthetic images ({size}x{size}) with seed {seed} ...")
+        images_dir = staging / "images"
+        images_dir.mkdir()
+        results = render_dataset(spec, images, seed, images_dir, workers, reporter)
+        graphs = assemble(results, size, recipe["splits"])
+        vocab = Vocabulary(spec.classes, spec.predicates)
+        return Staged(graphs, vocab, {"image_size": size})
+
+    return save_prepared(ws, name, "synth", parameters, build, GroupRule.from_dict(recipe.get("predicate_groups")), force)
