@@ -12,7 +12,7 @@ _sgtool() {
     for ((i=1; i<COMP_CWORD; i++)); do
         candidate="$path ${COMP_WORDS[i]}"
         case "$candidate" in
-            "sgtool demo"|"sgtool info"|"sgtool prepare"|"sgtool prepare synth") path="$candidate";;
+            "sgtool demo"|"sgtool draw"|"sgtool eval"|"sgtool info"|"sgtool prepare"|"sgtool prepare custom"|"sgtool prepare synth"|"sgtool prepare vg"|"sgtool prepare vrd"|"sgtool train"|"sgtool train-detector") path="$candidate";;
         esac
     done
     case "$prev" in
@@ -20,17 +20,47 @@ _sgtool() {
         -w) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
         --seed) return;;
-        --images) return;;
-        --size) return;;
+        --out) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        --top) return;;
+        --run) return;;
+        --split) return;;
+        --task) COMPREPLY=($(compgen -W "predcls sgcls sgdet" -- "$cur")); return;;
+        --metric) return;;
+        --k) return;;
+        --dump-graphs) return;;
+        --source) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --name) return;;
+        --images) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        --val-fraction) return;;
+        --test-fraction) return;;
+        --size) return;;
         --workers) return;;
+        --val) return;;
+        --head) return;;
+        --dataset) return;;
+        --epochs) return;;
+        --batch-size) return;;
+        --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        --set) return;;
+        --arch) return;;
+        --lr) return;;
+        --weights) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        --resume) return;;
+        --time-budget) return;;
     esac
     case "$path" in
-        "sgtool") COMPREPLY=($(compgen -W "demo info prepare --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
+        "sgtool") COMPREPLY=($(compgen -W "demo draw eval info prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool info") COMPREPLY=($(compgen -W "--help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool prepare") COMPREPLY=($(compgen -W "synth --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare") COMPREPLY=($(compgen -W "custom synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare custom") COMPREPLY=($(compgen -W "--source --name --images --val-fraction --test-fraction --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --overlap --no-overlap --name --epochs --batch-size --config --set --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

@@ -99,6 +99,156 @@ def prepare_synth(
     show_prepared(prepared, as_json=s.json)
 
 
+@prepare_app.command("vg")
+def prepare_vg(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Option(help="Folder with VG-SGG(-with-attri).h5 + dicts + image_data.json, or raw VG objects.json + relationships.json + image_data.json.")],
+    split: Annotated[str, typer.Option("--split", help="Recipe in data_recipes/ (vocabulary, filters, split rules).")] = "vg150",
+    name: Annotated[Optional[str], typer.Option(help="Dataset name in the workspace (default: the recipe name).")] = None,
+    val: Annotated[Optional[int], typer.Option(help="Validation images taken from train with the seed (default: the recipe's, 5000).")] = None,
+    filter_empty: Annotated[Optional[bool], typer.Option("--filter-empty/--keep-empty", help="Drop images without relations (community default: drop).")] = None,
+    filter_duplicates: Annotated[Optional[bool], typer.Option("--filter-duplicates/--keep-duplicate-rels", help="Train: keep one predicate per ordered pair, picked with the seed.")] = None,
+    filter_non_overlap: Annotated[Optional[bool], typer.Option("--filter-non-overlap/--keep-non-overlap", help="Train: drop relations whose boxes do not overlap.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
+) -> None:
+    """Visual Genome (VG150 or another recipe) from the community h5 files or the raw VG JSON."""
+    from sgtool.data.vg import prepare_vg as stage
+    from sgtool.engine.info import show_prepared
+
+    s = _settings(ctx)
+    filters = {"filter_empty_rels": filter_empty, "filter_duplicate_rels": filter_duplicates,
+               "filter_non_overlap": filter_non_overlap}
+    prepared = stage(s.workspace, source, recipe=split, name=name, val=val, seed=s.seed,
+                     filters={k: v for k, v in filters.items() if v is not None}, force=force, reporter=s.reporter)
+    show_prepared(prepared, as_json=s.json)
+
+
+@prepare_app.command("vrd")
+def prepare_vrd(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Option(help="Folder with annotations_train.json, annotations_test.json, objects.json, predicates.json.")],
+    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "vrd",
+    keep_duplicates: Annotated[bool, typer.Option(help="Keep exact duplicate triplets (merged by default).")] = False,
+    val: Annotated[int, typer.Option(help="Validation images taken from the 4,000 train images with the seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
+) -> None:
+    """Visual Relationship Detection (Lu et al. 2016), official 4,000 / 1,000 split."""
+    from sgtool.data.vrd import prepare_vrd as stage
+    from sgtool.engine.info import show_prepared
+
+    s = _settings(ctx)
+    prepared = stage(s.workspace, source, name=name, keep_duplicates=keep_duplicates, val=val, seed=s.seed, force=force)
+    show_prepared(prepared, as_json=s.json)
+
+
+@prepare_app.command("custom")
+def prepare_custom(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Option(help="Your JSON file: sgtool's custom schema or COCO-style with relations.")],
+    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "custom",
+    images: Annotated[Optional[Path], typer.Option(help="Folder the image file names are relative to (default: the JSON's folder).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of images in val when records carry no split.")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share of images in test when records carry no split.")] = 0.2,
+    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
+) -> None:
+    """Your own scene graphs (schema in docs/custom-format.md)."""
+    from sgtool.data.custom import prepare_custom as stage
+    from sgtool.engine.info import show_prepared
+
+    s = _settings(ctx)
+    prepared = stage(s.workspace, source, name=name, images=images, val_fraction=val_fraction,
+                     test_fraction=test_fraction, seed=s.seed, force=force)
+    show_prepared(prepared, as_json=s.json)
+
+
+# ---------------------------------------------------------------- train / eval / draw
+
+class Task(str, Enum):
+    predcls = "predcls"
+    sgcls = "sgcls"
+    sgdet = "sgdet"
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    head: Annotated[str, typer.Option(help="Relation head to train (freq, ...).")] = "freq",
+    dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset (default: the latest).")] = None,
+    task: Annotated[Task, typer.Option(help="predcls: GT boxes and labels; sgcls: GT boxes; sgdet: detections.")] = Task.predcls,
+    overlap: Annotated[Optional[bool], typer.Option("--overlap/--no-overlap", help="freq: only pairs whose boxes overlap.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: <head>-<dataset>-<task>, made unique).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (heads with nothing to optimise ignore it).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of head settings.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one setting: key=value (repeatable).")] = None,
+) -> None:
+    """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
+    from sgtool.engine.train import show_train, train as stage
+
+    s = _settings(ctx)
+    result = stage(s.workspace, head=head, dataset=dataset, task=task.value, name=name, epochs=epochs,
+                   batch_size=batch_size, overlap=overlap, config_path=config, overrides=set_ or [],
+                   seed=s.seed, device=s.device, reporter=s.reporter)
+    show_train(result, as_json=s.json)
+
+
+@app.command("train-detector")
+def train_detector(
+    ctx: typer.Context,
+    dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset with images (default: the latest).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="tiny (CPU default, 128-px images), mobilenet-v3-fpn or resnet50-fpn.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 12).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (default 8).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate (default 0.002).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local weights file to start from (a state dict or a detector checkpoint); nothing is downloaded.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue this detector run from its last epoch's checkpoint.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: detector-<arch>-<dataset>, made unique).")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (the lr schedule follows it).")] = None,
+) -> None:
+    """Train a Faster R-CNN object detector (for SGCls / SGDet) and report COCO mAP on the test split."""
+    from sgtool.detect.train import show_detector, train_detector as stage
+
+    s = _settings(ctx)
+    result = stage(s.workspace, dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                   weights=weights, resume=resume, name=name, time_budget=time_budget, seed=s.seed,
+                   device=s.device, reporter=s.reporter)
+    show_detector(result, as_json=s.json)
+
+
+@app.command("eval")
+def eval_(
+    ctx: typer.Context,
+    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest).")] = None,
+    split: Annotated[str, typer.Option(help="Split whose predictions are evaluated: test or val.")] = "test",
+    task: Annotated[Optional[Task], typer.Option(help="Task (default: the one the predictions were made for).")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option(help="Print only this metric, e.g. mR@100 (repeatable).")] = None,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated K values for the top-K metrics.")] = "20,50,100",
+    dump_graphs: Annotated[int, typer.Option(help="Write graph.json files (GT and prediction) for N images.")] = 0,
+) -> None:
+    """Evaluate a run's predictions with the community's metrics; writes a report."""
+    from sgtool.eval.report import show_eval
+    from sgtool.eval.run_eval import parse_ks, run_eval
+
+    s = _settings(ctx)
+    outcome = run_eval(s.workspace, run=run, split=split, task=task.value if task else None, metrics=metric or [],
+                       ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
+    show_eval(outcome, as_json=s.json)
+
+
+@app.command()
+def draw(
+    ctx: typer.Context,
+    graph: Annotated[Path, typer.Argument(help="A graph.json file.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output .png or .svg (default: beside the graph, .png).")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Keep only the N highest-scoring relations.")] = None,
+) -> None:
+    """Draw a scene graph: the image with its boxes, and the graph beside it."""
+    from sgtool.viz.draw import draw_graph, show_drawing
+
+    s = _settings(ctx)
+    show_drawing(draw_graph(graph, out=out, top=top), as_json=s.json)
+
+
 # ---------------------------------------------------------------- demo
 
 @app.command()

@@ -1,0 +1,206 @@
+"""The eval report: report.json, report.md (tables + each metric's convention), a per-predicate
+recall bar chart, the console table, and graph.json dumps of a few images with hits marked."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sgtool import __version__, atomic, ui
+from sgtool.data.graphs import SceneGraphs
+from sgtool.data.predictions import Predictions
+from sgtool.data.prepared import PreparedDataset
+from sgtool.eval.metrics import EvalResult, Hits
+from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.viz.graph_json import build_graph, relative_image, write_graph
+
+if TYPE_CHECKING:
+    from sgtool.eval.run_eval import EvalOutcome
+
+PLOT_NAME = "per_predicate_recall.png"
+
+
+def _plain(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+
+
+def plotted_metric(per_predicate: dict[str, np.ndarray], ks: tuple[int, ...]) -> str | None:
+    """The per-predicate recall to plot: graph-constrained at the largest K, else the first one."""
+    preferred = f"R@{max(ks)}"
+    if preferred in per_predicate:
+        return preferred
+    return next(iter(per_predicate), None)
+
+
+def per_predicate_table(outcome: EvalOutcome, vocab: Vocabulary) -> dict[str, dict[str, float | None]]:
+    """{metric: {predicate name: recall}} from the engine's (P,) arrays (index i = predicate i + 1)."""
+    table = {}
+    for name, values in outcome.result.per_predicate.items():
+        values = np.asarray(values, dtype=np.float64)
+        names = vocab.predicates if len(values) == len(vocab.predicates) else ["__no_relation__", *vocab.predicates]
+        table[name] = {p: _plain(v) for p, v in zip(names, values) if p != "__no_relation__"}
+    return table
+
+
+def report_payload(outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> dict:
+    result = outcome.result
+    return {
+        "run": outcome.run, "dataset": outcome.dataset, "split": outcome.split, "task": outcome.task,
+        "head": settings.get("head"), "ks": list(outcome.ks), "sgtool_version": __version__,
+        "metrics": {name: _plain(value) for name, value in result.metrics.items()},
+        "conventions": dict(result.conventions),
+        "per_predicate": per_predicate_table(outcome, vocab),
+        "plot": PLOT_NAME,
+    }
+
+
+def metric_grid(metrics: dict[str, float | None], conventions: dict[str, str]) -> tuple[list[int], list[tuple], str]:
+    """Metrics as rows of a family x K grid: (the Ks, [(family, {K: value}, convention)], shared suffix)."""
+    from sgtool.eval import metric_family
+
+    suffix = _common_suffix(list(conventions.values()))
+    rows: dict[str, tuple[dict[int, float | None], str]] = {}
+    for name, value in metrics.items():
+        family, k = metric_family(name)
+        text = conventions.get(name, "")
+        rows.setdefault(family, ({}, text[: len(text) - len(suffix)] if suffix else text))[0][k] = value
+    ks = sorted({k for values, _ in rows.values() for k in values})
+    return ks, [(family, values, text) for family, (values, text) in rows.items()], suffix.lstrip("; ")
+
+
+def _common_suffix(texts: list[str]) -> str:
+    if len(texts) < 2:
+        return ""
+    reversed_common = os.path.commonprefix([t[::-1] for t in texts])[::-1]
+    cut = reversed_common.find("; ")
+    return reversed_common[cut:] if cut >= 0 else ""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(payload: dict) -> str:
+    ks, rows, shared = metric_grid(payload["metrics"], payload["conventions"])
+    lines = [f"# Evaluation of run `{payload['run']}`", "",
+             f"Dataset `{payload['dataset']}`, split `{payload['split']}`, task {payload['task']}, "
+             f"head `{payload['head']}`. Values in %.", "",
+             "## Metrics", "", "| metric | " + " | ".join(f"@{k}" for k in ks) + " | convention |",
+             "| --- |" + " ---: |" * len(ks) + " --- |"]
+    for family, values, text in rows:
+        lines.append(f"| {family} | " + " | ".join(percent(values.get(k)) for k in ks) + f" | {_cell(text)} |")
+    if shared:
+        lines += ["", f"Every metric: {shared}."]
+    names = list(payload["per_predicate"])
+    if names:
+        first = payload["per_predicate"][names[0]]
+        lines += ["", "## Per-predicate recall (%)", "", f"![per-predicate recall]({PLOT_NAME})", "",
+                  "| predicate | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+        for predicate in first:
+            cells = [percent(payload["per_predicate"][n].get(predicate)) for n in names]
+            lines.append(f"| {predicate} | " + " | ".join(cells) + " |")
+    lines += ["", "## Conventions (each metric, in full)", ""]
+    lines += [f"- **{name}**: {text}" for name, text in payload["conventions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_predicate(path: Path, recalls: dict[str, float | None], metric: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(recalls)
+    values = [100 * (recalls[n] or 0.0) for n in names]
+    figure, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.5), dpi=100)
+    try:
+        ax.bar(range(len(names)), values, color="#4a7ab5")
+        ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
+        ax.set_ylabel(f"per-predicate recall in {metric} (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(title, fontsize=10)
+        figure.tight_layout()
+        with atomic.atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png")
+    finally:
+        plt.close(figure)
+
+
+def write_report(folder: Path, outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> dict:
+    payload = report_payload(outcome, vocab, settings)
+    atomic.write_json(folder / "report.json", payload)
+    atomic.write_text(folder / "report.md", markdown(payload))
+    metric = plotted_metric(outcome.result.per_predicate, outcome.ks)
+    if metric:
+        plot_per_predicate(folder / PLOT_NAME, payload["per_predicate"][metric], metric,
+                           f"{outcome.run}: {outcome.dataset} {outcome.split} ({outcome.task})")
+    return payload
+
+
+# ---------------------------------------------------------------- console
+
+def show_eval(outcome: EvalOutcome, as_json: bool = False) -> None:
+    metrics, conventions = outcome.result.metrics, outcome.result.conventions
+    if outcome.selected:
+        values = {name: _plain(metrics[name]) for name in outcome.selected}
+        if as_json:
+            ui.print_json(values)
+        else:
+            for name, value in values.items():
+                ui.out.print(f"{name} {percent(value)}", highlight=False)
+        return
+    if as_json:
+        ui.print_json({"run": outcome.run, "dataset": outcome.dataset, "split": outcome.split, "task": outcome.task,
+                       "metrics": {n: _plain(v) for n, v in metrics.items()},
+                       "report": str(outcome.report_dir / "report.json")})
+        return
+    ks, rows, shared = metric_grid(metrics, conventions)
+    ui.print_table(f"{outcome.run} on {outcome.dataset} {outcome.split} ({outcome.task}), values in %",
+                   ("metric", *(f"@{k}" for k in ks), "convention"),
+                   ((family, *(percent(values.get(k)) for k in ks), text) for family, values, text in rows))
+    if shared:
+        ui.out.print(f"Every metric: {shared}.", highlight=False)
+    ui.out.print(f"Report: {outcome.report_dir / 'report.md'}", highlight=False)
+
+
+# ---------------------------------------------------------------- graph dumps
+
+def dump_graphs(folder: Path, final_folder: Path, gt: SceneGraphs, predictions: Predictions, result: EvalResult,
+                prepared: PreparedDataset, count: int, k: int) -> int:
+    """<image_id>.gt.json and <image_id>.pred.json for the first `count` images with GT relations."""
+    hits = result.hits
+    images = np.flatnonzero(gt.relations.counts() > 0)[:count]
+    for i in images:
+        image_id = int(gt.image_ids[i])
+        image = prepared.path / gt.files[i] if gt.files and gt.files[i] else None
+        name = relative_image(image, final_folder) if image is not None and image.is_file() else None
+        write_graph(folder / f"{image_id}.gt.json", _gt_graph(gt, i, hits.gt_rank < k, prepared.vocab, name))
+        write_graph(folder / f"{image_id}.pred.json", _pred_graph(gt, predictions, i, hits, prepared.vocab, name, k))
+    return len(images)
+
+
+def _gt_graph(gt: SceneGraphs, i: int, hits: np.ndarray, vocab: Vocabulary, image: str | None) -> dict:
+    lo, hi = gt.box_offsets[i], gt.box_offsets[i + 1]
+    rlo, rhi = gt.relations.offsets[i], gt.relations.offsets[i + 1]
+    return build_graph(image=image, width=gt.widths[i], height=gt.heights[i], boxes=gt.boxes[lo:hi],
+                       labels=gt.labels[lo:hi], vocab=vocab, pairs=gt.relations.pairs[rlo:rhi] - lo,
+                       predicates=gt.relations.predicates[rlo:rhi], hits=hits[rlo:rhi])
+
+
+def _pred_graph(gt: SceneGraphs, pred: Predictions, i: int, hits: Hits, vocab: Vocabulary,
+                image: str | None, k: int) -> dict:
+    """The image's top-k graph-constrained predictions as the engine ranked them, hits marked."""
+    lo, hi = pred.box_offsets[i], pred.box_offsets[i + 1]
+    rows, hit = hits.top_pairs(i, k)
+    return build_graph(image=image, width=gt.widths[i], height=gt.heights[i], boxes=pred.boxes[lo:hi],
+                       labels=pred.labels[lo:hi], scores=pred.scores[lo:hi], vocab=vocab,
+                       pairs=pred.pairs[rows] - lo, predicates=hits.pred_predicate[rows],
+                       rel_scores=hits.pred_score[rows], hits=hit)

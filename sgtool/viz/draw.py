@@ -1,0 +1,178 @@
+"""`sgtool draw`: a scene graph as a picture (PNG or SVG).
+
+Left: the image with labelled boxes (when the graph names an existing image). Right: the graph,
+nodes at box centres when there is an image, else on a circle; directed, labelled edges,
+green for hits and red for misses when relations carry "hit".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
+
+from sgtool import atomic  # noqa: E402
+from sgtool.errors import SgtoolError  # noqa: E402
+from sgtool.viz.graph_json import image_path, read_graph, top_relations  # noqa: E402
+
+FORMATS = ("png", "svg")
+PANEL_INCHES = 6.0
+DPI = 100
+HIT, MISS, PLAIN = "#1a9850", "#d73027", "#4a4a8a"
+
+
+@dataclass
+class Drawing:
+    path: Path
+    format: str
+    objects: int
+    relations: int
+    with_image: bool
+
+
+def output_path(graph_path: Path, out: Path | None) -> tuple[Path, str]:
+    path = Path(out) if out is not None else Path(graph_path).with_suffix(".png")
+    if path.name.endswith(".graph.json"):
+        path = path.with_name(path.name[: -len(".graph.json")] + ".png")
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise SgtoolError(f"Cannot draw into '{path.name}': the extension must be .png or .svg.",
+                          "Pass --out FILE.png or --out FILE.svg.")
+    return path, fmt
+
+
+def draw_graph(graph_path: Path, out: Path | None = None, top: int | None = None) -> Drawing:
+    if top is not None and top < 1:
+        raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass the number of relations to keep.")
+    graph = read_graph(graph_path)
+    path, fmt = output_path(graph_path, out)
+    relations = top_relations(graph.get("relations", []), top)
+    objects = _objects_to_show(graph["objects"], relations, top is not None)
+    image = image_path(graph, graph_path)
+    figure = _figure(graph, objects, relations, image)
+    try:
+        with atomic.atomic_path(path) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=DPI)
+    finally:
+        plt.close(figure)
+    return Drawing(path, fmt, len(objects), len(relations), image is not None)
+
+
+def _objects_to_show(objects: list[dict], relations: list[dict], only_related: bool) -> list[dict]:
+    if not only_related or not relations:
+        return objects
+    used = {r["subject"] for r in relations} | {r["object"] for r in relations}
+    return [o for o in objects if o["id"] in used]
+
+
+def _figure(graph: dict, objects: list[dict], relations: list[dict], image: Path | None) -> plt.Figure:
+    panels = 2 if image is not None else 1
+    figure, axes = plt.subplots(1, panels, figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI, squeeze=False)
+    graph_axes = axes[0, -1]
+    if image is not None:
+        size = _draw_image(axes[0, 0], image, objects)
+        positions = _centre_positions(objects, size)
+    else:
+        positions = _circle_positions(objects)
+    _draw_edges(graph_axes, relations, positions)
+    _draw_nodes(graph_axes, objects, positions)
+    graph_axes.set_xlim(-0.15, 1.15)
+    graph_axes.set_ylim(-0.15, 1.15)
+    graph_axes.set_aspect("equal")
+    graph_axes.axis("off")
+    graph_axes.set_title(f"{len(objects)} objects, {len(relations)} relations", fontsize=10)
+    figure.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.02, wspace=0.05)
+    return figure
+
+
+def _draw_image(ax: Axes, image: Path, objects: list[dict]) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as handle:
+            pixels = handle.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise SgtoolError(f"The image {image} cannot be read ({exc}).", "Fix the graph's 'image' path.") from exc
+    ax.imshow(pixels)
+    for obj in objects:
+        x1, y1, x2, y2 = obj["box"]
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="#ffcc00", linewidth=1.5))
+        ax.text(x1, y1, f"{obj['id']}:{obj['label']}", fontsize=7, color="black", va="bottom",
+                bbox={"facecolor": "#ffcc00", "alpha": 0.8, "pad": 1, "linewidth": 0})
+    ax.axis("off")
+    return pixels.size
+
+
+def _centre_positions(objects: list[dict], size: tuple[int, int]) -> dict:
+    """Box centres in [0, 1] (y up), nudged apart where centres coincide."""
+    width, height = max(size[0], 1), max(size[1], 1)
+    positions, seen = {}, {}
+    for obj in objects:
+        x1, y1, x2, y2 = obj["box"]
+        x, y = (x1 + x2) / 2 / width, 1 - (y1 + y2) / 2 / height
+        key = (round(x, 2), round(y, 2))
+        shift = 0.04 * seen.get(key, 0)
+        seen[key] = seen.get(key, 0) + 1
+        positions[obj["id"]] = (x + shift, y - shift)
+    return _spread(positions)
+
+
+def _spread(positions: dict) -> dict:
+    """Stretch each axis to [0.05, 0.95] so clustered centres stay readable (order is kept)."""
+    if len(positions) < 2:
+        return positions
+    xs, ys = zip(*positions.values())
+
+    def scale(v: float, lo: float, hi: float) -> float:
+        return 0.5 if hi - lo < 1e-9 else 0.05 + 0.9 * (v - lo) / (hi - lo)
+
+    return {key: (scale(x, min(xs), max(xs)), scale(y, min(ys), max(ys))) for key, (x, y) in positions.items()}
+
+
+def _circle_positions(objects: list[dict]) -> dict:
+    n = max(len(objects), 1)
+    return {obj["id"]: (0.5 + 0.45 * math.cos(2 * math.pi * k / n + math.pi / 2),
+                        0.5 + 0.45 * math.sin(2 * math.pi * k / n + math.pi / 2)) for k, obj in enumerate(objects)}
+
+
+def _draw_nodes(ax: Axes, objects: list[dict], positions: dict) -> None:
+    for obj in objects:
+        x, y = positions[obj["id"]]
+        ax.text(x, y, f"{obj['id']}:{obj['label']}", ha="center", va="center", fontsize=8, zorder=3,
+                bbox={"boxstyle": "round,pad=0.3", "facecolor": "#dde6f5", "edgecolor": "#4a4a8a"})
+
+
+def _draw_edges(ax: Axes, relations: list[dict], positions: dict) -> None:
+    drawn: dict = {}
+    for rel in relations:
+        if rel["subject"] not in positions or rel["object"] not in positions:
+            continue
+        start, end = positions[rel["subject"]], positions[rel["object"]]
+        key = (rel["subject"], rel["object"])
+        bend = 0.15 + 0.12 * drawn.get(key, 0)
+        drawn[key] = drawn.get(key, 0) + 1
+        colour = PLAIN if "hit" not in rel else (HIT if rel["hit"] else MISS)
+        ax.add_patch(FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={bend}", arrowstyle="-|>",
+                                     mutation_scale=12, color=colour, linewidth=1.2, shrinkA=14, shrinkB=14, zorder=2))
+        mid_x = (start[0] + end[0]) / 2 + bend * (end[1] - start[1]) / 2
+        mid_y = (start[1] + end[1]) / 2 - bend * (end[0] - start[0]) / 2
+        ax.text(mid_x, mid_y, rel["predicate"], fontsize=7, color=colour, ha="center", va="center", zorder=2,
+                bbox={"facecolor": "white", "alpha": 0.7, "pad": 0.5, "linewidth": 0})
+
+
+def show_drawing(drawing: Drawing, as_json: bool = False) -> None:
+    from sgtool import ui
+
+    payload = {"path": str(drawing.path), "format": drawing.format, "objects": drawing.objects,
+               "relations": drawing.relations, "with_image": drawing.with_image}
+    if as_json:
+        ui.print_json(payload)
+    else:
+        ui.out.print(f"Drew {drawing.objects} objects and {drawing.relations} relations into {drawing.path}",
+                     highlight=False)
