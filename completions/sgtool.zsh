@@ -12,7 +12,7 @@ _sgtool() {
     for ((i=1; i<COMP_CWORD; i++)); do
         candidate="$path ${COMP_WORDS[i]}"
         case "$candidate" in
-            "sgtool demo"|"sgtool draw"|"sgtool eval"|"sgtool info"|"sgtool prepare"|"sgtool prepare custom"|"sgtool prepare synth"|"sgtool prepare vg"|"sgtool prepare vrd"|"sgtool train"|"sgtool train-detector") path="$candidate";;
+            "sgtool demo"|"sgtool draw"|"sgtool eval"|"sgtool info"|"sgtool predict"|"sgtool prepare"|"sgtool prepare custom"|"sgtool prepare shapes"|"sgtool prepare synth"|"sgtool prepare vg"|"sgtool prepare vrd"|"sgtool train"|"sgtool train-detector") path="$candidate";;
         esac
     done
     case "$prev" in
@@ -28,39 +28,50 @@ _sgtool() {
         --metric) return;;
         --k) return;;
         --dump-graphs) return;;
+        --detector) return;;
         --source) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --name) return;;
         --images) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --val-fraction) return;;
         --test-fraction) return;;
-        --size) return;;
         --workers) return;;
+        --size) return;;
         --val) return;;
         --head) return;;
         --dataset) return;;
+        --losses) return;;
         --epochs) return;;
         --batch-size) return;;
+        --rank) return;;
+        --t-end) return;;
+        --front-end) return;;
+        --samples) return;;
         --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --set) return;;
+        --max-nodes) return;;
+        --seeds) return;;
         --arch) return;;
         --lr) return;;
         --weights) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --resume) return;;
         --time-budget) return;;
+        --threads) return;;
     esac
     case "$path" in
-        "sgtool") COMPREPLY=($(compgen -W "demo draw eval info prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
+        "sgtool") COMPREPLY=($(compgen -W "demo draw eval info predict prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool info") COMPREPLY=($(compgen -W "--help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool prepare") COMPREPLY=($(compgen -W "custom synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool predict") COMPREPLY=($(compgen -W "--run --detector --out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare") COMPREPLY=($(compgen -W "custom shapes synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare custom") COMPREPLY=($(compgen -W "--source --name --images --val-fraction --test-fraction --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare shapes") COMPREPLY=($(compgen -W "--images --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --overlap --no-overlap --name --epochs --batch-size --config --set --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --overlap --no-overlap --losses --name --epochs --batch-size --rank --k --t-end --front-end --samples --config --set --max-nodes --supervised --seeds --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

@@ -99,6 +99,24 @@ def prepare_synth(
     show_prepared(prepared, as_json=s.json)
 
 
+@prepare_app.command("shapes")
+def prepare_shapes(
+    ctx: typer.Context,
+    images: Annotated[int, typer.Option(help="Number of line drawings to draw.")] = 50_000,
+    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "shapes",
+    workers: Annotated[int, typer.Option(help="Processes that draw images (0 = one per CPU core).")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
+) -> None:
+    """The Simple Shape dataset (line, triangle or rectangle per image) for the ae auto-encoder."""
+    from sgtool.data.shapes import prepare_shapes as stage
+    from sgtool.engine.info import show_prepared
+
+    s = _settings(ctx)
+    prepared = stage(s.workspace, images=images, seed=s.seed, name=name, workers=workers, force=force,
+                     reporter=s.reporter)
+    show_prepared(prepared, as_json=s.json)
+
+
 @prepare_app.command("vg")
 def prepare_vg(
     ctx: typer.Context,
@@ -172,23 +190,43 @@ class Task(str, Enum):
 @app.command()
 def train(
     ctx: typer.Context,
-    head: Annotated[str, typer.Option(help="Relation head to train (freq, ...).")] = "freq",
+    head: Annotated[str, typer.Option(help="Relation head to train (freq, reldn, tensor, ...).")] = "freq",
     dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset (default: the latest).")] = None,
     task: Annotated[Task, typer.Option(help="predcls: GT boxes and labels; sgcls: GT boxes; sgdet: detections.")] = Task.predcls,
+    detector: Annotated[Optional[str], typer.Option(help="sgcls / sgdet: detector run giving the objects (default: the latest).")] = None,
     overlap: Annotated[Optional[bool], typer.Option("--overlap/--no-overlap", help="freq: only pairs whose boxes overlap.")] = None,
+    losses: Annotated[Optional[str], typer.Option(help="reldn: losses to optimise, comma-separated from L0,L1,L2,L3 (default: all).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: <head>-<dataset>-<task>, made unique).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (heads with nothing to optimise ignore it).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch.")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="tensor: rank R of the CP decomposition (default 5).")] = None,
+    k: Annotated[Optional[str], typer.Option("--k", help="tensor: predictions per pair, 1, 10 or free (default free).")] = None,
+    t_end: Annotated[Optional[float], typer.Option(help="nodis: integrate the ODEs over [0, T] (default 1.5).")] = None,
+    front_end: Annotated[Optional[str], typer.Option(help="nodis: P-ODE front end, fc, gcn or lstm (default fc).")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="iwsl: importance samples at inference (default 50).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of head settings.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one setting: key=value (repeatable).")] = None,
+    max_nodes: Annotated[Optional[int], typer.Option(help="ae: node slots of the auto-encoder (default 4).")] = None,
+    supervised: Annotated[bool, typer.Option("--supervised", help="ae: train the encoder on ground truth (the baseline).")] = False,
+    seeds: Annotated[Optional[int], typer.Option(help="ae: train this many seeds (--seed, +1, ...) into one run.")] = None,
 ) -> None:
     """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
+    from sgtool.autoencoder.train import check_options
     from sgtool.engine.train import show_train, train as stage
 
     s = _settings(ctx)
+    check_options(head, max_nodes, supervised, seeds)
+    if head == "ae":  # the image-level auto-encoder has its own training stage
+        from sgtool.autoencoder.train import show_ae_train, train_autoencoder
+
+        show_ae_train(train_autoencoder(s.workspace, dataset=dataset, name=name, epochs=epochs, batch_size=batch_size,
+                                        max_nodes=max_nodes, supervised=supervised, seeds=seeds, config_path=config,
+                                        overrides=set_ or [], seed=s.seed, device=s.device, reporter=s.reporter),
+                      as_json=s.json)
+        return
     result = stage(s.workspace, head=head, dataset=dataset, task=task.value, name=name, epochs=epochs,
-                   batch_size=batch_size, overlap=overlap, config_path=config, overrides=set_ or [],
-                   seed=s.seed, device=s.device, reporter=s.reporter)
+                   batch_size=batch_size, overlap=overlap, losses=losses, rank=rank, k=k, t_end=t_end, front_end=front_end, samples=samples, config_path=config, overrides=set_ or [],
+                   detector=detector, seed=s.seed, device=s.device, reporter=s.reporter)
     show_train(result, as_json=s.json)
 
 
@@ -204,6 +242,7 @@ def train_detector(
     resume: Annotated[Optional[str], typer.Option(help="Continue this detector run from its last epoch's checkpoint.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: detector-<arch>-<dataset>, made unique).")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (the lr schedule follows it).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")] = None,
 ) -> None:
     """Train a Faster R-CNN object detector (for SGCls / SGDet) and report COCO mAP on the test split."""
     from sgtool.detect.train import show_detector, train_detector as stage
@@ -211,7 +250,7 @@ def train_detector(
     s = _settings(ctx)
     result = stage(s.workspace, dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                    weights=weights, resume=resume, name=name, time_budget=time_budget, seed=s.seed,
-                   device=s.device, reporter=s.reporter)
+                   device=s.device, threads=threads, reporter=s.reporter)
     show_detector(result, as_json=s.json)
 
 
@@ -230,6 +269,11 @@ def eval_(
     from sgtool.eval.run_eval import parse_ks, run_eval
 
     s = _settings(ctx)
+    from sgtool.autoencoder.evaluate import is_ae_run, run_ae_eval, show_ae_eval
+
+    if is_ae_run(s.workspace, run):  # line-drawing graphs: triplet P / R / F1 over seeds
+        show_ae_eval(run_ae_eval(s.workspace, run=run, split=split, reporter=s.reporter), as_json=s.json)
+        return
     outcome = run_eval(s.workspace, run=run, split=split, task=task.value if task else None, metrics=metric or [],
                        ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
     show_eval(outcome, as_json=s.json)
@@ -247,6 +291,23 @@ def draw(
 
     s = _settings(ctx)
     show_drawing(draw_graph(graph, out=out, top=top), as_json=s.json)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG images, any size.")],
+    run: Annotated[Optional[str], typer.Option(help="Relation-head run (default: the latest).")] = None,
+    detector: Annotated[Optional[str], typer.Option(help="Detector run (default: the head run's, else the latest).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the graph.json files (default: the current folder).")] = None,
+    top: Annotated[int, typer.Option(help="Relations kept per image, best first.")] = 20,
+) -> None:
+    """Detector + relation head on your own images: one graph.json per image (draw it with `sgtool draw`)."""
+    from sgtool.engine.predict import predict_images, show_predicted
+
+    s = _settings(ctx)
+    show_predicted(predict_images(s.workspace, images, run=run, detector_run=detector, out=out, top=top,
+                                  device=s.device, reporter=s.reporter), as_json=s.json)
 
 
 # ---------------------------------------------------------------- demo

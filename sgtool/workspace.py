@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sgtool.errors import SgtoolError
 
 DEFAULT_WORKSPACE = "sgtool-workspace"
 STATE_FILE = "workspace.json"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 class Workspace:
@@ -104,6 +106,17 @@ class Workspace:
         while name in taken:
             n += 1
             name = f"{base}-{n}"
+        return name
+
+    def claim_run_name(self, name: str | None, default: str, hint: str | None = None) -> str:
+        """The run's name: `name` when it is usable and free, else a fresh variant of `default`."""
+        if name is None:
+            return self.new_run_name(default)
+        if not RUN_NAME.match(name):
+            raise SgtoolError(f"'{name}' is not a usable run name.", "Use letters, digits, '.', '_', '+' and '-' only.")
+        if name in self.runs():
+            raise SgtoolError(f"A run named '{name}' already exists in {self.root}.",
+                              hint or f"Pick another --name, or leave it out to get {self.new_run_name(name)}.")
         return name
 
     # ------------------------------------------------------------ checks

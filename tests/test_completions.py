@@ -28,7 +28,8 @@ def bash_complete(*words: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completes_commands_options_and_choices():
-    assert bash_complete("sgtool", "pre") == ["prepare"]
+    assert bash_complete("sgtool", "prep") == ["prepare"]
+    assert sorted(bash_complete("sgtool", "pre")) == ["predict", "prepare"]
     assert "synth" in bash_complete("sgtool", "prepare", "")
     assert bash_complete("sgtool", "prepare", "synth", "--im") == ["--images"]
     assert bash_complete("sgtool", "-w", "ws", "prepare", "synth", "--im") == ["--images"]

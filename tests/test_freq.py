@@ -162,8 +162,8 @@ def test_train_writes_a_complete_run_and_never_overwrites(tmp_path, cli):
 
 @pytest.mark.parametrize("args, words", [
     (["--head", "nope"], "known heads: .*freq"),
-    (["--task", "sgcls"], "detector"),
-    (["--task", "sgdet"], "detector"),
+    (["--task", "sgcls"], "needs images"),
+    (["--task", "sgdet"], "needs images"),
     (["--epochs", "0"], "--epochs"),
     (["--batch-size", "-1"], "--batch-size"),
     (["--set", "bogus=1"], "Unknown setting 'bogus'"),

@@ -1,4 +1,8 @@
-"""`sgtool demo`: every stage that exists, on the embedded synthetic data, then a summary."""
+"""`sgtool demo`: every stage on the embedded synthetic data, then a summary.
+
+prepare synth -> train-detector -> train freq / tensor / reldn (PredCls) -> freq in SGCls and
+SGDet -> eval each run on the test split -> draw one predicted graph.
+"""
 from __future__ import annotations
 
 import time
@@ -7,26 +11,40 @@ from dataclasses import dataclass, field
 
 from sgtool import ui
 from sgtool.data.synth import prepare_synth
+from sgtool.detect.train import train_detector
 from sgtool.engine.train import train
 from sgtool.eval.run_eval import run_eval
-from sgtool.viz.draw import draw_graph
 from sgtool.ui import Reporter
+from sgtool.viz.draw import draw_graph
 from sgtool.workspace import Workspace
+
+HEADLINE = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")
 
 
 @dataclass
 class DemoPlan:
     images: int
     dataset: str
+    detector_minutes: float
+    epochs: int  # for the heads that train
+    relation_runs: tuple[tuple[str, str, dict], ...]  # (head, task, extra train options)
 
 
-HEADLINE = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")
-PLANS = {False: DemoPlan(images=2000, dataset="demo"), True: DemoPlan(images=300, dataset="demo-quick")}
+def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
+    heads = (("freq", {}), ("tensor", {"rank": 5, "epochs": epochs}), ("reldn", {"epochs": epochs}))
+    return tuple((head, task, options) for task in ("predcls", "sgcls", "sgdet") for head, options in heads)
+
+
+PLANS = {
+    False: DemoPlan(images=2000, dataset="demo", detector_minutes=5.0, epochs=6, relation_runs=_runs(6)),
+    True: DemoPlan(images=300, dataset="demo-quick", detector_minutes=1.0, epochs=1, relation_runs=_runs(1)),
+}
 
 
 @dataclass
 class DemoLog:
     steps: list[dict] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
 
     def run(self, name: str, reporter: Reporter, stage: Callable[[], dict]) -> dict:
         reporter.info(f"[bold]demo:[/] {name}")
@@ -41,41 +59,55 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
     plan = PLANS[quick]
     ws.check_writable()
     log = DemoLog()
+    graphs: list = []
 
     def prepare() -> dict:
         prepared = prepare_synth(ws, images=plan.images, seed=seed, name=plan.dataset, force=True, reporter=reporter)
         counts = prepared.manifest["counts"]
-        return {"result": f"{plan.images} images, " + ", ".join(f"{s} {c['relations']} relations" for s, c in counts.items()),
+        return {"result": f"{plan.images} images; " + ", ".join(f"{s} {c['relations']} relations" for s, c in counts.items()),
                 "path": str(prepared.path)}
 
-    def train_freq() -> dict:
-        result = train(ws, head="freq", dataset=plan.dataset, task="predcls", seed=seed, device=device, reporter=reporter)
-        state["run"] = result.run
-        return {"result": f"run {result.run}", "path": str(result.path)}
+    def detector() -> dict:
+        result = train_detector(ws, dataset=plan.dataset, time_budget=plan.detector_minutes, epochs=100, seed=seed,
+                                device=device, threads=1, reporter=reporter)
+        return {"result": f"tiny Faster R-CNN, {plan.detector_minutes:g} min: test mAP@.5 {100 * result.metrics['mAP@.5']:.1f}",
+                "path": str(result.path)}
 
-    def evaluate() -> dict:
-        outcome = run_eval(ws, run=state["run"], split="test", dump_graphs=3, reporter=reporter)
-        metrics = outcome.result.metrics
-        state["graphs"] = sorted((outcome.report_dir / "graphs").glob("*.pred.json"))
-        figures = ", ".join(f"{name} {100 * metrics[name]:.1f}" for name in HEADLINE if name in metrics)
-        return {"result": f"freq PredCls test: {figures}", "path": str(outcome.report_dir / "report.md"),
-                "metrics": {name: metrics[name] for name in HEADLINE if name in metrics}}
+    def relation_run(head: str, task: str, options: dict) -> Callable[[], dict]:
+        def stage() -> dict:
+            trained = train(ws, head=head, dataset=plan.dataset, task=task, seed=seed, device=device,
+                            reporter=reporter, **options)
+            outcome = run_eval(ws, run=trained.run, split="test", dump_graphs=3 if not graphs else 0, reporter=reporter)
+            if not graphs:
+                graphs.extend(sorted((outcome.report_dir / "graphs").glob("*.pred.json")))
+            metrics = {name: outcome.result.metrics[name] for name in HEADLINE if name in outcome.result.metrics}
+            log.results.append({"head": head, "task": task, "run": trained.run, **metrics})
+            return {"result": "test " + ", ".join(f"{n} {100 * v:.1f}" for n, v in metrics.items() if "50" in n),
+                    "path": str(outcome.report_dir / "report.md")}
+
+        return stage
 
     def draw() -> dict:
-        drawing = draw_graph(state["graphs"][0], top=10)
+        drawing = draw_graph(graphs[0], top=10)
         return {"result": f"{drawing.objects} objects, {drawing.relations} relations", "path": str(drawing.path)}
 
-    state: dict = {}
     log.run("prepare synthetic data", reporter, prepare)
-    log.run("train the freq head", reporter, train_freq)
-    log.run("evaluate (PredCls)", reporter, evaluate)
+    log.run("train the detector", reporter, detector)
+    for head, task, options in plan.relation_runs:
+        log.run(f"train + eval {head} ({task})", reporter, relation_run(head, task, options))
     log.run("draw a predicted graph", reporter, draw)
-    summary = {"workspace": str(ws.root), "steps": log.steps}
+    summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results}
+    _show(summary, as_json)
+    return summary
+
+
+def _show(summary: dict, as_json: bool) -> None:
     if as_json:
         ui.print_json(summary)
-    else:
-        ui.print_table("sgtool demo", ("step", "seconds", "result"),
-                       ((s["step"], s["seconds"], s.get("result", "")) for s in log.steps))
-        for step in log.steps:
-            ui.out.print(f"{step['step']}: {step['path']}", highlight=False, soft_wrap=True)
-    return summary
+        return
+    ui.print_table("sgtool demo", ("step", "seconds", "result"),
+                   ((s["step"], s["seconds"], s.get("result", "")) for s in summary["steps"]))
+    ui.print_table("Test split (%)", ("head", "task", *HEADLINE),
+                   ((r["head"], r["task"], *(f"{100 * r[n]:.1f}" for n in HEADLINE if n in r)) for r in summary["results"]))
+    for step in summary["steps"]:
+        ui.out.print(f"{step['step']}: {step['path']}", highlight=False, soft_wrap=True)

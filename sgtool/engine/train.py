@@ -2,14 +2,18 @@
 
 <ws>/runs/<run>/ config.yaml, run.json, checkpoints/, predictions/{val,test}.h5, log.jsonl, metrics.json
 
-The run folder is built in a staging folder and renamed into place, so a failed or killed
-run leaves nothing behind, and a run name is never reused.
+Statistical heads (freq) `fit` in one pass: their run folder is built in a staging folder and
+renamed into place, so a failed run leaves nothing behind. Trainable heads go through the one
+training loop (`engine/loop.py`) and write their run folder in place while training, so it can
+be resumed: run.json says "status": "running", then "complete" (or "failed"); predictions and
+metrics are written atomically at the end. Bad options are refused before anything is written,
+and a run name is never reused.
 """
 from __future__ import annotations
 
 import json
-import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,19 +22,20 @@ import numpy as np
 import yaml
 
 from sgtool import __version__, atomic
-from sgtool.config import merge, parse_overrides, read_yaml
+from sgtool.config import merge, parse_overrides, read_yaml, resolve_device
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
+from sgtool.engine.objects import object_source as task_objects
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
-    TASKS, HeadConfig, ObjectSource, RelationHead, TrainData, config_dict, get_head, gt_objects, make_config,
+    TASKS, HeadConfig, ObjectSource, RelationHead, StatisticalHead, TrainableHead, TrainData, config_dict, get_head,
+    make_config,
 )
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
 PREDICTED_SPLITS = ("val", "test")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 @dataclass
@@ -52,17 +57,6 @@ def check_task(task: str, head: type[RelationHead]) -> None:
         raise SgtoolError(f"The {head.name} head does not support --task {task}.", f"It supports: {', '.join(head.tasks)}.")
 
 
-def object_source_for(task: str, source: ObjectSource | None) -> ObjectSource:
-    """PredCls uses the ground truth; SGCls and SGDet need an object detector's output."""
-    if task == "predcls":
-        return gt_objects
-    if source is None:
-        what = "an object classifier for the given boxes" if task == "sgcls" else "an object detector"
-        raise SgtoolError(f"--task {task} needs {what}, and no trained detector is available to provide it.",
-                          "Use --task predcls for now; SGCls and SGDet need `sgtool train-detector` first.")
-    return source
-
-
 def head_config(head: type[RelationHead], config_path: Path | None, overrides: list[str],
                 explicit: dict[str, Any]) -> HeadConfig:
     """Head defaults < --config YAML < --set overrides < explicit options (--epochs, --overlap, ...)."""
@@ -78,40 +72,43 @@ def head_config(head: type[RelationHead], config_path: Path | None, overrides: l
     return make_config(head, settings)
 
 
-def choose_run_name(ws: Workspace, name: str | None, default: str) -> str:
-    if name is None:
-        return ws.new_run_name(default)
-    if not _RUN_NAME.match(name):
-        raise SgtoolError(f"'{name}' is not a usable run name.", "Use letters, digits, '.', '_', '+' and '-' only.")
-    if name in ws.runs():
-        raise SgtoolError(f"A run named '{name}' already exists in {ws.root}.",
-                          f"Pick another --name, or leave it out to get {ws.new_run_name(name)}.")
-    return name
-
-
 # ---------------------------------------------------------------- the stage
 
 def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "predcls",
           name: str | None = None, epochs: int | None = None, batch_size: int | None = None,
-          overlap: bool | None = None, config_path: Path | None = None, overrides: list[str] | None = None,
-          seed: int = 0, device: str = "auto", object_source: ObjectSource | None = None,
-          reporter: Reporter = SILENT) -> TrainResult:
+          overlap: bool | None = None, losses: str | None = None, rank: int | None = None, k: str | None = None,
+          t_end: float | None = None, front_end: str | None = None, samples: int | None = None,
+          config_path: Path | None = None, overrides: list[str] | None = None,
+          detector: str | None = None, seed: int = 0, device: str = "auto",
+          object_source: ObjectSource | None = None, reporter: Reporter = SILENT) -> TrainResult:
+    """Train a head; SGCls / SGDet predictions take their objects from a detector run (default: the latest)."""
     head_cls = get_head(head)
     check_task(task, head_cls)
     config = head_config(head_cls, config_path, overrides or [],
-                         {"epochs": epochs, "batch_size": batch_size, "overlap": overlap})
-    source = object_source_for(task, object_source)
+                         {"epochs": epochs, "batch_size": batch_size, "overlap": overlap, "losses": losses,
+                          "rank": rank, "k": k, "t_end": t_end, "front_end": front_end, "samples": samples})
+    trainable = issubclass(head_cls, TrainableHead)
+    if trainable:
+        from sgtool.eval import parse_metric
+
+        config.val_metric = parse_metric(config.val_metric)
+        device = resolve_device(device)
     prepared = load_prepared(ws, dataset)
+    source, detector = ((object_source, detector) if object_source is not None
+                        else task_objects(ws, prepared, task, detector, device, reporter))
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, seed)
-    run = choose_run_name(ws, name, f"{head}-{prepared.name}-{task}")
+    run = ws.claim_run_name(name, f"{head}-{prepared.name}-{task}")
     ws.check_writable()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
-    settings = {"run": run, "head": head, "dataset": prepared.name, "task": task, "seed": seed,
+    settings = {"run": run, "head": head, "dataset": prepared.name, "task": task, "detector": detector, "seed": seed,
                 "device": device, "options": config_dict(config), "sgtool_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with atomic.atomic_directory(ws.run_dir(run)) as staging:
-        metrics = _fill_run(staging, model, data, prepared, priors, source, settings, reporter)
+    if trainable:
+        metrics = _train_in_place(ws.run_dir(run), model, data, prepared, priors, source, settings, reporter)
+    else:
+        with atomic.atomic_directory(ws.run_dir(run)) as staging:
+            metrics = _fill_run(staging, model, data, prepared, priors, source, settings, reporter)
     ws.set_latest("run", run)
     return TrainResult(run, ws.run_dir(run), head, prepared.name, task, metrics)
 
@@ -124,28 +121,81 @@ def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int)
     return TrainData(train, prepared.graphs.split_subset("val"), prepared.vocab, priors, device, seed)
 
 
-def _fill_run(staging: Path, model: RelationHead, data: TrainData, prepared: PreparedDataset, priors: dict,
+def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, prepared: PreparedDataset, priors: dict,
               source: ObjectSource, settings: dict, reporter: Reporter) -> dict[str, float]:
-    from sgtool.eval.run_eval import evaluate_predictions
-
     reporter.info(f"Training the {settings['head']} head on '{prepared.name}' ({settings['task']}) "
                   f"as run {settings['run']}.")
     log = [{"time": time.time(), **record} for record in model.fit(data, reporter)]
     save_checkpoint(staging / "checkpoints", model)
+    metrics = write_outputs(staging, model, prepared, priors, source, settings, reporter)
+    log.append({"time": time.time(), "event": "val", "metrics": metrics})
+    atomic.write_text(staging / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+    _write_run_json(staging, settings, "complete")
+    atomic.write_text(staging / "log.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in log))
+    return metrics
+
+
+def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepared: PreparedDataset, priors: dict,
+                    source: ObjectSource, settings: dict, reporter: Reporter) -> dict[str, float]:
+    """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
+    from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
+
+    seed_everything(data.seed)
+    model.build(data)  # before the folder exists: a head that cannot be built changes nothing
+    folder.mkdir(parents=True, exist_ok=False)
+    atomic.write_text(folder / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+    _write_run_json(folder, settings, "running")
+    reporter.info(f"Training the {settings['head']} head on '{prepared.name}' ({settings['task']}, "
+                  f"{data.device}) as run {settings['run']}.")
+    try:
+        run_loop(model, data, folder, _validator(model, data.val, source, prepared, priors, settings), reporter)
+        metrics = write_outputs(folder, model, prepared, priors, source, settings, reporter)
+    except BaseException as exc:
+        _write_run_json(folder, settings, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
+        raise
+    log = read_log(folder / "log.jsonl")
+    write_log(folder / "log.jsonl", [*log, {"time": time.time(), "event": "val", "metrics": metrics}])
+    _write_run_json(folder, settings, "complete")
+    return metrics
+
+
+def _validator(model: RelationHead, val: SceneGraphs, source: ObjectSource, prepared: PreparedDataset,
+               priors: dict, settings: dict) -> Callable[[], dict[str, float]]:
+    """What the loop calls after an epoch: the val split's metrics ({} when it holds no relation)."""
+    from sgtool.eval.run_eval import evaluate_predictions
+
+    def validate() -> dict[str, float]:
+        if len(val.relations) == 0:
+            return {}
+        predictions = predict_split(model, val, source, "val", prepared, settings)
+        return evaluate_predictions(val, predictions, settings["task"], priors, prepared.vocab).metrics
+
+    return validate
+
+
+def write_outputs(folder: Path, model: RelationHead, prepared: PreparedDataset, priors: dict,
+                  source: ObjectSource, settings: dict, reporter: Reporter) -> dict[str, float]:
+    """predictions/{val,test}.h5 and metrics.json (val metrics), each written atomically."""
+    from sgtool.eval.run_eval import evaluate_predictions
+
     metrics: dict[str, float] = {}
     for split in PREDICTED_SPLITS:
         graphs = prepared.graphs.split_subset(split)
         predictions = predict_split(model, graphs, source, split, prepared, settings)
-        write_predictions(staging / "predictions" / f"{split}.h5", predictions)
+        write_predictions(folder / "predictions" / f"{split}.h5", predictions)
         if split == "val" and len(graphs.relations):
             result = evaluate_predictions(graphs, predictions, settings["task"], priors, prepared.vocab, reporter=reporter)
             metrics = result.metrics
-    log.append({"time": time.time(), "event": "val", "metrics": metrics})
-    atomic.write_text(staging / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-    atomic.write_json(staging / "run.json", {k: settings[k] for k in ("run", "head", "dataset", "task", "seed")})
-    atomic.write_text(staging / "log.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in log))
-    atomic.write_json(staging / "metrics.json", {"split": "val", "task": settings["task"], "metrics": metrics})
+    atomic.write_json(folder / "metrics.json", {"split": "val", "task": settings["task"], "metrics": metrics})
     return metrics
+
+
+def _write_run_json(folder: Path, settings: dict, status: str, error: str | None = None) -> None:
+    payload = {k: settings[k] for k in ("run", "head", "dataset", "task", "seed")}
+    payload["status"] = status
+    if error:
+        payload["error"] = error
+    atomic.write_json(folder / "run.json", payload)
 
 
 def predict_split(model: RelationHead, graphs: SceneGraphs, source: ObjectSource, split: str,

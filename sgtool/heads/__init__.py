@@ -26,6 +26,8 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 
 TASKS = ("predcls", "sgcls", "sgdet")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "step", "cosine")
 
 
 # ---------------------------------------------------------------- what heads receive
@@ -76,12 +78,37 @@ class HeadConfig:
 
     epochs: int = 10
     batch_size: int = 8
+    # the training loop's settings (trainable heads; statistical heads ignore them)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    schedule: str = "none"  # none | step | cosine, stepped once per epoch
+    step_size: int = 0  # step schedule: decay every N epochs (0: a third of the phase's epochs)
+    gamma: float = 0.1  # step schedule: decay factor
+    grad_clip: float = 0.0  # max gradient norm, 0 = no clipping
+    val_metric: str = "mR@50"  # the best checkpoint is the epoch with the highest value
+    val_every: int = 1  # validate every N epochs (and always after a phase's last epoch)
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise SgtoolError(f"--epochs must be at least 1, not {self.epochs}.", "Pass a positive number of epochs.")
         if self.batch_size < 1:
             raise SgtoolError(f"--batch-size must be at least 1, not {self.batch_size}.", "Pass a positive batch size.")
+        checks = [
+            (self.lr > 0, f"lr must be positive, not {self.lr}", "Use --set lr=0.001."),
+            (self.weight_decay >= 0, f"weight_decay must not be negative, not {self.weight_decay}", "Use --set weight_decay=0."),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, not '{self.optimizer}'",
+             "Use --set optimizer=adam."),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, not '{self.schedule}'",
+             "Use --set schedule=none."),
+            (self.step_size >= 0 and 0 < self.gamma <= 1, "step_size must be >= 0 and gamma in (0, 1]",
+             "Use --set step_size=0 --set gamma=0.1."),
+            (self.grad_clip >= 0, f"grad_clip must not be negative, not {self.grad_clip}", "Use 0 to turn clipping off."),
+            (self.val_every >= 1, f"val_every must be at least 1, not {self.val_every}", "Use --set val_every=1."),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise SgtoolError(f"The setting {message}.", hint)
 
 
 class RelationHead(ABC):
@@ -98,10 +125,6 @@ class RelationHead(ABC):
         self.num_predicate_classes = num_predicate_classes
 
     @abstractmethod
-    def fit(self, data: TrainData, reporter: Any) -> list[dict]:
-        """Learn from data.train (validate on data.val); return log records (one dict per step/epoch)."""
-
-    @abstractmethod
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
         """Score candidate pairs of the given objects; full predicate distribution per pair."""
 
@@ -112,6 +135,49 @@ class RelationHead(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict returned."""
+
+
+class StatisticalHead(RelationHead):
+    """A head with nothing to optimise: `fit` reads what it needs (counts, priors) in one pass."""
+
+    trainable: ClassVar[bool] = False
+
+    @abstractmethod
+    def fit(self, data: TrainData, reporter: Any) -> list[dict]:
+        """Learn from data.train; return log records (one dict per event)."""
+
+
+class TrainableHead(RelationHead):
+    """A head with a network: the engine's one training loop drives it through these methods.
+
+    `build` makes the network (`self.model`, a torch.nn.Module) from the vocabulary and priors;
+    `batches` yields training or validation batches of a split; `loss` returns a dict of scalar
+    tensors whose "loss" entry is optimised (the others are logged). Heads never import the engine.
+    A head trained in stages (e.g. a second phase with part of the network frozen) overrides
+    `phases` and `begin_phase`; `batches` and `loss` then follow the current phase.
+    """
+
+    trainable: ClassVar[bool] = True
+    model: Any = None
+
+    def phases(self) -> list[tuple[str, int]]:
+        """Training phases and their epochs, in order; the loop makes a fresh optimiser for each."""
+        return [("train", self.config.epochs)]
+
+    def begin_phase(self, phase: str) -> None:
+        """Called before a phase's first epoch (and on resume): freeze or unfreeze parameters here."""
+
+    @abstractmethod
+    def build(self, data: TrainData) -> Any:
+        """Create self.model (and whatever it needs from data.vocab / data.priors); return it."""
+
+    @abstractmethod
+    def batches(self, graphs: SceneGraphs, *, shuffle: bool, rng: np.random.Generator) -> Any:
+        """Iterate over batches of the split for `loss` (PredCls ground truth, sampled pairs)."""
+
+    @abstractmethod
+    def loss(self, batch: Any) -> dict[str, Any]:
+        """Scalar tensors; "loss" is minimised."""
 
 
 # ---------------------------------------------------------------- registry

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
-from sgtool.heads import HeadConfig, ObjectPredictions, RelationHead, TrainData, register_head
+from sgtool.heads import HeadConfig, ObjectPredictions, StatisticalHead, TrainData, register_head
 from sgtool.priors import boxes_overlap
 
 _CHUNK_PAIRS = 4_000_000  # candidate pairs scored at once (bounds memory on large splits)
@@ -95,11 +95,10 @@ def _image_chunks(box_offsets: np.ndarray) -> list[tuple[int, int]]:
 
 
 @register_head("freq")
-class FreqHead(RelationHead):
+class FreqHead(StatisticalHead):
     """Motifs FREQ / FREQ + overlap."""
 
     Config = FreqConfig
-    trainable = False
 
     def __init__(self, config: FreqConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)

@@ -37,9 +37,8 @@ class Drawing:
 
 
 def output_path(graph_path: Path, out: Path | None) -> tuple[Path, str]:
+    # photo.graph.json -> photo.graph.png: never the name of the image the graph was made from
     path = Path(out) if out is not None else Path(graph_path).with_suffix(".png")
-    if path.name.endswith(".graph.json"):
-        path = path.with_name(path.name[: -len(".graph.json")] + ".png")
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise SgtoolError(f"Cannot draw into '{path.name}': the extension must be .png or .svg.",

@@ -1,0 +1,95 @@
+"""`sgtool predict IMAGE...`: detector + relation head on the user's own images -> graph.json each."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from sgtool import ui
+from sgtool.config import resolve_device
+from sgtool.detect import load_detector
+from sgtool.engine.objects import detected_objects
+from sgtool.engine.train import load_trained_head
+from sgtool.errors import SgtoolError
+from sgtool.ui import SILENT, Reporter
+from sgtool.viz.graph_json import build_graph, relative_image, write_graph
+from sgtool.workspace import Workspace
+
+
+KEEP_SCORE = 0.5  # objects in no kept relation still appear when the detector is this sure
+
+
+@dataclass
+class PredictedGraph:
+    image: Path
+    graph: Path
+    objects: int
+    relations: int
+
+
+def read_user_image(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 of any PNG / JPEG (or other PIL-readable) file; anything else is a user error."""
+    path = Path(path)
+    if not path.is_file():
+        raise SgtoolError(f"The image {path} does not exist.", "Check the path.")
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SgtoolError(f"{path} is not an image sgtool can read ({type(exc).__name__}).",
+                          "Pass PNG or JPEG files.") from exc
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None, detector_run: str | None = None,
+                   out: Path | None = None, top: int = 20, device: str = "cpu",
+                   reporter: Reporter = SILENT) -> list[PredictedGraph]:
+    """Write <out>/<image stem>.graph.json for every image (the head's top relations, graph-constrained)."""
+    if not images:
+        raise SgtoolError("No image was given.", "Pass one or more PNG or JPEG files.")
+    if top < 1:
+        raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
+    pixels = [read_user_image(path) for path in images]
+    head, settings, prepared = load_trained_head(ws, run or ws.latest_run())
+    detector = load_detector(ws, detector_run or settings.get("detector"), prepared.vocab, resolve_device(device),
+                             dataset=f"the run's dataset '{prepared.name}'")
+    out = Path(out) if out is not None else Path.cwd()
+    objects = detected_objects(detector, pixels, np.arange(len(pixels)))
+    predictions = head.predict(objects).ranked()
+    results = []
+    for i, path in enumerate(reporter.track(images, len(images), "graphs")):
+        results.append(_write_one(out, Path(path), pixels[i], predictions, i, top, prepared.vocab))
+    return results
+
+
+def _write_one(out: Path, image: Path, pixels: torch.Tensor, predictions, i: int, top: int, vocab) -> PredictedGraph:
+    """One graph.json: the top relations, and the objects they use or that score at least KEEP_SCORE."""
+    lo, hi = predictions.box_offsets[i], predictions.box_offsets[i + 1]
+    plo, phi = predictions.pair_offsets[i], predictions.pair_offsets[i + 1]
+    pairs, dist = predictions.pairs[plo:phi][:top] - lo, predictions.rel_scores[plo:phi][:top]
+    predicates = dist[:, 1:].argmax(1) + 1
+    scores = predictions.scores[lo:hi]
+    triplet = dist[np.arange(len(dist)), predicates] * scores[pairs[:, 0]] * scores[pairs[:, 1]]
+    keep = scores >= KEEP_SCORE
+    keep[pairs.reshape(-1)] = True
+    new_id = np.cumsum(keep) - 1
+    target = out / f"{image.stem}.graph.json"
+    graph = build_graph(image=relative_image(image.resolve(), out.resolve()), width=pixels.shape[2],
+                        height=pixels.shape[1], boxes=predictions.boxes[lo:hi][keep],
+                        labels=predictions.labels[lo:hi][keep], vocab=vocab, scores=scores[keep],
+                        pairs=new_id[pairs], predicates=predicates, rel_scores=triplet)
+    write_graph(target, graph)
+    return PredictedGraph(image, target, int(keep.sum()), len(pairs))
+
+
+def show_predicted(results: list[PredictedGraph], as_json: bool = False) -> None:
+    rows = [{"image": str(r.image), "graph": str(r.graph), "objects": r.objects, "relations": r.relations}
+            for r in results]
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.print_table("Predicted scene graphs", ("image", "graph.json", "objects", "relations"),
+                   ((r["image"], r["graph"], r["objects"], r["relations"]) for r in rows))

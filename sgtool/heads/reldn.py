@@ -1,0 +1,361 @@
+"""RelDN (Zhang et al., CVPR 2019): semantic + spatial + visual predicate logits, Graphical Contrastive Losses.
+
+Per candidate ordered pair (s, o), with P = predicates + 1 columns (column 0 = no relation):
+
+    semantic  = log_freq[label_s, label_o]            the frequency prior (a learnable copy by default)
+    spatial   = MLP([spatial_features(s, o), emb(label_s), emb(label_o)])   RelDN eq. 9-11 (+ class embeddings)
+    visual    = MLP([f_s, f_o, f_u]) + W_s f_s + W_o f_o                     ROI features, subject/object skips
+    logits    = semantic + spatial (+ visual);  p(pred | s, o) = softmax(logits)
+
+`features`: "spatial" needs no pixels (annotation-only datasets such as VRD); "visual" needs a
+visual feature source (ROI features of a trained detector, see `DetectorVisualFeatures`) attached
+with `attach_visual` before `build`; "auto" uses one when attached, else the spatial variant.
+
+Training samples, per image, up to `pairs_per_image` ordered pairs with up to
+`positives_per_image` annotated rows (a pair with several predicates gives several rows), the
+rest unannotated pairs (label 0), and minimises L0 (cross entropy) + λ1 L1 + λ2 L2 + λ3 L3
+(`sgtool.losses.contrastive.reldn_total_loss`). Prediction scores every ordered pair and keeps the
+full distribution; triplets rank by p(s)·p(pred)·p(o) (object scores; 1 in PredCls).
+
+Box coordinates are normalised by each image's box extent (max x2, max y2 of its boxes), in
+training and prediction alike, because the objects a head receives carry no image size.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
+from sgtool.data.predictions import Predictions
+from sgtool.errors import SgtoolError
+from sgtool.features.spatial import SPATIAL_DIM, spatial_features
+from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
+from sgtool.heads.freq import cap_boxes
+from sgtool.losses.contrastive import LOSS_NAMES, parse_losses, reldn_total_loss
+
+FEATURE_MODES = ("spatial", "visual", "auto")
+_CHUNK_PAIRS = 200_000  # candidate pairs scored at once in predict
+
+
+@dataclass
+class ReldnConfig(HeadConfig):
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 3e-3  # Adam
+    weight_decay: float = 1e-5
+    losses: str = "L0,L1,L2,L3"
+    margin: float = 0.2
+    lambdas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.1])  # λ1, λ2, λ3
+    pairs_per_image: int = 512
+    positives_per_image: int = 128
+    features: str = "auto"  # spatial | visual | auto
+    spatial_hidden: int = 128
+    class_embedding: int = 16  # 0: no class embeddings in the spatial branch
+    visual_hidden: int = 256
+    learn_semantic: bool = True  # False: the frequency prior stays fixed
+    max_boxes: int = 80  # detections kept per image (SGDet) before pairing
+
+    def validate(self) -> None:
+        super().validate()
+        parse_losses(self.losses)
+        checks = [
+            (self.features in FEATURE_MODES, f"features must be one of {', '.join(FEATURE_MODES)}, not '{self.features}'",
+             "Use --set features=spatial, visual or auto."),
+            (len(self.lambdas) == 3 and all(x >= 0 for x in self.lambdas),
+             f"lambdas must be three non-negative weights (λ1, λ2, λ3), not {self.lambdas}", "Use --set lambdas=[1.0,0.5,0.1]."),
+            (self.margin >= 0, f"margin must not be negative, not {self.margin}", "Use --set margin=0.2."),
+            (1 <= self.positives_per_image <= self.pairs_per_image,
+             f"positives_per_image ({self.positives_per_image}) must be between 1 and pairs_per_image "
+             f"({self.pairs_per_image})", "Use --set pairs_per_image=512 --set positives_per_image=128."),
+            (min(self.spatial_hidden, self.visual_hidden) >= 1 and self.class_embedding >= 0,
+             "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
+            (self.max_boxes >= 2, f"max_boxes must be at least 2, not {self.max_boxes}", "Use --set max_boxes=80."),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise SgtoolError(f"The reldn head's {message}.", hint)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"L0": 1.0, "L1": self.lambdas[0], "L2": self.lambdas[1], "L3": self.lambdas[2]}
+
+
+# ---------------------------------------------------------------- visual features
+
+class VisualSource(Protocol):
+    """ROI features of box pairs: `source(image_ids, box_offsets, boxes, pairs)` -> subject / object / union.
+
+    image_ids (I,), box_offsets (I + 1,), boxes (N, 4) xyxy pixels, pairs (M, 2) global box rows.
+    Returns three (M, dim) float tensors (keys "subject", "object", "union").
+    """
+
+    dim: int
+
+    def __call__(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray,
+                 pairs: np.ndarray) -> dict[str, Tensor]: ...
+
+
+class DetectorVisualFeatures:
+    """A VisualSource on a trained detector's frozen backbone (features/visual.py), images loaded by id.
+
+    images: image id -> CHW tensor loader (e.g. built from `sgtool.detect.data.SplitImages`);
+    ROI maps are average-pooled to grid x grid cells, so dim = channels * grid**2.
+    """
+
+    def __init__(self, detector: Any, images: dict[int, Any], grid: int = 2) -> None:
+        self.detector, self.images, self.grid = detector, images, grid
+        self.dim = int(detector.out_channels) * grid * grid
+
+    def __call__(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray,
+                 pairs: np.ndarray) -> dict[str, Tensor]:
+        from sgtool.features.visual import pair_visual_features
+
+        pair_image = np.searchsorted(box_offsets, pairs[:, 0], side="right") - 1
+        used = np.unique(pair_image)
+        per_image = [pairs[pair_image == i] - box_offsets[i] for i in used]
+        out = pair_visual_features(self.detector, [self.images[int(image_ids[i])]() for i in used],
+                                   [torch.from_numpy(boxes[box_offsets[i]:box_offsets[i + 1]]) for i in used],
+                                   [torch.from_numpy(p) for p in per_image])
+        order = np.argsort(np.argsort(pair_image, kind="stable"), kind="stable")  # back to the input pair order
+        pool = nn.functional.adaptive_avg_pool2d
+        return {k: pool(out[k].float(), self.grid).flatten(1)[torch.from_numpy(order)]
+                for k in ("subject", "object", "union")}
+
+
+# ---------------------------------------------------------------- the network
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, outputs))
+
+
+class ReldnNet(nn.Module):
+    """The three RelDN branches; `branches` returns each branch's (M, P) logits, `forward` their sum."""
+
+    def __init__(self, log_freq: np.ndarray, config: ReldnConfig, visual_dim: int = 0) -> None:
+        super().__init__()
+        num_classes, _, num_p = log_freq.shape
+        self.semantic = nn.Parameter(torch.as_tensor(log_freq, dtype=torch.float32).clone(),
+                                     requires_grad=config.learn_semantic)
+        emb = config.class_embedding
+        self.embedding = nn.Embedding(num_classes, emb) if emb else None
+        self.spatial = _mlp(SPATIAL_DIM + 2 * emb, config.spatial_hidden, num_p)
+        self.visual_dim = visual_dim
+        if visual_dim:
+            self.visual = _mlp(3 * visual_dim, config.visual_hidden, num_p)
+            self.subject_skip = nn.Linear(visual_dim, num_p)
+            self.object_skip = nn.Linear(visual_dim, num_p)
+
+    def branches(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        s, o = batch["subj_label"], batch["obj_label"]
+        out = {"semantic": self.semantic[s, o]}
+        spatial_in = batch["spatial"]
+        if self.embedding is not None:
+            spatial_in = torch.cat([spatial_in, self.embedding(s), self.embedding(o)], dim=1)
+        out["spatial"] = self.spatial(spatial_in)
+        if self.visual_dim:
+            fs, fo, fu = batch["subject"], batch["object"], batch["union"]
+            out["visual"] = (self.visual(torch.cat([fs, fo, fu], dim=1))
+                             + self.subject_skip(fs) + self.object_skip(fo))
+        return out
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return sum(self.branches(batch).values())
+
+
+# ---------------------------------------------------------------- pairs and batches
+
+def frame_sizes(box_offsets: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(I, 2) [W, H] per image: the extent of its boxes (max x2, max y2), at least 1 pixel."""
+    sizes = np.ones((len(box_offsets) - 1, 2), dtype=np.float32)
+    if len(boxes):
+        image = owner_of_rows(box_offsets)
+        np.maximum.at(sizes, image, boxes[:, 2:4].astype(np.float32))
+    return sizes
+
+
+def _random_rank(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row's position in a random order of its group (0-based)."""
+    order = np.lexsort((rng.random(len(group)), group))
+    first = np.searchsorted(group[order], group[order], side="left")
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = np.arange(len(group)) - first
+    return rank
+
+
+@dataclass
+class PairSample:
+    """Training rows of a set of images: global box rows, image index and predicate (0 = none) per row."""
+
+    image: np.ndarray
+    subj: np.ndarray
+    obj: np.ndarray
+    predicate: np.ndarray
+
+
+def sample_pairs(graphs: SceneGraphs, rng: np.random.Generator, pairs_per_image: int = 512,
+                 positives_per_image: int = 128) -> PairSample:
+    """Per image: up to positives_per_image annotated rows, then unannotated ordered pairs (label 0)
+    up to pairs_per_image rows in all; sampled without replacement, all kept when fewer."""
+    rels = graphs.relations
+    rel_image = owner_of_rows(rels.offsets)
+    keep_pos = _random_rank(rel_image, rng) < positives_per_image
+    pos_image = rel_image[keep_pos]
+    image, subj, obj = ordered_pairs(graphs.box_offsets)
+    n = max(len(graphs.labels), 1)
+    annotated = np.isin(subj * n + obj, rels.pairs[:, 0] * n + rels.pairs[:, 1])
+    image, subj, obj = image[~annotated], subj[~annotated], obj[~annotated]
+    budget = pairs_per_image - np.bincount(pos_image, minlength=graphs.num_images)
+    keep_neg = _random_rank(image, rng) < budget[image]
+    return PairSample(
+        image=np.concatenate([pos_image, image[keep_neg]]),
+        subj=np.concatenate([rels.pairs[keep_pos, 0], subj[keep_neg]]),
+        obj=np.concatenate([rels.pairs[keep_pos, 1], obj[keep_neg]]),
+        predicate=np.concatenate([rels.predicates[keep_pos], np.zeros(int(keep_neg.sum()), np.int64)]),
+    )
+
+
+def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image: np.ndarray,
+                subj: np.ndarray, obj: np.ndarray) -> dict[str, Tensor]:
+    """Network inputs of pairs (global rows): labels and the RelDN spatial vector."""
+    sizes = frame_sizes(box_offsets, boxes)[image]
+    return {
+        "subj_label": torch.from_numpy(labels[subj].astype(np.int64)),
+        "obj_label": torch.from_numpy(labels[obj].astype(np.int64)),
+        "spatial": spatial_features(torch.from_numpy(boxes[subj]), torch.from_numpy(boxes[obj]), torch.from_numpy(sizes)),
+    }
+
+
+# ---------------------------------------------------------------- the head
+
+@register_head("reldn")
+class ReldnHead(TrainableHead):
+    """RelDN with the Graphical Contrastive Losses."""
+
+    Config = ReldnConfig
+
+    def __init__(self, config: ReldnConfig, num_object_classes: int, num_predicate_classes: int) -> None:
+        super().__init__(config, num_object_classes, num_predicate_classes)
+        self.losses = parse_losses(config.losses)
+        self.model: ReldnNet | None = None
+        self.visual_source: VisualSource | None = None
+
+    # ------------------------------------------------------------ setup
+    def attach_visual(self, source: VisualSource | None) -> None:
+        """Give the head ROI features (needed for features=visual, used by auto)."""
+        self.visual_source = source
+
+    def wants_visual(self) -> bool:
+        """Whether a new network gets the visual branch (features=visual, or auto with a source attached)."""
+        mode = self.config.features
+        if mode == "visual" and self.visual_source is None:
+            raise SgtoolError("The reldn head was asked for visual features, but no detector features are available.",
+                              "Train a detector with `sgtool train-detector`, or use --set features=spatial.")
+        return mode != "spatial" and self.visual_source is not None
+
+    def uses_visual(self) -> bool:
+        """Whether the built network has the visual branch (then batches and predict need the source)."""
+        if self._require_model().visual_dim and self.visual_source is None:
+            raise SgtoolError("This reldn network uses visual features, and no detector features are attached.",
+                              "Attach the detector's features (attach_visual) before training or predicting.")
+        return bool(self._require_model().visual_dim)
+
+    def _new_model(self, log_freq: np.ndarray, visual_dim: int) -> ReldnNet:
+        shape = (self.num_object_classes, self.num_object_classes, self.num_predicate_classes)
+        if log_freq.shape != shape:
+            raise SgtoolError(f"The priors have shape {log_freq.shape}, which does not fit the vocabulary {shape}.",
+                              "Run `sgtool prepare` for this dataset again.")
+        return ReldnNet(log_freq, self.config, visual_dim)
+
+    def build(self, data: TrainData) -> ReldnNet:
+        torch.manual_seed(data.seed)
+        dim = self.visual_source.dim if self.wants_visual() else 0
+        self.model = self._new_model(np.asarray(data.priors["log_freq"], dtype=np.float32), dim).to(data.device)
+        return self.model
+
+    def _device(self) -> torch.device:
+        return next(self._require_model().parameters()).device
+
+    def _require_model(self) -> ReldnNet:
+        if self.model is None:
+            raise SgtoolError("The reldn head has no network yet.", "Train it or load its checkpoint first.")
+        return self.model
+
+    # ------------------------------------------------------------ training
+    def batches(self, graphs: SceneGraphs, *, shuffle: bool, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+        """Batches of batch_size images with sampled pairs (fresh samples on every call)."""
+        order = rng.permutation(graphs.num_images) if shuffle else np.arange(graphs.num_images)
+        order = order[graphs.relations.counts()[order] > 0]
+        for start in range(0, len(order), self.config.batch_size):
+            yield self.make_batch(graphs.select(np.sort(order[start:start + self.config.batch_size])), rng)
+
+    def make_batch(self, graphs: SceneGraphs, rng: np.random.Generator) -> dict[str, Any]:
+        c = self.config
+        sample = sample_pairs(graphs, rng, c.pairs_per_image, c.positives_per_image)
+        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, sample.image, sample.subj, sample.obj)
+        batch.update(pair_image=torch.from_numpy(sample.image), subj_index=torch.from_numpy(sample.subj),
+                     obj_index=torch.from_numpy(sample.obj), predicate=torch.from_numpy(sample.predicate))
+        if self.uses_visual():
+            batch.update(self.visual_source(graphs.image_ids, graphs.box_offsets, graphs.boxes,
+                                            np.stack([sample.subj, sample.obj], 1)))
+        return batch
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        model = self._require_model()
+        device = self._device()
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(batch)
+        terms = reldn_total_loss(logits, batch["pair_image"], batch["subj_index"], batch["obj_index"],
+                                 batch["subj_label"], batch["obj_label"], batch["predicate"], losses=self.losses,
+                                 margin=self.config.margin, weights=self.config.loss_weights())
+        out = {"loss": terms["total"]}
+        out.update({name: terms[name].detach() for name in LOSS_NAMES if name in terms})
+        return out
+
+    # ------------------------------------------------------------ prediction
+    def distribution(self, inputs: dict[str, Tensor]) -> Tensor:
+        """(M, P) softmax over predicates (column 0 = no relation) for prepared pair inputs."""
+        model = self._require_model()
+        device = self._device()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model({k: v.to(device) for k, v in inputs.items()}).softmax(-1).float().cpu()
+        finally:
+            model.train(was_training)
+
+    def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
+        if objects.detected:
+            objects = cap_boxes(objects, self.config.max_boxes)
+        image, subj, obj = ordered_pairs(objects.box_offsets)
+        probs = np.zeros((len(subj), self.num_predicate_classes), np.float32)
+        for lo in range(0, len(subj), _CHUNK_PAIRS):
+            hi = min(lo + _CHUNK_PAIRS, len(subj))
+            inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, image[lo:hi], subj[lo:hi], obj[lo:hi])
+            if self.uses_visual():
+                inputs.update(self.visual_source(objects.image_ids, objects.box_offsets, objects.boxes,
+                                                 np.stack([subj[lo:hi], obj[lo:hi]], 1)))
+            probs[lo:hi] = self.distribution(inputs).numpy()
+        return Predictions(
+            image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
+            scores=objects.scores.astype(np.float32),
+            pair_offsets=offsets_from_counts(np.bincount(image, minlength=objects.num_images)),
+            pairs=np.stack([subj, obj], axis=1).astype(np.int64), rel_scores=probs,
+        ).ranked()
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        model = self._require_model()
+        return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "visual_dim": model.visual_dim}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        weights = state["model"]
+        log_freq = np.asarray(weights["semantic"], dtype=np.float32)
+        self.model = self._new_model(log_freq, int(state.get("visual_dim", 0)))
+        self.model.load_state_dict(weights)

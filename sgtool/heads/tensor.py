@@ -1,0 +1,288 @@
+"""The low-rank tensor head (Hwang et al., CVPR 2018, "Tensorize, Factorize and Regularize").
+
+Per candidate box pair: features -> MLP trunk -> three branches emitting R score vectors for
+subject classes, predicates and object classes. φ = exp(score) defines a rank-R non-negative CP
+decomposition of p(subject, predicate, object | pair); its likelihood (`sgtool.losses.tensor`)
+never builds the S×P×O tensor.
+
+    phase "triplet"  (config.epochs)      annotated pairs, loss = factored_nll
+    phase "sel"      (config.sel_epochs)  X_sel (was this pair annotated?) on balanced annotated /
+                                          unannotated pairs, binary cross entropy, triplet network frozen
+
+Inference: p(pred | s, o, pair) ∝ y(s, pred, o) · ψ_u(s, o, pred) over the real predicates, with
+ψ_u the +1-smoothed triplet prior (`priors["triplet_prior"]`, stored [s, o, p]); the predictions'
+distribution per pair is [1 − P(sel), P(sel) · p(pred | s, o, pair)], so the graph-constrained
+triplet score is P(boxes) · P(triplet | pair) · P(sel | pair) (P(boxes): the object scores, 1 in PredCls).
+
+Inputs ("spatial", the pixel-free variant): RelDN's 22 spatial numbers of the pair (in the frame
+of the image's box extent) + learned class embeddings of the subject and object labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
+from sgtool.data.predictions import Predictions
+from sgtool.errors import SgtoolError
+from sgtool.features.spatial import SPATIAL_DIM, spatial_features
+from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
+from sgtool.heads.freq import cap_boxes
+from sgtool.losses.tensor import factored_nll, predicate_log_probs
+
+K_CHOICES = ("1", "10", "free")
+FEATURE_MODES = ("auto", "spatial", "visual")
+PHASES = ("triplet", "sel")
+_CHUNK_PAIRS = 100_000  # candidate pairs scored at once in predict
+_FEATURE_CLIP = 10.0  # spatial numbers are clipped to ±this (degenerate boxes give huge ratios)
+_PRIOR_FLOOR = 1e-12
+
+
+@dataclass
+class TensorConfig(HeadConfig):
+    epochs: int = 10  # epochs of the triplet phase
+    batch_size: int = 16  # images per batch
+    lr: float = 1e-3
+    grad_clip: float = 20.0  # the paper's gradient-norm clip
+    rank: int = 5  # R, the number of rank-1 factors
+    k: str = "free"  # predictions per pair for the k-metrics: 1, 10 or free
+    features: str = "auto"  # auto (spatial unless detector features exist) | spatial | visual
+    hidden: int = 128  # trunk width
+    class_embedding: int = 32  # 0: no label embeddings (spatial numbers only)
+    sel_epochs: int = 2  # epochs of the X_sel phase; 0: no X_sel (P(sel) = 1)
+    sel_hidden: int = 64
+    use_prior: bool = True  # multiply by the triplet prior ψ_u at inference
+    max_boxes: int = 80  # detections kept per image (SGDet) before pairing
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rank < 1:
+            raise SgtoolError(f"--rank must be at least 1, not {self.rank}.",
+                              "The rank is the number of factors of the decomposition; the paper uses 5.")
+        self.k = str(self.k).lower()
+        checks = [
+            (self.k in K_CHOICES, f"--k must be 1, 10 or free, not '{self.k}'", "Use --k free."),
+            (self.features in FEATURE_MODES, f"features must be one of {', '.join(FEATURE_MODES)}, not '{self.features}'",
+             "Use --set features=spatial."),
+            (min(self.hidden, self.sel_hidden) >= 1 and self.class_embedding >= 0,
+             "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
+            (self.sel_epochs >= 0, f"sel_epochs must not be negative, not {self.sel_epochs}", "Use --set sel_epochs=2."),
+            (self.max_boxes >= 2, f"max_boxes must be at least 2, not {self.max_boxes}", "Use --set max_boxes=80."),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise SgtoolError(f"The tensor head's {message}.", hint)
+
+
+# ---------------------------------------------------------------- the network
+
+class TensorNet(nn.Module):
+    """Trunk + subject / predicate / object branches (R vectors each) + the X_sel head."""
+
+    def __init__(self, num_objects: int, num_predicates: int, config: TensorConfig) -> None:
+        super().__init__()
+        c, p, r, h, e = num_objects, num_predicates, config.rank, config.hidden, config.class_embedding
+        self.rank, self.num_objects, self.num_predicates = r, c, p
+        self.embed = nn.Embedding(c, e) if e else None
+        self.trunk = nn.Sequential(nn.Linear(SPATIAL_DIM + 2 * e, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+        self.subject, self.predicate, self.object = nn.Linear(h, r * c), nn.Linear(h, r * p), nn.Linear(h, r * c)
+        self.sel = nn.Sequential(nn.Linear(h, config.sel_hidden), nn.ReLU(), nn.Linear(config.sel_hidden, 1))
+        self.register_buffer("log_prior", torch.zeros(c, c, p))  # log ψ_u, [s, o, p]
+        self.register_buffer("sel_trained", torch.zeros((), dtype=torch.bool))
+
+    def triplet_modules(self) -> list[nn.Module]:
+        return [m for m in (self.embed, self.trunk, self.subject, self.predicate, self.object) if m is not None]
+
+    def features(self, batch: dict[str, Tensor]) -> Tensor:
+        parts = [batch["spatial"].clamp(-_FEATURE_CLIP, _FEATURE_CLIP)]
+        if self.embed is not None:
+            parts += [self.embed(batch["subj_label"]), self.embed(batch["obj_label"])]
+        return self.trunk(torch.cat(parts, dim=1))
+
+    def factors(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, R, S), (B, R, P), (B, R, O) scores; φ = exp(score)."""
+        b, r = len(hidden), self.rank
+        return (self.subject(hidden).view(b, r, -1), self.predicate(hidden).view(b, r, -1),
+                self.object(hidden).view(b, r, -1))
+
+
+# ---------------------------------------------------------------- pairs and inputs
+
+def frame_sizes(box_offsets: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(I, 2) [W, H] per image: its boxes' extent (max x2, max y2), at least 1 pixel. Used in training
+    and prediction alike, since predicted objects do not carry the image size."""
+    sizes = np.ones((len(box_offsets) - 1, 2), dtype=np.float32)
+    if len(boxes):
+        np.maximum.at(sizes, owner_of_rows(box_offsets), boxes[:, 2:4].astype(np.float32))
+    return sizes
+
+
+def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, labels: np.ndarray, subj: np.ndarray,
+                obj: np.ndarray) -> dict[str, Tensor]:
+    """Network inputs of pairs (global box rows): labels and the RelDN spatial vector."""
+    sizes = frame_sizes(box_offsets, boxes)[owner_of_rows(box_offsets)[subj]]
+    return {"subj_label": torch.from_numpy(labels[subj].astype(np.int64)),
+            "obj_label": torch.from_numpy(labels[obj].astype(np.int64)),
+            "spatial": spatial_features(torch.from_numpy(boxes[subj]), torch.from_numpy(boxes[obj]),
+                                        torch.from_numpy(sizes))}
+
+
+def random_rank(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row's 0-based position in a random order of the rows of its group."""
+    order = np.lexsort((rng.random(len(group)), group))
+    sorted_group = group[order]
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = np.arange(len(group)) - np.searchsorted(sorted_group, sorted_group, side="left")
+    return rank
+
+
+def selection_pairs(graphs: SceneGraphs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(subj, obj, selected) per image: every annotated pair once, and as many random unannotated pairs."""
+    n = max(len(graphs.labels), 1)
+    pos = np.unique(graphs.relations.pairs[:, 0] * n + graphs.relations.pairs[:, 1])
+    image, subj, obj = ordered_pairs(graphs.box_offsets)
+    free = ~np.isin(subj * n + obj, pos)
+    image, subj, obj = image[free], subj[free], obj[free]
+    budget = np.bincount(graphs.image_of_box()[pos // n], minlength=graphs.num_images)
+    keep = random_rank(image, rng) < budget[image]
+    selected = np.concatenate([np.ones(len(pos), np.float32), np.zeros(int(keep.sum()), np.float32)])
+    return np.concatenate([pos // n, subj[keep]]), np.concatenate([pos % n, obj[keep]]), selected
+
+
+# ---------------------------------------------------------------- the head
+
+@register_head("tensor")
+class TensorHead(TrainableHead):
+    """Low-rank CP decomposition of p(subject, predicate, object | pair), × ψ_u, × p(X_sel | pair)."""
+
+    Config = TensorConfig
+
+    def __init__(self, config: TensorConfig, num_object_classes: int, num_predicate_classes: int) -> None:
+        super().__init__(config, num_object_classes, num_predicate_classes)
+        if config.features == "visual":
+            raise SgtoolError("The tensor head's visual variant (ROI features of a trained detector) is not "
+                              "available yet.", "Use --set features=spatial (the default on every dataset).")
+        self.model: TensorNet | None = None
+        self.phase = PHASES[0]
+
+    # ------------------------------------------------------------ setup
+    def _new_model(self) -> TensorNet:
+        return TensorNet(self.num_object_classes, self.num_predicate_classes, self.config)
+
+    def build(self, data: TrainData) -> TensorNet:
+        prior = np.asarray(data.priors["triplet_prior"], dtype=np.float64)
+        shape = (self.num_object_classes, self.num_object_classes, self.num_predicate_classes)
+        if prior.shape != shape:
+            raise SgtoolError(f"The triplet prior has shape {prior.shape}, which does not fit the vocabulary {shape}.",
+                              "Run `sgtool prepare` for this dataset again.")
+        self.model = self._new_model()
+        self.model.log_prior.copy_(torch.from_numpy(np.log(np.maximum(prior, _PRIOR_FLOOR))).float())
+        self.model.to(data.device)
+        return self.model
+
+    def _require_model(self) -> TensorNet:
+        if self.model is None:
+            raise SgtoolError("The tensor head has no network yet.", "Train it or load its checkpoint first.")
+        return self.model
+
+    def _device(self) -> torch.device:
+        return self._require_model().log_prior.device
+
+    def phases(self) -> list[tuple[str, int]]:
+        return [("triplet", self.config.epochs)] + ([("sel", self.config.sel_epochs)] if self.config.sel_epochs else [])
+
+    def begin_phase(self, phase: str) -> None:
+        """triplet: train everything but X_sel; sel: train X_sel only, the triplet network frozen."""
+        model = self._require_model()
+        self.phase = phase
+        for module in model.triplet_modules():
+            module.requires_grad_(phase == "triplet")
+        model.sel.requires_grad_(phase == "sel")
+        if phase == "sel":
+            model.sel_trained.fill_(True)
+
+    # ------------------------------------------------------------ training
+    def batches(self, graphs: SceneGraphs, *, shuffle: bool, rng: np.random.Generator) -> list[dict[str, Tensor]]:
+        """Batches of batch_size images (with relations): annotated pairs (triplet phase), or annotated
+        and as many unannotated pairs (sel phase)."""
+        order = rng.permutation(graphs.num_images) if shuffle else np.arange(graphs.num_images)
+        order = order[graphs.relations.counts()[order] > 0]
+        size = self.config.batch_size
+        return [self.make_batch(graphs.select(np.sort(order[i:i + size])), rng) for i in range(0, len(order), size)]
+
+    def make_batch(self, graphs: SceneGraphs, rng: np.random.Generator) -> dict[str, Tensor]:
+        if self.phase == "sel":
+            subj, obj, selected = selection_pairs(graphs, rng)
+            batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, subj, obj)
+            batch["selected"] = torch.from_numpy(selected)
+            return batch
+        rels = graphs.relations
+        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, rels.pairs[:, 0], rels.pairs[:, 1])
+        batch["target"] = torch.stack([batch["subj_label"], torch.from_numpy(rels.predicates.astype(np.int64)),
+                                       batch["obj_label"]], dim=1)
+        return batch
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        model = self._require_model()
+        batch = {k: v.to(self._device()) for k, v in batch.items()}
+        if self.phase == "sel":
+            with torch.no_grad():
+                hidden = model.features(batch)
+            logits = model.sel(hidden).squeeze(1)
+            accuracy = ((logits > 0).float() == batch["selected"]).float().mean()
+            return {"loss": F.binary_cross_entropy_with_logits(logits, batch["selected"]), "sel_accuracy": accuracy}
+        return {"loss": factored_nll(*model.factors(model.features(batch)), batch["target"])}
+
+    # ------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def distribution(self, inputs: dict[str, Tensor]) -> Tensor:
+        """(M, P) [1 − P(sel), P(sel) · p(pred | s, o, pair) ∝ y · ψ_u] for prepared pair inputs."""
+        model = self._require_model()
+        was_training = model.training
+        model.eval()
+        try:
+            inputs = {k: v.to(self._device()) for k, v in inputs.items()}
+            hidden = model.features(inputs)
+            s, o = inputs["subj_label"], inputs["obj_label"]
+            log_p = predicate_log_probs(*model.factors(hidden), s, o)[:, 1:]
+            if self.config.use_prior:
+                log_p = log_p + model.log_prior[s, o, 1:]
+            sel = model.sel(hidden).squeeze(1).sigmoid() if bool(model.sel_trained) else torch.ones_like(log_p[:, 0])
+            return torch.cat([(1 - sel)[:, None], sel[:, None] * log_p.softmax(-1)], dim=1).float().cpu()
+        finally:
+            model.train(was_training)
+
+    def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
+        if objects.detected:
+            objects = cap_boxes(objects, self.config.max_boxes)
+        image, subj, obj = ordered_pairs(objects.box_offsets)
+        probs = np.zeros((len(subj), self.num_predicate_classes), np.float32)
+        for lo in range(0, len(subj), _CHUNK_PAIRS):
+            hi = min(lo + _CHUNK_PAIRS, len(subj))
+            inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj[lo:hi], obj[lo:hi])
+            probs[lo:hi] = self.distribution(inputs).numpy()
+        return Predictions(
+            image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
+            scores=objects.scores.astype(np.float32),
+            pair_offsets=offsets_from_counts(np.bincount(image, minlength=objects.num_images)),
+            pairs=np.stack([subj, obj], axis=1).astype(np.int64), rel_scores=probs,
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        model = self._require_model()
+        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "features": "spatial"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        model = self._new_model()
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as exc:
+            raise SgtoolError("The tensor checkpoint does not fit this head's settings (rank, sizes) or vocabulary.",
+                              "Load it with the settings and dataset it was trained with.") from exc
+        self.model = model

@@ -1,0 +1,146 @@
+"""The ae auto-encoder: DSNT, differentiable drawing, the triplet F1 matcher, a tiny training run, CLI errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sgtool.autoencoder.data import load_split, to_normalised, to_pixels
+from sgtool.autoencoder.losses import match_slots, overlap
+from sgtool.autoencoder.model import compose, draw_segments, dsnt, node_pairs, pixel_centres
+from sgtool.autoencoder.train import AEConfig, GraphAutoEncoder, fit, step_loss
+from sgtool.data.prepared import load_prepared
+from sgtool.eval.point_graph import PointGraphs, triplet_scores
+from sgtool.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def shapes_ws(tmp_path_factory):
+    from sgtool.data.shapes import prepare_shapes
+
+    ws = Workspace(tmp_path_factory.mktemp("ae"))
+    prepare_shapes(ws, images=80, seed=1, workers=1)
+    return ws
+
+
+# ---------------------------------------------------------------- DSNT
+
+def test_dsnt_is_the_centre_of_mass():
+    heat = torch.zeros(1, 2, 8, 8)
+    heat[0, 0, 2, 6] = 1.0  # a single pixel: its centre
+    heat[0, 1, 1, 1] = heat[0, 1, 5, 3] = 0.5  # two pixels: their midpoint
+    c = pixel_centres(8)
+    xy = dsnt(heat)[0]
+    assert torch.allclose(xy[0], torch.stack([c[6], c[2]]))
+    assert torch.allclose(xy[1], torch.stack([(c[1] + c[3]) / 2, (c[1] + c[5]) / 2]))
+    assert np.allclose(to_pixels(to_normalised(np.array([[10.0, 20.0]]), 128), 128), [[10.0, 20.0]], atol=1e-5)
+
+
+# ---------------------------------------------------------------- drawing
+
+def test_drawing_renders_a_known_graph():
+    # nodes at pixel centres (8, 16), (40, 16), (40, 48) of a 64-px canvas; edges 0-1 and 1-2 on, 0-2 off
+    px = torch.tensor([[[8.0, 16.0], [40.0, 16.0], [40.0, 48.0]]])
+    coords = (2 * px + 1) / 64 - 1
+    pairs = node_pairs(3)
+    prob = torch.tensor([[1.0, 0.0, 1.0]])  # pairs (0,1), (0,2), (1,2)
+    canvas = compose(draw_segments(coords, pairs, 64, 0.7), prob)[0, 0]
+    assert canvas[16, 12:37].min() > 0.95 and canvas[20:45, 40].min() > 0.95  # along the two drawn edges
+    assert canvas[30, 22] < 0.01 and canvas[60, 5] < 0.01  # the diagonal (off) and far away stay blank
+    assert canvas[18, 20] < 0.05  # two pixels beside a 0.7-px-sigma line
+
+
+def test_drawing_passes_gradients_to_nodes_and_edges():
+    coords = torch.tensor([[[-0.5, 0.0], [0.5, 0.1]]], requires_grad=True)
+    prob = torch.tensor([[0.7]], requires_grad=True)
+    target = torch.zeros(64, 64)
+    target[36, 10:54] = 1.0  # the line should sit lower
+    canvas = compose(draw_segments(coords, node_pairs(2), 64, 1.0), prob)[0, 0]
+    ((canvas - target) ** 2).sum().backward()
+    assert coords.grad is not None and coords.grad.abs().sum() > 0 and prob.grad.abs().item() > 0
+    assert coords.grad[0, :, 1].sum() < 0  # descending the loss moves the nodes down (+y)
+
+
+def test_overlap_and_matching():
+    same = torch.full((1, 2, 4, 4), 1 / 16)
+    apart = torch.zeros(1, 2, 4, 4)
+    apart[0, 0, 0, 0] = apart[0, 1, 3, 3] = 1.0
+    assert overlap(same).item() == pytest.approx(1.0) and overlap(apart).item() == 0.0
+    slots = np.array([[0.0, 0.0], [1.0, 1.0], [0.1, 0.0], [5.0, 5.0]])
+    assigned = match_slots(slots, np.array([[1.0, 1.0], [0.0, 0.0]]))
+    assert assigned[0] == 1 and assigned[1] == 0 and set(assigned) == {0, 1}
+
+
+# ---------------------------------------------------------------- the F1 matcher
+
+def graphs(counts, points, edges) -> PointGraphs:
+    return PointGraphs(np.concatenate([[0], np.cumsum(counts)]), np.array(points, float), np.array(edges, np.int64).reshape(-1, 2))
+
+
+def test_f1_matcher_hand_made():
+    # image 0: triangle (0,1,2); image 1: a line (3,4)
+    gt = graphs([3, 2], [[10, 10], [50, 10], [30, 40], [5, 5], [60, 60]], [[0, 1], [1, 2], [0, 2], [3, 4]])
+    # image 0: slots 0 and 3 both on GT node 0 (a duplicate), slot 4 far from everything
+    pred = graphs([5, 2], [[11, 10], [50, 13], [30, 41], [10, 12], [100, 100], [5, 5], [30, 30]],
+                  [[0, 1], [3, 1], [1, 2], [0, 3], [2, 4], [5, 6]])
+    s = triplet_scores(pred, gt, threshold=5.0)
+    # unique predicted triplets: {0-1 (twice: one), 1-2, 2-far, 5-unmatched}; 0-3 collapses and is dropped
+    assert (s["hits"], s["predicted"], s["ground_truth"]) == (2, 4, 4)
+    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5) and s["f1"] == pytest.approx(0.5)
+    perfect = triplet_scores(graphs([3, 2], gt.points + 1, gt.edges), gt)
+    assert perfect["f1"] == 1.0
+    assert triplet_scores(graphs([3, 2], gt.points + 6, gt.edges), gt)["f1"] == 0.0  # 8.5 px away: no match
+    assert triplet_scores(graphs([3, 2], gt.points, np.zeros((0, 2))), gt)["f1"] == 0.0
+
+
+# ---------------------------------------------------------------- training
+
+def test_tiny_training_lowers_the_loss(shapes_ws):
+    data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
+    config = AEConfig(epochs=5, batch_size=16, lr=3e-3, log_every=1000)
+    torch.manual_seed(0)
+    model = GraphAutoEncoder(4, 8)
+    fixed = np.arange(16)
+    model.eval()
+    with torch.no_grad():
+        before = step_loss(model, config, data, fixed, config.sigma_end, "cpu")["loss"].item()
+    model.train()
+    log = fit(model, data, config, 0, "cpu")
+    model.eval()
+    with torch.no_grad():
+        after = step_loss(model, config, data, fixed, config.sigma_end, "cpu")["loss"].item()
+    assert log[-1]["steps"] == 5 * (len(data) // 16)
+    assert after < before - 0.02, (before, after)
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_bad_input(cli, shapes_ws, tmp_path):
+    r = cli("-w", shapes_ws.root, "train", "--head", "ae", "--max-nodes", "1")
+    assert r.code == 2 and "--max-nodes" in r.err and "Traceback" not in r.err
+    r = cli("-w", shapes_ws.root, "train", "--head", "freq", "--supervised")
+    assert r.code == 2 and "ae head" in r.err
+    cli("-w", tmp_path, "prepare", "synth", "--images", "20", "--workers", "1")
+    r = cli("-w", tmp_path, "train", "--head", "ae", "--dataset", "synth")
+    assert r.code == 2 and "shapes dataset" in r.err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_cli_train_eval_draw(cli, shapes_ws, tmp_path):
+    r = cli("-w", shapes_ws.root, "--json", "train", "--head", "ae", "--epochs", "1", "--batch-size", "16",
+            "--seeds", "2", "--set", "width=8", "--set", "train_images=32", "--set", "threads=1", "--name", "tiny")
+    assert r.code == 0, r.err
+    run = shapes_ws.run_dir("tiny")
+    assert (run / "checkpoints" / "model-seed1.pt").exists() and (run / "predictions" / "seed0" / "test.h5").exists()
+    r = cli("-w", shapes_ws.root, "--json", "eval", "--run", "tiny")
+    assert r.code == 0, r.err
+    import json
+
+    payload = json.loads(r.out)
+    assert set(payload["per_seed"]) == {"0", "1"} and 0 <= payload["summary"]["f1"]["mean"] <= 1
+    report = shapes_ws.report_dir("tiny")
+    assert (report / "reconstructions.png").stat().st_size > 0
+    pred_graph = sorted((report / "graphs").glob("*.pred.json"))[0]
+    r = cli("-w", shapes_ws.root, "draw", pred_graph, "--out", tmp_path / "g.png")
+    assert r.code == 0, r.err
+    assert (tmp_path / "g.png").stat().st_size > 0
