@@ -190,7 +190,7 @@ class Task(str, Enum):
 @app.command()
 def train(
     ctx: typer.Context,
-    head: Annotated[str, typer.Option(help="Relation head to train (freq, reldn, tensor, ...).")] = "freq",
+    head: Annotated[Optional[str], typer.Option(help="Relation head to train (freq, reldn, tensor, ...; default freq).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset (default: the latest).")] = None,
     task: Annotated[Task, typer.Option(help="predcls: GT boxes and labels; sgcls: GT boxes; sgdet: detections.")] = Task.predcls,
     detector: Annotated[Optional[str], typer.Option(help="sgcls / sgdet: detector run giving the objects (default: the latest).")] = None,
@@ -209,12 +209,22 @@ def train(
     max_nodes: Annotated[Optional[int], typer.Option(help="ae: node slots of the auto-encoder (default 4).")] = None,
     supervised: Annotated[bool, typer.Option("--supervised", help="ae: train the encoder on ground truth (the baseline).")] = False,
     seeds: Annotated[Optional[int], typer.Option(help="ae: train this many seeds (--seed, +1, ...) into one run.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue this unfinished run from its last checkpoint, with its own settings.")] = None,
 ) -> None:
     """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
     from sgtool.autoencoder.train import check_options
-    from sgtool.engine.train import show_train, train as stage
+    from sgtool.engine.train import resume_train, show_train, train as stage
 
     s = _settings(ctx)
+    if resume is not None:
+        given = {"--task": task != Task.predcls, "--detector": detector, "--overlap": overlap is not None, "--losses": losses,
+                 "--name": name, "--epochs": epochs, "--batch-size": batch_size, "--rank": rank, "--k": k,
+                 "--t-end": t_end, "--front-end": front_end, "--samples": samples, "--config": config, "--set": set_,
+                 "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds}
+        show_train(resume_train(s.workspace, resume, head=head, dataset=dataset, given=[k for k, v in given.items() if v is not None and v is not False and v != []],
+                                device=s.device, reporter=s.reporter), as_json=s.json)
+        return
+    head = head or "freq"
     check_options(head, max_nodes, supervised, seeds)
     if head == "ae":  # the image-level auto-encoder has its own training stage
         from sgtool.autoencoder.train import show_ae_train, train_autoencoder

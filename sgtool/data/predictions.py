@@ -99,6 +99,9 @@ def _validate(p: Predictions, path: Path) -> None:
         raise bad("boxes, labels and scores differ in length")
     if len(p.rel_scores) != len(p.pairs) or p.pairs.shape[1:] != (2,):
         raise bad("pairs and rel_scores differ in length")
+    for name in ("boxes", "scores", "rel_scores"):
+        if not np.isfinite(getattr(p, name)).all():
+            raise bad(f"some {name} are not finite (NaN or infinite)")
     image = p.image_of_pair()
     lo, hi = p.box_offsets[image][:, None], p.box_offsets[image + 1][:, None]
     if np.any((p.pairs < lo) | (p.pairs >= hi)):

@@ -71,12 +71,22 @@ def _hflip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.
 
 
 def train_batches(images: SplitImages, batch_size: int, seed: int, epoch: int, flip: bool = True,
-                  start_batch: int = 0) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
-    """One epoch of shuffled batches; the order and flips depend only on (seed, epoch)."""
+                  start_batch: int = 0, shard: tuple[int, int] = (0, 1),
+                  ) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
+    """One epoch of shuffled batches; the order and flips depend only on (seed, epoch).
+
+    shard=(rank, world): only the batches rank, rank + world, ... of full groups of world batches
+    (distributed training; the images of other ranks' batches are not read)."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(images))
     flips = rng.random(len(images)) < 0.5 if flip else np.zeros(len(images), bool)
-    for start in range(start_batch * batch_size, len(order), batch_size):
+    rank, world = shard
+    total = num_batches(len(order), batch_size)
+    usable = total if world == 1 else total - total % world
+    for number in range(start_batch, usable):
+        if number % world != rank:
+            continue
+        start = number * batch_size
         batch_images, batch_targets = [], []
         for index in order[start:start + batch_size]:
             image, target = images[int(index)], images.target(int(index))

@@ -26,6 +26,7 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.detect.api import CHECKPOINT_FORMAT, LATEST_KIND, Detector, read_checkpoint
 from sgtool.detect.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
 from sgtool.detect.data import SplitImages, num_batches, require_images, train_batches
+from sgtool.engine import distributed
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, check_arch, load_weights, read_state_dict
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
@@ -101,7 +102,8 @@ def train_detector(ws: Workspace, *, dataset: str | None = None, arch: str | Non
     if arch is not None:
         check_arch(arch)
     _check_options(epochs, batch_size, lr, time_budget, threads)
-    device = resolve_device(device)
+    device = distributed.setup(resolve_device(device))  # under torchrun: join the process group
+    reporter = reporter if distributed.is_main() else SILENT
     if threads:
         torch.set_num_threads(threads)
     if resume is not None:
@@ -133,7 +135,9 @@ def _new_state(ws: Workspace, dataset: str | None, arch: str, epochs: int | None
     config = DetectorConfig(arch=arch, **{k: v for k, v in given.items() if v is not None})
     if weights:
         read_state_dict(weights)  # a file that is not a checkpoint fails here, before anything is built
-    run = ws.claim_run_name(name, f"detector-{arch}-{prepared.name}", f"Pick another --name, or continue it with --resume {name}.")
+    run = distributed.broadcast(ws.claim_run_name(name, f"detector-{arch}-{prepared.name}",
+                                                  f"Pick another --name, or continue it with --resume {name}.")
+                                if distributed.is_main() else None)
     min_size, max_size = DEFAULT_SIZES[arch]
     spec = DetectorSpec(arch, len(prepared.vocab.objects), config.min_size or min_size, config.max_size or max_size,
                         tiny_channels=config.tiny_channels)
@@ -179,23 +183,29 @@ def _resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None
 
 def _run(ws: Workspace, state: _State, device: str, reporter: Reporter) -> DetectorResult:
     run_dir = ws.run_dir(state.run)
-    fresh = state.checkpoint is None
+    fresh, main = state.checkpoint is None, distributed.is_main()  # only rank 0 writes
+    if not fresh and main:
+        atomic.remove_leftovers(run_dir)  # temp files of writes a kill interrupted
     try:
-        if fresh:
+        if fresh and main:
             settings = _settings(state, device)
             atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
             atomic.write_json(run_dir / "run.json", {k: settings[k] for k in ("run", "head", "dataset", "task", "arch", "seed")})
         model = _fit(run_dir, state, device, reporter)
     except BaseException:
-        if fresh and not (run_dir / "checkpoints" / "last.pt").exists():
+        if fresh and main and not (run_dir / "checkpoints" / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    if not main:  # rank 0 evaluates and writes; the others wait for its metrics
+        metrics = distributed.broadcast(None)
+        return DetectorResult(state.run, run_dir, state.prepared.name, state.config.arch, state.config.epochs, metrics)
     detector = Detector(model, state.spec, state.prepared.vocab, state.run, device)
     metrics = evaluate_detector(detector, state.prepared, run_dir, reporter)
     log = _read_log(run_dir)
     metrics["train_images_per_s"] = _mean_rate(log)
     atomic.write_json(run_dir / "metrics.json", {"split": metrics.pop("split"), "task": "det", "metrics": metrics})
     ws.set_latest(LATEST_KIND, state.run)
+    distributed.broadcast(metrics)
     return DetectorResult(state.run, run_dir, state.prepared.name, state.config.arch, state.config.epochs, metrics)
 
 
@@ -232,7 +242,11 @@ def _fit(run_dir: Path, state: _State, device: str, reporter: Reporter) -> torch
             scaler.load_state_dict(checkpoint["scaler"])
         epoch, step, seconds, log = checkpoint["epoch"], checkpoint["step"], checkpoint["train_seconds"], checkpoint["log"]
     images = SplitImages(state.prepared.path, state.prepared.graphs.split_subset("train"))
-    per_epoch = num_batches(len(images), config.batch_size)
+    per_epoch = distributed.sharded_count(num_batches(len(images), config.batch_size))  # steps (global batches)
+    if per_epoch == 0:
+        raise SgtoolError(f"The {len(images)} training images make fewer batches than the {distributed.world_size()} "
+                          "processes.", "Use a smaller --batch-size or fewer processes.")
+    ddp = distributed.wrap_model(model)  # averages the gradients over the ranks under torchrun
     total = per_epoch * config.epochs
     reporter.info(f"Training the {config.arch} detector on '{state.prepared.name}' ({len(images)} images) as run "
                   f"{state.run}" + (f", resuming after epoch {epoch}." if epoch else "."))
@@ -241,29 +255,33 @@ def _fit(run_dir: Path, state: _State, device: str, reporter: Reporter) -> torch
         while epoch < config.epochs and not (config.time_budget and seconds >= config.time_budget):
             started = time.perf_counter()
             losses: dict[str, list[float]] = {}
-            for batch, targets in train_batches(images, config.batch_size, state.seed, epoch, config.flip):
+            shard = (distributed.rank(), distributed.world_size())
+            for batch, targets in train_batches(images, config.batch_size, state.seed, epoch, config.flip, shard=shard):
                 factor = _lr_factor(step, total, config.warmup_steps, seconds + time.perf_counter() - started,
                                     config.time_budget)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * factor
-                parts = _train_step(model, optimizer, scaler, batch, targets, device, config.grad_clip)
+                parts = _train_step(ddp, optimizer, scaler, batch, targets, device, config.grad_clip)
                 for key, value in parts.items():
                     losses.setdefault(key, []).append(value)
                 step += 1
                 bar.update(task, advance=1, status=f"epoch {epoch + 1}/{config.epochs} loss {parts['loss']:.3f}")
-                if config.time_budget and seconds + time.perf_counter() - started >= config.time_budget:
-                    break
+                if distributed.any_rank(bool(config.time_budget) and seconds + time.perf_counter() - started >= config.time_budget):
+                    break  # decided on every rank together
             took = time.perf_counter() - started
             seconds += took
             epoch += 1
             partial = len(losses["loss"]) < per_epoch  # the time budget ended it early
             log.append({"time": time.time(), "event": "epoch", "epoch": epoch, "partial": partial, "step": step,
                         "seconds": round(took, 3),
-                        "images_per_s": round(len(losses["loss"]) * config.batch_size / max(took, 1e-9), 2),
+                        "images_per_s": round(len(losses["loss"]) * config.batch_size * distributed.world_size() / max(took, 1e-9), 2),
                         "lr": optimizer.param_groups[0]["lr"], **{k: float(np.mean(v)) for k, v in losses.items()}})
-            _save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, scaler, state, epoch, step, seconds, log)
-            atomic.write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-    _save_final(run_dir / "checkpoints" / "model.pt", model, state, epoch)
+            if distributed.is_main():
+                _save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, scaler, state, epoch, step,
+                                 seconds, log)
+                atomic.write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+    if distributed.is_main():
+        _save_final(run_dir / "checkpoints" / "model.pt", model, state, epoch)
     return model
 
 
@@ -274,7 +292,7 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
     with torch.autocast("cuda", dtype=torch.float16, enabled=device == "cuda"):
         parts = model(batch, targets)
     loss = sum(parts.values())
-    if not torch.isfinite(loss):
+    if not distributed.all_finite(loss):  # on every rank, so that all ranks stop together
         raise SgtoolError(f"The detector's loss became {loss.item()} (training diverged).", "Lower --lr, e.g. --lr 0.0005.")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

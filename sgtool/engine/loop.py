@@ -8,6 +8,8 @@ Checkpoints (atomic writes, in <run>/checkpoints/): `last.pt` after every epoch 
 resume needs (head state, optimiser, scheduler, phase, epoch, step, best so far, RNG states);
 `model.pt` is the best epoch by `val_metric` (the file `eval` / `predict` load). A non-finite loss
 or gradient stops training with an SgtoolError; the last good `last.pt` is left untouched.
+Under torchrun (`engine/distributed.py`) each rank trains on its share of the batches through DDP,
+rank 0 validates, and only rank 0 writes the log and checkpoints.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from sgtool import atomic
+from sgtool.engine import distributed
 from sgtool.errors import SgtoolError
 from sgtool.heads import HeadConfig, TrainableHead, TrainData
 from sgtool.ui import SILENT, Reporter
@@ -51,6 +54,8 @@ def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Valid
     """Train head on data.train in the run folder; return the log records. The head ends with the best weights."""
     config, ckpt, rng = head.config, Path(folder) / "checkpoints", np.random.default_rng(data.seed)
     seed_everything(data.seed)
+    if config.deterministic:
+        use_deterministic_kernels()
     if head.model is None:
         head.build(data)
     state, log, saved = LoopState(), [], _resume_point(head, ckpt, rng, resume)
@@ -67,37 +72,43 @@ def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Valid
                 if saved is not None and saved["phase"] == index:
                     optimizer.load_state_dict(saved["optimizer"])
                     scheduler.load_state_dict(saved["scheduler"])
+                loss_fn = distributed.wrap_loss(head.model, head.loss)  # DDP under torchrun, else head.loss
             while state.epoch < first + epochs:
                 started, lr = time.time(), optimizer.param_groups[0]["lr"]
                 losses = train_epoch(head, optimizer, data, rng, state, lambda done, loss: bar.update(
-                    task, completed=state.epoch + done, status=f"{phase} loss {loss:.4f}"))
+                    task, completed=state.epoch + done, status=f"{phase} loss {loss:.4f}"), loss_fn)
                 scheduler.step()
                 state.epoch += 1
-                metrics = validate() if _validates(config, state.epoch, first + epochs) else None
+                metrics = distributed.on_main(validate) if _validates(config, state.epoch, first + epochs) else None
                 log.append(_record(config, state, phase, losses, lr, metrics, started))
-                write_log(Path(folder) / "log.jsonl", log)
-                if _improved(state, config, metrics):
+                main = distributed.is_main()  # only rank 0 writes
+                if main:
+                    write_log(Path(folder) / "log.jsonl", log)
+                if _improved(state, config, metrics) and main:
                     save_best(ckpt / BEST, head, state, config.val_metric)
-                save_last(ckpt / LAST, head, optimizer, scheduler, index, state, rng)
+                if main:
+                    save_last(ckpt / LAST, head, optimizer, scheduler, index, state, rng)
                 bar.update(task, completed=state.epoch, status=_status(phase, losses, config.val_metric, metrics))
             first += epochs
-    head.load_state_dict(load_state(ckpt / BEST)["state"])
+    if distributed.is_main():
+        head.load_state_dict(load_state(ckpt / BEST)["state"])
     head.model.to(data.device)
     return log
 
 
 def train_epoch(head: TrainableHead, optimizer: torch.optim.Optimizer, data: TrainData, rng: np.random.Generator,
-                state: LoopState, progress: Callable[[float, float], None]) -> dict[str, float]:
-    """One pass over the training batches; mean of each loss term (and the gradient norm)."""
+                state: LoopState, progress: Callable[[float, float], None],
+                loss_fn: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, float]:
+    """One pass over the training batches (this rank's share of them); mean of each loss term and the gradient norm."""
     head.model.train()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clip = head.config.grad_clip or math.inf
-    batches = head.batches(data.train, shuffle=True, rng=rng)
+    batches = distributed.shard(head.batches(data.train, shuffle=True, rng=rng))
     expected = len(batches) if hasattr(batches, "__len__") else state.batches_per_epoch
     sums: dict[str, float] = {}
     count = 0
     for batch in batches:
-        terms = head.loss(batch)
+        terms = (loss_fn or head.loss)(batch)
         optimizer.zero_grad(set_to_none=True)
         check_finite("loss", terms["loss"], state)
         terms["loss"].backward()
@@ -112,11 +123,11 @@ def train_epoch(head: TrainableHead, optimizer: torch.optim.Optimizer, data: Tra
     if count == 0:
         raise SgtoolError("The training split gave no batches (no image with an annotated relation).",
                           "Prepare a dataset whose train split holds relations.")
-    return {name: value / count for name, value in sums.items()}
+    return distributed.mean_over_ranks({name: value / count for name, value in sums.items()})
 
 
 def check_finite(what: str, value: torch.Tensor, state: LoopState) -> None:
-    if not bool(torch.isfinite(value.detach()).all()):
+    if not distributed.all_finite(value):  # on every rank, so that all ranks stop together
         kept = f"The last good checkpoint (epoch {state.epoch}, checkpoints/{LAST}) is kept; " if state.epoch else ""
         raise SgtoolError(f"Training stopped in epoch {state.epoch + 1} (step {state.step + 1}): the {what} is "
                           f"{float(value.detach().float().reshape(-1)[0])}.",
@@ -147,6 +158,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def use_deterministic_kernels() -> None:
+    """`--set deterministic=true`: cuDNN / cuBLAS pick deterministic algorithms (an op without one raises)."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
 
 
 def rng_states(rng: np.random.Generator) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_p
 from sgtool.engine.objects import object_source as task_objects
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
-    TASKS, HeadConfig, ObjectSource, RelationHead, StatisticalHead, TrainableHead, TrainData, config_dict, get_head,
-    make_config,
+    TASKS, HeadConfig, ObjectSource, RelationHead, StatisticalHead, TrainableHead, TrainData, available_heads,
+    config_dict, get_head, make_config,
 )
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -93,12 +93,16 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
 
         config.val_metric = parse_metric(config.val_metric)
         device = resolve_device(device)
+    from sgtool.engine import distributed
+
+    device = distributed.setup(device)  # under torchrun: join the process group (a no-op otherwise)
+    reporter = reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, dataset)
     source, detector = ((object_source, detector) if object_source is not None
                         else task_objects(ws, prepared, task, detector, device, reporter))
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, seed)
-    run = ws.claim_run_name(name, f"{head}-{prepared.name}-{task}")
+    run = distributed.broadcast(ws.claim_run_name(name, f"{head}-{prepared.name}-{task}") if distributed.is_main() else None)
     ws.check_writable()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
     settings = {"run": run, "head": head, "dataset": prepared.name, "task": task, "detector": detector, "seed": seed,
@@ -106,10 +110,14 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if trainable:
         metrics = _train_in_place(ws.run_dir(run), model, data, prepared, priors, source, settings, reporter)
-    else:
+    elif distributed.is_main():  # nothing to share out: rank 0 fits, the others wait
         with atomic.atomic_directory(ws.run_dir(run)) as staging:
             metrics = _fill_run(staging, model, data, prepared, priors, source, settings, reporter)
-    ws.set_latest("run", run)
+    else:
+        metrics = {}
+    if distributed.is_main():
+        ws.set_latest("run", run)
+    distributed.barrier()
     return TrainResult(run, ws.run_dir(run), head, prepared.name, task, metrics)
 
 
@@ -119,6 +127,67 @@ def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int)
         raise SgtoolError(f"The dataset '{prepared.name}' has no training relations.",
                           "Prepare a dataset whose train split holds annotated relations.")
     return TrainData(train, prepared.graphs.split_subset("val"), prepared.vocab, priors, device, seed)
+
+
+def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: str | None = None,
+                 given: list[str] | None = None, device: str = "auto", object_source: ObjectSource | None = None,
+                 reporter: Reporter = SILENT) -> TrainResult:
+    """Continue a killed or failed run from its last checkpoint, with the settings in its config.yaml."""
+    if given:
+        raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
+                          "Leave that option out, or start a new run without --resume.")
+    folder = ws.require_run(run)
+    settings = _resumable_settings(folder, run, head, dataset)
+    head_cls = get_head(str(settings["head"]))
+    config = make_config(head_cls, settings.get("options") or {})
+    from sgtool.engine import distributed
+
+    device = distributed.setup(resolve_device(device))
+    reporter = reporter if distributed.is_main() else SILENT
+    prepared = load_prepared(ws, settings["dataset"])
+    source = object_source or task_objects(ws, prepared, settings["task"], settings.get("detector"), device, reporter)[0]
+    priors = load_prepared_priors(ws, prepared.name)
+    data = _train_data(prepared, priors, device, int(settings.get("seed") or 0))
+    ws.check_writable()
+    if distributed.is_main():
+        atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
+    model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
+    metrics = _train_in_place(folder, model, data, prepared, priors, source, {**settings, "device": device},
+                              reporter, resume=True)
+    if distributed.is_main():
+        ws.set_latest("run", run)
+    distributed.barrier()
+    return TrainResult(run, folder, str(settings["head"]), prepared.name, str(settings["task"]), metrics)
+
+
+def _resumable_settings(folder: Path, run: str, head: str | None, dataset: str | None) -> dict:
+    """The run's config.yaml, when the run is an unfinished run of a trainable head that fits the options."""
+    settings = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}
+    status = _read_status(folder / "run.json")
+    name = str(settings.get("head"))
+    if name == "detector":
+        raise SgtoolError(f"The run '{run}' is a detector run.", f"Resume it with `sgtool train-detector --resume {run}`.")
+    if not settings or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
+        raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
+                          "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl`.")
+    if status == "complete":
+        raise SgtoolError(f"The run '{run}' is complete; there is nothing to resume.", "Train a new run instead.")
+    if head is not None and head != name:
+        raise SgtoolError(f"The run '{run}' trains the {name} head, not {head}.", "Leave out --head.")
+    if dataset is not None and dataset != settings.get("dataset"):
+        raise SgtoolError(f"The run '{run}' trains on '{settings.get('dataset')}', not '{dataset}'.", "Leave out --dataset.")
+    if not (folder / "checkpoints" / "last.pt").is_file():
+        raise SgtoolError(f"The run '{run}' stopped before its first checkpoint, so it cannot be resumed.",
+                          "Train a new run instead.")
+    return settings
+
+
+def _read_status(path: Path) -> str | None:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return payload.get("status") if isinstance(payload, dict) else None
 
 
 def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, prepared: PreparedDataset, priors: dict,
@@ -136,26 +205,33 @@ def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, prepared: 
 
 
 def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepared: PreparedDataset, priors: dict,
-                    source: ObjectSource, settings: dict, reporter: Reporter) -> dict[str, float]:
+                    source: ObjectSource, settings: dict, reporter: Reporter, resume: bool = False) -> dict[str, float]:
     """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
+    from sgtool.engine import distributed
     from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
 
     seed_everything(data.seed)
     model.build(data)  # before the folder exists: a head that cannot be built changes nothing
-    folder.mkdir(parents=True, exist_ok=False)
-    atomic.write_text(folder / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-    _write_run_json(folder, settings, "running")
-    reporter.info(f"Training the {settings['head']} head on '{prepared.name}' ({settings['task']}, "
-                  f"{data.device}) as run {settings['run']}.")
+    main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
+    if main and not resume:
+        folder.mkdir(parents=True, exist_ok=False)
+        atomic.write_text(folder / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+    if main:
+        _write_run_json(folder, settings, "running")
+    reporter.info(f"{'Resuming' if resume else 'Training'} the {settings['head']} head on '{prepared.name}' "
+                  f"({settings['task']}, {data.device}) as run {settings['run']}.")
     try:
-        run_loop(model, data, folder, _validator(model, data.val, source, prepared, priors, settings), reporter)
-        metrics = write_outputs(folder, model, prepared, priors, source, settings, reporter)
+        run_loop(model, data, folder, _validator(model, data.val, source, prepared, priors, settings), reporter,
+                 resume=resume)
+        metrics = write_outputs(folder, model, prepared, priors, source, settings, reporter) if main else {}
     except BaseException as exc:
-        _write_run_json(folder, settings, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
+        if main:
+            _write_run_json(folder, settings, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
         raise
-    log = read_log(folder / "log.jsonl")
-    write_log(folder / "log.jsonl", [*log, {"time": time.time(), "event": "val", "metrics": metrics}])
-    _write_run_json(folder, settings, "complete")
+    if main:
+        log = read_log(folder / "log.jsonl")
+        write_log(folder / "log.jsonl", [*log, {"time": time.time(), "event": "val", "metrics": metrics}])
+        _write_run_json(folder, settings, "complete")
     return metrics
 
 

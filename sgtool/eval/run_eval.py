@@ -105,6 +105,11 @@ def check_belongs(predictions: Predictions, prepared: PreparedDataset, gt: Scene
     if fingerprint is not None and fingerprint != vocabulary_fingerprint(prepared.vocab):
         raise SgtoolError(f"{path} was made for '{made_for}', whose vocabulary differs from that of '{prepared.name}'.",
                           "Evaluate it against the dataset it was made for, or predict again.")
+    labels, num_objects = predictions.labels, len(prepared.vocab.objects)
+    if len(labels) and (labels.min() < 1 or labels.max() > num_objects):
+        label = labels.max() if labels.max() > num_objects else labels.min()
+        raise SgtoolError(f"{path}: object label {label} is outside the vocabulary of {num_objects} classes of "
+                          f"'{prepared.name}'.", "Predict this split of this dataset again.")
     if predictions.num_images != gt.num_images or not np.array_equal(predictions.image_ids, gt.image_ids):
         raise SgtoolError(f"{path} holds predictions for {predictions.num_images} images that are not the "
                           f"{gt.num_images} {split} images of '{prepared.name}' (it was made for '{made_for}').",

@@ -88,6 +88,7 @@ class HeadConfig:
     grad_clip: float = 0.0  # max gradient norm, 0 = no clipping
     val_metric: str = "mR@50"  # the best checkpoint is the epoch with the highest value
     val_every: int = 1  # validate every N epochs (and always after a phase's last epoch)
+    deterministic: bool = False  # CUDA: deterministic kernels only (slower; CPU runs are deterministic anyway)
 
     def validate(self) -> None:
         if self.epochs < 1:

@@ -1,0 +1,296 @@
+"""Hostile input: corrupt files, bad boxes and labels, empty splits, unwritable workspaces, failing writes.
+
+Every case must end in one clear sentence (plus a hint) on stderr, exit code 2, no traceback, and a
+workspace whose files are byte for byte what they were before the command.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sgg_fixtures import save_tiny
+from sgtool.data.predictions import read_predictions, write_predictions
+from sgtool.workspace import Workspace
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temp files and staging folders of atomic writes."""
+    return [str(p) for p in Path(root).rglob(".*") if p.name.endswith((".tmp", ".staging", ".old"))]
+
+
+def refused(result, *words: str) -> None:
+    assert result.code == 2, (result.code, result.out, result.err)
+    assert "Traceback" not in result.err and result.err.count("Error: ") == 1, result.err
+    message = result.err.split("Error: ", 1)[1].splitlines()[0]
+    assert message.endswith("."), message  # one sentence on one line (the hint follows on its own)
+    for word in words:
+        assert word in result.err, (word, result.err)
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    return ws
+
+
+def trained(cli, ws: Workspace, name: str = "run") -> Path:
+    assert cli("-w", ws.root, "-q", "train", "--head", "freq", "--name", name).code == 0
+    return ws.run_dir(name)
+
+
+# ---------------------------------------------------------------- corrupt h5 files
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_corrupt_dataset_h5_is_refused(ws, cli, damage):
+    path = ws.data_dir("tiny") / "sgg.h5"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3] if damage == "truncate" else os.urandom(len(data)))
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train", "--head", "freq"), "sgg.h5")
+    refused(cli("-w", ws.root, "eval"), "sgg.h5") if ws.runs() else None
+    assert snapshot(ws.root) == before
+
+
+def test_a_truncated_predictions_h5_is_refused_by_eval(ws, cli):
+    run = trained(cli, ws)
+    path = run / "predictions" / "test.h5"
+    path.write_bytes(path.read_bytes()[:1000])
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "eval", "--run", "run"), "test.h5")
+    assert snapshot(ws.root) == before and not ws.report_dir("run").exists()
+
+
+def _rewrite_predictions(path: Path, **changes) -> None:
+    predictions = read_predictions(path)
+    for name, change in changes.items():
+        setattr(predictions, name, change(getattr(predictions, name).copy()))
+    path.unlink()
+    write_predictions(path, predictions)
+
+
+def _nan_first(a: np.ndarray) -> np.ndarray:
+    a[0, 0] = np.nan
+    return a
+
+
+def _label_99(a: np.ndarray) -> np.ndarray:
+    a[0] = 99
+    return a
+
+
+def _too_few_columns(a: np.ndarray) -> np.ndarray:
+    return a[:, :2]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"boxes": _nan_first}, "not finite"),
+    ({"rel_scores": _nan_first}, "not finite"),
+    ({"labels": _label_99}, "label 99 is outside the vocabulary"),
+    ({"rel_scores": _too_few_columns}, "predicate columns"),
+])
+def test_bad_numbers_in_a_predictions_file_are_refused(ws, cli, change, words):
+    run = trained(cli, ws)
+    _rewrite_predictions(run / "predictions" / "test.h5", **change)
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "eval", "--run", "run"), words)
+    assert snapshot(ws.root) == before
+
+
+def test_degenerate_predicted_boxes_are_evaluated_not_crashed(ws, cli):
+    run = trained(cli, ws)
+
+    def flip(boxes: np.ndarray) -> np.ndarray:
+        boxes[::3, 2:] = boxes[::3, :2]  # zero width and height
+        boxes[1::3, [0, 2]] = boxes[1::3, [2, 0]]  # x2 < x1
+        return boxes
+
+    _rewrite_predictions(run / "predictions" / "test.h5", boxes=flip)
+    result = cli("-w", ws.root, "--json", "eval", "--run", "run")
+    assert result.code == 0, result.err
+    assert 0 <= json.loads(result.out)["metrics"]["R@100"] <= 1
+
+
+# ---------------------------------------------------------------- images and boxes
+
+def test_train_detector_on_a_dataset_with_an_undecodable_png(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws, with_images=True, splits=(4, 1, 1))
+    for image in (ws.data_dir("tiny") / "images").glob("*.png"):  # whichever comes first in the shuffled order
+        image.write_bytes(image.read_bytes()[:40])
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train-detector", "--epochs", "1", "--batch-size", "2", "--threads", "1"),
+            "Cannot read the image")
+    assert snapshot(ws.root) == before and not leftovers(ws.root)
+
+
+def _custom(tmp_path: Path, records: list) -> Path:
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(records))  # json writes NaN as NaN, which json reads back
+    return path
+
+
+def _record(split: str, objects: list, relations: list) -> dict:
+    return {"file": None, "width": 100, "height": 100, "split": split, "objects": objects, "relations": relations}
+
+
+GOOD = [{"box": [0, 0, 20, 20], "label": "cup"}, {"box": [10, 10, 50, 40], "label": "table"}]
+ON = [{"subject": 0, "predicate": "on", "object": 1}]
+
+
+def test_images_with_zero_boxes_and_degenerate_boxes_are_kept_or_dropped_and_counted(tmp_path, cli):
+    records = [_record("train", GOOD, ON), _record("train", [], []),
+               _record("train", [*GOOD, {"box": [5, 5, 5, 30], "label": "cup"}], [*ON, {"subject": 2, "predicate": "on", "object": 1}]),
+               _record("test", GOOD, ON), _record("test", [], [])]
+    ws = tmp_path / "ws"
+    result = cli("-w", ws, "--json", "prepare", "custom", "--source", _custom(tmp_path, records))
+    assert result.code == 0, result.err
+    manifest = json.loads((ws / "data" / "custom" / "manifest.json").read_text())
+    assert manifest["counts"]["train"]["images"] == 3 and manifest["counts"]["test"]["images"] == 2
+    assert cli("-w", ws, "-q", "train", "--head", "freq", "--name", "r").code == 0
+    assert cli("-w", ws, "-q", "eval", "--run", "r").code == 0
+
+
+@pytest.mark.parametrize("objects, relations, words", [
+    ([{"box": [0, 0, float("nan"), 20], "label": "cup"}, GOOD[1]], ON, "a box must be 4 finite numbers"),
+    ([{"box": [0, 0, float("inf"), 20], "label": "cup"}, GOOD[1]], ON, "a box must be 4 finite numbers"),
+    ([{"box": [0, 0, 20], "label": "cup"}, GOOD[1]], ON, "a box must be 4 finite numbers"),
+    (GOOD, [{"subject": 0, "predicate": "on", "object": 7}], "the image has 2 objects"),
+])
+def test_bad_boxes_and_references_in_a_custom_dataset_are_refused(tmp_path, cli, objects, relations, words):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    before = snapshot(ws.root)
+    source = _custom(tmp_path, [_record("train", GOOD, ON), _record("test", objects, relations)])
+    refused(cli("-w", ws.root, "prepare", "custom", "--source", source, "--name", "tiny", "--force"), words, "record 1")
+    assert snapshot(ws.root) == before and not leftovers(ws.root)
+
+
+def test_labels_outside_the_vocabulary_are_refused(ws, cli):
+    refused(cli("-w", ws.root, "prepare", "custom", "--source",
+                _custom(ws.root.parent, {"objects": ["cup"], "predicates": ["on"],
+                                         "images": [_record("train", GOOD, ON)]}), "--name", "c"),
+            "'table' is not in the given vocabulary")
+    path = ws.data_dir("tiny") / "sgg.h5"
+    with h5py.File(path, "r+") as h5:
+        h5["labels"][0] = 99
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train", "--head", "freq"), "object label 99 is outside the vocabulary")
+    assert snapshot(ws.root) == before
+
+
+def test_an_empty_test_split_is_named_by_eval(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws, splits=(10, 3, 0))
+    trained(cli, ws)
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "eval", "--run", "run"), "test split", "holds no")
+    assert snapshot(ws.root) == before
+
+
+# ---------------------------------------------------------------- unwritable workspaces and failing writes
+
+def test_a_workspace_under_a_regular_file_is_refused(tmp_path, cli):
+    (tmp_path / "file").write_text("not a folder")
+    refused(cli("-w", tmp_path / "file" / "ws", "prepare", "synth", "--images", "4", "--workers", "1"), "not writable")
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_rename_refused_by_the_filesystem_leaves_the_workspace_as_it_was(ws, cli, monkeypatch):
+    trained(cli, ws)
+    before = snapshot(ws.root)
+
+    def deny(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(os, "replace", deny)
+    refused(cli("-w", ws.root, "train", "--head", "freq", "--name", "second"), "Permission denied")
+    refused(cli("-w", ws.root, "eval", "--run", "run"), "Permission denied")
+    monkeypatch.undo()
+    assert snapshot(ws.root) == before and not leftovers(ws.root)
+
+
+def test_a_write_failing_half_way_keeps_the_old_dataset(ws, cli, monkeypatch):
+    import sgtool.data.prepared as prepared
+
+    before = snapshot(ws.root)
+    real = prepared.write_sgg_h5
+
+    def half(path, graphs):
+        real(path, graphs)
+        with open(path, "r+b") as handle:
+            handle.truncate(100)
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(prepared, "write_sgg_h5", half)
+    source = _custom(ws.root.parent, [_record("train", GOOD, ON), _record("test", GOOD, ON)])
+    refused(cli("-w", ws.root, "prepare", "custom", "--source", source, "--name", "tiny", "--force"),
+            "No space left on device")
+    assert snapshot(ws.root) == before and not leftovers(ws.root)
+
+
+def test_a_checkpoint_write_failing_half_way_keeps_the_last_checkpoint(ws, cli, monkeypatch):
+    import torch
+
+    from sgtool.engine.loop import LAST, load_state
+
+    assert cli("-w", ws.root, "-q", "train", "--head", "tensor", "--epochs", "1", "--name", "t",
+               "--set", "sel_epochs=0").code == 0
+    last = ws.run_dir("t") / "checkpoints" / LAST
+    good = last.read_bytes()
+    real = torch.save
+
+    def half(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)
+        with open(f, "r+b") as handle:
+            handle.truncate(50)
+        raise OSError(28, "No space left on device", str(f))
+
+    run = ws.run_dir("t")
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "status": "failed"}))
+    # pretend the run had more epochs to go: resume writes its next checkpoint, which fails half-way
+    config = (run / "config.yaml").read_text().replace("epochs: 1\n", "epochs: 2\n", 1)
+    (run / "config.yaml").write_text(config)
+    monkeypatch.setattr(torch, "save", half)
+    refused(cli("-w", ws.root, "train", "--resume", "t"), "No space left on device")
+    monkeypatch.undo()
+    assert last.read_bytes() == good and load_state(last)["loop"]["epoch"] == 1 and not leftovers(ws.root)
+
+
+# ---------------------------------------------------------------- graph.json fuzzing
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=12)
+NUMBER = st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3))
+OBJECT = st.fixed_dictionaries({"id": st.one_of(st.integers(0, 3), st.text(max_size=2)),
+                                "label": st.one_of(st.text(max_size=5), st.integers()),
+                                "box": st.lists(NUMBER, min_size=0, max_size=5), "score": NUMBER})
+RELATION = st.fixed_dictionaries({"subject": st.integers(0, 4), "predicate": st.text(max_size=5),
+                                  "object": st.integers(0, 4), "score": NUMBER})
+GRAPH = st.fixed_dictionaries({"image": st.none(), "width": NUMBER, "height": NUMBER,
+                               "objects": st.lists(OBJECT, max_size=3), "relations": st.lists(RELATION, max_size=3)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(graph=st.one_of(JSON, GRAPH))
+def test_draw_on_arbitrary_json_exits_0_or_2_with_one_sentence(tmp_path, cli, graph):
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps(graph))
+    out = tmp_path / "graph.svg"
+    result = cli("draw", path, "--out", out)
+    if result.code == 0:
+        assert out.is_file()
+        out.unlink()
+    else:
+        refused(result, "graph")

@@ -1,0 +1,117 @@
+"""`sgtool train --resume RUN`: a run killed with SIGKILL mid-training continues to exactly the same result."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sgg_fixtures import save_tiny
+from sgtool.data.predictions import read_predictions
+from sgtool.engine.loop import LAST, load_state
+from sgtool.workspace import Workspace
+
+TRAIN = ["train", "--head", "tensor", "--epochs", "30", "--batch-size", "1", "--set", "sel_epochs=2"]
+LAUNCH = "import sys, torch; torch.set_num_threads(1); from sgtool.cli import main; main(sys.argv[1:])"
+
+
+def _start(ws: Path, name: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(["nice", sys.executable, "-c", LAUNCH, "-w", str(ws), "-q", *TRAIN, "--name", name],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_after_first_checkpoint(proc: subprocess.Popen, last: Path) -> None:
+    deadline = time.time() + 60
+    while not last.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint within a minute"
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 2.0))  # a random step of a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "model.pt", map_location="cpu", weights_only=False)["state"]["model"]
+
+
+def test_a_sigkilled_run_resumes_to_the_same_weights_and_metrics(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    proc = _start(ws.root, "killed")
+    killed = ws.run_dir("killed")
+    _kill_after_first_checkpoint(proc, killed / "checkpoints" / LAST)
+    assert proc.returncode == -signal.SIGKILL
+    status = json.loads((killed / "run.json").read_text())["status"]
+    assert status == "running" and not (killed / "metrics.json").exists()
+    stopped_at = load_state(killed / "checkpoints" / LAST)["loop"]["epoch"]
+    assert 1 <= stopped_at < 32
+    # atomic writes: a kill mid-write may leave a temp file beside it, never a half-written checkpoint
+    assert all(path.suffix == ".tmp" for path in killed.rglob(".*"))
+
+    straight = cli("-w", ws.root, "-q", *TRAIN, "--name", "straight")
+    resumed = cli("-w", ws.root, "-q", "train", "--resume", "killed")
+    assert straight.code == 0 and resumed.code == 0, resumed.err
+    a, b = _weights(ws.run_dir("straight")), _weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # exact on CPU
+    metrics = [json.loads((ws.run_dir(r) / "metrics.json").read_text())["metrics"] for r in ("straight", "killed")]
+    assert metrics[0] == metrics[1]
+    for split in ("val", "test"):
+        p, q = (read_predictions(ws.run_dir(r) / "predictions" / f"{split}.h5") for r in ("straight", "killed"))
+        assert np.array_equal(p.rel_scores, q.rel_scores) and np.array_equal(p.pairs, q.pairs)
+    epochs = [json.loads(line)["epoch"] for line in (killed / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["event"] == "epoch"]
+    assert epochs == list(range(1, 33))
+    assert json.loads((killed / "run.json").read_text())["status"] == "complete"
+    assert not list(killed.rglob(".*.tmp"))  # resume removes what the kill left
+
+
+def test_resume_refuses_complete_runs_other_heads_and_new_settings(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    assert cli("-w", ws.root, "-q", "train", "--head", "tensor", "--epochs", "1", "--name", "done",
+               "--set", "sel_epochs=0").code == 0
+    assert cli("-w", ws.root, "-q", "train", "--head", "freq", "--name", "counts").code == 0
+    run = ws.run_dir("done")
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "status": "running"}))
+    cases = [
+        (["--resume", "nope"], "No run named 'nope'"),
+        (["--resume", "counts"], "not a run of a trainable relation head"),
+        (["--resume", "done", "--head", "reldn"], "trains the tensor head, not reldn"),
+        (["--resume", "done", "--dataset", "other"], "trains on 'tiny', not 'other'"),
+        (["--resume", "done", "--epochs", "5"], "does not take --epochs"),
+    ]
+    for args, words in cases:
+        before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()}
+        result = cli("-w", ws.root, "train", *args)
+        assert result.code == 2 and words in result.err and "Traceback" not in result.err, (args, result.err)
+        assert before == {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()}
+    (run / "checkpoints" / LAST).unlink()
+    assert "before its first checkpoint" in cli("-w", ws.root, "train", "--resume", "done").err
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "status": "complete"}))
+    result = cli("-w", ws.root, "train", "--resume", "done")
+    assert result.code == 2 and "is complete; there is nothing to resume" in result.err
+
+
+def test_the_same_seed_gives_the_same_predictions_and_metrics(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    args = ["train", "--head", "tensor", "--epochs", "3", "--set", "sel_epochs=1"]
+    for name, seed, extra in (("a", 0, []), ("b", 0, ["--set", "deterministic=true"]), ("c", 1, [])):
+        assert cli("-w", ws.root, "-q", "--seed", seed, *args, *extra, "--name", name).code == 0
+    torch.use_deterministic_algorithms(False)
+    metrics = {r: json.loads((ws.run_dir(r) / "metrics.json").read_text())["metrics"] for r in "abc"}
+    assert metrics["a"] == metrics["b"]
+    for split in ("val", "test"):
+        a, b, c = (read_predictions(ws.run_dir(r) / "predictions" / f"{split}.h5") for r in "abc")
+        for field in ("boxes", "labels", "scores", "pairs", "rel_scores", "pair_offsets"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        assert not np.array_equal(a.rel_scores, c.rel_scores)  # another seed, other numbers
