@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows, take_ragged
 from sgtool.data.predictions import Predictions
+from sgtool.errors import SgtoolError
 from sgtool.features.spatial import normalized_coords, spatial_features, union_boxes
 
 OBJECT_GEOMETRY_DIM = 5
@@ -195,3 +196,30 @@ def assemble(image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray, 
         pairs=np.concatenate(pair_rows).astype(np.int64) if pair_rows else np.zeros((0, 2), np.int64),
         rel_scores=np.concatenate(dist).astype(np.float32) if dist else np.zeros((0, num_predicates), np.float32),
     )
+
+
+class NetworkHelpers:
+    """What the nodis and iwsl heads share: the built network, its device, and the optional visual source."""
+
+    name: str
+    model: Any
+    visual_source: VisualSource | None
+
+    def _require_model(self) -> Any:
+        if self.model is None:
+            raise SgtoolError(f"The {self.name} head has no network yet.", "Train it or load its checkpoint first.")
+        return self.model
+
+    def attach_visual(self, source: VisualSource | None) -> None:
+        """Give the head ROI features (reldn's DetectorVisualFeatures); a network built afterwards uses them."""
+        self.visual_source = source
+
+    def _device(self) -> torch.device:
+        return next(self._require_model().parameters()).device
+
+    def _visual(self) -> VisualSource | None:
+        dim = self.model.visual_dim if self.model is not None else 0
+        if dim and self.visual_source is None:
+            raise SgtoolError(f"This {self.name} model was trained with visual features, and no detector provides them now.",
+                              "Run it where the detector run it was trained with is available.")
+        return self.visual_source if dim else None

@@ -53,7 +53,7 @@ from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
 from sgtool.heads._relbatch import (
-    OBJECT_GEOMETRY_DIM, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
+    OBJECT_GEOMETRY_DIM, NetworkHelpers, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
 
 
@@ -329,7 +329,7 @@ class IwslNet(nn.Module):
 # ---------------------------------------------------------------- the head
 
 @register_head("iwsl")
-class IwslHead(TrainableHead):
+class IwslHead(NetworkHelpers, TrainableHead):
     """Importance-weighted structure learning (see the module docstring)."""
 
     Config = IwslConfig
@@ -416,22 +416,3 @@ class IwslHead(TrainableHead):
         except RuntimeError as exc:
             raise SgtoolError("The IWSL checkpoint does not fit this dataset's vocabulary or these settings.",
                               "Evaluate it on the dataset and with the settings it was trained with.") from exc
-
-    def _require_model(self) -> IwslNet:
-        if self.model is None:
-            raise SgtoolError("The iwsl head has no network yet.", "Train it or load its checkpoint first.")
-        return self.model
-
-    def attach_visual(self, source: VisualSource | None) -> None:
-        """Give the head ROI features (reldn's DetectorVisualFeatures); a network built afterwards uses them."""
-        self.visual_source = source
-
-    def _device(self) -> torch.device:
-        return next(self._require_model().parameters()).device
-
-    def _visual(self) -> VisualSource | None:
-        dim = self.model.visual_dim if self.model is not None else 0
-        if dim and self.visual_source is None:
-            raise SgtoolError("This IWSL model was trained with visual features, and no detector provides them now.",
-                              "Run it where the detector run it was trained with is available.")
-        return self.visual_source if dim else None

@@ -16,6 +16,7 @@ Loss: cross entropy on predicates (+ `object_loss` x cross entropy on objects).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
 from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
 from sgtool.heads._relbatch import (
-    OBJECT_GEOMETRY_DIM, RelBatch, VisualSource, assemble, predict_batches, train_batches,
+    OBJECT_GEOMETRY_DIM, NetworkHelpers, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
 
 FRONT_ENDS = ("fc", "gcn", "lstm")
@@ -69,7 +70,7 @@ class NodisConfig(HeadConfig):
 
 # ---------------------------------------------------------------- ODE functions and the solve
 
-class CountedODE(nn.Module):
+class CountedODE(nn.Module, ABC):
     """An ODE right-hand side that counts its evaluations (nfe)."""
 
     def __init__(self) -> None:
@@ -80,8 +81,9 @@ class CountedODE(nn.Module):
         self.nfe += 1
         return self.derivative(x)
 
+    @abstractmethod
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """dx/dt at x."""
 
 
 class ObjectODE(CountedODE):
@@ -236,7 +238,7 @@ class NodisNet(nn.Module):
 # ---------------------------------------------------------------- the head
 
 @register_head("nodis")
-class NodisHead(TrainableHead):
+class NodisHead(NetworkHelpers, TrainableHead):
     """NODIS: object and pair features refined by neural ODEs (see the module docstring)."""
 
     Config = NodisConfig
@@ -302,22 +304,3 @@ class NodisHead(TrainableHead):
             raise SgtoolError("The NODIS checkpoint does not fit this dataset's vocabulary or these settings.",
                               "Evaluate it on the dataset and with the settings it was trained with.") from exc
 
-    # ------------------------------------------------------------ helpers
-    def _require_model(self) -> NodisNet:
-        if self.model is None:
-            raise SgtoolError("The nodis head has no network yet.", "Train it or load its checkpoint first.")
-        return self.model
-
-    def attach_visual(self, source: VisualSource | None) -> None:
-        """Give the head ROI features (reldn's DetectorVisualFeatures); a network built afterwards uses them."""
-        self.visual_source = source
-
-    def _device(self) -> torch.device:
-        return next(self._require_model().parameters()).device
-
-    def _visual(self) -> VisualSource | None:
-        dim = self.model.visual_dim if self.model is not None else 0
-        if dim and self.visual_source is None:
-            raise SgtoolError("This NODIS model was trained with visual features, and no detector provides them now.",
-                              "Run it where the detector run it was trained with is available.")
-        return self.visual_source if dim else None
