@@ -1,7 +1,9 @@
 """RelDN loss ablation (issue "Relation heads I", item 4 b/c): L0 only vs L0 + L1 + L2 + L3, against freq.
 
-On synthetic data in a temporary workspace: prepare, train freq, train reldn twice (same seed and
-epochs, only `--losses` differs), then on the test split (PredCls) report overall R@50 / mR@50 and
+On synthetic data in a temporary workspace: prepare, train freq, train reldn twice per feature mode
+(same seed and epochs, only `--losses` differs; `--features spatial,visual` compares the pixel-free
+variant with the one on a detector's ROI features, the detector trained first for
+`--detector-minutes` with one thread, its features cached once per split), then on the test split (PredCls) report overall R@50 / mR@50 and
 the recall@K of two hard subsets of GT relations, the cases the Graphical Contrastive Losses target:
 
 - entity instance confusion: the image holds another instance of the object's class (besides
@@ -14,6 +16,7 @@ read from the metric engine's hit table (`sgtool.eval.evaluate`), so matching is
 Prints ONE JSON object, then a markdown table (unless --json-only).
 
     nice python benchmarks/ablate_reldn.py --images 2000 --epochs 10
+    nice python benchmarks/ablate_reldn.py --images 2000 --epochs 10 --features spatial,visual --detector-minutes 5
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.synth import prepare_synth
+from sgtool.detect.train import train_detector
 from sgtool.engine.train import train
 from sgtool.eval.run_eval import evaluate_predictions
 from sgtool.workspace import Workspace
@@ -99,19 +103,27 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     gt = prepared.graphs.split_subset("test")
     subsets = {"instance-confusion": instance_confusion(gt), "proximal-ambiguity": proximal_ambiguity(gt, args.proximal_distance)}
     ks = (20, 50, 100)
-    results, seconds = {}, {}
-    for name, losses in [("freq", None), *VARIANTS.items()]:
+    results, seconds, detector = {}, {}, {}
+    modes = args.features.split(",")
+    if any(mode != "spatial" for mode in modes):
+        t0 = time.time()
+        det = train_detector(ws, name="detector", time_budget=args.detector_minutes, seed=args.seed, device="cpu",
+                             threads=args.threads)
+        detector = {"minutes": args.detector_minutes, "seconds": round(time.time() - t0, 1), "test": det.metrics}
+    plan = [("freq", None, None)] + [(f"{name}-{mode}" if len(modes) > 1 else name, losses, mode)
+                                     for mode in modes for name, losses in VARIANTS.items()]
+    for name, losses, mode in plan:
         t0 = time.time()
         if losses is None:
             train(ws, head="freq", name=name, seed=args.seed, device="cpu")
         else:
             train(ws, head="reldn", name=name, losses=losses, epochs=args.epochs, seed=args.seed, device="cpu",
-                  overrides=[f"features={args.features}"])
+                  overrides=[f"features={mode}"], cache_features=mode != "spatial")
         seconds[name] = round(time.time() - t0, 1)
         results[name] = evaluate_run(ws, name, gt, priors, prepared.vocab, subsets, ks)
     return {
         "benchmark": "ablate_reldn", "dataset": "synth", "task": "predcls", "split": "test",
-        "images": args.images, "epochs": args.epochs, "seed": args.seed, "features": args.features,
+        "images": args.images, "epochs": args.epochs, "seed": args.seed, "features": modes, "detector": detector,
         "proximal_distance": args.proximal_distance, "threads": args.threads,
         "test_relations": int(len(gt.relations)),
         "subset_relations": {k: int(v.sum()) for k, v in subsets.items()},
@@ -128,12 +140,21 @@ def markdown(report: dict, k: int = 50) -> str:
     return "\n".join(lines) + f"\n\nTest relations: {report['test_relations']} ({sizes})."
 
 
+def _modes(text: str) -> str:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in ("spatial", "visual") for m in modes):
+        raise argparse.ArgumentTypeError("use spatial, visual or spatial,visual")
+    return ",".join(dict.fromkeys(modes))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="synthetic images to render")
     parser.add_argument("--epochs", type=int, default=10, help="reldn training epochs (both variants)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--features", default="spatial", choices=("spatial", "auto"), help="reldn features")
+    parser.add_argument("--features", default="spatial", type=_modes,
+                        help="reldn feature modes, comma-separated from spatial, visual (e.g. spatial,visual)")
+    parser.add_argument("--detector-minutes", type=float, default=5.0, help="detector training budget (visual)")
     parser.add_argument("--proximal-distance", type=float, default=0.3, help="fraction of max(W, H)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")

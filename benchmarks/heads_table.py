@@ -29,8 +29,12 @@ TASKS = ("predcls", "sgcls", "sgdet")
 METRICS = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")
 
 
-def head_rows(ws: Workspace, head: str, dataset: str, epochs: int, seed: int, detector: str | None) -> list[dict]:
-    options = {"epochs": epochs} if issubclass(get_head(head), TrainableHead) else {}
+def head_rows(ws: Workspace, head: str, dataset: str, epochs: int, seed: int, detector: str | None,
+              features: str) -> list[dict]:
+    head_cls = get_head(head)
+    options: dict = {"epochs": epochs} if issubclass(head_cls, TrainableHead) else {}
+    if "features" in head_cls.Config.__dataclass_fields__:
+        options["overrides"] = [f"features={features}"]
     started = time.time()
     trained = train(ws, head=head, dataset=dataset, task="predcls", seed=seed, device="cpu", **options)
     seconds = round(time.time() - started, 1)
@@ -62,14 +66,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--heads", default=",".join(HEADS))
+    parser.add_argument("--features", default="spatial", help="spatial | visual | auto, for heads that take it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ws = Workspace(args.workspace)
     dataset = args.dataset or ws.latest_dataset()
     rows = [row for head in args.heads.split(",")
-            for row in head_rows(ws, head, dataset, args.epochs, args.seed, args.detector)]
+            for row in head_rows(ws, head, dataset, args.epochs, args.seed, args.detector, args.features)]
     table = markdown(rows)
     print(json.dumps({"benchmark": "heads_table", "dataset": dataset, "epochs": args.epochs, "seed": args.seed,
+                      "features": args.features,
                       "rows": rows, "table_md": table}, indent=2))
     print(table, file=sys.stderr)
 

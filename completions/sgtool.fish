@@ -101,6 +101,7 @@ complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l max-nodes -x -d
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l supervised -d "ae: train the encoder on ground truth (the baseline)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l seeds -x -d "ae: train this many seeds (--seed, +1, ...) into one run."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l resume -x -d "Continue this unfinished run from its last checkpoint, with its own settings."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l cache-features -d "features=visual: compute each split's detector ROI features once into h5 (kept in the detector run) instead of every epoch."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l help -d "Show help and exit."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train-detector"' -l dataset -x -d "Prepared dataset with images (default: the latest)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train-detector"' -l arch -x -d "tiny (CPU default, 128-px images), mobilenet-v3-fpn or resnet50-fpn."

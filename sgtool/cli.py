@@ -210,6 +210,7 @@ def train(
     supervised: Annotated[bool, typer.Option("--supervised", help="ae: train the encoder on ground truth (the baseline).")] = False,
     seeds: Annotated[Optional[int], typer.Option(help="ae: train this many seeds (--seed, +1, ...) into one run.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue this unfinished run from its last checkpoint, with its own settings.")] = None,
+    cache_features: Annotated[bool, typer.Option("--cache-features", help="features=visual: compute each split's detector ROI features once into h5 (kept in the detector run) instead of every epoch.")] = False,
 ) -> None:
     """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
     from sgtool.autoencoder.train import check_options
@@ -220,7 +221,7 @@ def train(
         given = {"--task": task != Task.predcls, "--detector": detector, "--overlap": overlap is not None, "--losses": losses,
                  "--name": name, "--epochs": epochs, "--batch-size": batch_size, "--rank": rank, "--k": k,
                  "--t-end": t_end, "--front-end": front_end, "--samples": samples, "--config": config, "--set": set_,
-                 "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds}
+                 "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds, "--cache-features": cache_features}
         show_train(resume_train(s.workspace, resume, head=head, dataset=dataset, given=[k for k, v in given.items() if v is not None and v is not False and v != []],
                                 device=s.device, reporter=s.reporter), as_json=s.json)
         return
@@ -236,7 +237,7 @@ def train(
         return
     result = stage(s.workspace, head=head, dataset=dataset, task=task.value, name=name, epochs=epochs,
                    batch_size=batch_size, overlap=overlap, losses=losses, rank=rank, k=k, t_end=t_end, front_end=front_end, samples=samples, config_path=config, overrides=set_ or [],
-                   detector=detector, seed=s.seed, device=s.device, reporter=s.reporter)
+                   detector=detector, seed=s.seed, device=s.device, cache_features=cache_features, reporter=s.reporter)
     show_train(result, as_json=s.json)
 
 

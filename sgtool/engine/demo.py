@@ -31,7 +31,8 @@ class DemoPlan:
 
 
 def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
-    heads = (("freq", {}), ("tensor", {"rank": 5, "epochs": epochs}), ("reldn", {"epochs": epochs}))
+    visual = {"epochs": epochs, "cache_features": True}  # auto -> the demo detector's ROI features, computed once
+    heads = (("freq", {}), ("tensor", {"rank": 5, **visual}), ("reldn", visual))
     return tuple((head, task, options) for task in ("predcls", "sgcls", "sgdet") for head, options in heads)
 
 

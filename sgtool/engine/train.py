@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
 from sgtool.engine.objects import object_source as task_objects
+from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
     TASKS, HeadConfig, ObjectSource, RelationHead, StatisticalHead, TrainableHead, TrainData, available_heads,
@@ -79,9 +80,10 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
           overlap: bool | None = None, losses: str | None = None, rank: int | None = None, k: str | None = None,
           t_end: float | None = None, front_end: str | None = None, samples: int | None = None,
           config_path: Path | None = None, overrides: list[str] | None = None,
-          detector: str | None = None, seed: int = 0, device: str = "auto",
+          detector: str | None = None, seed: int = 0, device: str = "auto", cache_features: bool = False,
           object_source: ObjectSource | None = None, reporter: Reporter = SILENT) -> TrainResult:
-    """Train a head; SGCls / SGDet predictions take their objects from a detector run (default: the latest)."""
+    """Train a head; SGCls / SGDet predictions take their objects from a detector run (default: the latest),
+    and features=visual|auto heads its frozen backbone's ROI features (engine/visual.py)."""
     head_cls = get_head(head)
     check_task(task, head_cls)
     config = head_config(head_cls, config_path, overrides or [],
@@ -98,14 +100,20 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
     device = distributed.setup(device)  # under torchrun: join the process group (a no-op otherwise)
     reporter = reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, dataset)
-    source, detector = ((object_source, detector) if object_source is not None
-                        else task_objects(ws, prepared, task, detector, device, reporter))
+    source, objects_run = ((object_source, detector) if object_source is not None
+                           else task_objects(ws, prepared, task, detector, device, reporter))
+    visual, visual_run = visual_source(ws, prepared, head_cls, config, objects_run or detector, device,
+                                       cache_features, reporter)
+    detector = objects_run or visual_run
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, seed)
     run = distributed.broadcast(ws.claim_run_name(name, f"{head}-{prepared.name}-{task}") if distributed.is_main() else None)
     ws.check_writable()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
+    if visual is not None:
+        model.attach_visual(visual)
     settings = {"run": run, "head": head, "dataset": prepared.name, "task": task, "detector": detector, "seed": seed,
+                **({"features": config.features} if hasattr(model, "attach_visual") and hasattr(config, "features") else {}),
                 "device": device, "options": config_dict(config), "sgtool_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if trainable:
@@ -152,6 +160,7 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
     if distributed.is_main():
         atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
+    reattach(ws, model, settings, prepared, device=device)  # features=visual: the run's detector backbone again
     metrics = _train_in_place(folder, model, data, prepared, priors, source, {**settings, "device": device},
                               reporter, resume=True)
     if distributed.is_main():
@@ -320,14 +329,19 @@ def show_train(result: TrainResult, as_json: bool = False) -> None:
     ui.out.print(f"Run folder: {result.path}", highlight=False)
 
 
-def load_trained_head(ws: Workspace, run: str) -> tuple[RelationHead, dict, PreparedDataset]:
-    """A run's head with its checkpoint loaded, its settings, and its dataset (for `predict`)."""
+def load_trained_head(ws: Workspace, run: str, images: Mapping[int, Any] | None = None,
+                      device: str = "cpu") -> tuple[RelationHead, dict, PreparedDataset]:
+    """A run's head with its checkpoint loaded, its settings, and its dataset (for `predict`).
+
+    A features=visual head gets its run's detector features again: on the dataset's images, or on
+    `images` ({image id: CHW tensor or loader}) when given (`sgtool predict` on the user's pictures)."""
     folder = ws.require_run(run)
     settings = read_yaml(folder / "config.yaml")
     head_cls = get_head(str(settings.get("head")))
     prepared = load_prepared(ws, settings.get("dataset"))
     model = head_cls(make_config(head_cls, settings.get("options") or {}),
                      prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
+    reattach(ws, model, settings, prepared, images, device)
     model.load_state_dict(load_checkpoint(folder / "checkpoints"))
     return model, settings, prepared
 

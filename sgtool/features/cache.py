@@ -1,5 +1,10 @@
 """`--cache-features`: a split's ROI features computed once with the frozen backbone, stored in h5.
 
+Two layouts. The pooled one (`write_pooled_cache`, what `sgtool train --cache-features` writes and
+the heads' visual source reads, see features/source.py) keeps each box's and each ordered pair's
+pooled vector: <ws>/runs/<detector run>/features/<dataset>/<split>-g<grid>.h5. The full one below
+keeps the S x S ROI maps (float16) for code that wants them unpooled:
+
 <ws>/runs/<detector run>/features/<dataset>/<split>-s<S>-<pairs>.h5 (written atomically):
     box_offsets (I+1,)  boxes (N, 4)  object_features (N, C, S, S) float16     rows as in the split's SceneGraphs
     pair_offsets (I+1,) pairs (P, 2) global box rows   union_features (P, C, S, S) float16   spatial (P, 22)
@@ -20,6 +25,7 @@ from sgtool.data.prepared import PreparedDataset
 from sgtool.detect.api import Detector
 from sgtool.detect.data import SplitImages, require_images
 from sgtool.errors import SgtoolError
+from sgtool.features.source import DetectorVisualFeatures, FeatureTable
 from sgtool.features.spatial import spatial_features, union_boxes
 from sgtool.features.visual import roi_features
 from sgtool.ui import SILENT, Reporter
@@ -112,3 +118,48 @@ def read_feature_cache(path: Path) -> FeatureCache:
         raise SgtoolError(f"{path} is not a readable feature cache ({exc}).",
                           "Delete it; it is rebuilt by the next run with --cache-features.") from exc
     return FeatureCache(**arrays, attrs=attrs)
+
+
+# ---------------------------------------------------------------- pooled vectors (what the relation heads read)
+
+def pooled_cache_path(ws: Workspace, detector_run: str, dataset: str, split: str, grid: int) -> Path:
+    """<ws>/runs/<detector run>/features/<dataset>/<split>-g<grid>.h5: one split's pooled ROI vectors."""
+    return ws.run_dir(detector_run) / "features" / dataset / f"{split}-g{grid}.h5"
+
+
+def write_pooled_cache(source: DetectorVisualFeatures, graphs: SceneGraphs, path: Path, attrs: dict,
+                       reporter: Reporter = SILENT) -> Path:
+    """Every box's and every ordered pair's pooled vectors of a split, computed once by `source` (atomic h5).
+
+    Layout: image_ids (I,), box_offsets (I+1,), boxes (N, 4), box_vectors (N, dim) float32,
+    pairs (P, 2) global box rows grouped by image, pair_offsets (I+1,), union_vectors (P, dim) float32."""
+    rows, pair_offsets = split_pairs(graphs, "all")
+    step = source.images_per_step
+    with atomic.atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as h5:
+        h5["image_ids"], h5["box_offsets"], h5["boxes"] = graphs.image_ids, graphs.box_offsets, graphs.boxes
+        h5["pairs"], h5["pair_offsets"] = rows, pair_offsets
+        boxes = h5.create_dataset("box_vectors", (len(graphs.boxes), source.dim), dtype="f4")
+        unions = h5.create_dataset("union_vectors", (len(rows), source.dim), dtype="f4")
+        h5.attrs.update({**attrs, "grid": source.grid, "dim": source.dim})
+        starts = range(0, graphs.num_images, step)
+        for start in reporter.track(starts, len(starts), f"features ({attrs.get('split', '')})"):
+            images = np.arange(start, min(start + step, graphs.num_images))
+            local = [rows[pair_offsets[i]:pair_offsets[i + 1]] - graphs.box_offsets[i] for i in images]
+            box_vectors, union_vectors = source.step_vectors(graphs.image_ids, graphs.box_offsets, graphs.boxes,
+                                                             images, local)
+            boxes[graphs.box_offsets[images[0]]:graphs.box_offsets[images[-1] + 1]] = box_vectors
+            unions[pair_offsets[images[0]]:pair_offsets[images[-1] + 1]] = union_vectors
+    return Path(path)
+
+
+def read_pooled_cache(path: Path) -> tuple[FeatureTable, dict]:
+    """A pooled cache file as a FeatureTable, and its attributes (detector_run, dataset, split, grid, dim)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            arrays = {name: h5[name][()] for name in ("image_ids", "box_offsets", "boxes", "box_vectors", "pairs",
+                                                      "union_vectors")}
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+    except (OSError, KeyError) as exc:
+        raise SgtoolError(f"{path} is not a readable feature cache ({exc}).",
+                          "Delete it; `sgtool train --cache-features` writes it again.") from exc
+    return FeatureTable(**arrays), attrs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,20 +22,11 @@ import torch
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows, take_ragged
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
+from sgtool.features.source import VisualSource  # noqa: F401 (the heads import it from here too)
 from sgtool.features.spatial import normalized_coords, spatial_features, union_boxes
 
 OBJECT_GEOMETRY_DIM = 5
 
-
-class VisualSource(Protocol):
-    """ROI features of box pairs, as the reldn head's `DetectorVisualFeatures` gives them:
-    `source(image_ids, box_offsets, boxes, pairs)` with pairs (M, 2) global box rows -> {"subject", "object",
-    "union"}: (M, dim) tensors."""
-
-    dim: int
-
-    def __call__(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray,
-                 pairs: np.ndarray) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -211,7 +202,7 @@ class NetworkHelpers:
         return self.model
 
     def attach_visual(self, source: VisualSource | None) -> None:
-        """Give the head ROI features (reldn's DetectorVisualFeatures); a network built afterwards uses them."""
+        """Give the head ROI features (`sgtool.features.source.DetectorVisualFeatures`); a network built afterwards uses them."""
         self.visual_source = source
 
     def _device(self) -> torch.device:

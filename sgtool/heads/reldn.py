@@ -8,7 +8,7 @@ Per candidate ordered pair (s, o), with P = predicates + 1 columns (column 0 = n
     logits    = semantic + spatial (+ visual);  p(pred | s, o) = softmax(logits)
 
 `features`: "spatial" needs no pixels (annotation-only datasets such as VRD); "visual" needs a
-visual feature source (ROI features of a trained detector, see `DetectorVisualFeatures`) attached
+visual feature source (ROI features of a trained detector, `sgtool.features.source.DetectorVisualFeatures`) attached
 with `attach_visual` before `build`; "auto" uses one when attached, else the spatial variant.
 
 Training samples, per image, up to `pairs_per_image` ordered pairs with up to
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
+from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM, spatial_features
 from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
 from sgtool.heads.freq import cap_boxes
@@ -82,48 +83,6 @@ class ReldnConfig(HeadConfig):
 
     def loss_weights(self) -> dict[str, float]:
         return {"L0": 1.0, "L1": self.lambdas[0], "L2": self.lambdas[1], "L3": self.lambdas[2]}
-
-
-# ---------------------------------------------------------------- visual features
-
-class VisualSource(Protocol):
-    """ROI features of box pairs: `source(image_ids, box_offsets, boxes, pairs)` -> subject / object / union.
-
-    image_ids (I,), box_offsets (I + 1,), boxes (N, 4) xyxy pixels, pairs (M, 2) global box rows.
-    Returns three (M, dim) float tensors (keys "subject", "object", "union").
-    """
-
-    dim: int
-
-    def __call__(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray,
-                 pairs: np.ndarray) -> dict[str, Tensor]: ...
-
-
-class DetectorVisualFeatures:
-    """A VisualSource on a trained detector's frozen backbone (features/visual.py), images loaded by id.
-
-    images: image id -> CHW tensor loader (e.g. built from `sgtool.detect.data.SplitImages`);
-    ROI maps are average-pooled to grid x grid cells, so dim = channels * grid**2.
-    """
-
-    def __init__(self, detector: Any, images: dict[int, Any], grid: int = 2) -> None:
-        self.detector, self.images, self.grid = detector, images, grid
-        self.dim = int(detector.out_channels) * grid * grid
-
-    def __call__(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray,
-                 pairs: np.ndarray) -> dict[str, Tensor]:
-        from sgtool.features.visual import pair_visual_features
-
-        pair_image = np.searchsorted(box_offsets, pairs[:, 0], side="right") - 1
-        used = np.unique(pair_image)
-        per_image = [pairs[pair_image == i] - box_offsets[i] for i in used]
-        out = pair_visual_features(self.detector, [self.images[int(image_ids[i])]() for i in used],
-                                   [torch.from_numpy(boxes[box_offsets[i]:box_offsets[i + 1]]) for i in used],
-                                   [torch.from_numpy(p) for p in per_image])
-        order = np.argsort(np.argsort(pair_image, kind="stable"), kind="stable")  # back to the input pair order
-        pool = nn.functional.adaptive_avg_pool2d
-        return {k: pool(out[k].float(), self.grid).flatten(1)[torch.from_numpy(order)]
-                for k in ("subject", "object", "union")}
 
 
 # ---------------------------------------------------------------- the network

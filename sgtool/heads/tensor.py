@@ -15,7 +15,10 @@ distribution per pair is [1 − P(sel), P(sel) · p(pred | s, o, pair)], so the 
 triplet score is P(boxes) · P(triplet | pair) · P(sel | pair) (P(boxes): the object scores, 1 in PredCls).
 
 Inputs ("spatial", the pixel-free variant): RelDN's 22 spatial numbers of the pair (in the frame
-of the image's box extent) + learned class embeddings of the subject and object labels.
+of the image's box extent) + learned class embeddings of the subject and object labels. The
+"visual" variant concatenates the subject, object and union ROI vectors of a trained detector's
+frozen backbone (a `VisualSource` attached with `attach_visual` before `build`, layer-normalised)
+to those inputs of the trunk; "auto" uses it when a source is attached, else the spatial variant.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from torch import Tensor, nn
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
+from sgtool.features.source import VisualSource
 from sgtool.features.spatial import SPATIAL_DIM, spatial_features
 from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
 from sgtool.heads.freq import cap_boxes
@@ -51,7 +55,7 @@ class TensorConfig(HeadConfig):
     grad_clip: float = 20.0  # the paper's gradient-norm clip
     rank: int = 5  # R, the number of rank-1 factors
     k: str = "free"  # predictions per pair for the k-metrics: 1, 10 or free
-    features: str = "auto"  # auto (spatial unless detector features exist) | spatial | visual
+    features: str = "auto"  # auto (visual when detector features are attached) | spatial | visual
     hidden: int = 128  # trunk width
     class_embedding: int = 32  # 0: no label embeddings (spatial numbers only)
     sel_epochs: int = 2  # epochs of the X_sel phase; 0: no X_sel (P(sel) = 1)
@@ -84,24 +88,28 @@ class TensorConfig(HeadConfig):
 class TensorNet(nn.Module):
     """Trunk + subject / predicate / object branches (R vectors each) + the X_sel head."""
 
-    def __init__(self, num_objects: int, num_predicates: int, config: TensorConfig) -> None:
+    def __init__(self, num_objects: int, num_predicates: int, config: TensorConfig, visual_dim: int = 0) -> None:
         super().__init__()
         c, p, r, h, e = num_objects, num_predicates, config.rank, config.hidden, config.class_embedding
-        self.rank, self.num_objects, self.num_predicates = r, c, p
+        self.rank, self.num_objects, self.num_predicates, self.visual_dim = r, c, p, visual_dim
         self.embed = nn.Embedding(c, e) if e else None
-        self.trunk = nn.Sequential(nn.Linear(SPATIAL_DIM + 2 * e, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+        self.visual_norm = nn.LayerNorm(3 * visual_dim) if visual_dim else None  # subject, object, union ROI vectors
+        self.trunk = nn.Sequential(nn.Linear(SPATIAL_DIM + 2 * e + 3 * visual_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
         self.subject, self.predicate, self.object = nn.Linear(h, r * c), nn.Linear(h, r * p), nn.Linear(h, r * c)
         self.sel = nn.Sequential(nn.Linear(h, config.sel_hidden), nn.ReLU(), nn.Linear(config.sel_hidden, 1))
         self.register_buffer("log_prior", torch.zeros(c, c, p))  # log ψ_u, [s, o, p]
         self.register_buffer("sel_trained", torch.zeros((), dtype=torch.bool))
 
     def triplet_modules(self) -> list[nn.Module]:
-        return [m for m in (self.embed, self.trunk, self.subject, self.predicate, self.object) if m is not None]
+        return [m for m in (self.embed, self.visual_norm, self.trunk, self.subject, self.predicate, self.object)
+                if m is not None]
 
     def features(self, batch: dict[str, Tensor]) -> Tensor:
         parts = [batch["spatial"].clamp(-_FEATURE_CLIP, _FEATURE_CLIP)]
         if self.embed is not None:
             parts += [self.embed(batch["subj_label"]), self.embed(batch["obj_label"])]
+        if self.visual_norm is not None:
+            parts.append(self.visual_norm(torch.cat([batch["subject"], batch["object"], batch["union"]], dim=1)))
         return self.trunk(torch.cat(parts, dim=1))
 
     def factors(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -164,15 +172,38 @@ class TensorHead(TrainableHead):
 
     def __init__(self, config: TensorConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)
-        if config.features == "visual":
-            raise SgtoolError("The tensor head's visual variant (ROI features of a trained detector) is not "
-                              "available yet.", "Use --set features=spatial (the default on every dataset).")
         self.model: TensorNet | None = None
+        self.visual_source: VisualSource | None = None
         self.phase = PHASES[0]
 
     # ------------------------------------------------------------ setup
-    def _new_model(self) -> TensorNet:
-        return TensorNet(self.num_object_classes, self.num_predicate_classes, self.config)
+    def attach_visual(self, source: VisualSource | None) -> None:
+        """Give the head ROI features (needed for features=visual, used by auto)."""
+        self.visual_source = source
+
+    def wants_visual(self) -> bool:
+        """Whether a new network gets the visual inputs (features=visual, or auto with a source attached)."""
+        if self.config.features == "visual" and self.visual_source is None:
+            raise SgtoolError("The tensor head was asked for visual features, but no detector features are available.",
+                              "Train a detector with `sgtool train-detector`, or use --set features=spatial.")
+        return self.config.features != "spatial" and self.visual_source is not None
+
+    def uses_visual(self) -> bool:
+        """Whether the built network takes ROI vectors (then batches and predict need the source)."""
+        dim = self._require_model().visual_dim
+        if dim and self.visual_source is None:
+            raise SgtoolError("This tensor network uses visual features, and no detector features are attached.",
+                              "Attach the detector's features (attach_visual) before training or predicting.")
+        return bool(dim)
+
+    def _with_visual(self, inputs: dict[str, Tensor], image_ids: np.ndarray, box_offsets: np.ndarray,
+                     boxes: np.ndarray, subj: np.ndarray, obj: np.ndarray) -> dict[str, Tensor]:
+        if self.uses_visual():
+            inputs.update(self.visual_source(image_ids, box_offsets, boxes, np.stack([subj, obj], 1)))
+        return inputs
+
+    def _new_model(self, visual_dim: int = 0) -> TensorNet:
+        return TensorNet(self.num_object_classes, self.num_predicate_classes, self.config, visual_dim)
 
     def build(self, data: TrainData) -> TensorNet:
         prior = np.asarray(data.priors["triplet_prior"], dtype=np.float64)
@@ -180,7 +211,7 @@ class TensorHead(TrainableHead):
         if prior.shape != shape:
             raise SgtoolError(f"The triplet prior has shape {prior.shape}, which does not fit the vocabulary {shape}.",
                               "Run `sgtool prepare` for this dataset again.")
-        self.model = self._new_model()
+        self.model = self._new_model(int(self.visual_source.dim) if self.wants_visual() else 0)
         self.model.log_prior.copy_(torch.from_numpy(np.log(np.maximum(prior, _PRIOR_FLOOR))).float())
         self.model.to(data.device)
         return self.model
@@ -218,11 +249,14 @@ class TensorHead(TrainableHead):
     def make_batch(self, graphs: SceneGraphs, rng: np.random.Generator) -> dict[str, Tensor]:
         if self.phase == "sel":
             subj, obj, selected = selection_pairs(graphs, rng)
-            batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, subj, obj)
+            batch = self._with_visual(pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, subj, obj),
+                                      graphs.image_ids, graphs.box_offsets, graphs.boxes, subj, obj)
             batch["selected"] = torch.from_numpy(selected)
             return batch
         rels = graphs.relations
-        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, rels.pairs[:, 0], rels.pairs[:, 1])
+        subj, obj = rels.pairs[:, 0], rels.pairs[:, 1]
+        batch = self._with_visual(pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, subj, obj),
+                                  graphs.image_ids, graphs.box_offsets, graphs.boxes, subj, obj)
         batch["target"] = torch.stack([batch["subj_label"], torch.from_numpy(rels.predicates.astype(np.int64)),
                                        batch["obj_label"]], dim=1)
         return batch
@@ -264,7 +298,8 @@ class TensorHead(TrainableHead):
         probs = np.zeros((len(subj), self.num_predicate_classes), np.float32)
         for lo in range(0, len(subj), _CHUNK_PAIRS):
             hi = min(lo + _CHUNK_PAIRS, len(subj))
-            inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj[lo:hi], obj[lo:hi])
+            inputs = self._with_visual(pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj[lo:hi], obj[lo:hi]),
+                                       objects.image_ids, objects.box_offsets, objects.boxes, subj[lo:hi], obj[lo:hi])
             probs[lo:hi] = self.distribution(inputs).numpy()
         return Predictions(
             image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
@@ -276,10 +311,11 @@ class TensorHead(TrainableHead):
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         model = self._require_model()
-        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "features": "spatial"}
+        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "features": "visual" if model.visual_dim else "spatial", "visual_dim": model.visual_dim}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        model = self._new_model()
+        model = self._new_model(int(state.get("visual_dim", 0)))
         try:
             model.load_state_dict(state["model"])
         except (KeyError, RuntimeError) as exc:
