@@ -34,6 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=100, help="epoch cap (the budget usually ends training first)")
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per variant (same for all)")
     return p.parse_args(argv)
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for name in names:
         overrides = [f"{k}={v}" for k, v in VARIANTS[name].items()]
-        overrides += [f"minutes={args.minutes}", f"train_images={args.train_images}"]
+        overrides += [f"minutes={args.minutes}", f"train_images={args.train_images}", f"threads={args.threads}"]
         start = time.time()
         try:
             run = train_autoencoder(ws, dataset=args.dataset, name=None, epochs=args.epochs, overrides=overrides,
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "recall": m["recall"], "f1": m["f1"], "train_minutes": round(run.minutes, 2),
                          "wall_seconds": round(time.time() - start, 1)}
     payload = {"benchmark": "ablate_ae", "dataset": args.dataset, "minutes_per_variant": args.minutes,
-               "train_images": args.train_images, "seed": args.seed, "results": results}
+               "train_images": args.train_images, "seed": args.seed, "threads": args.threads, "results": results}
     print(json.dumps(payload, indent=2))
     print()
     print("| variant | precision (%) | recall (%) | F1 (%) | train min |")

@@ -213,32 +213,25 @@ def train(
     cache_features: Annotated[bool, typer.Option("--cache-features", help="features=visual: compute each split's detector ROI features once into h5 (kept in the detector run) instead of every epoch.")] = False,
 ) -> None:
     """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
-    from sgtool.autoencoder.train import check_options
-    from sgtool.engine.train import resume_train, show_train, train as stage
+    from sgtool.engine.train import run_training, show_training
 
     s = _settings(ctx)
-    if resume is not None:
-        given = {"--task": task != Task.predcls, "--detector": detector, "--overlap": overlap is not None, "--losses": losses,
-                 "--name": name, "--epochs": epochs, "--batch-size": batch_size, "--rank": rank, "--k": k,
-                 "--t-end": t_end, "--front-end": front_end, "--samples": samples, "--config": config, "--set": set_,
-                 "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds, "--cache-features": cache_features}
-        show_train(resume_train(s.workspace, resume, head=head, dataset=dataset, given=[k for k, v in given.items() if v is not None and v is not False and v != []],
-                                device=s.device, reporter=s.reporter), as_json=s.json)
-        return
-    head = head or "freq"
-    check_options(head, max_nodes, supervised, seeds)
-    if head == "ae":  # the image-level auto-encoder has its own training stage
-        from sgtool.autoencoder.train import show_ae_train, train_autoencoder
+    given = {"--task": task != Task.predcls, "--detector": detector, "--overlap": overlap is not None, "--losses": losses,
+             "--name": name, "--epochs": epochs, "--batch-size": batch_size, "--rank": rank, "--k": k,
+             "--t-end": t_end, "--front-end": front_end, "--samples": samples, "--config": config, "--set": set_,
+             "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds, "--cache-features": cache_features}
+    result = run_training(s.workspace, head=head, resume=resume, passed=_passed(given), max_nodes=max_nodes,
+                          supervised=supervised, seeds=seeds, dataset=dataset, task=task.value, name=name,
+                          epochs=epochs, batch_size=batch_size, overlap=overlap, losses=losses, rank=rank, k=k,
+                          t_end=t_end, front_end=front_end, samples=samples, config_path=config, overrides=set_ or [],
+                          detector=detector, seed=s.seed, device=s.device, cache_features=cache_features,
+                          reporter=s.reporter)
+    show_training(result, as_json=s.json)
 
-        show_ae_train(train_autoencoder(s.workspace, dataset=dataset, name=name, epochs=epochs, batch_size=batch_size,
-                                        max_nodes=max_nodes, supervised=supervised, seeds=seeds, config_path=config,
-                                        overrides=set_ or [], seed=s.seed, device=s.device, reporter=s.reporter),
-                      as_json=s.json)
-        return
-    result = stage(s.workspace, head=head, dataset=dataset, task=task.value, name=name, epochs=epochs,
-                   batch_size=batch_size, overlap=overlap, losses=losses, rank=rank, k=k, t_end=t_end, front_end=front_end, samples=samples, config_path=config, overrides=set_ or [],
-                   detector=detector, seed=s.seed, device=s.device, cache_features=cache_features, reporter=s.reporter)
-    show_train(result, as_json=s.json)
+
+def _passed(options: dict[str, object]) -> tuple[str, ...]:
+    """The flags among `options` that the user gave (None, False and [] mean left out)."""
+    return tuple(flag for flag, value in options.items() if value is not None and value is not False and value != [])
 
 
 @app.command("train-detector")
@@ -272,22 +265,17 @@ def eval_(
     split: Annotated[str, typer.Option(help="Split whose predictions are evaluated: test or val.")] = "test",
     task: Annotated[Optional[Task], typer.Option(help="Task (default: the one the predictions were made for).")] = None,
     metric: Annotated[Optional[list[str]], typer.Option(help="Print only this metric, e.g. mR@100 (repeatable).")] = None,
-    k: Annotated[str, typer.Option("--k", help="Comma-separated K values for the top-K metrics.")] = "20,50,100",
+    k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated K values for the top-K metrics (default 20,50,100).")] = None,
     dump_graphs: Annotated[int, typer.Option(help="Write graph.json files (GT and prediction) for N images.")] = 0,
 ) -> None:
     """Evaluate a run's predictions with the community's metrics; writes a report."""
-    from sgtool.eval.report import show_eval
-    from sgtool.eval.run_eval import parse_ks, run_eval
+    from sgtool.eval.run_eval import eval_run, parse_ks, show_evaluation
 
     s = _settings(ctx)
-    from sgtool.autoencoder.evaluate import is_ae_run, run_ae_eval, show_ae_eval
-
-    if is_ae_run(s.workspace, run):  # line-drawing graphs: triplet P / R / F1 over seeds
-        show_ae_eval(run_ae_eval(s.workspace, run=run, split=split, reporter=s.reporter), as_json=s.json)
-        return
-    outcome = run_eval(s.workspace, run=run, split=split, task=task.value if task else None, metrics=metric or [],
-                       ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
-    show_eval(outcome, as_json=s.json)
+    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None})
+    outcome = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
+                       metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
+    show_evaluation(outcome, as_json=s.json)
 
 
 @app.command()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 from sgtool.cli import main
 
@@ -41,3 +43,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def own_image(tmp_path) -> Path:
+    """A 150 x 90 PNG that belongs to no dataset: a red disc and a blue rectangle on dark grey."""
+    image = Image.new("RGB", (150, 90), (24, 24, 28))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([10, 20, 50, 60], fill=(230, 60, 50))
+    draw.rectangle([90, 15, 140, 70], fill=(60, 110, 235))
+    path = tmp_path / "photo.png"
+    image.save(path)
+    return path

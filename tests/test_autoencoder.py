@@ -120,6 +120,8 @@ def test_cli_bad_input(cli, shapes_ws, tmp_path):
     assert r.code == 2 and "--max-nodes" in r.err and "Traceback" not in r.err
     r = cli("-w", shapes_ws.root, "train", "--head", "freq", "--supervised")
     assert r.code == 2 and "ae head" in r.err
+    r = cli("-w", shapes_ws.root, "train", "--head", "ae", "--rank", "3")
+    assert r.code == 2 and "--rank is not an option of the ae head" in r.err and "Traceback" not in r.err
     cli("-w", tmp_path, "prepare", "synth", "--images", "20", "--workers", "1")
     r = cli("-w", tmp_path, "train", "--head", "ae", "--dataset", "synth")
     assert r.code == 2 and "shapes dataset" in r.err
@@ -140,6 +142,10 @@ def test_cli_train_eval_draw(cli, shapes_ws, tmp_path):
     assert set(payload["per_seed"]) == {"0", "1"} and 0 <= payload["summary"]["f1"]["mean"] <= 1
     report = shapes_ws.report_dir("tiny")
     assert (report / "reconstructions.png").stat().st_size > 0
+    before = (report / "report.json").stat().st_mtime_ns
+    r = cli("-w", shapes_ws.root, "eval", "--run", "tiny", "--metric", "mR@50")
+    assert r.code == 2 and "--metric does not apply to an ae run" in r.err
+    assert (report / "report.json").stat().st_mtime_ns == before  # the report is left as it was
     pred_graph = sorted((report / "graphs").glob("*.pred.json"))[0]
     r = cli("-w", shapes_ws.root, "draw", pred_graph, "--out", tmp_path / "g.png")
     assert r.code == 0, r.err

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from sgtool.cli import main
 from sgtool.data.prepared import load_prepared
@@ -35,17 +35,6 @@ def ws(tmp_path_factory) -> Path:
     assert run("-w", root, "-q", "train-detector", "--epochs", "1", "--batch-size", "4", "--name", "d1") == 0
     assert run("-w", root, "-q", "train", "--head", "freq", "--name", "f1") == 0
     return root
-
-
-@pytest.fixture
-def own_image(tmp_path) -> Path:
-    image = Image.new("RGB", (150, 90), (24, 24, 28))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([10, 20, 50, 60], fill=(230, 60, 50))
-    draw.rectangle([90, 15, 140, 70], fill=(60, 110, 235))
-    path = tmp_path / "photo.png"
-    image.save(path)
-    return path
 
 
 def test_sgcls_keeps_gt_boxes_and_classifies_them(ws):

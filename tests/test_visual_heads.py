@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image, ImageDraw
 
 from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared
@@ -22,7 +21,8 @@ from sgtool.workspace import Workspace
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
-    """30 tiny images, a one-epoch detector 'd1', visual reldn 'rv' and visual tensor 'tv' (with --cache-features)."""
+    """30 tiny images, a one-epoch detector 'd1', visual reldn 'rv', tensor 'tv' (with --cache-features),
+    nodis 'nv' (auto, which picks the detector) and iwsl 'iv'."""
     from sgtool.cli import main
 
     def run(*args) -> None:
@@ -37,10 +37,13 @@ def ws(tmp_path_factory) -> Path:
     run("-w", root, "-q", "train", "--head", "reldn", "--set", "features=visual", "--epochs", "1", "--name", "rv")
     run("-w", root, "-q", "train", "--head", "tensor", "--set", "features=visual", "--epochs", "1",
         "--set", "sel_epochs=1", "--cache-features", "--name", "tv")
+    run("-w", root, "-q", "train", "--head", "nodis", "--epochs", "1", "--set", "hidden=16", "--name", "nv")
+    run("-w", root, "-q", "train", "--head", "iwsl", "--set", "features=visual", "--epochs", "1", "--samples", "4",
+        "--set", "hidden=16", "--name", "iv")
     return root
 
 
-@pytest.mark.parametrize("run", ["rv", "tv"])
+@pytest.mark.parametrize("run", ["rv", "tv", "nv", "iv"])
 def test_visual_run_records_its_features_and_evaluates(ws, cli, run):
     config = yaml.safe_load((ws / "runs" / run / "config.yaml").read_text())
     assert (config["features"], config["options"]["features"], config["detector"]) == ("visual", "visual", "d1")
@@ -51,7 +54,7 @@ def test_visual_run_records_its_features_and_evaluates(ws, cli, run):
     assert 0 <= json.loads(result.out)["metrics"]["R@50"] <= 1
 
 
-@pytest.mark.parametrize("run", ["rv", "tv"])
+@pytest.mark.parametrize("run", ["rv", "tv", "nv"])
 def test_reloaded_visual_head_reproduces_the_test_predictions(ws, run):
     workspace = Workspace(ws)
     saved = read_predictions(ws / "runs" / run / "predictions" / "test.h5")
@@ -81,17 +84,11 @@ def test_cache_serves_the_same_vectors_as_the_backbone(ws):
     assert served.tolist() == [True, True, False]
 
 
-def test_predict_on_an_outside_image_with_a_visual_run(ws, cli, tmp_path):
-    image = Image.new("RGB", (120, 80), (20, 20, 24))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([10, 10, 50, 50], fill=(230, 60, 50))
-    draw.rectangle([60, 20, 110, 70], fill=(60, 110, 235))
-    path = tmp_path / "mine.png"
-    image.save(path)
-    result = cli("-w", ws, "predict", path, "--run", "rv", "--out", tmp_path, "--json")
+def test_predict_on_an_outside_image_with_a_visual_run(ws, cli, tmp_path, own_image):
+    result = cli("-w", ws, "predict", own_image, "--run", "rv", "--out", tmp_path, "--json")
     assert result.code == 0, result.err
-    graph = read_graph(tmp_path / "mine.graph.json")
-    assert (graph["width"], graph["height"]) == (120, 80)
+    graph = read_graph(tmp_path / "photo.graph.json")
+    assert (graph["width"], graph["height"]) == (150, 90)
     assert all(r["subject"] != r["object"] for r in graph["relations"])
 
 
@@ -106,7 +103,7 @@ def _snapshot(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize("head", ["reldn", "tensor"])
+@pytest.mark.parametrize("head", ["reldn", "tensor", "nodis", "iwsl"])
 def test_visual_without_a_detector_is_one_sentence(bare_ws, cli, head):
     before = _snapshot(bare_ws)
     result = cli("-w", bare_ws, "train", "--head", head, "--set", "features=visual", "--epochs", "1")

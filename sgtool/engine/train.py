@@ -169,6 +169,44 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
     return TrainResult(run, folder, str(settings["head"]), prepared.name, str(settings["task"]), metrics)
 
 
+AE_FLAGS = ("--name", "--epochs", "--batch-size", "--config", "--set", "--max-nodes", "--supervised", "--seeds")
+
+
+def run_training(ws: Workspace, *, head: str | None = None, resume: str | None = None, passed: tuple[str, ...] = (),
+                 max_nodes: int | None = None, supervised: bool = False, seeds: int | None = None,
+                 **options: Any) -> Any:
+    """`sgtool train`: continue a run (`resume`), train the ae auto-encoder, or train a relation head.
+
+    `passed` names the command-line options the user gave, so those that do not apply are refused;
+    `options` are the keyword arguments of `train`. Returns a TrainResult (AETrainResult for ae)."""
+    from sgtool.autoencoder.train import HEAD as AE_HEAD, check_options, train_autoencoder
+
+    if resume is not None:
+        return resume_train(ws, resume, head=head, dataset=options.get("dataset"), given=list(passed),
+                            device=options.get("device", "auto"), reporter=options.get("reporter", SILENT))
+    head = head or "freq"
+    check_options(head, max_nodes, supervised, seeds)
+    if head != AE_HEAD:
+        return train(ws, head=head, **options)
+    foreign = [flag for flag in passed if flag not in AE_FLAGS]
+    if foreign:
+        raise SgtoolError(f"{foreign[0]} is not an option of the ae head.",
+                          f"The ae head takes {', '.join(AE_FLAGS)}; leave {foreign[0]} out.")
+    keep = ("dataset", "name", "epochs", "batch_size", "config_path", "overrides", "seed", "device", "reporter")
+    return train_autoencoder(ws, max_nodes=max_nodes, supervised=supervised, seeds=seeds,
+                             **{key: options[key] for key in keep if key in options})
+
+
+def show_training(result: Any, as_json: bool = False) -> None:
+    """Print what `run_training` returned: a relation head's run or the auto-encoder's."""
+    if isinstance(result, TrainResult):
+        show_train(result, as_json=as_json)
+    else:
+        from sgtool.autoencoder.train import show_ae_train
+
+        show_ae_train(result, as_json=as_json)
+
+
 def _resumable_settings(folder: Path, run: str, head: str | None, dataset: str | None) -> dict:
     """The run's config.yaml, when the run is an unfinished run of a trainable head that fits the options."""
     settings = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}

@@ -40,7 +40,7 @@ def visual_source(ws: Workspace, prepared: PreparedDataset, head: type[RelationH
     if not takes_visual(head, config):
         if cache:
             raise SgtoolError(f"--cache-features stores detector ROI features, and the {head.name} head does not "
-                              "use them here.", "Use it with --head reldn or tensor and --set features=visual.")
+                              "use them here.", "Use it with --head reldn, tensor, nodis or iwsl and --set features=visual.")
         return None, None
     detector = _detector(ws, prepared, detector_run, config.features == "visual", device)
     config.features = "visual" if detector is not None else "spatial"

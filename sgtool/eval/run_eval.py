@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -162,3 +163,29 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
             outcome.graphs_dumped = write_graphs(staging / "graphs", outcome.report_dir / "graphs", gt,
                                                  predictions, result, prepared, dump_graphs, max(ks))
     return outcome
+
+
+def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", passed: tuple[str, ...] = (),
+             **options: Any) -> Any:
+    """`sgtool eval`: the relation metrics of `run_eval` (its keyword `options`), or for an ae run its
+    triplet precision / recall / F1 over seeds; `passed` names the options given, for ae to refuse."""
+    from sgtool.autoencoder.evaluate import is_ae_run, run_ae_eval
+
+    if not is_ae_run(ws, run):
+        return run_eval(ws, run=run, split=split, **options)
+    if passed:
+        raise SgtoolError(f"{passed[0]} does not apply to an ae run, which reports triplet precision, recall and F1.",
+                          f"Leave {passed[0]} out.")
+    return run_ae_eval(ws, run=run, split=split, reporter=options.get("reporter", SILENT))
+
+
+def show_evaluation(outcome: Any, as_json: bool = False) -> None:
+    """Print what `eval_run` returned."""
+    if isinstance(outcome, EvalOutcome):
+        from sgtool.eval.report import show_eval
+
+        show_eval(outcome, as_json=as_json)
+    else:
+        from sgtool.autoencoder.evaluate import show_ae_eval
+
+        show_ae_eval(outcome, as_json=as_json)

@@ -28,6 +28,7 @@ from sgtool.errors import SgtoolError
 TASKS = ("predcls", "sgcls", "sgdet")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "step", "cosine")
+FEATURE_MODES = ("auto", "spatial", "visual")
 
 
 # ---------------------------------------------------------------- what heads receive
@@ -110,6 +111,50 @@ class HeadConfig:
         for ok, message, hint in checks:
             if not ok:
                 raise SgtoolError(f"The setting {message}.", hint)
+
+
+@dataclass
+class VisualHeadConfig(HeadConfig):
+    """Settings of a head that can take a detector's ROI features (reldn, tensor, nodis, iwsl)."""
+
+    features: str = "auto"  # auto: visual when a detector fits the dataset, else spatial | spatial | visual
+
+    def validate(self) -> None:
+        super().validate()
+        if self.features not in FEATURE_MODES:
+            raise SgtoolError(f"The setting features must be one of {', '.join(FEATURE_MODES)}, not '{self.features}'.",
+                              "Use --set features=auto, spatial or visual.")
+
+
+class VisualInputs:
+    """What a head that can take ROI features shares: `attach_visual` a source (the train stage does it,
+    `engine/visual.py`), `wants_visual` when building a network, `uses_visual` once it is built."""
+
+    name: ClassVar[str]
+    config: VisualHeadConfig
+    model: Any
+    visual_source: Any = None  # a sgtool.features.source.VisualSource
+
+    def attach_visual(self, source: Any) -> None:
+        """Give the head ROI features (needed for features=visual, used by auto); a network built afterwards uses them."""
+        self.visual_source = source
+
+    def wants_visual(self) -> bool:
+        """Whether a new network gets visual inputs (features=visual, or auto with a source attached)."""
+        if self.config.features == "visual" and self.visual_source is None:
+            raise SgtoolError(f"The {self.name} head was asked for visual features, but no detector features are available.",
+                              "Train a detector with `sgtool train-detector`, or use --set features=spatial.")
+        return self.config.features != "spatial" and self.visual_source is not None
+
+    def uses_visual(self) -> bool:
+        """Whether the built network takes ROI vectors (then batches and predict need the source)."""
+        if self.model is None:
+            raise SgtoolError(f"The {self.name} head has no network yet.", "Train it or load its checkpoint first.")
+        dim = int(self.model.visual_dim)
+        if dim and self.visual_source is None:
+            raise SgtoolError(f"This {self.name} network uses visual features, and no detector features are attached.",
+                              "Run it where the detector run it was trained with is available (its run names it).")
+        return bool(dim)
 
 
 class RelationHead(ABC):

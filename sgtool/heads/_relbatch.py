@@ -24,6 +24,7 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource  # noqa: F401 (the heads import it from here too)
 from sgtool.features.spatial import normalized_coords, spatial_features, union_boxes
+from sgtool.heads import VisualInputs
 
 OBJECT_GEOMETRY_DIM = 5
 
@@ -189,28 +190,17 @@ def assemble(image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray, 
     )
 
 
-class NetworkHelpers:
+class NetworkHelpers(VisualInputs):
     """What the nodis and iwsl heads share: the built network, its device, and the optional visual source."""
-
-    name: str
-    model: Any
-    visual_source: VisualSource | None
 
     def _require_model(self) -> Any:
         if self.model is None:
             raise SgtoolError(f"The {self.name} head has no network yet.", "Train it or load its checkpoint first.")
         return self.model
 
-    def attach_visual(self, source: VisualSource | None) -> None:
-        """Give the head ROI features (`sgtool.features.source.DetectorVisualFeatures`); a network built afterwards uses them."""
-        self.visual_source = source
-
     def _device(self) -> torch.device:
         return next(self._require_model().parameters()).device
 
     def _visual(self) -> VisualSource | None:
-        dim = self.model.visual_dim if self.model is not None else 0
-        if dim and self.visual_source is None:
-            raise SgtoolError(f"This {self.name} model was trained with visual features, and no detector provides them now.",
-                              "Run it where the detector run it was trained with is available.")
-        return self.visual_source if dim else None
+        """The source for this network's batches: None when it was built without visual inputs."""
+        return self.visual_source if self.uses_visual() else None

@@ -51,14 +51,14 @@ from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM
-from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
+from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
 from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
 
 
 @dataclass
-class IwslConfig(HeadConfig):
+class IwslConfig(VisualHeadConfig):
     samples: int = 50  # s, importance samples at inference
     train_samples: int = 5  # s while training
     emd_iters: int = 10  # M, mirror descent iterations at most
@@ -351,7 +351,7 @@ class IwslHead(NetworkHelpers, TrainableHead):
     def build(self, data: TrainData) -> IwslNet:
         torch.manual_seed(data.seed)
         self.generator.manual_seed(data.seed)
-        dim = int(self.visual_source.dim) if self.visual_source is not None else 0
+        dim = int(self.visual_source.dim) if self.wants_visual() else 0
         self.model = IwslNet(self.config, self.num_object_classes, self.num_predicate_classes, dim).to(data.device)
         return self.model
 

@@ -29,7 +29,7 @@ from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
-from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
+from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
 from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
@@ -38,7 +38,7 @@ FRONT_ENDS = ("fc", "gcn", "lstm")
 
 
 @dataclass
-class NodisConfig(HeadConfig):
+class NodisConfig(VisualHeadConfig):
     t_end: float = 1.5  # integrate both ODEs over [0, t_end]
     atol: float = 0.01
     rtol: float = 0.01
@@ -251,7 +251,7 @@ class NodisHead(NetworkHelpers, TrainableHead):
 
     def build(self, data: TrainData) -> NodisNet:
         torch.manual_seed(data.seed)
-        dim = int(self.visual_source.dim) if self.visual_source is not None else 0
+        dim = int(self.visual_source.dim) if self.wants_visual() else 0
         self.model = NodisNet(self.config, self.num_object_classes, self.num_predicate_classes, dim).to(data.device)
         return self.model
 

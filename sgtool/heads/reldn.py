@@ -35,16 +35,15 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM, spatial_features
-from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
+from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads.freq import cap_boxes
 from sgtool.losses.contrastive import LOSS_NAMES, parse_losses, reldn_total_loss
 
-FEATURE_MODES = ("spatial", "visual", "auto")
 _CHUNK_PAIRS = 200_000  # candidate pairs scored at once in predict
 
 
 @dataclass
-class ReldnConfig(HeadConfig):
+class ReldnConfig(VisualHeadConfig):
     epochs: int = 12
     batch_size: int = 8
     lr: float = 3e-3  # Adam
@@ -54,7 +53,6 @@ class ReldnConfig(HeadConfig):
     lambdas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.1])  # λ1, λ2, λ3
     pairs_per_image: int = 512
     positives_per_image: int = 128
-    features: str = "auto"  # spatial | visual | auto
     spatial_hidden: int = 128
     class_embedding: int = 16  # 0: no class embeddings in the spatial branch
     visual_hidden: int = 256
@@ -65,8 +63,6 @@ class ReldnConfig(HeadConfig):
         super().validate()
         parse_losses(self.losses)
         checks = [
-            (self.features in FEATURE_MODES, f"features must be one of {', '.join(FEATURE_MODES)}, not '{self.features}'",
-             "Use --set features=spatial, visual or auto."),
             (len(self.lambdas) == 3 and all(x >= 0 for x in self.lambdas),
              f"lambdas must be three non-negative weights (λ1, λ2, λ3), not {self.lambdas}", "Use --set lambdas=[1.0,0.5,0.1]."),
             (self.margin >= 0, f"margin must not be negative, not {self.margin}", "Use --set margin=0.2."),
@@ -192,7 +188,7 @@ def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, labels: np.ndarray, 
 # ---------------------------------------------------------------- the head
 
 @register_head("reldn")
-class ReldnHead(TrainableHead):
+class ReldnHead(VisualInputs, TrainableHead):
     """RelDN with the Graphical Contrastive Losses."""
 
     Config = ReldnConfig
@@ -204,25 +200,6 @@ class ReldnHead(TrainableHead):
         self.visual_source: VisualSource | None = None
 
     # ------------------------------------------------------------ setup
-    def attach_visual(self, source: VisualSource | None) -> None:
-        """Give the head ROI features (needed for features=visual, used by auto)."""
-        self.visual_source = source
-
-    def wants_visual(self) -> bool:
-        """Whether a new network gets the visual branch (features=visual, or auto with a source attached)."""
-        mode = self.config.features
-        if mode == "visual" and self.visual_source is None:
-            raise SgtoolError("The reldn head was asked for visual features, but no detector features are available.",
-                              "Train a detector with `sgtool train-detector`, or use --set features=spatial.")
-        return mode != "spatial" and self.visual_source is not None
-
-    def uses_visual(self) -> bool:
-        """Whether the built network has the visual branch (then batches and predict need the source)."""
-        if self._require_model().visual_dim and self.visual_source is None:
-            raise SgtoolError("This reldn network uses visual features, and no detector features are attached.",
-                              "Attach the detector's features (attach_visual) before training or predicting.")
-        return bool(self._require_model().visual_dim)
-
     def _new_model(self, log_freq: np.ndarray, visual_dim: int) -> ReldnNet:
         shape = (self.num_object_classes, self.num_object_classes, self.num_predicate_classes)
         if log_freq.shape != shape:

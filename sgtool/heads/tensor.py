@@ -35,12 +35,11 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
 from sgtool.features.spatial import SPATIAL_DIM, spatial_features
-from sgtool.heads import HeadConfig, ObjectPredictions, TrainableHead, TrainData, register_head
+from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads.freq import cap_boxes
 from sgtool.losses.tensor import factored_nll, predicate_log_probs
 
 K_CHOICES = ("1", "10", "free")
-FEATURE_MODES = ("auto", "spatial", "visual")
 PHASES = ("triplet", "sel")
 _CHUNK_PAIRS = 100_000  # candidate pairs scored at once in predict
 _FEATURE_CLIP = 10.0  # spatial numbers are clipped to ±this (degenerate boxes give huge ratios)
@@ -48,14 +47,13 @@ _PRIOR_FLOOR = 1e-12
 
 
 @dataclass
-class TensorConfig(HeadConfig):
+class TensorConfig(VisualHeadConfig):
     epochs: int = 10  # epochs of the triplet phase
     batch_size: int = 16  # images per batch
     lr: float = 1e-3
     grad_clip: float = 20.0  # the paper's gradient-norm clip
     rank: int = 5  # R, the number of rank-1 factors
     k: str = "free"  # predictions per pair for the k-metrics: 1, 10 or free
-    features: str = "auto"  # auto (visual when detector features are attached) | spatial | visual
     hidden: int = 128  # trunk width
     class_embedding: int = 32  # 0: no label embeddings (spatial numbers only)
     sel_epochs: int = 2  # epochs of the X_sel phase; 0: no X_sel (P(sel) = 1)
@@ -71,8 +69,6 @@ class TensorConfig(HeadConfig):
         self.k = str(self.k).lower()
         checks = [
             (self.k in K_CHOICES, f"--k must be 1, 10 or free, not '{self.k}'", "Use --k free."),
-            (self.features in FEATURE_MODES, f"features must be one of {', '.join(FEATURE_MODES)}, not '{self.features}'",
-             "Use --set features=spatial."),
             (min(self.hidden, self.sel_hidden) >= 1 and self.class_embedding >= 0,
              "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
             (self.sel_epochs >= 0, f"sel_epochs must not be negative, not {self.sel_epochs}", "Use --set sel_epochs=2."),
@@ -165,7 +161,7 @@ def selection_pairs(graphs: SceneGraphs, rng: np.random.Generator) -> tuple[np.n
 # ---------------------------------------------------------------- the head
 
 @register_head("tensor")
-class TensorHead(TrainableHead):
+class TensorHead(VisualInputs, TrainableHead):
     """Low-rank CP decomposition of p(subject, predicate, object | pair), × ψ_u, × p(X_sel | pair)."""
 
     Config = TensorConfig
@@ -177,25 +173,6 @@ class TensorHead(TrainableHead):
         self.phase = PHASES[0]
 
     # ------------------------------------------------------------ setup
-    def attach_visual(self, source: VisualSource | None) -> None:
-        """Give the head ROI features (needed for features=visual, used by auto)."""
-        self.visual_source = source
-
-    def wants_visual(self) -> bool:
-        """Whether a new network gets the visual inputs (features=visual, or auto with a source attached)."""
-        if self.config.features == "visual" and self.visual_source is None:
-            raise SgtoolError("The tensor head was asked for visual features, but no detector features are available.",
-                              "Train a detector with `sgtool train-detector`, or use --set features=spatial.")
-        return self.config.features != "spatial" and self.visual_source is not None
-
-    def uses_visual(self) -> bool:
-        """Whether the built network takes ROI vectors (then batches and predict need the source)."""
-        dim = self._require_model().visual_dim
-        if dim and self.visual_source is None:
-            raise SgtoolError("This tensor network uses visual features, and no detector features are attached.",
-                              "Attach the detector's features (attach_visual) before training or predicting.")
-        return bool(dim)
-
     def _with_visual(self, inputs: dict[str, Tensor], image_ids: np.ndarray, box_offsets: np.ndarray,
                      boxes: np.ndarray, subj: np.ndarray, obj: np.ndarray) -> dict[str, Tensor]:
         if self.uses_visual():
