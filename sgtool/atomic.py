@@ -1,10 +1,17 @@
-"""Atomic writes: write beside the target, then rename, so a killed process leaves no half file."""
+"""Atomic writes: write beside the target, then rename, so a killed process leaves no half file.
+
+Temporary names carry their writer (`.<target>.<host>-<pid>.<random>.tmp|.staging|.old`), so the next
+write of the same target removes what a killed writer left and, when the kill fell between the two
+renames of `replace_directory`, puts the old target back first."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +26,56 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _prefix(target: Path) -> str:
+    """The start of a temporary name of target written by this process."""
+    return f".{target.name}.{_HOST}-{os.getpid()}."
+
+
+LEFTOVER = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.(?:tmp|staging|old)$")
+
+
+def _writer_gone(name: str, target: Path) -> bool:
+    """Whether the leftover `name` of target was made by a process of this host that has ended."""
+    match = LEFTOVER.match(name)
+    if match is None or match["target"] != target.name or match["host"] != _HOST:
+        return False  # not one of ours, or another machine's writer: leave it
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def restore_moved_aside(folder: Path) -> None:
+    """Put back the entries of folder that a killed `replace_directory` left moved aside (readers call this)."""
+    for path in Path(folder).glob(".*.old"):
+        match = LEFTOVER.match(path.name)
+        if match is not None and not (Path(folder) / match["target"]).exists():
+            with contextlib.suppress(OSError):  # a read-only workspace: leave it as it is
+                sweep_leftovers(Path(folder) / match["target"])
+
+
+def sweep_leftovers(target: Path) -> list[Path]:
+    """Remove the temporary files and folders of target whose writer was killed; restore a target that a
+    killed `replace_directory` had moved aside. Returns what was removed."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    stale = [p for p in target.parent.glob(f".{glob.escape(target.name)}.*")
+             if p.name.endswith((".tmp", ".staging", ".old")) and _writer_gone(p.name, target)]
+    for path in stale:
+        if path.name.endswith(".old") and (path / "old").exists() and not target.exists():
+            os.replace(path / "old", target)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager
@@ -26,7 +83,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in target's folder; on success it replaces target."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    sweep_leftovers(target)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:
@@ -65,7 +123,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside target; on success it replaces target whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    sweep_leftovers(target)
+    staging = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".staging", dir=target.parent))
     os.chmod(staging, 0o777 & ~_UMASK)
     try:
         yield staging
@@ -78,7 +137,7 @@ def replace_directory(source: Path, target: Path) -> None:
     """Move source to target; an existing target is moved aside first and removed last."""
     trash = None
     if target.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        trash = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".old", dir=target.parent))
         os.replace(target, trash / "old")
     try:
         os.replace(source, target)

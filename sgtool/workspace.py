@@ -44,6 +44,7 @@ class Workspace:
         base = self.root / folder
         if not base.is_dir():
             return []
+        atomic.restore_moved_aside(base)  # a write killed between its two renames
         return sorted(p.name for p in base.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and (marker is None or (p / marker).exists()))
 

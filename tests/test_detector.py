@@ -202,3 +202,13 @@ def test_torchvision_archs_build_offline_and_take_weights(tmp_path):
     assert load_weights(fresh, tmp_path / "mnv3.pth") == len(fresh.state_dict())
     key = "roi_heads.box_predictor.cls_score.weight"
     assert torch.equal(fresh.state_dict()[key], models["mobilenet-v3-fpn"].state_dict()[key])
+
+
+def test_progress_total_follows_the_time_budget():
+    from sgtool.detect.train import _expected_steps
+
+    assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=None) == 5000  # no budget: every step
+    assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=90.0) == 100  # 1 step/s, 90 s left
+    assert _expected_steps(30, 5000, 20, took=5.0, seconds_left=10.0) == 50  # resumed at step 20: 2 steps/s
+    assert _expected_steps(10, 40, 0, took=10.0, seconds_left=90.0) == 40  # the epochs end first
+    assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=-1.0) == 10  # over budget: this step is the last

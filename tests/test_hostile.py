@@ -294,3 +294,43 @@ def test_draw_on_arbitrary_json_exits_0_or_2_with_one_sentence(tmp_path, cli, gr
         out.unlink()
     else:
         refused(result, "graph")
+
+
+KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from sgtool import atomic
+
+real_replace = os.replace
+
+def replace(source, target):
+    real_replace(source, target)
+    if str(target).endswith("old"):  # the old folder is moved aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+with atomic.atomic_directory(Path(sys.argv[1])) as staging:
+    (staging / "version.txt").write_text("new")
+"""
+
+
+def test_what_a_killed_writer_leaves_is_swept_and_the_old_folder_restored(tmp_path):
+    import subprocess
+    import sys
+
+    from sgtool import atomic
+
+    target = tmp_path / "reports" / "run1"
+    target.mkdir(parents=True)
+    (target / "version.txt").write_text("old")
+    killed = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(target)])
+    assert killed.returncode == -9
+    assert not target.exists() and len(leftovers(tmp_path)) == 2  # the old folder aside, the new one staged
+    mine = tmp_path / "reports" / f".run1.{atomic._HOST}-{os.getpid()}.x.staging"  # a live writer's: kept
+    mine.mkdir()
+    assert Workspace(tmp_path).reports() == ["run1"]  # listing puts the moved-aside folder back
+    assert (target / "version.txt").read_text() == "old"
+    assert leftovers(tmp_path) == [str(mine)]  # the killed writer's staging folder is gone too
+    with atomic.atomic_directory(target) as staging:
+        (staging / "version.txt").write_text("newer")
+    assert (target / "version.txt").read_text() == "newer" and mine.exists()

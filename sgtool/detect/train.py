@@ -250,8 +250,9 @@ def _fit(run_dir: Path, state: _State, device: str, reporter: Reporter) -> torch
     total = per_epoch * config.epochs
     reporter.info(f"Training the {config.arch} detector on '{state.prepared.name}' ({len(images)} images) as run "
                   f"{state.run}" + (f", resuming after epoch {epoch}." if epoch else "."))
+    first_step, first_seconds = step, seconds
     with reporter.progress() as bar:
-        task = bar.add_task("train-detector", total=total, completed=epoch * per_epoch, status="")
+        task = bar.add_task("train-detector", total=total, completed=step, status="")
         while epoch < config.epochs and not (config.time_budget and seconds >= config.time_budget):
             started = time.perf_counter()
             losses: dict[str, list[float]] = {}
@@ -265,7 +266,10 @@ def _fit(run_dir: Path, state: _State, device: str, reporter: Reporter) -> torch
                 for key, value in parts.items():
                     losses.setdefault(key, []).append(value)
                 step += 1
-                bar.update(task, advance=1, status=f"epoch {epoch + 1}/{config.epochs} loss {parts['loss']:.3f}")
+                elapsed = seconds + time.perf_counter() - started
+                left = config.time_budget - elapsed if config.time_budget else None
+                bar.update(task, completed=step, total=_expected_steps(step, total, first_step, elapsed - first_seconds, left),
+                           status=f"epoch {epoch + 1}/{config.epochs} loss {parts['loss']:.3f}")
                 if distributed.any_rank(bool(config.time_budget) and seconds + time.perf_counter() - started >= config.time_budget):
                     break  # decided on every rank together
             took = time.perf_counter() - started
@@ -280,9 +284,19 @@ def _fit(run_dir: Path, state: _State, device: str, reporter: Reporter) -> torch
                 _save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, scaler, state, epoch, step,
                                  seconds, log)
                 atomic.write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        bar.update(task, total=step)  # a budget that ended training early: the bar ends full
     if distributed.is_main():
         _save_final(run_dir / "checkpoints" / "model.pt", model, state, epoch)
     return model
+
+
+def _expected_steps(step: int, total: int, first_step: int, took: float, seconds_left: float | None) -> int:
+    """The steps this run will end at: all `total`, or as many as the time budget leaves room for at the
+    pace since `first_step` (so the progress bar's ETA follows the budget)."""
+    if seconds_left is None or took <= 0:
+        return total
+    pace = (step - first_step) / took
+    return int(min(total, step + max(0.0, seconds_left) * pace))
 
 
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
