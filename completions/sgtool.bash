@@ -59,7 +59,7 @@ _sgtool() {
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool info") COMPREPLY=($(compgen -W "--help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool info") COMPREPLY=($(compgen -W "--verify --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool predict") COMPREPLY=($(compgen -W "--run --detector --out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare") COMPREPLY=($(compgen -W "custom shapes synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare custom") COMPREPLY=($(compgen -W "--source --name --images --val-fraction --test-fraction --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;

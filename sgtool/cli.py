@@ -70,12 +70,15 @@ def _settings(ctx: typer.Context) -> Settings:
 # ---------------------------------------------------------------- info
 
 @app.command()
-def info(ctx: typer.Context) -> None:
-    """What the workspace holds: datasets (images / objects / relations per split), runs, reports."""
+def info(
+    ctx: typer.Context,
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every dataset file, images included, against the manifest's sha256.")] = False,
+) -> None:
+    """What the workspace holds: datasets (images / objects / relations per split, status), runs, reports."""
     from sgtool.engine.info import show_workspace
 
     s = _settings(ctx)
-    show_workspace(s.workspace, as_json=s.json)
+    show_workspace(s.workspace, as_json=s.json, verify=verify)
 
 
 # ---------------------------------------------------------------- prepare

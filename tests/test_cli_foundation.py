@@ -37,6 +37,29 @@ def test_prepare_then_info_reports_counts(cli, tmp_path):
     assert info["datasets"]["synth"]["priors"] is True
     table = cli("-w", ws, "info")
     assert table.code == 0 and "synth" in table.out and "train" in table.out
+    assert info["datasets"]["synth"]["status"] == "ok"
+
+
+def _status(cli, ws, *options) -> str:
+    result = cli("-w", ws, "info", "--json", *options)
+    assert result.code == 0, result.err
+    return json.loads(result.out)["datasets"]["synth"]["status"]
+
+
+def test_info_names_what_is_damaged(cli, tmp_path):
+    ws = tmp_path / "ws"
+    assert cli("-w", ws, "prepare", "synth", "--images", "12", "--workers", "1", "-q").code == 0
+    folder = ws / "data" / "synth"
+    image = sorted((folder / "images").iterdir())[0]
+    image.write_bytes(image.read_bytes()[:-1] + b"x")
+    assert _status(cli, ws) == "ok"  # images are only checked with --verify
+    assert _status(cli, ws, "--verify") == f"changed images/{image.name}"
+    (folder / "image_data.json").unlink()
+    assert _status(cli, ws) == "missing image_data.json"
+    with open(folder / "sgg.h5", "r+b") as handle:
+        handle.truncate(300)
+    (folder / "image_data.json").write_text("[]")
+    assert _status(cli, ws) == "sgg.h5 unreadable"
 
 
 def test_workspace_from_environment(cli, tmp_path, monkeypatch):

@@ -1,8 +1,14 @@
-"""`sgtool info`: what the workspace holds, from its manifests (no large file is opened)."""
+"""`sgtool info`: what the workspace holds, from its manifests.
+
+Each dataset gets a status: its annotation files are present and sgg.h5 opens ("ok"), or what is
+wrong; `--verify` also compares every file, images included, with the manifest's sha256.
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
 from sgtool import ui
-from sgtool.data.prepared import MANIFEST, PreparedDataset
+from sgtool.data.prepared import MANIFEST, PreparedDataset, sha256_of
 from sgtool.data.sgg_h5 import read_json
 from sgtool.errors import SgtoolError
 from sgtool.workspace import Workspace
@@ -16,7 +22,30 @@ def _read_optional(path) -> dict:
         return {}
 
 
-def workspace_summary(ws: Workspace) -> dict:
+def dataset_status(folder: Path, manifest: dict, verify: bool = False) -> str:
+    """"ok", or one phrase saying what is missing, unreadable or changed since `prepare`."""
+    import h5py
+
+    recorded = manifest.get("sha256")
+    if not isinstance(recorded, dict) or not recorded:
+        return "no manifest checksums"
+    names = sorted(recorded) if verify else sorted(n for n in recorded if not n.startswith("images/"))
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        return f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    if (folder / "sgg.h5").is_file():
+        try:
+            with h5py.File(folder / "sgg.h5", "r") as handle:
+                list(handle.keys())
+        except (OSError, ValueError):
+            return "sgg.h5 unreadable"
+    changed = [n for n in names if verify and sha256_of(folder / n) != recorded[n]]
+    if changed:
+        return f"changed {changed[0]}" + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
+    return "ok"
+
+
+def workspace_summary(ws: Workspace, verify: bool = False) -> dict:
     datasets = {}
     for name in ws.datasets():
         manifest = _read_optional(ws.data_dir(name) / MANIFEST)
@@ -25,6 +54,7 @@ def workspace_summary(ws: Workspace) -> dict:
             "counts": manifest.get("counts", {}),
             "has_images": manifest.get("has_images"),
             "priors": ws.priors_path(name).exists(),
+            "status": dataset_status(ws.data_dir(name), manifest, verify),
         }
     runs = {}
     for name in ws.runs():
@@ -34,17 +64,19 @@ def workspace_summary(ws: Workspace) -> dict:
     return {"workspace": str(ws.root), "datasets": datasets, "runs": runs, "reports": ws.reports()}
 
 
-def show_workspace(ws: Workspace, as_json: bool = False) -> dict:
-    summary = workspace_summary(ws)
+def show_workspace(ws: Workspace, as_json: bool = False, verify: bool = False) -> dict:
+    summary = workspace_summary(ws, verify)
     if as_json:
         ui.print_json(summary)
         return summary
     rows = []
     for name, data in summary["datasets"].items():
         for split, counts in data["counts"].items():
-            rows.append((name, data["recipe"], split, counts.get("images"), counts.get("objects"), counts.get("relations")))
+            rows.append((name, data["recipe"], split, counts.get("images"), counts.get("objects"), counts.get("relations"),
+                         data["status"]))
     if rows:
-        ui.print_table(f"Datasets in {ws.root}", ("dataset", "recipe", "split", "images", "objects", "relations"), rows)
+        ui.print_table(f"Datasets in {ws.root}", ("dataset", "recipe", "split", "images", "objects", "relations", "status"),
+                       rows)
     else:
         ui.out.print(f"No datasets in {ws.root}; run `sgtool prepare synth` to make one.")
     if summary["runs"]:
