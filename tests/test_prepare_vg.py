@@ -246,7 +246,8 @@ def test_a_new_vocabulary_is_a_new_yaml(tmp_path, cli, monkeypatch):
     (folder / "mini.yaml").write_text(
         "name: mini\nobjects: {man: 1, horse: 1}\npredicates: {riding: 1}\nval_images: 0\n"
         "filters: {filter_empty_rels: true}\npredicate_groups: {method: thirds}\n", encoding="utf-8")
-    monkeypatch.setattr(recipes, "RECIPES_DIR", folder)
+    monkeypatch.setattr(recipes, "SOURCE_RECIPES", tmp_path / "no-checkout")  # as installed from a wheel
+    monkeypatch.setattr(recipes, "INSTALLED_RECIPES", folder)
     src = write_raw(tmp_path / "raw")
     result = cli("-w", tmp_path / "ws", "--json", "prepare", "vg", "--split", "mini", "--source", src)
     assert result.code == 0, result.err
