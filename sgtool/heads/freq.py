@@ -11,6 +11,7 @@ Per candidate pair (i != j): distribution = exp(log_freq[s, o, :]) normalised ov
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,28 @@ def cap_boxes(objects: ObjectPredictions, max_boxes: int) -> ObjectPredictions:
     counts = np.minimum(np.diff(objects.box_offsets), max_boxes)
     return ObjectPredictions(objects.image_ids, offsets_from_counts(counts), objects.boxes[rows],
                              objects.labels[rows], objects.scores[rows], objects.detected)
+
+
+PairScorer = Callable[[ObjectPredictions, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def score_all_pairs(objects: ObjectPredictions, max_boxes: int, num_predicates: int, score: PairScorer,
+                    chunk_pairs: int) -> Predictions:
+    """Predictions over every ordered pair (detections capped at max_boxes per image), scored
+    chunk_pairs at a time: score(objects, image, subj, obj) -> (M, P) distributions of those pairs."""
+    if objects.detected:
+        objects = cap_boxes(objects, max_boxes)
+    image, subj, obj = ordered_pairs(objects.box_offsets)
+    probs = np.zeros((len(subj), num_predicates), np.float32)
+    for lo in range(0, len(subj), chunk_pairs):
+        hi = min(lo + chunk_pairs, len(subj))
+        probs[lo:hi] = score(objects, image[lo:hi], subj[lo:hi], obj[lo:hi])
+    return Predictions(
+        image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
+        scores=objects.scores.astype(np.float32),
+        pair_offsets=offsets_from_counts(np.bincount(image, minlength=objects.num_images)),
+        pairs=np.stack([subj, obj], axis=1).astype(np.int64), rel_scores=probs,
+    )
 
 
 def _image_chunks(box_offsets: np.ndarray) -> list[tuple[int, int]]:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
+from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM, spatial_features
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
-from sgtool.heads.freq import cap_boxes
+from sgtool.heads.freq import score_all_pairs
 from sgtool.losses.contrastive import LOSS_NAMES, parse_losses, reldn_total_loss
 
 _CHUNK_PAIRS = 200_000  # candidate pairs scored at once in predict
@@ -266,23 +266,14 @@ class ReldnHead(VisualInputs, TrainableHead):
             model.train(was_training)
 
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
-        if objects.detected:
-            objects = cap_boxes(objects, self.config.max_boxes)
-        image, subj, obj = ordered_pairs(objects.box_offsets)
-        probs = np.zeros((len(subj), self.num_predicate_classes), np.float32)
-        for lo in range(0, len(subj), _CHUNK_PAIRS):
-            hi = min(lo + _CHUNK_PAIRS, len(subj))
-            inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, image[lo:hi], subj[lo:hi], obj[lo:hi])
-            if self.uses_visual():
-                inputs.update(self.visual_source(objects.image_ids, objects.box_offsets, objects.boxes,
-                                                 np.stack([subj[lo:hi], obj[lo:hi]], 1)))
-            probs[lo:hi] = self.distribution(inputs).numpy()
-        return Predictions(
-            image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
-            scores=objects.scores.astype(np.float32),
-            pair_offsets=offsets_from_counts(np.bincount(image, minlength=objects.num_images)),
-            pairs=np.stack([subj, obj], axis=1).astype(np.int64), rel_scores=probs,
-        ).ranked()
+        return score_all_pairs(objects, self.config.max_boxes, self.num_predicate_classes, self._score_pairs,
+                               _CHUNK_PAIRS).ranked()
+
+    def _score_pairs(self, objects: ObjectPredictions, image: np.ndarray, subj: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, image, subj, obj)
+        if self.uses_visual():
+            inputs.update(self.visual_source(objects.image_ids, objects.box_offsets, objects.boxes, np.stack([subj, obj], 1)))
+        return self.distribution(inputs).numpy()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
+from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
 from sgtool.features.spatial import SPATIAL_DIM, spatial_features
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
-from sgtool.heads.freq import cap_boxes
+from sgtool.heads.freq import score_all_pairs
 from sgtool.losses.tensor import factored_nll, predicate_log_probs
 
 K_CHOICES = ("1", "10", "free")
@@ -269,21 +269,13 @@ class TensorHead(VisualInputs, TrainableHead):
             model.train(was_training)
 
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
-        if objects.detected:
-            objects = cap_boxes(objects, self.config.max_boxes)
-        image, subj, obj = ordered_pairs(objects.box_offsets)
-        probs = np.zeros((len(subj), self.num_predicate_classes), np.float32)
-        for lo in range(0, len(subj), _CHUNK_PAIRS):
-            hi = min(lo + _CHUNK_PAIRS, len(subj))
-            inputs = self._with_visual(pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj[lo:hi], obj[lo:hi]),
-                                       objects.image_ids, objects.box_offsets, objects.boxes, subj[lo:hi], obj[lo:hi])
-            probs[lo:hi] = self.distribution(inputs).numpy()
-        return Predictions(
-            image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
-            scores=objects.scores.astype(np.float32),
-            pair_offsets=offsets_from_counts(np.bincount(image, minlength=objects.num_images)),
-            pairs=np.stack([subj, obj], axis=1).astype(np.int64), rel_scores=probs,
-        )
+        return score_all_pairs(objects, self.config.max_boxes, self.num_predicate_classes, self._score_pairs,
+                               _CHUNK_PAIRS)
+
+    def _score_pairs(self, objects: ObjectPredictions, image: np.ndarray, subj: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        inputs = self._with_visual(pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj, obj),
+                                   objects.image_ids, objects.box_offsets, objects.boxes, subj, obj)
+        return self.distribution(inputs).numpy()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
