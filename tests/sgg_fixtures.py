@@ -61,3 +61,18 @@ def save_tiny(ws: Workspace, name: str = "tiny", seed: int = 0, objects: list[st
         return Staged(graphs, tiny_vocab(objects), {})
 
     return save_prepared(ws, name, "tiny", {"seed": seed}, build)
+
+
+def losses_over_steps(head, batch, steps: int = 8, lr: float = 1e-2) -> tuple[list[float], dict]:
+    """Adam steps of a built trainable head on one batch: the loss before each step, and the last terms."""
+    import torch
+
+    optimizer = torch.optim.Adam(head.model.parameters(), lr=lr)
+    losses, terms = [], {}
+    for _ in range(steps):
+        terms = head.loss(batch)
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(float(terms["loss"].detach()))
+    return losses, terms

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sgg_fixtures import save_tiny, tiny_graphs
+from sgg_fixtures import losses_over_steps, save_tiny, tiny_graphs
 from sgtool.data.graphs import ordered_pairs
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainData, get_head, gt_objects, make_config
@@ -21,14 +21,6 @@ from sgtool.workspace import Workspace
 
 C, P = 5, 4
 SMALL = {"hidden": 16, "embed": 8, "rank": 4, "batch_size": 4, "samples": 8}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def built(**settings) -> tuple[IwslHead, object]:
@@ -154,14 +146,7 @@ def test_temperature_schedule():
 def test_a_few_steps_lower_the_loss():
     head, graphs = built()
     batch = next(iter(head.batches(graphs.split_subset("train"), shuffle=False, rng=np.random.default_rng(0))))
-    optimizer = torch.optim.Adam(head.model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(8):
-        terms = head.loss(batch)
-        optimizer.zero_grad()
-        terms["loss"].backward()
-        optimizer.step()
-        losses.append(float(terms["loss"].detach()))
+    losses, terms = losses_over_steps(head, batch)
     assert losses[-1] < 0.8 * losses[0]
     assert np.isfinite(float(terms["bound"]))
 

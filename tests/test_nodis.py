@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgg_fixtures import save_tiny, tiny_graphs
+from sgg_fixtures import losses_over_steps, save_tiny, tiny_graphs
 from sgtool.data.graphs import ordered_pairs
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainData, get_head, gt_objects, make_config
@@ -16,15 +16,6 @@ from sgtool.workspace import Workspace
 
 C, P = 5, 4  # tiny vocabulary sizes with background
 SMALL = {"hidden": 16, "embed": 8, "mask_size": 8, "batch_size": 4, "t_end": 0.5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class FakeVisual:
@@ -92,14 +83,7 @@ def test_adjoint_and_plain_solve_give_the_same_forward_output():
 def test_each_front_end_lowers_the_loss_in_a_few_steps(front_end):
     head, graphs = built(front_end=front_end)
     batch = first_batch(head, graphs)
-    optimizer = torch.optim.Adam(head.model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(8):
-        terms = head.loss(batch)
-        optimizer.zero_grad()
-        terms["loss"].backward()
-        optimizer.step()
-        losses.append(float(terms["loss"].detach()))
+    losses, _ = losses_over_steps(head, batch)
     assert losses[-1] < 0.8 * losses[0]
 
 
