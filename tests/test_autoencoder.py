@@ -133,11 +133,15 @@ def test_cli_train_eval_draw(cli, shapes_ws, tmp_path):
             "--seeds", "2", "--set", "width=8", "--set", "train_images=32", "--set", "threads=1", "--name", "tiny")
     assert r.code == 0, r.err
     run = shapes_ws.run_dir("tiny")
+    import json
+
+    val = json.loads((run / "metrics.json").read_text())["per_seed"]
+    stuck = [seed for seed, m in zip((0, 1), val) if m["recall"] == 0]
+    assert json.loads(r.out)["stuck_seeds"] == stuck
+    assert ("found no edge on the validation split" in r.err) == bool(stuck)
     assert (run / "checkpoints" / "model-seed1.pt").exists() and (run / "predictions" / "seed0" / "test.h5").exists()
     r = cli("-w", shapes_ws.root, "--json", "eval", "--run", "tiny")
     assert r.code == 0, r.err
-    import json
-
     payload = json.loads(r.out)
     assert set(payload["per_seed"]) == {"0", "1"} and 0 <= payload["summary"]["f1"]["mean"] <= 1
     report = shapes_ws.report_dir("tiny")
@@ -150,3 +154,14 @@ def test_cli_train_eval_draw(cli, shapes_ws, tmp_path):
     r = cli("-w", shapes_ws.root, "draw", pred_graph, "--out", tmp_path / "g.png")
     assert r.code == 0, r.err
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_a_seed_stuck_on_the_plateau_is_named(capsys, tmp_path):
+    from sgtool.autoencoder.train import AETrainResult, show_ae_train
+
+    metrics = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    show_ae_train(AETrainResult("r", tmp_path, "shapes", [3, 4], metrics, 1.0, stuck_seeds=[3]))
+    err = capsys.readouterr().err
+    assert "seed(s) 3 found no edge on the validation split" in err and "another --seed" in err
+    show_ae_train(AETrainResult("r", tmp_path, "shapes", [4], {**metrics, "recall": 0.5}, 1.0))
+    assert "found no edge" not in capsys.readouterr().err

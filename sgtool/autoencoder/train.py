@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,7 @@ class AETrainResult:
     seeds: list[int]
     metrics: dict[str, float]
     minutes: float
+    stuck_seeds: list[int] = field(default_factory=list)  # seeds that found no validation edge at all
 
 
 # ---------------------------------------------------------------- options
@@ -236,15 +237,17 @@ def train_autoencoder(ws: Workspace, *, dataset: str | None = None, name: str | 
     try:
         torch.set_num_threads(config.threads or threads)
         with atomic.atomic_directory(ws.run_dir(run)) as staging:
-            metrics = _fill_run(staging, splits, prepared, config, settings, device, reporter)
+            metrics, per_seed = _fill_run(staging, splits, prepared, config, settings, device, reporter)
     finally:
         torch.set_num_threads(threads)
     ws.set_latest("run", run)
-    return AETrainResult(run, ws.run_dir(run), prepared.name, seed_list, metrics, (time.time() - start) / 60)
+    stuck = [s for s, m in zip(seed_list, per_seed) if m["recall"] == 0]
+    return AETrainResult(run, ws.run_dir(run), prepared.name, seed_list, metrics, (time.time() - start) / 60, stuck)
 
 
 def _fill_run(staging: Path, splits: dict[str, LineDrawings], prepared: PreparedDataset, config: AEConfig,
-              settings: dict, device: str, reporter: Reporter) -> dict[str, float]:
+              settings: dict, device: str, reporter: Reporter) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Train every seed into staging; the mean validation P / R / F1 and each seed's."""
     from sgtool.autoencoder.evaluate import score_split
 
     log: list[dict] = []
@@ -271,7 +274,7 @@ def _fill_run(staging: Path, splits: dict[str, LineDrawings], prepared: Prepared
     atomic.write_text(staging / "log.jsonl", "".join(json.dumps({"time": time.time(), **r}) + "\n" for r in log))
     atomic.write_json(staging / "metrics.json", {"split": "val", "task": "point-graph", "metrics": metrics,
                                                  "per_seed": per_seed})
-    return metrics
+    return metrics, per_seed
 
 
 def predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, device: str) -> Predictions:
@@ -298,7 +301,12 @@ def show_ae_train(result: AETrainResult, as_json: bool = False) -> None:
     from sgtool import ui
 
     payload = {"run": result.run, "path": str(result.path), "head": HEAD, "dataset": result.dataset,
-               "seeds": result.seeds, "minutes": round(result.minutes, 2), "val_metrics": result.metrics}
+               "seeds": result.seeds, "minutes": round(result.minutes, 2), "val_metrics": result.metrics,
+               "stuck_seeds": result.stuck_seeds}
+    if result.stuck_seeds:
+        ui.err.print(f"Warning: seed(s) {', '.join(map(str, result.stuck_seeds))} found no edge on the validation "
+                     "split: training did not leave its starting plateau (a blank drawing). Train longer "
+                     "(--set minutes=...) or with another --seed.", highlight=False)
     if as_json:
         ui.print_json(payload)
         return
