@@ -31,7 +31,7 @@ from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
     TASKS, HeadConfig, ObjectSource, RelationHead, StatisticalHead, TrainableHead, TrainData, available_heads,
-    config_dict, get_head, make_config,
+    VisualHeadConfig, config_dict, get_head, make_config,
 )
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -113,7 +113,7 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
     if visual is not None:
         model.attach_visual(visual)
     settings = {"run": run, "head": head, "dataset": prepared.name, "task": task, "detector": detector, "seed": seed,
-                **({"features": config.features} if hasattr(model, "attach_visual") and hasattr(config, "features") else {}),
+                **({"features": config.features} if isinstance(config, VisualHeadConfig) else {}),
                 "device": device, "options": config_dict(config), "sgtool_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if trainable:

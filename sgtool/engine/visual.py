@@ -1,6 +1,6 @@
 """Which visual features a relation head gets: the `features` setting resolved against the workspace.
 
-A head with `attach_visual` and `features=visual|auto` gets a `DetectorVisualFeatures` on the frozen
+A head with `VisualInputs` (its config a `VisualHeadConfig`) and `features=visual|auto` gets a `DetectorVisualFeatures` on the frozen
 backbone of a detector run (`--detector RUN`, else the workspace's latest) over the dataset's images
 (every split, by image id), plus the pooled caches of that run for the dataset when they exist
 (`--cache-features` writes them first). `auto` falls back to the spatial variant when the dataset has
@@ -18,7 +18,7 @@ from sgtool.data.prepared import PreparedDataset
 from sgtool.detect import Detector, SplitImages, latest_detector, load_detector
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, FeatureTable, ImageLike, loaders_by_id
-from sgtool.heads import HeadConfig, RelationHead
+from sgtool.heads import HeadConfig, RelationHead, VisualHeadConfig, VisualInputs
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -28,7 +28,8 @@ SPLITS = ("train", "val", "test")
 
 def takes_visual(head: type[RelationHead] | RelationHead, config: HeadConfig) -> bool:
     """Whether the head can use ROI features and its features setting asks for them (visual or auto)."""
-    return hasattr(head, "attach_visual") and getattr(config, "features", None) in ("visual", "auto")
+    is_visual_head = isinstance(head, VisualInputs) or (isinstance(head, type) and issubclass(head, VisualInputs))
+    return is_visual_head and isinstance(config, VisualHeadConfig) and config.features in ("visual", "auto")
 
 
 def visual_source(ws: Workspace, prepared: PreparedDataset, head: type[RelationHead], config: HeadConfig,
@@ -112,7 +113,7 @@ def reattach(ws: Workspace, head: RelationHead, settings: dict, prepared: Prepar
     """Give a reloaded head the visual source it was trained with: the run's detector on the dataset's
     images (and caches), or on `images` ({id: CHW tensor or loader}) when given."""
     options: dict[str, Any] = settings.get("options") or {}
-    if not hasattr(head, "attach_visual") or options.get("features", settings.get("features")) != "visual":
+    if not isinstance(head, VisualInputs) or options.get("features", settings.get("features")) != "visual":
         return
     run = settings.get("detector")
     if not run:
