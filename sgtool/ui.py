@@ -59,6 +59,15 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     out.print(table)
 
 
+def show_run(payload: dict, as_json: bool, title: str, metrics: dict[str, float], names: Sequence[str]) -> None:
+    """A finished run: its payload as JSON, or a table of the named metrics (in %) and the run folder."""
+    if as_json:
+        print_json(payload)
+        return
+    print_table(title, ("metric", "value (%)"), ((n, f"{100 * metrics[n]:.2f}") for n in names if n in metrics))
+    out.print(f"Run folder: {payload['path']}", highlight=False)
+
+
 def print_error(message: str, hint: str | None) -> None:
     err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     if hint:

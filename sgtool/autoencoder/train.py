@@ -307,10 +307,5 @@ def show_ae_train(result: AETrainResult, as_json: bool = False) -> None:
         ui.err.print(f"Warning: seed(s) {', '.join(map(str, result.stuck_seeds))} found no edge on the validation "
                      "split: training did not leave its starting plateau (a blank drawing). Train longer "
                      "(--set minutes=...) or with another --seed.", highlight=False)
-    if as_json:
-        ui.print_json(payload)
-        return
-    ui.print_table(f"Run {result.run} (ae on {result.dataset}, {len(result.seeds)} seed(s), "
-                   f"{result.minutes:.1f} min): validation triplets", ("metric", "value (%)"),
-                   ((k, f"{100 * result.metrics[k]:.2f}") for k in ("precision", "recall", "f1") if k in result.metrics))
-    ui.out.print(f"Run folder: {result.path}", highlight=False)
+    ui.show_run(payload, as_json, f"Run {result.run} (ae on {result.dataset}, {len(result.seeds)} seed(s), "
+                f"{result.minutes:.1f} min): validation triplets", result.metrics, ("precision", "recall", "f1"))

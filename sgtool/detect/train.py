@@ -381,11 +381,6 @@ def show_detector(result: DetectorResult, as_json: bool = False) -> None:
 
     payload = {"run": result.run, "path": str(result.path), "dataset": result.dataset, "arch": result.arch,
                "epochs": result.epochs, "metrics": result.metrics}
-    if as_json:
-        ui.print_json(payload)
-        return
-    m = result.metrics
-    rows = [("mAP@[.5:.95]", f"{100 * m['mAP']:.2f}"), ("mAP@.5", f"{100 * m['mAP@.5']:.2f}"),
-            ("mAP@.75", f"{100 * m['mAP@.75']:.2f}")]
-    ui.print_table(f"Detector run {result.run} ({result.arch} on {result.dataset}): COCO box AP", ("metric", "value (%)"), rows)
-    ui.err.print(f"Run folder: {result.path}", highlight=False)
+    shown = {"mAP@[.5:.95]": result.metrics["mAP"], **{k: result.metrics[k] for k in ("mAP@.5", "mAP@.75")}}
+    ui.show_run(payload, as_json, f"Detector run {result.run} ({result.arch} on {result.dataset}): COCO box AP",
+                shown, list(shown))

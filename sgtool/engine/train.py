@@ -358,13 +358,8 @@ def show_train(result: TrainResult, as_json: bool = False) -> None:
 
     payload = {"run": result.run, "path": str(result.path), "head": result.head, "dataset": result.dataset,
                "task": result.task, "val_metrics": result.metrics}
-    if as_json:
-        ui.print_json(payload)
-        return
-    shown = [name for name in ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100") if name in result.metrics]
-    ui.print_table(f"Run {result.run} ({result.head} on {result.dataset}, {result.task}): validation",
-                   ("metric", "value (%)"), ((n, f"{100 * result.metrics[n]:.2f}") for n in shown))
-    ui.out.print(f"Run folder: {result.path}", highlight=False)
+    ui.show_run(payload, as_json, f"Run {result.run} ({result.head} on {result.dataset}, {result.task}): validation",
+                result.metrics, ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100"))
 
 
 def load_trained_head(ws: Workspace, run: str, images: Mapping[int, Any] | None = None,
