@@ -48,6 +48,7 @@ _sgtool() {
         --max-nodes) return;;
         --seeds) return;;
         --resume) return;;
+        --from) return;;
         --arch) return;;
         --lr) return;;
         --weights) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -67,7 +68,7 @@ _sgtool() {
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --overlap --no-overlap --losses --name --epochs --batch-size --rank --k --t-end --front-end --samples --config --set --max-nodes --supervised --seeds --resume --cache-features --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --overlap --no-overlap --losses --name --epochs --batch-size --rank --k --t-end --front-end --samples --config --set --max-nodes --supervised --seeds --resume --from --cache-features --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi

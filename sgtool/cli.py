@@ -213,6 +213,7 @@ def train(
     supervised: Annotated[bool, typer.Option("--supervised", help="ae: train the encoder on ground truth (the baseline).")] = False,
     seeds: Annotated[Optional[int], typer.Option(help="ae: train this many seeds (--seed, +1, ...) into one run.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue this unfinished run from its last checkpoint, with its own settings.")] = None,
+    from_run: Annotated[Optional[str], typer.Option("--from", help="Score this trained run's weights in --task (e.g. a PredCls run in sgdet) as a new run, without training.")] = None,
     cache_features: Annotated[bool, typer.Option("--cache-features", help="features=visual: compute each split's detector ROI features once into h5 (kept in the detector run) instead of every epoch.")] = False,
 ) -> None:
     """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
@@ -223,7 +224,7 @@ def train(
              "--name": name, "--epochs": epochs, "--batch-size": batch_size, "--rank": rank, "--k": k,
              "--t-end": t_end, "--front-end": front_end, "--samples": samples, "--config": config, "--set": set_,
              "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds, "--cache-features": cache_features}
-    result = run_training(s.workspace, head=head, resume=resume, passed=_passed(given), max_nodes=max_nodes,
+    result = run_training(s.workspace, head=head, resume=resume, from_run=from_run, passed=_passed(given), max_nodes=max_nodes,
                           supervised=supervised, seeds=seeds, dataset=dataset, task=task.value, name=name,
                           epochs=epochs, batch_size=batch_size, overlap=overlap, losses=losses, rank=rank, k=k,
                           t_end=t_end, front_end=front_end, samples=samples, config_path=config, overrides=set_ or [],
@@ -317,7 +318,7 @@ def predict(
 @app.command()
 def demo(
     ctx: typer.Context,
-    quick: Annotated[bool, typer.Option(help="A smaller, faster run (about 2 minutes on 2 CPU cores; the full demo takes about 8).")] = False,
+    quick: Annotated[bool, typer.Option(help="A smaller, faster run (about 2 minutes on 2 CPU cores; the full demo takes about 7).")] = False,
 ) -> None:
     """The whole pipeline on embedded synthetic data, ending with a summary."""
     from sgtool.engine.demo import run_demo

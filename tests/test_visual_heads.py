@@ -117,3 +117,30 @@ def test_auto_without_a_detector_trains_the_spatial_variant(bare_ws, cli):
     assert result.code == 0, result.err
     config = yaml.safe_load((bare_ws / "runs/ta/config.yaml").read_text())
     assert (config["features"], config["detector"]) == ("spatial", None)
+
+
+def test_from_scores_a_trained_run_in_another_task_without_training(ws, cli):
+    result = cli("-w", ws, "--json", "train", "--from", "rv", "--task", "sgdet", "--name", "rv-sgdet")
+    assert result.code == 0, result.err
+    config = yaml.safe_load((ws / "runs/rv-sgdet/config.yaml").read_text())
+    assert (config["task"], config["from_run"], config["detector"], config["features"]) == ("sgdet", "rv", "d1", "visual")
+    assert (ws / "runs/rv-sgdet/checkpoints/model.pt").read_bytes() == (ws / "runs/rv/checkpoints/model.pt").read_bytes()
+    predictions = read_predictions(ws / "runs/rv-sgdet/predictions/test.h5")
+    assert predictions.meta["task"] == "sgdet" and predictions.meta["run"] == "rv-sgdet"
+    head, _, prepared = load_trained_head(Workspace(ws), "rv")
+    test = prepared.graphs.split_subset("test")
+    assert not np.array_equal(predictions.boxes, test.boxes)  # detected boxes, not the ground truth
+    evaluated = cli("-w", ws, "--json", "eval", "--run", "rv-sgdet", "--metric", "R@50")
+    assert evaluated.code == 0 and 0 <= json.loads(evaluated.out)["R@50"] <= 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--from", "rv", "--rank", "3"], "does not take --rank"),
+    (["--from", "rv", "--task", "sgcls", "--detector", "nope"], "uses the ROI features of the detector 'd1'"),
+    (["--from", "d1", "--task", "sgcls"], "not a complete relation-head run"),
+])
+def test_from_refuses_what_does_not_apply(ws, cli, args, words):
+    before = _snapshot(ws)
+    result = cli("-w", ws, "train", *args)
+    assert result.code == 2 and words in result.err and "Traceback" not in result.err
+    assert _snapshot(ws) == before

@@ -1,7 +1,8 @@
 """`sgtool demo`: every stage on the embedded synthetic data, then a summary.
 
-prepare synth -> train-detector -> train freq / tensor / reldn (PredCls) -> freq in SGCls and
-SGDet -> eval each run on the test split -> draw one predicted graph.
+prepare synth -> train-detector -> train freq / tensor / reldn (PredCls) -> the same weights
+scored in SGCls and SGDet (`train --from`) -> eval each run on the test split -> draw one
+predicted graph.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from sgtool import ui
 from sgtool.data.synth import prepare_synth
 from sgtool.detect.train import train_detector
-from sgtool.engine.train import train
+from sgtool.engine.train import retask, train
 from sgtool.eval.run_eval import run_eval
 from sgtool.ui import Reporter
 from sgtool.viz.draw import draw_graph
@@ -27,7 +28,7 @@ class DemoPlan:
     dataset: str
     detector_minutes: float
     epochs: int  # for the heads that train
-    relation_runs: tuple[tuple[str, str, dict], ...]  # (head, task, extra train options)
+    relation_runs: tuple[tuple[str, str, dict], ...]  # (head, task, train options); sgcls / sgdet reuse predcls
 
 
 def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
@@ -74,10 +75,16 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
         return {"result": f"tiny Faster R-CNN, {plan.detector_minutes:g} min: test mAP@.5 {100 * result.metrics['mAP@.5']:.1f}",
                 "path": str(result.path)}
 
+    predcls_runs: dict[str, str] = {}  # head -> its PredCls run, whose weights SGCls / SGDet reuse
+
     def relation_run(head: str, task: str, options: dict) -> Callable[[], dict]:
         def stage() -> dict:
-            trained = train(ws, head=head, dataset=plan.dataset, task=task, seed=seed, device=device,
-                            reporter=reporter, **options)
+            if task == "predcls":
+                trained = train(ws, head=head, dataset=plan.dataset, task=task, seed=seed, device=device,
+                                reporter=reporter, **options)
+                predcls_runs[head] = trained.run
+            else:
+                trained = retask(ws, predcls_runs[head], task=task, device=device, reporter=reporter)
             outcome = run_eval(ws, run=trained.run, split="test", dump_graphs=3 if not graphs else 0, reporter=reporter)
             if not graphs:
                 graphs.extend(sorted((outcome.report_dir / "graphs").glob("*.pred.json")))
@@ -95,7 +102,8 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
     log.run("prepare synthetic data", reporter, prepare)
     log.run("train the detector", reporter, detector)
     for head, task, options in plan.relation_runs:
-        log.run(f"train + eval {head} ({task})", reporter, relation_run(head, task, options))
+        verb = "train + eval" if task == "predcls" else "eval (PredCls weights)"
+        log.run(f"{verb} {head} ({task})", reporter, relation_run(head, task, options))
     log.run("draw a predicted graph", reporter, draw)
     summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results}
     _show(summary, as_json)

@@ -12,6 +12,7 @@ and a run name is never reused.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -169,13 +170,54 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
     return TrainResult(run, folder, str(settings["head"]), prepared.name, str(settings["task"]), metrics)
 
 
+def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detector: str | None = None,
+           device: str = "auto", reporter: Reporter = SILENT) -> TrainResult:
+    """A new run holding RUN's trained weights, scoring `task`'s objects without training (a model
+    trained on ground-truth pairs, evaluated in SGCls / SGDet as the community reports it)."""
+    folder = ws.require_run(run)
+    if _read_status(folder / "run.json") != "complete" or not (folder / "config.yaml").is_file():
+        raise SgtoolError(f"The run '{run}' is not a complete relation-head run, so its weights cannot be reused.",
+                          "Pass a run that `sgtool train` finished (see `sgtool info`).")
+    head_cls = get_head(str(read_yaml(folder / "config.yaml").get("head")))
+    check_task(task, head_cls)
+    device = resolve_device(device)
+    model, settings, prepared = load_trained_head(ws, run, device=device)
+    visual_run = settings.get("detector") if settings.get("features") == "visual" else None
+    if detector is not None and visual_run is not None and detector != visual_run:
+        raise SgtoolError(f"The run '{run}' uses the ROI features of the detector '{visual_run}', not '{detector}'.",
+                          f"Pass --detector {visual_run}, or leave it out.")
+    source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter)
+    priors = load_prepared_priors(ws, prepared.name)
+    new = ws.claim_run_name(name, f"{settings['head']}-{prepared.name}-{task}")
+    ws.check_writable()
+    settings = {**settings, "run": new, "task": task, "detector": objects_run or visual_run, "from_run": run,
+                "device": device, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    reporter.info(f"Scoring the {settings['head']} weights of run {run} in {task} as run {new} (no training).")
+    with atomic.atomic_directory(ws.run_dir(new)) as staging:
+        (staging / "checkpoints").mkdir()
+        for weights in ("model.npz", "model.pt"):
+            if (folder / "checkpoints" / weights).is_file():
+                shutil.copy2(folder / "checkpoints" / weights, staging / "checkpoints" / weights)
+        metrics = write_outputs(staging, model, prepared, priors, source, settings, reporter)
+        atomic.write_text(staging / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+        _write_run_json(staging, settings, "complete")
+        atomic.write_text(staging / "log.jsonl", json.dumps({"time": time.time(), "event": "retask", "from_run": run,
+                                                             "metrics": metrics}, default=_plain) + "\n")
+    ws.set_latest("run", new)
+    return TrainResult(new, ws.run_dir(new), str(settings["head"]), prepared.name, task, metrics)
+
+
+RETASK_FLAGS = ("--task", "--detector", "--name")
+
+
 AE_FLAGS = ("--name", "--epochs", "--batch-size", "--config", "--set", "--max-nodes", "--supervised", "--seeds")
 
 
-def run_training(ws: Workspace, *, head: str | None = None, resume: str | None = None, passed: tuple[str, ...] = (),
-                 max_nodes: int | None = None, supervised: bool = False, seeds: int | None = None,
-                 **options: Any) -> Any:
-    """`sgtool train`: continue a run (`resume`), train the ae auto-encoder, or train a relation head.
+def run_training(ws: Workspace, *, head: str | None = None, resume: str | None = None, from_run: str | None = None,
+                 passed: tuple[str, ...] = (), max_nodes: int | None = None, supervised: bool = False,
+                 seeds: int | None = None, **options: Any) -> Any:
+    """`sgtool train`: continue a run (`resume`), reuse a run's weights in another task (`from_run`),
+    train the ae auto-encoder, or train a relation head.
 
     `passed` names the command-line options the user gave, so those that do not apply are refused;
     `options` are the keyword arguments of `train`. Returns a TrainResult (AETrainResult for ae)."""
@@ -184,6 +226,15 @@ def run_training(ws: Workspace, *, head: str | None = None, resume: str | None =
     if resume is not None:
         return resume_train(ws, resume, head=head, dataset=options.get("dataset"), given=list(passed),
                             device=options.get("device", "auto"), reporter=options.get("reporter", SILENT))
+    if from_run is not None:
+        foreign = [flag for flag in passed if flag not in RETASK_FLAGS] + (["--head"] if head else [])
+        if foreign or options.get("dataset"):
+            flag = foreign[0] if foreign else "--dataset"
+            raise SgtoolError(f"--from reuses a trained run as it is; it does not take {flag}.",
+                              f"It takes {', '.join(RETASK_FLAGS)}; leave {flag} out.")
+        return retask(ws, from_run, task=options.get("task", "predcls"), name=options.get("name"),
+                      detector=options.get("detector"), device=options.get("device", "auto"),
+                      reporter=options.get("reporter", SILENT))
     head = head or "freq"
     check_options(head, max_nodes, supervised, seeds)
     if head != AE_HEAD:
