@@ -102,7 +102,7 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
     log.run("prepare synthetic data", reporter, prepare)
     log.run("train the detector", reporter, detector)
     for head, task, options in plan.relation_runs:
-        verb = "train + eval" if task == "predcls" else "eval (PredCls weights)"
+        verb = "train + eval" if task == "predcls" else "reuse + eval"  # reuse: the PredCls weights
         log.run(f"{verb} {head} ({task})", reporter, relation_run(head, task, options))
     log.run("draw a predicted graph", reporter, draw)
     summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results}
