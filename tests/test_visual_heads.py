@@ -144,3 +144,9 @@ def test_from_refuses_what_does_not_apply(ws, cli, args, words):
     result = cli("-w", ws, "train", *args)
     assert result.code == 2 and words in result.err and "Traceback" not in result.err
     assert _snapshot(ws) == before
+
+
+def test_from_under_torchrun_is_one_sentence(ws, cli, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = cli("-w", ws, "train", "--from", "rv", "--task", "sgcls")
+    assert result.code == 2 and "without torchrun" in result.err

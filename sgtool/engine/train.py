@@ -12,6 +12,7 @@ and a run name is never reused.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -174,6 +175,9 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
            device: str = "auto", reporter: Reporter = SILENT) -> TrainResult:
     """A new run holding RUN's trained weights, scoring `task`'s objects without training (a model
     trained on ground-truth pairs, evaluated in SGCls / SGDet as the community reports it)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SgtoolError("--from trains nothing, so it runs in one process, not under torchrun.",
+                          f"Run `sgtool train --from {run} --task {task}` without torchrun.")
     folder = ws.require_run(run)
     if _read_status(folder / "run.json") != "complete" or not (folder / "config.yaml").is_file():
         raise SgtoolError(f"The run '{run}' is not a complete relation-head run, so its weights cannot be reused.",
