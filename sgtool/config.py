@@ -14,6 +14,53 @@ from sgtool.errors import SgtoolError
 T = TypeVar("T")
 
 
+# ---------------------------------------------------------------- declared options
+
+def option(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+           max: float | None = None, flag: bool = True) -> Any:
+    """A config field that declares itself: its help, its valid range or choices, and whether it is a
+    command-line flag (`--name-with-dashes`; otherwise only `--set name=value`). `check_options`
+    validates a config against these declarations; the CLI and completions are built from them."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max, "flag": flag}
+    return dataclasses.field(default=default, metadata={"sgtool": meta})
+
+
+def declared(field: dataclasses.Field) -> dict | None:
+    """The `option(...)` declaration of a dataclass field, or None for a plain field."""
+    return field.metadata.get("sgtool")
+
+
+def describe_range(meta: dict) -> str:
+    """'one of a, b', '>= 1', '1 to 64' or '' for a declared option."""
+    if meta.get("choices"):
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    if low is not None:
+        return f">= {low}"
+    if high is not None:
+        return f"<= {high}"
+    return ""
+
+
+def check_options(config: Any) -> None:
+    """One sentence (SgtoolError) for the first declared option whose value is out of its range."""
+    for field in dataclasses.fields(config):
+        meta = declared(field)
+        if meta is None:
+            continue
+        value, allowed = getattr(config, field.name), describe_range(meta)
+        bad = (meta["choices"] is not None and value not in meta["choices"]) or \
+              (meta["min"] is not None and value is not None and value < meta["min"]) or \
+              (meta["max"] is not None and value is not None and value > meta["max"])
+        if bad:
+            raise SgtoolError(f"The setting {field.name} must be {allowed}, not {value!r}.",
+                              f"Use --set {field.name}={field.default} (its default).")
+
+
+# ---------------------------------------------------------------- YAML and overrides
+
 def read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

@@ -27,7 +27,7 @@ def classified_objects(detector: Detector, images: Sequence[torch.Tensor], graph
     labels = flat[:, 1:].argmax(1) + 1 if len(flat) else np.zeros(0, np.int64)
     scores = flat[np.arange(len(flat)), labels] if len(flat) else np.zeros(0, np.float32)
     return ObjectPredictions(graphs.image_ids, graphs.box_offsets, graphs.boxes, labels.astype(np.int64),
-                             scores.astype(np.float32))
+                             scores.astype(np.float32), labels_given=False, class_scores=flat.astype(np.float32))
 
 
 def detected_objects(detector: Detector, images: Sequence[torch.Tensor], image_ids: np.ndarray,
@@ -41,14 +41,17 @@ def detected_objects(detector: Detector, images: Sequence[torch.Tensor], image_i
         return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
 
     return ObjectPredictions(np.asarray(image_ids), offsets_from_counts(counts), stack(0, (0, 4), np.float32),
-                             stack(1, (0,), np.int64), stack(2, (0,), np.float32), detected=True)
+                             stack(1, (0,), np.int64), stack(2, (0,), np.float32), detected=True, labels_given=False)
 
 
 def concat_objects(parts: list[ObjectPredictions]) -> ObjectPredictions:
     counts = np.concatenate([np.diff(p.box_offsets) for p in parts])
+    class_scores = (np.concatenate([p.class_scores for p in parts])
+                    if all(p.class_scores is not None for p in parts) else None)
     return ObjectPredictions(np.concatenate([p.image_ids for p in parts]), offsets_from_counts(counts),
                              np.concatenate([p.boxes for p in parts]), np.concatenate([p.labels for p in parts]),
-                             np.concatenate([p.scores for p in parts]), parts[0].detected)
+                             np.concatenate([p.scores for p in parts]), parts[0].detected,
+                             parts[0].labels_given, class_scores)
 
 
 def detector_source(detector: Detector, prepared: PreparedDataset, task: str,

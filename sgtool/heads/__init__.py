@@ -43,6 +43,10 @@ class ObjectPredictions:
     labels: np.ndarray  # (N,) int64, 1-based
     scores: np.ndarray  # (N,) float32
     detected: bool = False  # from a detector (SGDet): capped at the head's max boxes per image
+    # PredCls: the labels are the ground truth and must be kept. SGCls / SGDet: they are the object
+    # source's guess, and a head with `labels_objects` returns its own labels and scores instead.
+    labels_given: bool = True
+    class_scores: np.ndarray | None = None  # (N, C + 1) the source's class distribution (SGCls / SGDet), column 0 = background
 
     @property
     def num_images(self) -> int:
@@ -164,6 +168,9 @@ class RelationHead(ABC):
     Config: ClassVar[type[HeadConfig]] = HeadConfig
     tasks: ClassVar[tuple[str, ...]] = TASKS
     trainable: ClassVar[bool] = True  # False: nothing to optimise, epochs are ignored
+    # True: in SGCls / SGDet (objects.labels_given is False) `predict` returns the head's own object
+    # labels and scores in its Predictions (the paper's model predicts them); PredCls keeps the GT labels.
+    labels_objects: ClassVar[bool] = False
 
     def __init__(self, config: HeadConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         self.config = config
@@ -212,6 +219,14 @@ class TrainableHead(RelationHead):
 
     def begin_phase(self, phase: str) -> None:
         """Called before a phase's first epoch (and on resume): freeze or unfreeze parameters here."""
+
+    def random_state(self) -> dict[str, Any]:
+        """Every random generator the head owns (e.g. a torch.Generator's get_state()), for the
+        checkpoint, so that a resumed run is exact; {} when it owns none."""
+        return {}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Restore what `random_state` returned (called on resume, after `build`)."""
 
     @abstractmethod
     def build(self, data: TrainData) -> Any:

@@ -78,8 +78,10 @@ def cap_boxes(objects: ObjectPredictions, max_boxes: int) -> ObjectPredictions:
     rank = np.arange(len(order)) - objects.box_offsets[image]
     rows = order[rank < max_boxes]
     counts = np.minimum(np.diff(objects.box_offsets), max_boxes)
+    class_scores = objects.class_scores[rows] if objects.class_scores is not None else None
     return ObjectPredictions(objects.image_ids, offsets_from_counts(counts), objects.boxes[rows],
-                             objects.labels[rows], objects.scores[rows], objects.detected)
+                             objects.labels[rows], objects.scores[rows], objects.detected,
+                             objects.labels_given, class_scores)
 
 
 PairScorer = Callable[[ObjectPredictions, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
