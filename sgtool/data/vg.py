@@ -28,7 +28,8 @@ from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabu
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import BOX_SCALE, _CORE_DATASETS, graphs_from_arrays, read_json, vocabulary_from_dicts
 from sgtool.errors import SgtoolError
-from sgtool.priors import GroupRule, boxes_overlap
+from sgtool.geometry import boxes_overlap, clip_boxes
+from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
 
 H5_PAIRS = (("VG-SGG-with-attri.h5", "VG-SGG-dicts-with-attri.json"), ("VG-SGG.h5", "VG-SGG-dicts.json"))
@@ -125,12 +126,8 @@ def clip_h5_boxes(graphs: SceneGraphs) -> int:
     """Clip decoded boxes to their image; count boxes beyond it by more than the 1024 rounding."""
     image = graphs.image_of_box()
     w, h = graphs.widths[image].astype(np.float32), graphs.heights[image].astype(np.float32)
-    limit = np.stack([w, h, w, h], axis=1)
-    clipped = np.clip(graphs.boxes, 0, limit)
-    tolerance = (np.maximum(w, h) / BOX_SCALE)[:, None]
-    moved = (np.abs(clipped - graphs.boxes) > tolerance).any(axis=1)
-    graphs.boxes = clipped
-    return int(moved.sum())
+    graphs.boxes, moved = clip_boxes(graphs.boxes, w, h, tolerance=np.maximum(w, h) / BOX_SCALE)
+    return moved
 
 
 # ---------------------------------------------------------------- filters

@@ -19,11 +19,12 @@ import numpy as np
 
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.normalize import (
-    FlatGraphs, NameMapper, assemble, box_sides, clean_relations, clip_boxes, drop_boxes, merge_same_label_boxes,
+    FlatGraphs, NameMapper, assemble, clean_relations, drop_boxes, merge_same_label_boxes,
     read_alias_file,
 )
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
+from sgtool.geometry import box_sides, clip_boxes, xywh_to_xyxy
 
 
 class _Stream:
@@ -95,7 +96,7 @@ class _Collector:
 
     def flat(self) -> FlatGraphs:
         xywh = np.frombuffer(self.xywh, dtype=np.float64).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        boxes = xywh_to_xyxy(xywh)
         return FlatGraphs(np.frombuffer(self.box_image, np.int64).copy(), boxes, np.frombuffer(self.labels, np.int64).copy(),
                           np.frombuffer(self.rel_image, np.int64).copy(),
                           np.frombuffer(self.rel_pairs, np.int64).reshape(-1, 2).copy(),

@@ -21,8 +21,8 @@ import scipy.sparse as sp
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
+from sgtool.geometry import boxes_overlap
 from sgtool.heads import HeadConfig, ObjectPredictions, StatisticalHead, TrainData, register_head
-from sgtool.priors import boxes_overlap
 
 _CHUNK_PAIRS = 4_000_000  # candidate pairs scored at once (bounds memory on large splits)
 
