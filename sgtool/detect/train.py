@@ -26,7 +26,7 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.detect.api import CHECKPOINT_FORMAT, LATEST_KIND, Detector, read_checkpoint
 from sgtool.detect.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
 from sgtool.detect.data import SplitImages, num_batches, require_images, train_batches
-from sgtool.engine import distributed
+from sgtool import distributed
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, check_arch, load_weights, read_state_dict
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter

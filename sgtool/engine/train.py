@@ -97,7 +97,7 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
 
         config.val_metric = parse_metric(config.val_metric)
         device = resolve_device(device)
-    from sgtool.engine import distributed
+    from sgtool import distributed
 
     device = distributed.setup(device)  # under torchrun: join the process group (a no-op otherwise)
     reporter = reporter if distributed.is_main() else SILENT
@@ -150,7 +150,7 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
     settings = _resumable_settings(folder, run, head, dataset)
     head_cls = get_head(str(settings["head"]))
     config = make_config(head_cls, settings.get("options") or {})
-    from sgtool.engine import distributed
+    from sgtool import distributed
 
     device = distributed.setup(resolve_device(device))
     reporter = reporter if distributed.is_main() else SILENT
@@ -309,7 +309,7 @@ def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, prepared: 
 def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepared: PreparedDataset, priors: dict,
                     source: ObjectSource, settings: dict, reporter: Reporter, resume: bool = False) -> dict[str, float]:
     """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
-    from sgtool.engine import distributed
+    from sgtool import distributed
     from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
 
     seed_everything(data.seed)

@@ -86,7 +86,7 @@ def dataset_source(prepared: PreparedDataset, detector: Detector) -> DetectorVis
 def cache_dataset_features(ws: Workspace, prepared: PreparedDataset, source: DetectorVisualFeatures,
                            reporter: Reporter = SILENT) -> None:
     """Write the pooled caches of every split that lacks one (rank 0 under torchrun; the others wait)."""
-    from sgtool.engine import distributed
+    from sgtool import distributed
     from sgtool.features.cache import pooled_cache_path, write_pooled_cache
 
     if distributed.is_main():
