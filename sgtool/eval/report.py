@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,10 +17,22 @@ from sgtool.eval.metrics import EvalResult, Hits
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.viz.graph_json import build_graph, relative_image, write_graph
 
-if TYPE_CHECKING:
-    from sgtool.eval.run_eval import EvalOutcome
-
 PLOT_NAME = "per_predicate_recall.png"
+
+
+@dataclass
+class EvalOutcome:
+    """What `sgtool eval` computed for one run: where, on what, and the metrics."""
+
+    run: str
+    dataset: str
+    split: str
+    task: str
+    ks: tuple[int, ...]
+    result: EvalResult
+    report_dir: Path
+    selected: list[str] = field(default_factory=list)  # metrics named with --metric, in order
+    graphs_dumped: int = 0
 
 
 def _plain(value: float) -> float | None:

@@ -7,7 +7,6 @@ and graphs/ with --dump-graphs) in one rename.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +20,11 @@ from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_p
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
+from sgtool.eval.report import EvalOutcome
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
 DEFAULT_KS = (20, 50, 100)
-
-
-@dataclass
-class EvalOutcome:
-    run: str
-    dataset: str
-    split: str
-    task: str
-    ks: tuple[int, ...]
-    result: EvalResult
-    report_dir: Path
-    selected: list[str] = field(default_factory=list)  # metrics named with --metric, in order
-    graphs_dumped: int = 0
 
 
 # ---------------------------------------------------------------- evaluation shared with `train`
