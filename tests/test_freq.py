@@ -12,7 +12,8 @@ from sgtool.data.predictions import read_predictions, vocabulary_fingerprint
 from sgtool.engine.train import train
 from sgtool.errors import SgtoolError
 from sgtool.heads import ObjectPredictions, available_heads, get_head, gt_objects, make_config
-from sgtool.heads.freq import FreqHead, all_pair_counts, candidate_pairs, cap_boxes
+from sgtool.heads._pairs import cap_boxes
+from sgtool.heads.freq import FreqHead, all_pair_counts, candidate_pairs
 from sgtool.priors import compute_priors
 from sgtool.workspace import Workspace
 

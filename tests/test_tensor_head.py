@@ -36,7 +36,7 @@ def test_predcls_distribution_is_the_tensor_slice_times_the_prior_times_sel(tmp_
     pred = head.predict(gt_objects(data.val))
     np.testing.assert_allclose(pred.rel_scores.sum(1), 1, rtol=1e-5)
     # brute force: the explicit S×P×O tensor of each pair, sliced at its labels, × ψ_u[s, o, :]
-    from sgtool.heads.tensor import pair_inputs
+    from sgtool.heads._pairs import pair_inputs
 
     model = head.model
     inputs = pair_inputs(pred.box_offsets, pred.boxes, pred.labels, pred.pairs[:, 0], pred.pairs[:, 1])

@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
+from sgtool.data.graphs import SceneGraphs, ordered_pairs
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
-from sgtool.features.spatial import SPATIAL_DIM, spatial_features
+from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
-from sgtool.heads.freq import score_all_pairs
+from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
 from sgtool.losses.tensor import factored_nll, predicate_log_probs
 
 K_CHOICES = ("1", "10", "free")
@@ -116,34 +116,6 @@ class TensorNet(nn.Module):
 
 
 # ---------------------------------------------------------------- pairs and inputs
-
-def frame_sizes(box_offsets: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(I, 2) [W, H] per image: its boxes' extent (max x2, max y2), at least 1 pixel. Used in training
-    and prediction alike, since predicted objects do not carry the image size."""
-    sizes = np.ones((len(box_offsets) - 1, 2), dtype=np.float32)
-    if len(boxes):
-        np.maximum.at(sizes, owner_of_rows(box_offsets), boxes[:, 2:4].astype(np.float32))
-    return sizes
-
-
-def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, labels: np.ndarray, subj: np.ndarray,
-                obj: np.ndarray) -> dict[str, Tensor]:
-    """Network inputs of pairs (global box rows): labels and the RelDN spatial vector."""
-    sizes = frame_sizes(box_offsets, boxes)[owner_of_rows(box_offsets)[subj]]
-    return {"subj_label": torch.from_numpy(labels[subj].astype(np.int64)),
-            "obj_label": torch.from_numpy(labels[obj].astype(np.int64)),
-            "spatial": spatial_features(torch.from_numpy(boxes[subj]), torch.from_numpy(boxes[obj]),
-                                        torch.from_numpy(sizes))}
-
-
-def random_rank(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each row's 0-based position in a random order of the rows of its group."""
-    order = np.lexsort((rng.random(len(group)), group))
-    sorted_group = group[order]
-    rank = np.empty(len(group), dtype=np.int64)
-    rank[order] = np.arange(len(group)) - np.searchsorted(sorted_group, sorted_group, side="left")
-    return rank
-
 
 def selection_pairs(graphs: SceneGraphs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(subj, obj, selected) per image: every annotated pair once, and as many random unannotated pairs."""
