@@ -1,5 +1,6 @@
 """The eval report: report.json, report.md (tables + each metric's convention), a per-predicate
-recall bar chart, the console table, and graph.json dumps of a few images with hits marked."""
+recall bar chart (drawn by viz/plots.py), the console table, and graph.json dumps of a few images
+with hits marked."""
 from __future__ import annotations
 
 import math
@@ -16,6 +17,7 @@ from sgtool.data.prepared import PreparedDataset
 from sgtool.eval.metrics import EvalResult, Hits
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.viz.graph_json import build_graph, relative_image, write_graph
+from sgtool.viz.plots import plot_per_predicate
 
 PLOT_NAME = "per_predicate_recall.png"
 
@@ -122,28 +124,6 @@ def markdown(payload: dict) -> str:
     lines += ["", "## Conventions (each metric, in full)", ""]
     lines += [f"- **{name}**: {text}" for name, text in payload["conventions"].items()]
     return "\n".join(lines) + "\n"
-
-
-def plot_per_predicate(path: Path, recalls: dict[str, float | None], metric: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(recalls)
-    values = [100 * (recalls[n] or 0.0) for n in names]
-    figure, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.5), dpi=100)
-    try:
-        ax.bar(range(len(names)), values, color="#4a7ab5")
-        ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
-        ax.set_ylabel(f"per-predicate recall in {metric} (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title(title, fontsize=10)
-        figure.tight_layout()
-        with atomic.atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png")
-    finally:
-        plt.close(figure)
 
 
 def write_report(folder: Path, outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> dict:
