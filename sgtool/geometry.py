@@ -29,7 +29,7 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def box_areas(boxes: np.ndarray, legacy: bool) -> np.ndarray:
-    """Areas; legacy = the +1-pixel convention (x2 - x1 + 1)(y2 - y1 + 1)."""
+    """Areas (numpy arrays or torch tensors); legacy = the +1-pixel convention (x2 - x1 + 1)(y2 - y1 + 1)."""
     one = 1.0 if legacy else 0.0
     return (boxes[..., 2] - boxes[..., 0] + one) * (boxes[..., 3] - boxes[..., 1] + one)
 

@@ -45,7 +45,7 @@ def normalized_coords(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     boxes = _as_boxes(boxes)
     sizes = torch.as_tensor(sizes, dtype=torch.float32).reshape(-1, 2).expand(len(boxes), 2)
     scale = sizes.repeat(1, 2)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (sizes[:, 0] * sizes[:, 1])
+    area = geometry.box_areas(boxes, legacy=False) / (sizes[:, 0] * sizes[:, 1])
     return torch.cat([boxes / scale, area[:, None]], dim=1)
 
 
