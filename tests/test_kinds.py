@@ -135,3 +135,33 @@ def test_no_function_outside_the_cli_takes_more_than_12_parameters():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _parameter_count(node) > 12:
                 too_many.append(f"{path.relative_to(SGTOOL.parent)}:{node.lineno} {node.name} ({_parameter_count(node)})")
     assert not too_many, too_many
+
+
+def test_a_two_epoch_run_draws_its_curves_and_writes_tensorboard_events_when_asked(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    plain = cli("-w", ws.root, "-q", "train", "--head", "tensor", "--epochs", "2", "--set", "sel_epochs=0", "--name", "p")
+    assert plain.code == 0, plain.err
+    assert (ws.run_dir("p") / "training-curves.png").stat().st_size > 1000  # always
+    assert not (ws.run_dir("p") / "tensorboard").exists()  # only when asked
+    pytest.importorskip("tensorboard")
+    asked = cli("-w", ws.root, "-q", "train", "--head", "tensor", "--epochs", "2", "--set", "sel_epochs=0",
+                "--set", "tensorboard=true", "--name", "tb")
+    assert asked.code == 0, asked.err
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(ws.run_dir("tb") / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert len(events.Scalars("val/mR@50")) == 2 and len(events.Scalars("train/step_loss")) >= 2
+
+
+def test_tensorboard_missing_is_one_sentence(tmp_path, cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # an import of it now fails
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    result = cli("-w", ws.root, "train", "--head", "tensor", "--epochs", "1", "--set", "tensorboard=true")
+    assert result.code == 2 and "needs the tensorboard package" in result.err and "Traceback" not in result.err
+    assert not (ws.root / "runs").exists()  # refused before anything is written

@@ -118,12 +118,8 @@ class TensorBoardHook(Hook):
     """Event files in <run>/tensorboard: train losses per step and per epoch, lr, val metrics per epoch."""
 
     def before_train(self, loop: Any) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise SgtoolError("--set tensorboard=true needs the tensorboard package, which is not installed.",
-                              "Install it with `pip install 'sgtool[tensorboard]'`, or leave the setting out.") from exc
-        self.writer = SummaryWriter(str(loop.folder / "tensorboard")) if distributed.is_main() else None
+        writer = require_tensorboard()
+        self.writer = writer(str(loop.folder / "tensorboard")) if distributed.is_main() else None
 
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -143,6 +139,16 @@ class TensorBoardHook(Hook):
     def after_train(self, loop: Any) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def require_tensorboard() -> Any:
+    """torch's SummaryWriter, or one sentence when the optional tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise SgtoolError("--set tensorboard=true needs the tensorboard package, which is not installed.",
+                          "Install it with `pip install 'sgtool[tensorboard]'`, or leave the setting out.") from exc
+    return SummaryWriter
 
 
 class ProgressHook(Hook):

@@ -105,6 +105,10 @@ def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSou
 
         config.val_metric = parse_metric(config.val_metric)
         device = resolve_device(device)
+        if config.tensorboard:
+            from sgtool.engine.hooks import require_tensorboard
+
+            require_tensorboard()  # before anything is written
     from sgtool.engine import distributed
 
     device = distributed.setup(device)  # under torchrun: join the process group (a no-op otherwise)
