@@ -197,8 +197,8 @@ def test_checkpoint_reloads_to_the_same_predictions(tmp_path):
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws)
     result = train(ws, head="freq", overlap=True)
-    model, settings, prepared = load_trained_head(ws, result.run)
-    assert settings["options"]["overlap"] is True and model.config.overlap is True
+    model, record, prepared = load_trained_head(ws, result.run)
+    assert record.options["overlap"] is True and model.config.overlap is True
     stored = read_predictions(result.path / "predictions" / "test.h5")
     again = model.predict(gt_objects(prepared.graphs.split_subset("test"))).ranked()
     np.testing.assert_array_equal(again.pairs, stored.pairs)

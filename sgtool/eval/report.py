@@ -35,6 +35,7 @@ class EvalOutcome:
     report_dir: Path
     selected: list[str] = field(default_factory=list)  # metrics named with --metric, in order
     graphs_dumped: int = 0
+    head_meta: dict = field(default_factory=dict)  # what the head recorded while predicting (NFE, sampling statistics)
 
 
 def _plain(value: float) -> float | None:
@@ -73,6 +74,7 @@ def report_payload(outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> d
         "conventions": dict(result.conventions),
         "per_predicate": per_predicate_table(outcome, vocab),
         "plot": PLOT_NAME,
+        **({"head_meta": outcome.head_meta} if outcome.head_meta else {}),
     }
 
 
@@ -121,6 +123,9 @@ def markdown(payload: dict) -> str:
         for predicate in first:
             cells = [percent(payload["per_predicate"][n].get(predicate)) for n in names]
             lines.append(f"| {predicate} | " + " | ".join(cells) + " |")
+    if payload.get("head_meta"):
+        lines += ["", "## What the head recorded while predicting", ""]
+        lines += [f"- {name}: {value}" for name, value in payload["head_meta"].items()]
     lines += ["", "## Conventions (each metric, in full)", ""]
     lines += [f"- **{name}**: {text}" for name, text in payload["conventions"].items()]
     return "\n".join(lines) + "\n"

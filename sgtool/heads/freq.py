@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.geometry import boxes_overlap
 from sgtool.heads import HeadConfig, ObjectPredictions, StatisticalHead, TrainData, register_head
@@ -30,13 +31,8 @@ _CHUNK_PAIRS = 4_000_000  # candidate pairs scored at once (bounds memory on lar
 @dataclass
 class FreqConfig(HeadConfig):
     epochs: int = 1  # nothing to optimise; accepted and ignored
-    overlap: bool = False  # only pairs whose boxes overlap, for statistics and candidates
-    max_boxes: int = 80  # detections kept per image (highest scores) before pairing
-
-    def validate(self) -> None:
-        super().validate()
-        if self.max_boxes < 2:
-            raise SgtoolError(f"max_boxes must be at least 2, not {self.max_boxes}.", "Use --set max_boxes=80.")
+    overlap: bool = option(False, "Only pairs whose boxes overlap, for statistics and candidates.")
+    max_boxes: int = option(80, "Detections kept per image (highest scores) before pairing.", min=2, flag=False)
 
 
 def all_pair_counts(graphs: SceneGraphs, num_object_classes: int) -> np.ndarray:

@@ -49,6 +49,7 @@ from torch.nn import functional as F
 
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
@@ -59,7 +60,7 @@ from sgtool.heads._relbatch import (
 
 @dataclass
 class IwslConfig(VisualHeadConfig):
-    samples: int = 50  # s, importance samples at inference
+    samples: int = option(50, "Importance samples s at inference.", min=1)
     train_samples: int = 5  # s while training
     emd_iters: int = 10  # M, mirror descent iterations at most
     emd_step: float = 0.1  # gamma: step gamma / sqrt(i)
@@ -401,6 +402,13 @@ class IwslHead(NetworkHelpers, TrainableHead):
                                self.num_predicate_classes)
         predictions.meta = dict(self.predict_stats)
         return predictions
+
+    def random_state(self) -> dict[str, Any]:
+        """The head's own Gumbel-noise generator, so that a resumed run draws the same noise."""
+        return {"generator": self.generator.get_state()}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
 
     def state_dict(self) -> dict[str, Any]:
         model = self._require_model()

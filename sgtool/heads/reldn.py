@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM
@@ -48,16 +49,16 @@ class ReldnConfig(VisualHeadConfig):
     batch_size: int = 8
     lr: float = 3e-3  # Adam
     weight_decay: float = 1e-5
-    losses: str = "L0,L1,L2,L3"
-    margin: float = 0.2
+    losses: str = option("L0,L1,L2,L3", "Losses to optimise, comma-separated from L0,L1,L2,L3 (default: all).")
+    margin: float = option(0.2, "Margin of the contrastive losses.", min=0, flag=False)
     lambdas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.1])  # λ1, λ2, λ3
-    pairs_per_image: int = 512
-    positives_per_image: int = 128
-    spatial_hidden: int = 128
-    class_embedding: int = 16  # 0: no class embeddings in the spatial branch
-    visual_hidden: int = 256
-    learn_semantic: bool = True  # False: the frequency prior stays fixed
-    max_boxes: int = 80  # detections kept per image (SGDet) before pairing
+    pairs_per_image: int = option(512, "Pairs sampled per training image.", min=1, flag=False)
+    positives_per_image: int = option(128, "Annotated pairs among them at most.", min=1, flag=False)
+    spatial_hidden: int = option(128, "Width of the spatial branch.", min=1, flag=False)
+    class_embedding: int = option(16, "Class embedding size of the spatial branch (0: none).", min=0, flag=False)
+    visual_hidden: int = option(256, "Width of the visual branch.", min=1, flag=False)
+    learn_semantic: bool = option(True, "Learn the semantic (frequency) branch; false: the prior stays fixed.", flag=False)
+    max_boxes: int = option(80, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -65,13 +66,9 @@ class ReldnConfig(VisualHeadConfig):
         checks = [
             (len(self.lambdas) == 3 and all(x >= 0 for x in self.lambdas),
              f"lambdas must be three non-negative weights (λ1, λ2, λ3), not {self.lambdas}", "Use --set lambdas=[1.0,0.5,0.1]."),
-            (self.margin >= 0, f"margin must not be negative, not {self.margin}", "Use --set margin=0.2."),
-            (1 <= self.positives_per_image <= self.pairs_per_image,
+            (self.positives_per_image <= self.pairs_per_image,
              f"positives_per_image ({self.positives_per_image}) must be between 1 and pairs_per_image "
              f"({self.pairs_per_image})", "Use --set pairs_per_image=512 --set positives_per_image=128."),
-            (min(self.spatial_hidden, self.visual_hidden) >= 1 and self.class_embedding >= 0,
-             "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
-            (self.max_boxes >= 2, f"max_boxes must be at least 2, not {self.max_boxes}", "Use --set max_boxes=80."),
         ]
         for ok, message, hint in checks:
             if not ok:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from sgtool.data.graphs import SceneGraphs, ordered_pairs
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
 from sgtool.features.spatial import SPATIAL_DIM
@@ -52,31 +53,20 @@ class TensorConfig(VisualHeadConfig):
     batch_size: int = 16  # images per batch
     lr: float = 1e-3
     grad_clip: float = 20.0  # the paper's gradient-norm clip
-    rank: int = 5  # R, the number of rank-1 factors
-    k: str = "free"  # predictions per pair for the k-metrics: 1, 10 or free
-    hidden: int = 128  # trunk width
-    class_embedding: int = 32  # 0: no label embeddings (spatial numbers only)
-    sel_epochs: int = 2  # epochs of the X_sel phase; 0: no X_sel (P(sel) = 1)
-    sel_hidden: int = 64
-    use_prior: bool = True  # multiply by the triplet prior ψ_u at inference
-    max_boxes: int = 80  # detections kept per image (SGDet) before pairing
+    rank: int = option(5, "Rank R of the CP decomposition (the number of rank-1 factors; the paper uses 5).", min=1)
+    k: str = option("free", "Predictions per pair for the k-metrics.", choices=K_CHOICES)
+    hidden: int = option(128, "Trunk width.", min=1, flag=False)
+    class_embedding: int = option(32, "Label embedding size (0: spatial numbers only).", min=0, flag=False)
+    sel_epochs: int = option(2, "Epochs of the X_sel phase (0: no X_sel, P(sel) = 1).", min=0, flag=False)
+    sel_hidden: int = option(64, "Width of the X_sel network.", min=1, flag=False)
+    use_prior: bool = option(True, "Multiply by the triplet prior ψ_u at inference.", flag=False)
+    max_boxes: int = option(80, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
-        if self.rank < 1:
-            raise SgtoolError(f"--rank must be at least 1, not {self.rank}.",
-                              "The rank is the number of factors of the decomposition; the paper uses 5.")
         self.k = str(self.k).lower()
-        checks = [
-            (self.k in K_CHOICES, f"--k must be 1, 10 or free, not '{self.k}'", "Use --k free."),
-            (min(self.hidden, self.sel_hidden) >= 1 and self.class_embedding >= 0,
-             "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
-            (self.sel_epochs >= 0, f"sel_epochs must not be negative, not {self.sel_epochs}", "Use --set sel_epochs=2."),
-            (self.max_boxes >= 2, f"max_boxes must be at least 2, not {self.max_boxes}", "Use --set max_boxes=80."),
-        ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise SgtoolError(f"The tensor head's {message}.", hint)
+        if self.k not in K_CHOICES:
+            raise SgtoolError(f"--k must be 1, 10 or free, not '{self.k}'.", "Use --k free.")
 
 
 # ---------------------------------------------------------------- the network
