@@ -32,7 +32,8 @@ IMAGES = [
 ]
 
 
-def write_community(folder: Path, attri: bool = True, images=IMAGES, labels=LABELS, corrupted: bool = True) -> Path:
+def write_community(folder: Path, attri: bool = True, images=IMAGES, labels=LABELS, corrupted: bool = True,
+                    ids=IDS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     boxes, labs, rels, preds, fb, lb, fr, lr = [], [], [], [], [], [], [], []
     for box, lab, rel in images:
@@ -62,7 +63,7 @@ def write_community(folder: Path, attri: bool = True, images=IMAGES, labels=LABE
              "object_count": {}, "predicate_count": {}}
     (folder / ("VG-SGG-dicts-with-attri.json" if attri else "VG-SGG-dicts.json")).write_text(json.dumps(dicts), encoding="utf-8")
     records = [{"image_id": i, "width": w, "height": h, "url": f"x/{i}.jpg", "coco_id": None, "flickr_id": None}
-               for i, (w, h) in zip(IDS, SIZES)][:len(images)]
+               for i, (w, h) in zip(ids, SIZES)][:len(images)]
     if corrupted:
         records.insert(2, {"image_id": 1592, "width": 10, "height": 10})
     (folder / "image_data.json").write_text(json.dumps(records), encoding="utf-8")
@@ -91,6 +92,7 @@ def test_community_files_split_val_and_empty_filter(tmp_path, cli):
     second = g.image(1)  # image 2 is 512 x 1024 as well: longest side 1024, scale 1
     assert np.allclose(second["boxes"], IMAGES[1][0])
     assert m["source"] == "vg-community-h5" and m["filters"]["filter_empty_rels"] is True
+    assert m["image_records_removed_corrupted"] == 1
 
 
 def test_community_filters_duplicates_and_non_overlap(tmp_path, cli):
@@ -104,6 +106,28 @@ def test_community_filters_duplicates_and_non_overlap(tmp_path, cli):
     assert m["relations_dropped_duplicate_pairs"] == 2
     assert m["relations_dropped_non_overlap"] == 2 and m["images_dropped_non_overlap"] == 1  # (0, 2) of image 1 too
     assert m["counts"]["train"]["images"] == 3 and m["counts"]["train"]["relations"] == 2
+
+
+def test_vg_format_dataset_whose_image_data_matches_its_h5(tmp_path, cli):
+    """Another dataset in the VG-SGG layout: its records already line up, so no 'corrupted' id is removed."""
+    ids = [7, 1592, 1722, 8, 9, 10]  # VG150's corrupted ids are ordinary images here
+    src = write_community(tmp_path / "rs", corrupted=False, ids=ids)
+    result = cli("-w", tmp_path / "ws", "prepare", "vg", "--source", src, "--val", "0", "--name", "rs")
+    assert result.code == 0, result.err
+    data = load_prepared(Workspace(tmp_path / "ws"), "rs")
+    assert list(data.graphs.image_ids) == [7, 1592, 8, 9, 10]  # image 1722 has no relation: filtered
+    assert data.vocab.objects == LABELS and data.manifest["image_records_removed_corrupted"] == 0
+
+
+def test_image_data_not_reconcilable_with_h5_is_refused(tmp_path, cli):
+    src = write_community(tmp_path / "vg")
+    records = json.loads((src / "image_data.json").read_text(encoding="utf-8"))
+    (src / "image_data.json").write_text(json.dumps(records[:-2]), encoding="utf-8")
+    result = cli("-w", tmp_path / "ws", "prepare", "vg", "--source", src)
+    err = " ".join(result.err.split())
+    assert result.code == 2
+    assert "VG-SGG-with-attri.h5 has 6 images but image_data.json lists 5 (4 without the recipe's corrupted ids)" in err
+    assert not (tmp_path / "ws" / "data" / "vg150").exists()
 
 
 def test_truncated_h5_is_refused_and_workspace_untouched(tmp_path, cli):

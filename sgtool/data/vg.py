@@ -3,8 +3,9 @@
 Two sources, picked by what the folder holds:
 
 * the community files — `VG-SGG-with-attri.h5` or `VG-SGG.h5`, the matching
-  `VG-SGG-dicts(-with-attri).json` and `image_data.json` (108,077 records; the recipe's four
-  corrupted ids are left out so it lines up with the h5's 108,073 images). They are validated
+  `VG-SGG-dicts(-with-attri).json` and `image_data.json` — VG150's or any other dataset in that
+  layout. image_data.json has one record per h5 image, in order; VG150's has 108,077 for the h5's
+  108,073, and the recipe's four corrupted ids are removed only when that lines the two up. They are validated
   (layout, offsets, label ranges against the dicts file, box scale); the vocabulary is the dicts
   file's, of any size; the standard train/test split is kept.
 * raw Visual Genome JSON — `objects.json`, `relationships.json`, `image_data.json` (optional
@@ -105,10 +106,28 @@ def check_box_scale(data: dict[str, np.ndarray], path: Path) -> None:
                           "Boxes must be [cx, cy, w, h] with each image's longest side at 1024, not in pixels.")
 
 
+def reconcile_image_data(table: tuple[np.ndarray, ...], corrupted: set[int], num_images: int, h5_path: Path,
+                         image_data: Path) -> tuple[tuple[np.ndarray, ...], int]:
+    """image_data.json's records for the h5's images, and how many corrupted ids were removed.
+
+    The recipe's corrupted ids (VG150: four images the community h5 leaves out) are removed only
+    when that is what lines the records up with the h5; a file that already matches is kept whole.
+    """
+    if len(table[0]) == num_images:
+        return table, 0
+    keep = ~np.isin(table[0], list(corrupted))
+    if int(keep.sum()) == num_images:
+        return tuple(column[keep] for column in table), int((~keep).sum())
+    without = f" ({int(keep.sum())} without the recipe's corrupted ids)" if not keep.all() else ""
+    raise SgtoolError(f"{h5_path.name} has {num_images} images but {image_data.name} lists {len(table[0])}{without}.",
+                      "Use the image_data.json that belongs to this h5 file (one record per h5 image, in order).")
+
+
 def graphs_from_h5(h5_path: Path, dicts_path: Path, image_data: Path, corrupted: set[int]):
     vocab = vocabulary_from_dicts(read_json(dicts_path), dicts_path)
-    ids, widths, heights = read_image_data(image_data, corrupted)
     data = read_community_h5(h5_path)
+    (ids, widths, heights), removed = reconcile_image_data(read_image_data(image_data, set()), corrupted,
+                                                           len(data["split"]), h5_path, image_data)
     check_box_scale(data, h5_path)
     graphs = graphs_from_arrays(data, widths, heights, h5_path)
     graphs.image_ids = ids
@@ -118,7 +137,7 @@ def graphs_from_h5(h5_path: Path, dicts_path: Path, image_data: Path, corrupted:
         raise SgtoolError(f"{dicts_path} does not match {h5_path.name}: {exc.message.split(': ', 1)[-1]}",
                           "Use the dicts file that belongs to this h5 (VG-SGG-dicts-with-attri.json for VG-SGG-with-attri.h5).") from exc
     graphs.split = np.where(graphs.split == 2, 2, 0).astype(np.int8)  # community: 0 train, 2 test
-    return graphs, vocab
+    return graphs, vocab, removed
 
 
 def clip_h5_boxes(graphs: SceneGraphs) -> int:
@@ -202,8 +221,9 @@ def build_vg(source: Path, recipe: dict, filters: dict, val: int | None, seed: i
     kind, files = detect_source(source)
     corrupted = {int(i) for i in recipe.get("corrupted_images", [])}
     if kind == "h5":
-        graphs, vocab = graphs_from_h5(*files, corrupted)
-        notes = {"source": "vg-community-h5", "source_files": [f.name for f in files], "boxes_clipped": clip_h5_boxes(graphs)}
+        graphs, vocab, removed = graphs_from_h5(*files, corrupted)
+        notes = {"source": "vg-community-h5", "source_files": [f.name for f in files], "boxes_clipped": clip_h5_boxes(graphs),
+                 "image_records_removed_corrupted": removed}
     else:
         graphs, vocab, notes = vg_raw.read_raw(source, files, recipe, corrupted, reporter)
     graphs, filter_notes = apply_filters(graphs, filters, val, int(recipe.get("val_images", 5000)), seed)
