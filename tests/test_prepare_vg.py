@@ -286,3 +286,65 @@ def test_recipe_holds_the_vg150_vocabulary(name):
     assert len(spec["objects"]) == 150 and len(spec["predicates"]) == 50
     assert list(spec["objects"]) == sorted(spec["objects"]) and "on" in spec["predicates"]
     assert spec["predicate_groups"]["method"] == "thresholds"
+
+
+# ---------------------------------------------------------------- what the community loader asserts
+
+def community_loader_view(path: Path, split: str, num_val: int) -> list[dict]:
+    """The checks and the image selection of the community loader (SGB's load_graphs), written here
+    from its description: it reads these datasets, asserts boxes_1024[:, :2] >= 0 and [:, 2:] > 0 in
+    [cx, cy, w, h], keeps the images of its split flag (2 test, else 0) that have boxes and relations,
+    takes the first `num_val` of train as val, and asserts every relation's boxes lie in its image."""
+    with h5py.File(path, "r") as h5:
+        data = {name: h5[name][()] for name in (
+            "split", "labels", "attributes", "boxes_1024", "boxes_512", "img_to_first_box", "img_to_last_box",
+            "img_to_first_rel", "img_to_last_rel", "relationships", "predicates")}
+    n_boxes, n_rels = len(data["labels"]), len(data["relationships"])
+    assert data["labels"].shape == (n_boxes, 1) and data["attributes"].shape == (n_boxes, 10)
+    assert data["boxes_1024"].shape == (n_boxes, 4) and data["boxes_512"].shape == (n_boxes, 4)
+    assert data["predicates"].shape == (n_rels, 1) and data["relationships"].shape == (n_rels, 2)
+    assert (data["labels"] >= 1).all() and (data["predicates"] >= 1).all()
+    for scale in ("boxes_1024", "boxes_512"):
+        assert (data[scale][:, :2] >= 0).all() and (data[scale][:, 2:] >= 1).all()  # no empty box
+    boxes = data["boxes_1024"].astype(np.float64)
+    boxes[:, :2] -= boxes[:, 2:] / 2
+    boxes[:, 2:] += boxes[:, :2]
+    mask = (data["split"] == (2 if split == "test" else 0)) & (data["img_to_first_box"] >= 0)
+    mask &= data["img_to_first_rel"] >= 0
+    index = np.flatnonzero(mask)
+    index = index[:num_val] if split == "val" else index[num_val:] if split == "train" else index
+    images = []
+    for i in index:
+        b0, b1 = data["img_to_first_box"][i], data["img_to_last_box"][i]
+        r0, r1 = data["img_to_first_rel"][i], data["img_to_last_rel"][i]
+        local = data["relationships"][r0:r1 + 1] - b0
+        assert (local >= 0).all() and (local < b1 - b0 + 1).all()
+        images.append({"index": int(i), "boxes": boxes[b0:b1 + 1], "labels": data["labels"][b0:b1 + 1, 0],
+                       "rels": np.column_stack([local, data["predicates"][r0:r1 + 1, 0]])})
+    return images
+
+
+def test_prepared_file_passes_the_community_loader(tmp_path, cli):
+    src = write_community(tmp_path / "vg")
+    with h5py.File(src / "VG-SGG-with-attri.h5", "a") as h5:  # float boxes, one of them sub-pixel wide
+        boxes = h5["boxes_1024"][()].astype(np.float64)
+        boxes[2] = [550.0, 50.0, 0.3, 100.0]  # image 1's third box: 0.3 units wide
+        del h5["boxes_1024"]
+        h5["boxes_1024"] = boxes
+    result = cli("-w", tmp_path / "ws", "prepare", "vg", "--source", src, "--val", "0")
+    assert result.code == 0, result.err
+    data = load_prepared(Workspace(tmp_path / "ws"), "vg150")
+    assert data.manifest["boxes_kept_1_unit_wide"] == 1
+    path = data.path / "sgg.h5"
+    for split in ("train", "test"):
+        seen = community_loader_view(path, split, 0)
+        mine = data.graphs.split_subset(split)
+        assert [im["index"] for im in seen] == list(np.flatnonzero(data.graphs.split == (2 if split == "test" else 0)))
+        for im, k in zip(seen, range(mine.num_images)):
+            ours = mine.image(k)
+            assert list(im["labels"]) == list(ours["labels"])
+            unit = max(mine.widths[k], mine.heights[k]) / 1024  # one unit of the 1024 scale, in pixels
+            assert np.abs(im["boxes"] * unit - ours["boxes"]).max() <= unit  # integer rounding at that scale
+            assert [tuple(r) for r in im["rels"]] == [(*p, q) for p, q in zip(map(tuple, ours["pairs"]), ours["predicates"])]
+    first = community_loader_view(path, "train", 0)[0]
+    assert first["boxes"][2, 2] - first["boxes"][2, 0] == 1  # the sub-pixel box: 1 unit, not 0
