@@ -34,6 +34,7 @@ _sgtool() {
         --workers) return;;
         --size) return;;
         --val) return;;
+        --val-pick) COMPREPLY=($(compgen -W "first random" -- "$cur")); return;;
         --head) return;;
         --dataset) return;;
         --losses) return;;
@@ -66,7 +67,7 @@ _sgtool() {
         "sgtool prepare custom") COMPREPLY=($(compgen -W "--source --name --images --val-fraction --test-fraction --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare shapes") COMPREPLY=($(compgen -W "--images --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --val-pick --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --overlap --no-overlap --losses --name --epochs --batch-size --rank --k --t-end --front-end --samples --config --set --max-nodes --supervised --seeds --resume --from --cache-features --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;

@@ -21,6 +21,11 @@ prepare_app = typer.Typer(no_args_is_help=True, help="Prepare a dataset into the
 app.add_typer(prepare_app, name="prepare")
 
 
+class ValPick(str, Enum):
+    first = "first"
+    random = "random"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -126,7 +131,8 @@ def prepare_vg(
     source: Annotated[Path, typer.Option(help="Folder with VG-SGG(-with-attri).h5 + dicts + image_data.json, or raw VG objects.json + relationships.json + image_data.json.")],
     split: Annotated[str, typer.Option("--split", help="Recipe in data_recipes/ (vocabulary, filters, split rules).")] = "vg150",
     name: Annotated[Optional[str], typer.Option(help="Dataset name in the workspace (default: the recipe name).")] = None,
-    val: Annotated[Optional[int], typer.Option(help="Validation images taken from train with the seed (default: the recipe's, 5000).")] = None,
+    val: Annotated[Optional[int], typer.Option(help="Validation images taken from train (default: the recipe's, 5000).")] = None,
+    val_pick: Annotated[Optional[ValPick], typer.Option(help="Which train images become val: the first N, as the community loader (default), or N at random with the seed.")] = None,
     filter_empty: Annotated[Optional[bool], typer.Option("--filter-empty/--keep-empty", help="Drop images without relations (community default: drop).")] = None,
     filter_duplicates: Annotated[Optional[bool], typer.Option("--filter-duplicates/--keep-duplicate-rels", help="Train: keep one predicate per ordered pair, picked with the seed.")] = None,
     filter_non_overlap: Annotated[Optional[bool], typer.Option("--filter-non-overlap/--keep-non-overlap", help="Train: drop relations whose boxes do not overlap.")] = None,
@@ -140,7 +146,8 @@ def prepare_vg(
     filters = {"filter_empty_rels": filter_empty, "filter_duplicate_rels": filter_duplicates,
                "filter_non_overlap": filter_non_overlap}
     prepared = stage(s.workspace, source, recipe=split, name=name, val=val, seed=s.seed,
-                     filters={k: v for k, v in filters.items() if v is not None}, force=force, reporter=s.reporter)
+                     filters={k: v for k, v in filters.items() if v is not None}, force=force, reporter=s.reporter,
+                     val_pick=val_pick.value if val_pick else None)
     show_prepared(prepared, as_json=s.json)
 
 

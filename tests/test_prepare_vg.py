@@ -93,6 +93,21 @@ def test_community_files_split_val_and_empty_filter(tmp_path, cli):
     assert np.allclose(second["boxes"], IMAGES[1][0])
     assert m["source"] == "vg-community-h5" and m["filters"]["filter_empty_rels"] is True
     assert m["image_records_removed_corrupted"] == 1
+    assert list(g.split) == [1, 0, 0, 2, 2] and m["val_pick"] == "first"  # val: the first filtered train image
+
+
+def test_val_pick_random_draws_with_the_seed(tmp_path, cli):
+    src = write_community(tmp_path / "vg")
+    picked = []
+    for seed in range(6):
+        ws = tmp_path / f"ws{seed}"
+        result = cli("-w", ws, "--seed", seed, "prepare", "vg", "--source", src, "--val", "1", "--val-pick", "random")
+        assert result.code == 0, result.err
+        split = load_prepared(Workspace(ws), "vg150").graphs.split
+        assert (split == 1).sum() == 1 and (split[:3] != 2).all()
+        picked.append(int(np.flatnonzero(split == 1)[0]))
+    expected = [int(np.random.default_rng(seed).choice([0, 1, 2], size=1, replace=False)[0]) for seed in range(6)]
+    assert picked == expected and len(set(picked)) > 1
 
 
 def test_community_filters_duplicates_and_non_overlap(tmp_path, cli):

@@ -13,8 +13,9 @@ Two sources, picked by what the folder holds:
   normalised onto the recipe's vocabulary, small boxes dropped, same-label boxes with IoU >= 0.9
   merged, a 70/30 train/test split in image order.
 
-Both then get the community loader's filters (recipe defaults, overridable) and val: N images
-taken from train with the seed, written as split 1.
+Both then get the community loader's filters (recipe defaults, overridable) and val, written as
+split 1: by default the first N filtered train images, as the community loader takes its val
+(so train is the community's train set); `val_pick="random"` draws N with the seed instead.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from sgtool.data import vg_raw
 from sgtool.data.graphs import SceneGraphs
-from sgtool.data.normalize import carve_val, default_val_count, link_images, split_counts
+from sgtool.data.normalize import VAL_PICKS, carve_val, default_val_count, link_images, split_counts
 from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabulary, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import BOX_SCALE, _CORE_DATASETS, graphs_from_arrays, read_json, vocabulary_from_dicts
@@ -154,16 +155,20 @@ def clip_h5_boxes(graphs: SceneGraphs) -> int:
 
 # ---------------------------------------------------------------- filters
 
-def apply_filters(graphs: SceneGraphs, filters: dict, val: int | None, recipe_val: int, seed: int) -> tuple[SceneGraphs, dict]:
-    """The community loader's filters, then val carved from train (non-overlap applies to train only)."""
-    notes: dict = {"filters": dict(filters)}
+def apply_filters(graphs: SceneGraphs, filters: dict, val: int | None, recipe_val: int, seed: int,
+                  val_pick: str = "first") -> tuple[SceneGraphs, dict]:
+    """The community loader's filters, then val carved from train (non-overlap applies to train only).
+
+    val_pick "first": the first N filtered train images, as the community loader takes them (so
+    train is its train set); "random": N drawn with the seed."""
+    notes: dict = {"filters": dict(filters), "val_pick": val_pick}
     if filters.get("filter_empty_rels"):
         empty = graphs.relations.counts() == 0
         notes["images_dropped_without_relations"] = split_counts(graphs.split, empty.astype(np.int64))
         graphs = graphs.select(~empty)
     count = default_val_count(graphs.split, recipe_val) if val is None else val
     if count:
-        graphs.split = carve_val(graphs.split, count, seed, "this Visual Genome source")
+        graphs.split = carve_val(graphs.split, count, seed, "this Visual Genome source", val_pick)
     notes["val_images"] = count
     if filters.get("filter_duplicate_rels"):
         graphs, notes["relations_dropped_duplicate_pairs"] = one_predicate_per_pair(graphs, seed)
@@ -217,7 +222,8 @@ def find_image_files(source: Path, image_ids: np.ndarray) -> tuple[list[Path | N
     return sources, [f"images/{i}.jpg" if p is not None else None for i, p in zip(image_ids, sources)]
 
 
-def build_vg(source: Path, recipe: dict, filters: dict, val: int | None, seed: int, reporter=None) -> Staged:
+def build_vg(source: Path, recipe: dict, filters: dict, val: int | None, seed: int, reporter=None,
+             val_pick: str = "first") -> Staged:
     kind, files = detect_source(source)
     corrupted = {int(i) for i in recipe.get("corrupted_images", [])}
     if kind == "h5":
@@ -226,20 +232,25 @@ def build_vg(source: Path, recipe: dict, filters: dict, val: int | None, seed: i
                  "image_records_removed_corrupted": removed}
     else:
         graphs, vocab, notes = vg_raw.read_raw(source, files, recipe, corrupted, reporter)
-    graphs, filter_notes = apply_filters(graphs, filters, val, int(recipe.get("val_images", 5000)), seed)
+    graphs, filter_notes = apply_filters(graphs, filters, val, int(recipe.get("val_images", 5000)), seed, val_pick)
     notes.update(filter_notes)
     return Staged(graphs, vocab, notes)
 
 
 def prepare_vg(ws: Workspace, source: Path, recipe: str = "vg150", name: str | None = None, val: int | None = None,
-               seed: int = 0, filters: dict | None = None, force: bool = False, reporter=None) -> PreparedDataset:
+               seed: int = 0, filters: dict | None = None, force: bool = False, reporter=None,
+               val_pick: str | None = None) -> PreparedDataset:
     spec = load_recipe(recipe)
     source = Path(source).expanduser().resolve()
     chosen = {**spec.get("filters", {}), **(filters or {})}
-    parameters = {"source": str(source), "recipe": recipe, "val": val, "seed": seed, "filters": chosen}
+    val_pick = val_pick or str(spec.get("val_pick", "first"))
+    if val_pick not in VAL_PICKS:
+        raise SgtoolError(f"Unknown validation pick '{val_pick}'.", f"Use one of: {', '.join(VAL_PICKS)}.")
+    parameters = {"source": str(source), "recipe": recipe, "val": val, "val_pick": val_pick, "seed": seed,
+                  "filters": chosen}
 
     def build(staging: Path) -> Staged:
-        staged = build_vg(source, spec, chosen, val, seed, reporter)
+        staged = build_vg(source, spec, chosen, val, seed, reporter, val_pick)
         sources, targets = find_image_files(source, staged.graphs.image_ids)
         staged.graphs.files = link_images(staging, sources, targets)
         staged.notes["images_missing"] = int(sum(p is None for p in sources))
