@@ -16,7 +16,7 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
-from sgtool.eval.matching import NO_HIT, BatchBoxes, PairIndex, match_candidates, min_rank
+from sgtool.eval.matching import NO_HIT, BatchBoxes, match_candidates, min_rank
 from sgtool.eval.ranking import EntryRanking, GraphRanking, candidate_entries, full_rank, graph_ranking
 
 TASKS = ("predcls", "sgcls", "sgdet")
@@ -158,15 +158,16 @@ class _Table:
     pred_hit: np.ndarray
     pred_unique_rank: np.ndarray  # graph rank after removing duplicates (NO_HIT for a duplicate)
     pred_complete_hit: np.ndarray
+    pair_counts: np.ndarray  # (images,) candidate pairs per image
 
     @classmethod
-    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str]) -> "_Table":
+    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str], n_images: int) -> "_Table":
         def ranks(n: int) -> np.ndarray:
             return np.full(n, NO_HIT, dtype=np.int64)
 
         return cls(ranks(n_gt), ranks(n_gt), ranks(n_gt), ranks(n_gt), {k: ranks(n_gt) for k in k_names},
                    ranks(n_complete), ranks(n_pairs), np.zeros(n_pairs, np.int64), np.zeros(n_pairs),
-                   np.zeros(n_pairs, bool), ranks(n_pairs), np.zeros(n_pairs, bool))
+                   np.zeros(n_pairs, bool), ranks(n_pairs), np.zeros(n_pairs, bool), np.zeros(n_images, np.int64))
 
 
 # ---------------------------------------------------------------- validation
@@ -290,6 +291,7 @@ def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.
 
 
 def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
+    """Rank every pair of a batch of images, then match only the pairs some ranking puts in its top max(K)."""
     gt, pred = s.gt, s.pred
     p0, p1 = int(pred.pair_offsets[i0]), int(pred.pair_offsets[i1])
     pb = _slice_boxes(pred.boxes, pred.labels, pred.box_offsets, i0, i1)
@@ -297,6 +299,7 @@ def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
     pairs = pred.pairs[p0:p1] - pred.box_offsets[i0]
     rel_scores = pred.rel_scores[p0:p1]
     counts = np.diff(pred.pair_offsets[i0:i1 + 1])
+    t.pair_counts[i0:i1] = counts
     image = owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0)
     position = np.arange(p1 - p0) - (pred.pair_offsets[i0:i1][image] - p0)
     if s.task == "predcls":  # object scores are 1 by convention
@@ -308,28 +311,30 @@ def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
     first_row = pred.pair_offsets[i0:i1] - p0
     gc = graph_ranking(rel_scores, scale, image, position, counts, first_row, s.kmax)
     t.pred_rank[p0:p1], t.pred_predicate[p0:p1], t.pred_score[p0:p1] = gc.rank, gc.predicate, gc.score
-    index = PairIndex(pairs, pb)
 
     g0, g1 = int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1])
     gt_pairs = gt.relations.pairs[g0:g1] - gt.box_offsets[i0]
     gt_pred = gt.relations.predicates[g0:g1]
-    cand = match_candidates(gt_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    ranked = gc.rank < s.kmax  # the top max(K) of the graph ranking: also holds every pair of the
+    frank = None  # no-graph, k-per-pair and phrase top lists (see ranking.candidate_entries)
+    if s.task != "sgdet":
+        flag = _gt_pair_flags(s, i0, i1, pairs, image, pb, gb)
+        frank = _filtered_rank(flag, gc.score, image)
+        ranked |= frank < s.kmax
+    cand = match_candidates(gt_pairs, gb, pairs, pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou)
     same = gc.predicate[cand.pair] == gt_pred[cand.gt]
     hit = cand.rel_ok & same
     n = g1 - g0
     t.gc[g0:g1] = min_rank(n, cand.gt[hit], gc.rank[cand.pair[hit]])
     t.phr[g0:g1] = min_rank(n, cand.gt[cand.phr_ok & same], gc.rank[cand.pair[cand.phr_ok & same]])
     t.pred_hit[p0 + cand.pair[hit]] = True
-
-    if s.task != "sgdet":
-        flag = _gt_pair_flags(s, i0, i1, pairs, image, pb, gb)
-        frank = _filtered_rank(flag, gc.score, image)
+    if frank is not None:
         on_pair = hit & flag[cand.pair]
         t.acc[g0:g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
 
     _entry_lists(s, t, gc, rel_scores, scale, i0, g0, g1, cand, gt_pred)
     if gt.complete is not None:
-        _complete(s, t, gc, pairs, pb, image, index, i0, i1, p0, p1)
+        _complete(s, t, gc, pairs, pb, image, i0, i1, p0, p1)
 
 
 def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray, scale: np.ndarray, i0: int,
@@ -350,16 +355,22 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray,
         target[g0:g1] = min_rank(g1 - g0, gts, lists[k].lookup(keys))
 
 
+def _has_duplicate_pairs(pairs: np.ndarray, num_boxes: int) -> bool:
+    keys = np.sort(pairs[:, 0] * max(num_boxes, 1) + pairs[:, 1])
+    return bool(len(keys) > 1 and (keys[1:] == keys[:-1]).any())
+
+
 def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray,
-              index: PairIndex, i0: int, i1: int, p0: int, p1: int) -> None:
+              i0: int, i1: int, p0: int, p1: int) -> None:
     """Precision and recall against the complete ground truth (duplicates removed)."""
     rels = s.gt.complete
     c0, c1 = int(rels.offsets[i0]), int(rels.offsets[i1])
     gb = _slice_boxes(s.gt.boxes, s.gt.labels, s.gt.box_offsets, i0, i1)
     c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[i0]
-    cand = match_candidates(c_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    unique_rank = _unique_rank(gc, pairs, pb, image, not _has_duplicate_pairs(pairs, len(pb.labels)), s.num_predicates)
+    rows = np.flatnonzero(unique_rank < s.kmax)  # only these can enter a top-K list without duplicates
+    cand = match_candidates(c_pairs, gb, pairs, pb, rows, s.iou_threshold, s.legacy_iou)
     hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
-    unique_rank = _unique_rank(gc, pairs, pb, image, index.unique, s.num_predicates)
     t.pred_unique_rank[p0:p1] = unique_rank
     t.pred_complete_hit[p0 + cand.pair[hit]] = True
     t.complete[c0:c1] = min_rank(c1 - c0, cand.gt[hit], unique_rank[cand.pair[hit]])
@@ -493,7 +504,7 @@ def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: i
     s = _Setup(gt, pred, task, num_predicates, ks, max(ks), _k_list_names(tuple(top_k_per_pair)),
                float(iou_threshold), bool(legacy_iou))
     n_complete = len(gt.complete) if gt.complete is not None else 0
-    t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists))
+    t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists), gt.num_images)
     _run_batches(s, t, reporter, workers)
     metrics, per_pred = _aggregate(s, t, predicate_groups, seen_triplets)
     hits = Hits(gt.relations.offsets, pred.pair_offsets, t.gc, t.ng, t.pred_rank, t.pred_predicate, t.pred_score,

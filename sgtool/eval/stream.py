@@ -33,7 +33,8 @@ def evaluate_chunks(gt: SceneGraphs, chunks: Iterable[Predictions], *, task: str
     ks = tuple(int(k) for k in ks)
     whole = _Setup(gt, None, task, num_predicates, ks, max(ks), _k_list_names(tuple(top_k_per_pair)),
                    float(iou_threshold), bool(legacy_iou))
-    table = _Table.empty(len(gt.relations), len(gt.complete) if gt.complete is not None else 0, 0, list(whole.k_lists))
+    table = _Table.empty(len(gt.relations), len(gt.complete) if gt.complete is not None else 0, 0, list(whole.k_lists),
+                         gt.num_images)
     kept_rank, kept_hit, done, pairs = [], [], 0, 0
     for pred in chunks:
         part = gt.select(np.arange(done, min(done + pred.num_images, gt.num_images)))
@@ -61,7 +62,7 @@ def _chunk_table(whole: _Setup, part: SceneGraphs, pred: Predictions) -> _Table:
     s = _Setup(part, pred, whole.task, whole.num_predicates, whole.ks, whole.kmax, whole.k_lists,
                whole.iou_threshold, whole.legacy_iou)
     table = _Table.empty(len(part.relations), len(part.complete) if part.complete is not None else 0,
-                         len(pred.pairs), list(whole.k_lists))
+                         len(pred.pairs), list(whole.k_lists), part.num_images)
     _run_batches(s, table, None, 1)
     return table
 
@@ -71,6 +72,7 @@ def _place(table: _Table, chunk: _Table, gt: SceneGraphs, i0: int, i1: int) -> N
     lo, hi = gt.relations.offsets[i0], gt.relations.offsets[i1]
     for name in ("gc", "ng", "phr", "acc"):
         getattr(table, name)[lo:hi] = getattr(chunk, name)
+    table.pair_counts[i0:i1] = chunk.pair_counts
     for name, ranks in chunk.k_lists.items():
         table.k_lists[name][lo:hi] = ranks
     if gt.complete is not None:
