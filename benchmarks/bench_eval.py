@@ -1,6 +1,7 @@
 """Speed and memory of the metric engine on one load, the full metric set at K = 20/50/100.
 
-Prints one JSON object: images/s, wall seconds, peak RSS during evaluation, and the setting.
+Prints one JSON object: images/s (wall; and per CPU second, steadier on a shared machine), the
+machine's load average, peak RSS during evaluation (the process: predictions included), the setting.
     python benchmarks/bench_eval.py [--load synthetic|real-like|sgdet-like] [--images N] [--compare-legacy]
 Loads (benchmarks/eval_loads.py): synthetic = 25 boxes x 600 pairs PredCls images; real-like =
 heavy-tailed boxes per image up to 250, one dominant class, duplicate GT relations, several
@@ -25,7 +26,7 @@ from eval_loads import LOADS, make_load  # noqa: E402
 
 from sgtool.eval import evaluate  # noqa: E402
 
-DEFAULT_IMAGES = {"synthetic": 10_000, "real-like": 3_000, "sgdet-like": 1_000}
+DEFAULT_IMAGES = {"synthetic": 10_000, "real-like": 754, "sgdet-like": 1_000}  # real-like: the size of the split in issue 20
 
 
 def reset_peak_rss() -> bool:
@@ -64,7 +65,7 @@ def same(a: dict, b: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", choices=LOADS, default="synthetic")
-    parser.add_argument("--images", type=int, default=None, help="default: 10,000 / 3,000 / 1,000 by load")
+    parser.add_argument("--images", type=int, default=None, help="default: 10,000 / 754 / 1,000 by load")
     parser.add_argument("--boxes", type=int, default=25, help="synthetic load: boxes per image")
     parser.add_argument("--predicates", type=int, default=51, help="synthetic load: including background")
     parser.add_argument("--classes", type=int, default=150, help="synthetic load")
@@ -84,12 +85,13 @@ def main() -> None:
     seen = np.stack([gt.labels[rels.pairs[:, 0]], rels.predicates, gt.labels[rels.pairs[:, 1]]], 1)[::2]
     groups = np.array([-1] + [i * 3 // (num_predicates - 1) for i in range(num_predicates - 1)])
     base = rss_mib()
-    walls, peaks = [], []
+    walls, cpus, peaks = [], [], []
     for _ in range(max(args.repeat, 1)):
         resettable = reset_peak_rss()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = run(evaluate, gt, pred, task, num_predicates, groups, seen, args.workers)
         walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
         peaks.append(peak_rss_mib() if resettable else float("nan"))
     wall = min(walls)
     pairs = np.diff(pred.pair_offsets)
@@ -99,7 +101,9 @@ def main() -> None:
         "pairs_per_image_mean": round(float(pairs.mean()), 1), "pairs_per_image_max": int(pairs.max()),
         "gt_relations": len(rels), "predicates": num_predicates, "metrics": len(result.metrics), "workers": args.workers,
         "cpu_count": os.cpu_count(), "wall_s": round(wall, 3), "wall_s_all": [round(w, 3) for w in walls],
-        "images_per_s": round(images / wall, 1), "rss_before_mib": round(base, 1),
+        "images_per_s": round(images / wall, 1), "cpu_s": round(min(cpus), 3),
+        "images_per_cpu_s": round(images / min(cpus), 1), "load_average_1min": round(os.getloadavg()[0], 2),
+        "rss_before_mib": round(base, 1),
         "peak_rss_mib": round(max(peaks), 1), "R@100": round(result.metrics["R@100"], 4),
         "mR@100": round(result.metrics["mR@100"], 4),
     }

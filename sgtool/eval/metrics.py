@@ -275,7 +275,7 @@ def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.
     identical, canon = _has_identical_boxes(pb)
     if unique_pairs and not identical:
         return gc.rank.copy()
-    rank = full_rank(gc.score, image)
+    rank = gc.full_rank()
     n = max(len(canon), 1)
     triplet = (canon[pairs[:, 0]] * n + canon[pairs[:, 1]]) * num_predicates + gc.predicate
     _, group = np.unique(triplet, return_inverse=True)
@@ -341,8 +341,7 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray,
                  g0: int, g1: int, cand, gt_pred: np.ndarray) -> None:
     """No-graph-constraint ranking and the k-predictions-per-pair lists."""
     P = s.num_predicates
-    first_row = s.pred.pair_offsets[i0:i0 + len(gc.counts)] - s.pred.pair_offsets[i0]
-    entries = candidate_entries(gc, rel_scores, scale, first_row, s.kmax)
+    entries = candidate_entries(gc, rel_scores, scale, s.kmax)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]
