@@ -25,6 +25,7 @@ _sgtool() {
         --metric) return;;
         --k) return;;
         --dump-graphs) return;;
+        --empty-images) COMPREPLY=($(compgen -W "zero skip" -- "$cur")); return;;
         --detector) return;;
         --source) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --name) return;;
@@ -60,7 +61,7 @@ _sgtool() {
         "sgtool") COMPREPLY=($(compgen -W "demo draw eval info predict prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --empty-images --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool info") COMPREPLY=($(compgen -W "--verify --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool predict") COMPREPLY=($(compgen -W "--run --detector --out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare") COMPREPLY=($(compgen -W "custom shapes synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;

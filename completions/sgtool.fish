@@ -35,6 +35,7 @@ complete -c sgtool -n 'test (__sgtool_path) = "sgtool eval"' -l task -x -a "pred
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool eval"' -l metric -x -d "Print only this metric, e.g. mR@100 (repeatable)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool eval"' -l k -x -d "Comma-separated K values for the top-K metrics (default 20,50,100)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool eval"' -l dump-graphs -x -d "Write graph.json files (GT and prediction) for N images."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool eval"' -l empty-images -x -a "zero skip" -d "An image with GT relations and no candidate pair: zero counts it as 0, skip leaves it out (SGB-identical)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool eval"' -l help -d "Show help and exit."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool info"' -l verify -d "Also check every dataset file, images included, against the manifest's sha256."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool info"' -l help -d "Show help and exit."

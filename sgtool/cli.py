@@ -191,6 +191,11 @@ def prepare_custom(
 
 # ---------------------------------------------------------------- train / eval / draw
 
+class EmptyImages(str, Enum):
+    zero = "zero"
+    skip = "skip"
+
+
 class Task(str, Enum):
     predcls = "predcls"
     sgcls = "sgcls"
@@ -278,14 +283,18 @@ def eval_(
     metric: Annotated[Optional[list[str]], typer.Option(help="Print only this metric, e.g. mR@100 (repeatable).")] = None,
     k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated K values for the top-K metrics (default 20,50,100).")] = None,
     dump_graphs: Annotated[int, typer.Option(help="Write graph.json files (GT and prediction) for N images.")] = 0,
+    empty_images: Annotated[EmptyImages, typer.Option(help="An image with GT relations and no candidate pair: zero counts it as 0, skip leaves it out (SGB-identical).")] = EmptyImages.zero,
 ) -> None:
     """Evaluate a run's predictions with the community's metrics; writes a report."""
     from sgtool.eval.run_eval import eval_run, parse_ks, show_evaluation
 
     s = _settings(ctx)
-    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None})
+    empty = empty_images.value
+    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None,
+                      "--empty-images": None if empty == "zero" else empty})
     outcome = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
-                       metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
+                       metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter,
+                       empty_images=empty)
     show_evaluation(outcome, as_json=s.json)
 
 

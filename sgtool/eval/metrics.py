@@ -27,13 +27,13 @@ GROUPS = ("head", "body", "tail")
 # Metric families: name template (K = cut-off) -> convention, one line.
 METRIC_FAMILIES: dict[str, str] = {
     "R@K": "graph-constrained recall: per image |GT relations hit by the top K| / |GT relations|, mean over images with GT",
-    "ng-R@K": "no graph constraint: every (pair, predicate) ranked, top K; per-image recall, mean over images with GT",
+    "ng-R@K": "no graph constraint: every (pair, predicate) ranked (ties stably: pair order, then predicate index), top K; per-image recall, mean over images with GT",
     "mR@K": "graph-constrained mean recall: per-predicate recall (mean over images holding it), mean over ALL predicates (absent = 0)",
-    "ng-mR@K": "no-graph-constraint mean recall, mean over ALL predicates (absent = 0)",
+    "ng-mR@K": "no-graph-constraint mean recall (ties stably: pair order, then predicate index), mean over ALL predicates (absent = 0)",
     "mR@K-present": "graph-constrained mean recall over the predicates present in the test GT only",
-    "ng-mR@K-present": "no-graph-constraint mean recall over the predicates present in the test GT only",
+    "ng-mR@K-present": "no-graph-constraint mean recall (ties stably) over the predicates present in the test GT only",
     "zR@K": "graph-constrained zero-shot recall: only GT triplets unseen in training count; images without one skipped",
-    "ng-zR@K": "no-graph-constraint zero-shot recall: only unseen GT triplets count; images without one skipped",
+    "ng-zR@K": "no-graph-constraint zero-shot recall (ties stably): only unseen GT triplets count; images without one skipped",
     "A@K": "pair accuracy (PredCls/SGCls): predictions on GT pairs only, first K, hits / GT summed over the split (micro)",
     "head-mR@K": "graph-constrained mean of per-predicate recalls over the head group (absent = 0)",
     "body-mR@K": "graph-constrained mean of per-predicate recalls over the body group (absent = 0)",
@@ -140,6 +140,13 @@ class _Setup:
     k_lists: dict[str, int | None]  # metric prefix ("k1") -> k (None = free)
     iou_threshold: float
     legacy_iou: bool
+    empty_images: str = "zero"  # an image with GT relations and no candidate pair: "zero" counts 0, "skip" leaves it out
+
+
+EMPTY_IMAGES = {
+    "zero": "an image with GT relations and no candidate pair counts 0",
+    "skip": "an image with GT relations and no candidate pair is left out (as SGB does)",
+}
 
 
 @dataclass
@@ -418,18 +425,25 @@ def _f1(a: float, b: float) -> float:
     return float(2 * a * b / (a + b)) if (a + b) > 0 else (0.0 if a == a and b == b else float("nan"))
 
 
+def counted_images(s: _Setup, t: _Table) -> np.ndarray:
+    """(images,) bool: the images the metrics average over (all, or with --empty-images skip only
+    those with at least one candidate pair)."""
+    return (t.pair_counts > 0) | (s.empty_images == "zero")
+
+
 def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
                seen_triplets: np.ndarray | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     gt, P, n_img = s.gt, s.num_predicates, s.gt.num_images
     image = owner_of_rows(gt.relations.offsets)
-    pred_of = gt.relations.predicates
+    keep = counted_images(s, t)[image]  # GT relations of the images that count
+    image, pred_of = image[keep], gt.relations.predicates[keep]
     groups = _PredicateGroups(image, pred_of, P)
-    unseen = _unseen_mask(gt, seen_triplets, P) if seen_triplets is not None else None
+    unseen = _unseen_mask(gt, seen_triplets, P)[keep] if seen_triplets is not None else None
     n_rel = max(len(pred_of), 1)
     metrics: dict[str, float] = {}
     per_pred: dict[str, np.ndarray] = {}
     for K in s.ks:
-        for prefix, ranks in (("", t.gc), ("ng-", t.ng)):
+        for prefix, ranks in (("", t.gc[keep]), ("ng-", t.ng[keep])):
             hit = ranks < K
             metrics[f"{prefix}R@{K}"] = _mean_recall_per_image(hit, image, n_img)
             per = groups.recall(hit)
@@ -439,16 +453,16 @@ def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
             if unseen is not None:
                 metrics[f"{prefix}zR@{K}"] = _mean_recall_per_image(hit[unseen], image[unseen], n_img)
         if s.task != "sgdet":
-            metrics[f"A@{K}"] = float((t.acc < K).sum() / n_rel)
+            metrics[f"A@{K}"] = float((t.acc[keep] < K).sum() / n_rel)
         if predicate_groups is not None:
             for g, name in enumerate(GROUPS):
                 metrics[f"{name}-mR@{K}"] = _mean_all(per_pred[f"R@{K}"], np.flatnonzero(np.asarray(predicate_groups) == g))
         metrics[f"F1@{K}"] = _f1(metrics[f"R@{K}"], metrics[f"mR@{K}"])
-        metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr < K, image, n_img)
+        metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr[keep] < K, image, n_img)
         for name in s.k_lists:
-            metrics[f"{name}-R@{K}"] = float((t.k_lists[name] < K).sum() / n_rel)
+            metrics[f"{name}-R@{K}"] = float((t.k_lists[name][keep] < K).sum() / n_rel)
         if gt.complete is not None:
-            metrics.update(_complete_metrics(s, t, K))
+            metrics.update(_complete_metrics(s, t, K, counted_images(s, t)[owner_of_rows(gt.complete.offsets)]))
     return metrics, per_pred
 
 
@@ -466,9 +480,9 @@ def _unseen_mask(gt: SceneGraphs, seen: np.ndarray, P: int) -> np.ndarray:
     return ~np.isin(gt_keys, key(seen[:, 0], seen[:, 1], seen[:, 2]))
 
 
-def _complete_metrics(s: _Setup, t: _Table, K: int) -> dict[str, float]:
-    total = len(s.gt.complete)
-    recall = float((t.complete < K).sum() / total) if total else float("nan")
+def _complete_metrics(s: _Setup, t: _Table, K: int, keep: np.ndarray) -> dict[str, float]:
+    total = int(keep.sum())
+    recall = float((t.complete[keep] < K).sum() / total) if total else float("nan")
     kept = t.pred_unique_rank < K
     n_pred = int(kept.sum())
     precision = float((kept & t.pred_complete_hit).sum() / n_pred) if n_pred else float("nan")
@@ -484,7 +498,8 @@ def _convention_line(family: str) -> str:
 
 def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
     iou = f"IoU >= {s.iou_threshold:g}" + (" with the +1-pixel legacy area" if s.legacy_iou else " with exact areas")
-    return {name: f"{_convention_line(metric_family(name)[0])}; {s.task}; {iou}" for name in metrics}
+    shared = f"{s.task}; {iou}; {EMPTY_IMAGES[s.empty_images]}; ties in every ranking keep the input order"
+    return {name: f"{_convention_line(metric_family(name)[0])}; {shared}" for name in metrics}
 
 
 # ---------------------------------------------------------------- entry point
@@ -492,26 +507,42 @@ def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
 def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: int,
              ks: tuple[int, ...] = (20, 50, 100), predicate_groups: np.ndarray | None = None,
              seen_triplets: np.ndarray | None = None, iou_threshold: float = 0.5, legacy_iou: bool = True,
-             top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None) -> EvalResult:
-    """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions)."""
+             top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None,
+             empty_images: str = "zero") -> EvalResult:
+    """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions).
+
+    empty_images: "zero" (default) counts an image with GT relations and no candidate pair as
+    recall 0; "skip" leaves it out of every metric, as the community benchmark (SGB) does."""
     _validate(gt, pred, task, num_predicates, tuple(ks), predicate_groups, seen_triplets, iou_threshold,
               tuple(top_k_per_pair))
+    check_empty_images(empty_images)
     _check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
            "No image of the split has a ground-truth relation, so there is nothing to recall.",
            "Check the split (--split) or the dataset's relations.")
     ks = tuple(int(k) for k in ks)
     s = _Setup(gt, pred, task, num_predicates, ks, max(ks), _k_list_names(tuple(top_k_per_pair)),
-               float(iou_threshold), bool(legacy_iou))
+               float(iou_threshold), bool(legacy_iou), empty_images)
     n_complete = len(gt.complete) if gt.complete is not None else 0
     t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists), gt.num_images)
     _run_batches(s, t, reporter, workers)
     metrics, per_pred = _aggregate(s, t, predicate_groups, seen_triplets)
     hits = Hits(gt.relations.offsets, pred.pair_offsets, t.gc, t.ng, t.pred_rank, t.pred_predicate, t.pred_score,
                 t.pred_hit)
-    counted = int((gt.relations.counts() > 0).sum())
-    counts = {"images": gt.num_images, "images_with_relations": counted, "relations": len(gt.relations),
-              "predicted_pairs": len(pred.pairs)}
+    counts = {"images": gt.num_images, "images_with_relations": int((gt.relations.counts() > 0).sum()),
+              "relations": len(gt.relations), "predicted_pairs": len(pred.pairs), **_empty_counts(s, t)}
     return EvalResult(metrics, per_pred, _conventions(metrics, s), hits, counts)
+
+
+def check_empty_images(value: str) -> None:
+    _check(value in EMPTY_IMAGES, f"Unknown --empty-images value '{value}'.",
+           "Use zero (count such an image as 0) or skip (leave it out, as SGB does).")
+
+
+def _empty_counts(s: _Setup, t: _Table) -> dict[str, int]:
+    """Images with GT relations and no candidate pair, and how many of them the metrics left out."""
+    empty = (s.gt.relations.counts() > 0) & (t.pair_counts == 0)
+    return {"images_with_relations_and_no_pair": int(empty.sum()),
+            "images_left_out": int((empty & ~counted_images(s, t)).sum())}
 
 
 def _run_batches(s: _Setup, t: _Table, reporter, workers: int | None) -> None:
