@@ -348,7 +348,8 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray,
                  g0: int, g1: int, cand, gt_pred: np.ndarray) -> None:
     """No-graph-constraint ranking and the k-predictions-per-pair lists."""
     P = s.num_predicates
-    entries = candidate_entries(gc, rel_scores, scale, s.kmax)
+    list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
+    entries = candidate_entries(gc, rel_scores, scale, s.kmax, list_ks)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]
@@ -361,9 +362,13 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray,
         target[g0:g1] = min_rank(g1 - g0, gts, lists[k].lookup(keys))
 
 
-def _has_duplicate_pairs(pairs: np.ndarray, num_boxes: int) -> bool:
-    keys = np.sort(pairs[:, 0] * max(num_boxes, 1) + pairs[:, 1])
-    return bool(len(keys) > 1 and (keys[1:] == keys[:-1]).any())
+def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
+    """Whether some (subject, object) pair is listed twice (a count per subject row x local object)."""
+    if len(pairs) < 2:
+        return False
+    width = int(np.diff(pb.offsets).max(initial=1))
+    local_object = pairs[:, 1] - pb.offsets[pb.image_of()[pairs[:, 1]]]
+    return bool(np.bincount(pairs[:, 0] * width + local_object).max() > 1)
 
 
 def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray,
@@ -373,7 +378,7 @@ def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: Bat
     c0, c1 = int(rels.offsets[i0]), int(rels.offsets[i1])
     gb = _slice_boxes(s.gt.boxes, s.gt.labels, s.gt.box_offsets, i0, i1)
     c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[i0]
-    unique_rank = _unique_rank(gc, pairs, pb, image, not _has_duplicate_pairs(pairs, len(pb.labels)), s.num_predicates)
+    unique_rank = _unique_rank(gc, pairs, pb, image, not _has_duplicate_pairs(pairs, pb), s.num_predicates)
     rows = np.flatnonzero(unique_rank < s.kmax)  # only these can enter a top-K list without duplicates
     cand = match_candidates(c_pairs, gb, pairs, pb, rows, s.iou_threshold, s.legacy_iou)
     hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
