@@ -1,7 +1,8 @@
 """Every SGG metric from one hit table (EVALUATION.md; SGB conventions).
 
-`evaluate` matches each batch of images once and records, per GT relation and per ranking, the
-0-based rank of the best-ranked prediction that hits it. "Recalled in the top K" is then
+`evaluate` ranks each batch of images first, then matches once — only the pairs that some ranking
+can place within its top max(K), since no other pair can ever count — and records, per GT
+relation and per ranking, the 0-based rank of the best-ranked prediction that hits it. "Recalled in the top K" is then
 `rank < K`, so every K and every metric (R, ng-R, mR, zR, A, phrase, k-per-pair, complete GT)
 comes from the same table with bincounts.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
-from sgtool.eval.matching import NO_HIT, BatchBoxes, match_candidates, min_rank
+from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, match_candidates, min_rank
 from sgtool.eval.ranking import EntryRanking, GraphRanking, candidate_entries, full_rank, graph_ranking
 
 TASKS = ("predcls", "sgcls", "sgdet")
@@ -94,7 +95,8 @@ class Hits:
     Pred side, aligned with `pred.pairs` rows (global): `pred_rank` (0-based graph-constrained
     rank within the image, known for the top max(ks) only, `NO_HIT` beyond: the pair is in the
     top K iff `pred_rank < K`), `pred_predicate` (the predicate it is ranked with, 1-based),
-    `pred_score` (its triplet score) and `pred_hit` (that triplet hits at least one GT relation).
+    `pred_score` (its triplet score) and `pred_hit` (that triplet hits at least one GT relation;
+    known for the top max(ks) pairs: pairs ranked beyond are never matched and read False).
     `gt_recalled(image, K)` and `top_pairs(image, K)` slice one image.
     """
 
@@ -297,59 +299,82 @@ def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.
     return np.where(dup, NO_HIT, unique)
 
 
-def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
-    """Rank every pair of a batch of images, then match only the pairs some ranking puts in its top max(K)."""
+@dataclass
+class _Batch:
+    """One batch of images i0..i1: its predicted pairs p0..p1 and GT relations g0..g1, batch-local rows."""
+
+    i0: int
+    i1: int
+    p0: int
+    p1: int
+    g0: int
+    g1: int
+    pb: BatchBoxes
+    gb: BatchBoxes
+    pairs: np.ndarray
+    image: np.ndarray  # batch image of each pair
+    rel_scores: np.ndarray
+    scale: np.ndarray  # subject score x object score (1 in PredCls)
+
+
+def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
     gt, pred = s.gt, s.pred
     p0, p1 = int(pred.pair_offsets[i0]), int(pred.pair_offsets[i1])
     pb = _slice_boxes(pred.boxes, pred.labels, pred.box_offsets, i0, i1)
-    gb = _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1)
     pairs = pred.pairs[p0:p1] - pred.box_offsets[i0]
-    rel_scores = pred.rel_scores[p0:p1]
-    counts = np.diff(pred.pair_offsets[i0:i1 + 1])
-    t.pair_counts[i0:i1] = counts
-    image = owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0)
-    position = np.arange(p1 - p0) - (pred.pair_offsets[i0:i1][image] - p0)
     if s.task == "predcls":  # object scores are 1 by convention
         obj_scores = np.ones(len(pb.labels))
     else:
         obj_scores = pred.scores[pred.box_offsets[i0]:pred.box_offsets[i1]].astype(np.float64)
-    scale = obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]]
+    return _Batch(i0, i1, p0, p1, int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1]), pb,
+                  _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1), pairs,
+                  owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0), pred.rel_scores[p0:p1],
+                  obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]])
 
-    first_row = pred.pair_offsets[i0:i1] - p0
-    gc = graph_ranking(rel_scores, scale, image, position, counts, first_row, s.kmax)
-    t.pred_rank[p0:p1], t.pred_predicate[p0:p1], t.pred_score[p0:p1] = gc.rank, gc.predicate, gc.score
 
-    g0, g1 = int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1])
-    gt_pairs = gt.relations.pairs[g0:g1] - gt.box_offsets[i0]
-    gt_pred = gt.relations.predicates[g0:g1]
+def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
+    """Rank every pair of a batch of images, then match only the pairs some ranking puts in its top max(K)."""
+    b = _batch(s, i0, i1)
+    counts = np.diff(s.pred.pair_offsets[i0:i1 + 1])
+    t.pair_counts[i0:i1] = counts
+    gc = graph_ranking(b.rel_scores, b.scale, b.image, counts, s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
+    t.pred_rank[b.p0:b.p1], t.pred_predicate[b.p0:b.p1], t.pred_score[b.p0:b.p1] = gc.rank, gc.predicate, gc.score
+    cand, gt_pred = _match_relations(s, t, gc, b)
+    _entry_lists(s, t, gc, b, cand, gt_pred)
+    if s.gt.complete is not None:
+        _complete(s, t, gc, b)
+
+
+def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple[Candidates, np.ndarray]:
+    """Graph-constrained, phrase and pair-accuracy ranks of the batch's GT relations."""
+    gt = s.gt
+    gt_pairs = gt.relations.pairs[b.g0:b.g1] - gt.box_offsets[b.i0]
+    gt_pred = gt.relations.predicates[b.g0:b.g1]
     ranked = gc.rank < s.kmax  # the top max(K) of the graph ranking: also holds every pair of the
     frank = None  # no-graph, k-per-pair and phrase top lists (see ranking.candidate_entries)
     if s.task != "sgdet":
-        flag = _gt_pair_flags(s, i0, i1, pairs, image, pb, gb)
-        frank = _filtered_rank(flag, gc.score, image)
+        flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.image, b.pb, b.gb)
+        frank = _filtered_rank(flag, gc.score, b.image)
         ranked |= frank < s.kmax
-    cand = match_candidates(gt_pairs, gb, pairs, pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou)
+    cand = match_candidates(gt_pairs, b.gb, b.pairs, b.pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou)
     same = gc.predicate[cand.pair] == gt_pred[cand.gt]
     hit = cand.rel_ok & same
-    n = g1 - g0
-    t.gc[g0:g1] = min_rank(n, cand.gt[hit], gc.rank[cand.pair[hit]])
-    t.phr[g0:g1] = min_rank(n, cand.gt[cand.phr_ok & same], gc.rank[cand.pair[cand.phr_ok & same]])
-    t.pred_hit[p0 + cand.pair[hit]] = True
+    phrase = cand.phr_ok & same
+    n = b.g1 - b.g0
+    t.gc[b.g0:b.g1] = min_rank(n, cand.gt[hit], gc.rank[cand.pair[hit]])
+    t.phr[b.g0:b.g1] = min_rank(n, cand.gt[phrase], gc.rank[cand.pair[phrase]])
+    t.pred_hit[b.p0 + cand.pair[hit]] = True
     if frank is not None:
         on_pair = hit & flag[cand.pair]
-        t.acc[g0:g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
-
-    _entry_lists(s, t, gc, rel_scores, scale, i0, g0, g1, cand, gt_pred)
-    if gt.complete is not None:
-        _complete(s, t, gc, pairs, pb, image, i0, i1, p0, p1)
+        t.acc[b.g0:b.g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
+    return cand, gt_pred
 
 
-def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray, scale: np.ndarray, i0: int,
-                 g0: int, g1: int, cand, gt_pred: np.ndarray) -> None:
+def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch, cand: Candidates, gt_pred: np.ndarray) -> None:
     """No-graph-constraint ranking and the k-predictions-per-pair lists."""
     P = s.num_predicates
     list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
-    entries = candidate_entries(gc, rel_scores, scale, s.kmax, list_ks)
+    entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]
@@ -359,7 +384,7 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray,
         if k not in lists:
             lists[k] = entries.top(k, s.kmax, P)
         target = t.ng if name == "ng" else t.k_lists[name]
-        target[g0:g1] = min_rank(g1 - g0, gts, lists[k].lookup(keys))
+        target[b.g0:b.g1] = min_rank(b.g1 - b.g0, gts, lists[k].lookup(keys))
 
 
 def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
@@ -371,19 +396,17 @@ def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
     return bool(np.bincount(pairs[:, 0] * width + local_object).max() > 1)
 
 
-def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray,
-              i0: int, i1: int, p0: int, p1: int) -> None:
+def _complete(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> None:
     """Precision and recall against the complete ground truth (duplicates removed)."""
     rels = s.gt.complete
-    c0, c1 = int(rels.offsets[i0]), int(rels.offsets[i1])
-    gb = _slice_boxes(s.gt.boxes, s.gt.labels, s.gt.box_offsets, i0, i1)
-    c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[i0]
-    unique_rank = _unique_rank(gc, pairs, pb, image, not _has_duplicate_pairs(pairs, pb), s.num_predicates)
+    c0, c1 = int(rels.offsets[b.i0]), int(rels.offsets[b.i1])
+    c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[b.i0]
+    unique_rank = _unique_rank(gc, b.pairs, b.pb, b.image, not _has_duplicate_pairs(b.pairs, b.pb), s.num_predicates)
     rows = np.flatnonzero(unique_rank < s.kmax)  # only these can enter a top-K list without duplicates
-    cand = match_candidates(c_pairs, gb, pairs, pb, rows, s.iou_threshold, s.legacy_iou)
+    cand = match_candidates(c_pairs, b.gb, b.pairs, b.pb, rows, s.iou_threshold, s.legacy_iou)
     hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
-    t.pred_unique_rank[p0:p1] = unique_rank
-    t.pred_complete_hit[p0 + cand.pair[hit]] = True
+    t.pred_unique_rank[b.p0:b.p1] = unique_rank
+    t.pred_complete_hit[b.p0 + cand.pair[hit]] = True
     t.complete[c0:c1] = min_rank(c1 - c0, cand.gt[hit], unique_rank[cand.pair[hit]])
 
 

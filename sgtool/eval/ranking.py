@@ -87,8 +87,7 @@ def _kth_best(neg_score: np.ndarray, counts: np.ndarray, first_row: np.ndarray, 
     return kth
 
 
-def rank_top(score: np.ndarray, image: np.ndarray, position: np.ndarray, counts: np.ndarray,
-             first_row: np.ndarray, m: int) -> np.ndarray:
+def rank_top(score: np.ndarray, image: np.ndarray, counts: np.ndarray, first_row: np.ndarray, m: int) -> np.ndarray:
     """Stable descending rank of the best m rows of each image (NO_RANK for the others).
 
     The m-th best score of each image is found by partition; the rows above it, and the first
@@ -131,11 +130,11 @@ def full_rank(score: np.ndarray, image: np.ndarray) -> np.ndarray:
     return rank
 
 
-def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray, image: np.ndarray, position: np.ndarray,
-                  counts: np.ndarray, first_row: np.ndarray, m: int) -> GraphRanking:
+def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray, image: np.ndarray, counts: np.ndarray,
+                  first_row: np.ndarray, m: int) -> GraphRanking:
     pred, prob = best_predicate(rel_scores)
     score = prob * pair_scale
-    rank = rank_top(score, image, position, counts, first_row, m)
+    rank = rank_top(score, image, counts, first_row, m)
     return GraphRanking(pred, prob, score, rank, image, counts)
 
 
