@@ -363,3 +363,13 @@ def test_prepared_file_passes_the_community_loader(tmp_path, cli):
             assert [tuple(r) for r in im["rels"]] == [(*p, q) for p, q in zip(map(tuple, ours["pairs"]), ours["predicates"])]
     first = community_loader_view(path, "train", 0)[0]
     assert first["boxes"][2, 2] - first["boxes"][2, 0] == 1  # the sub-pixel box: 1 unit, not 0
+
+
+def test_val_is_carved_from_train_images_with_boxes_first_in_file_order():
+    from sgtool.data.normalize import carve_val
+
+    split = np.array([2, 0, 0, 0, 2, 0, 0], np.int8)
+    has_boxes = np.array([True, False, True, True, True, True, True])
+    assert carve_val(split, 2, 0, "x", "first", eligible=has_boxes).tolist() == [2, 0, 1, 1, 2, 0, 0]
+    drawn = carve_val(split, 2, 5, "x", "random", eligible=has_boxes)
+    assert (drawn == 1).sum() == 2 and drawn[1] == 0 and (drawn[[0, 4]] == 2).all()

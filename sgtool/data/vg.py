@@ -168,7 +168,9 @@ def apply_filters(graphs: SceneGraphs, filters: dict, val: int | None, recipe_va
         graphs = graphs.select(~empty)
     count = default_val_count(graphs.split, recipe_val) if val is None else val
     if count:
-        graphs.split = carve_val(graphs.split, count, seed, "this Visual Genome source", val_pick)
+        # the community loader takes val among the train images that have boxes
+        graphs.split = carve_val(graphs.split, count, seed, "this Visual Genome source", val_pick,
+                                 eligible=graphs.box_counts() > 0)
     notes["val_images"] = count
     if filters.get("filter_duplicate_rels"):
         graphs, notes["relations_dropped_duplicate_pairs"] = one_predicate_per_pair(graphs, seed)
