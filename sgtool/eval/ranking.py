@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sgtool.eval.matching import expand_ranges
 
 NO_RANK = np.iinfo(np.int64).max  # a pair or entry outside the ranked top
 
@@ -69,8 +70,6 @@ def _kth_best(neg_score: np.ndarray, counts: np.ndarray, first_row: np.ndarray, 
     Images are padded into tables by size class (largest at most twice the smallest, so padding
     never dwarfs the rows) and each table is partitioned at m: linear in the rows.
     """
-    from sgtool.eval.matching import expand_ranges
-
     kth = np.full(len(counts), np.inf)
     big = np.flatnonzero(counts > m)
     big = big[np.argsort(counts[big], kind="stable")]
