@@ -25,7 +25,7 @@ class GraphRanking:
     rank: np.ndarray  # (C,) int64, 0-based within the image; NO_RANK outside the top m
     image: np.ndarray  # (C,) batch image of each pair
     counts: np.ndarray  # (B,) pairs per image
-    full: np.ndarray | None = None  # (C,) rank of every pair when the ranking computed it, else None
+    full: np.ndarray | None = None  # (C,) rank of every pair, computed on first use (complete GT)
 
     def full_rank(self) -> np.ndarray:
         """Stable descending rank of every pair within its image."""
