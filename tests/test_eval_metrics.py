@@ -278,3 +278,10 @@ def test_empty_images_skip_leaves_the_image_out_of_every_metric():
     assert "counts 0" in zero.conventions["R@1"] and "left out" in skip.conventions["R@1"]
     with pytest.raises(SgtoolError, match="--empty-images"):
         run(gts, preds, 3, empty_images="drop")
+
+
+def test_empty_images_skip_of_every_image_leaves_nothing_defined():
+    g = image([1, 2], rels=[(0, 1, 1)])
+    result = run([g], [pred_image(g, [], [])], 3, ks=(1,), empty_images="skip")
+    assert result.counts["images_left_out"] == 1
+    assert all(math.isnan(result.metrics[name]) for name in ("R@1", "mR@1", "A@1", "k1-R@1", "phr-R@1"))

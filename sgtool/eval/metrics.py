@@ -467,7 +467,7 @@ def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
     image, pred_of = image[keep], gt.relations.predicates[keep]
     groups = _PredicateGroups(image, pred_of, P)
     unseen = _unseen_mask(gt, seen_triplets, P)[keep] if seen_triplets is not None else None
-    n_rel = max(len(pred_of), 1)
+    n_rel = len(pred_of) or float("nan")  # NaN when --empty-images skip left every image out
     metrics: dict[str, float] = {}
     per_pred: dict[str, np.ndarray] = {}
     for K in s.ks:
