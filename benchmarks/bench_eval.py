@@ -1,76 +1,122 @@
-"""Speed of the metric engine: synthetic PredCls images, the full metric set at K = 20/50/100.
+"""Speed and memory of the metric engine on one load, the full metric set at K = 20/50/100.
 
-Prints one JSON object: images/s, wall seconds, and the setting.
-    python benchmarks/bench_eval.py [--images 10000] [--boxes 25] [--predicates 51] [--workers N]
+Prints one JSON object: images/s (wall; and per CPU second, steadier on a shared machine), the
+machine's load average, peak RSS during evaluation (the process: predictions included), the setting.
+    python benchmarks/bench_eval.py [--load synthetic|real-like|sgdet-like] [--images N] [--compare-legacy]
+Loads (benchmarks/eval_loads.py): synthetic = 25 boxes x 600 pairs PredCls images; real-like =
+heavy-tailed boxes per image up to 250, one dominant class, duplicate GT relations, several
+predicates per pair; sgdet-like = 80 detections with overlapping same-class boxes.
+--compare-legacy also runs the evaluator as it was before issue 20 (tests/legacy_eval.py) and
+reports whether every metric is identical.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts, ordered_pairs
-from sgtool.data.predictions import Predictions
-from sgtool.eval import evaluate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_loads import LOADS, make_load  # noqa: E402
+
+from sgtool.eval import evaluate  # noqa: E402
+
+DEFAULT_IMAGES = {"synthetic": 10_000, "real-like": 754, "sgdet-like": 1_000}  # real-like: the size of the split in issue 20
 
 
-def synthetic_split(images: int, boxes: int, predicates: int, classes: int, seed: int,
-                    background: float = 0.0) -> tuple[SceneGraphs, Predictions]:
-    """GT with 0-20 relations per image (duplicates allowed) and PredCls predictions on all ordered pairs."""
-    rng = np.random.default_rng(seed)
-    box_offsets = offsets_from_counts(np.full(images, boxes))
-    xy = rng.uniform(0, 500, size=(images * boxes, 2))
-    wh = rng.uniform(10, 300, size=(images * boxes, 2))
-    xyxy = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
-    labels = rng.integers(1, classes + 1, size=images * boxes)
-    n_rel = rng.integers(0, 21, size=images)
-    rel_image = np.repeat(np.arange(images), n_rel)
-    subj = rng.integers(0, boxes, size=len(rel_image))
-    obj = (subj + rng.integers(1, boxes, size=len(rel_image))) % boxes
-    pairs = np.stack([subj, obj], 1) + box_offsets[rel_image][:, None]
-    weights = 1.0 / np.arange(1, predicates) ** 1.2
-    preds = rng.choice(np.arange(1, predicates), size=len(rel_image), p=weights / weights.sum())
-    rels = RelationSet(pairs, preds, offsets_from_counts(n_rel))
-    gt = SceneGraphs(np.arange(images), np.full(images, 800), np.full(images, 600), np.full(images, 2, np.int8),
-                     box_offsets, xyxy, labels, rels, complete=rels)
-    image, s, o = ordered_pairs(box_offsets)
-    rel_scores = rng.random((len(s), predicates), dtype=np.float32)
-    if background > 0:  # background wins most pairs, as with real softmax outputs
-        rel_scores[:, 0] += background
-    pred = Predictions(gt.image_ids, box_offsets, xyxy, labels, np.ones(len(labels), np.float32),
-                       offsets_from_counts(np.bincount(image, minlength=images)), np.stack([s, o], 1), rel_scores)
-    return gt, pred
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux: /proc/self/clear_refs, 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(evaluator, gt, pred, task: str, num_predicates: int, groups, seen, workers):
+    return evaluator(gt, pred, task=task, num_predicates=num_predicates, ks=(20, 50, 100),
+                     predicate_groups=groups, seen_triplets=seen, workers=workers)
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in
+                                        ((a[k], b[k]) for k in a))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--boxes", type=int, default=25)
-    parser.add_argument("--predicates", type=int, default=51, help="including background")
-    parser.add_argument("--classes", type=int, default=150)
+    parser.add_argument("--load", choices=LOADS, default="synthetic")
+    parser.add_argument("--images", type=int, default=None, help="default: 10,000 / 754 / 1,000 by load")
+    parser.add_argument("--boxes", type=int, default=25, help="synthetic load: boxes per image")
+    parser.add_argument("--predicates", type=int, default=51, help="synthetic load: including background")
+    parser.add_argument("--classes", type=int, default=150, help="synthetic load")
     parser.add_argument("--workers", type=int, default=None, help="threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--background", type=float, default=0.0,
-                        help="add this to the background column (e.g. 1.0: background wins every pair)")
+                        help="synthetic load: add this to the background column (1.0: background wins every pair)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs; the best is reported")
+    parser.add_argument("--compare-legacy", action="store_true", help="also run tests/legacy_eval.py and compare")
     args = parser.parse_args()
-    gt, pred = synthetic_split(args.images, args.boxes, args.predicates, args.classes, args.seed, args.background)
+    images = args.images or DEFAULT_IMAGES[args.load]
+    gt, pred = make_load(args.load, images, args.seed, boxes=args.boxes, predicates=args.predicates,
+                         classes=args.classes, background=args.background)
+    num_predicates = pred.rel_scores.shape[1]
+    task = "sgdet" if args.load == "sgdet-like" else "predcls"
     rels = gt.relations
     seen = np.stack([gt.labels[rels.pairs[:, 0]], rels.predicates, gt.labels[rels.pairs[:, 1]]], 1)[::2]
-    groups = np.array([-1] + [i * 3 // (args.predicates - 1) for i in range(args.predicates - 1)])
-    start = time.perf_counter()
-    result = evaluate(gt, pred, task="predcls", num_predicates=args.predicates, ks=(20, 50, 100),
-                      predicate_groups=groups, seen_triplets=seen, workers=args.workers)
-    wall = time.perf_counter() - start
-    print(json.dumps({
-        "benchmark": "eval_predcls_full_metric_set",
-        "images": args.images, "boxes_per_image": args.boxes, "pairs_per_image": args.boxes * (args.boxes - 1),
-        "predicates": args.predicates, "background": args.background, "metrics": len(result.metrics), "workers": args.workers,
-        "cpu_count": os.cpu_count(), "wall_s": round(wall, 3), "images_per_s": round(args.images / wall, 1),
-        "R@100": round(result.metrics["R@100"], 4), "mR@100": round(result.metrics["mR@100"], 4),
-    }))
+    groups = np.array([-1] + [i * 3 // (num_predicates - 1) for i in range(num_predicates - 1)])
+    base = rss_mib()
+    walls, cpus, peaks = [], [], []
+    for _ in range(max(args.repeat, 1)):
+        resettable = reset_peak_rss()
+        start, cpu = time.perf_counter(), time.process_time()
+        result = run(evaluate, gt, pred, task, num_predicates, groups, seen, args.workers)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+        peaks.append(peak_rss_mib() if resettable else float("nan"))
+    wall = min(walls)
+    pairs = np.diff(pred.pair_offsets)
+    out = {
+        "benchmark": f"eval_{args.load}_full_metric_set", "load": args.load, "task": task, "images": images,
+        "boxes_per_image_mean": round(float(gt.box_counts().mean()), 1), "boxes_per_image_max": int(gt.box_counts().max()),
+        "pairs_per_image_mean": round(float(pairs.mean()), 1), "pairs_per_image_max": int(pairs.max()),
+        "gt_relations": len(rels), "predicates": num_predicates, "metrics": len(result.metrics), "workers": args.workers,
+        "cpu_count": os.cpu_count(), "wall_s": round(wall, 3), "wall_s_all": [round(w, 3) for w in walls],
+        "images_per_s": round(images / wall, 1), "cpu_s": round(min(cpus), 3),
+        "images_per_cpu_s": round(images / min(cpus), 1), "load_average_1min": round(os.getloadavg()[0], 2),
+        "rss_before_mib": round(base, 1),
+        "peak_rss_mib": round(max(peaks), 1), "R@100": round(result.metrics["R@100"], 4),
+        "mR@100": round(result.metrics["mR@100"], 4),
+    }
+    if args.compare_legacy:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        import legacy_eval
+
+        start = time.perf_counter()
+        old = run(legacy_eval.evaluate, gt, pred, task, num_predicates, groups, seen, args.workers)
+        out["legacy_wall_s"] = round(time.perf_counter() - start, 3)
+        out["legacy_images_per_s"] = round(images / out["legacy_wall_s"], 1)
+        out["identical_to_legacy"] = same(result.metrics, old.metrics)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ _sgtool() {
         --metric) return;;
         --k) return;;
         --dump-graphs) return;;
+        --empty-images) COMPREPLY=($(compgen -W "zero skip" -- "$cur")); return;;
         --detector) return;;
         --source) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --name) return;;
@@ -34,6 +35,7 @@ _sgtool() {
         --workers) return;;
         --size) return;;
         --val) return;;
+        --val-pick) COMPREPLY=($(compgen -W "first random" -- "$cur")); return;;
         --head) return;;
         --dataset) return;;
         --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -59,14 +61,14 @@ _sgtool() {
         "sgtool") COMPREPLY=($(compgen -W "demo draw eval info predict prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --empty-images --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool info") COMPREPLY=($(compgen -W "--verify --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool predict") COMPREPLY=($(compgen -W "--run --detector --out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare") COMPREPLY=($(compgen -W "custom shapes synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare custom") COMPREPLY=($(compgen -W "--source --name --images --val-fraction --test-fraction --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare shapes") COMPREPLY=($(compgen -W "--images --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --val-pick --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --name --config --set --resume --from --cache-features --epochs --batch-size --overlap --no-overlap --samples --t-end --front-end --losses --rank --k --max-nodes --supervised --no-supervised --seeds --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;

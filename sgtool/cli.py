@@ -23,6 +23,11 @@ prepare_app = typer.Typer(no_args_is_help=True, help="Prepare a dataset into the
 app.add_typer(prepare_app, name="prepare")
 
 
+class ValPick(str, Enum):
+    first = "first"
+    random = "random"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -128,7 +133,8 @@ def prepare_vg(
     source: Annotated[Path, typer.Option(help="Folder with VG-SGG(-with-attri).h5 + dicts + image_data.json, or raw VG objects.json + relationships.json + image_data.json.")],
     split: Annotated[str, typer.Option("--split", help="Recipe in data_recipes/ (vocabulary, filters, split rules).")] = "vg150",
     name: Annotated[Optional[str], typer.Option(help="Dataset name in the workspace (default: the recipe name).")] = None,
-    val: Annotated[Optional[int], typer.Option(help="Validation images taken from train with the seed (default: the recipe's, 5000).")] = None,
+    val: Annotated[Optional[int], typer.Option(help="Validation images taken from train (default: the recipe's, 5000).")] = None,
+    val_pick: Annotated[Optional[ValPick], typer.Option(help="Which train images become val: the first N, as the community loader (default), or N at random with the seed.")] = None,
     filter_empty: Annotated[Optional[bool], typer.Option("--filter-empty/--keep-empty", help="Drop images without relations (community default: drop).")] = None,
     filter_duplicates: Annotated[Optional[bool], typer.Option("--filter-duplicates/--keep-duplicate-rels", help="Train: keep one predicate per ordered pair, picked with the seed.")] = None,
     filter_non_overlap: Annotated[Optional[bool], typer.Option("--filter-non-overlap/--keep-non-overlap", help="Train: drop relations whose boxes do not overlap.")] = None,
@@ -142,7 +148,8 @@ def prepare_vg(
     filters = {"filter_empty_rels": filter_empty, "filter_duplicate_rels": filter_duplicates,
                "filter_non_overlap": filter_non_overlap}
     prepared = stage(s.workspace, source, recipe=split, name=name, val=val, seed=s.seed,
-                     filters={k: v for k, v in filters.items() if v is not None}, force=force, reporter=s.reporter)
+                     filters={k: v for k, v in filters.items() if v is not None}, force=force, reporter=s.reporter,
+                     val_pick=val_pick.value if val_pick else None)
     show_prepared(prepared, as_json=s.json)
 
 
@@ -185,6 +192,11 @@ def prepare_custom(
 
 
 # ---------------------------------------------------------------- train / eval / draw
+
+class EmptyImages(str, Enum):
+    zero = "zero"
+    skip = "skip"
+
 
 class Task(str, Enum):
     predcls = "predcls"
@@ -356,14 +368,18 @@ def eval_(
     metric: Annotated[Optional[list[str]], typer.Option(help="Print only this metric, e.g. mR@100 (repeatable).")] = None,
     k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated K values for the top-K metrics (default 20,50,100).")] = None,
     dump_graphs: Annotated[int, typer.Option(help="Write graph.json files (GT and prediction) for N images.")] = 0,
+    empty_images: Annotated[EmptyImages, typer.Option(help="An image with GT relations and no candidate pair: zero counts it as 0, skip leaves it out (SGB-identical).")] = EmptyImages.zero,
 ) -> None:
     """Evaluate a run's predictions with the community's metrics; writes a report."""
     from sgtool.eval.run_eval import eval_run, parse_ks, show_evaluation
 
     s = _settings(ctx)
-    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None})
+    empty = empty_images.value
+    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None,
+                      "--empty-images": None if empty == "zero" else empty})
     outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
-                             metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
+                             metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter,
+                             empty_images=empty)
     show_evaluation(outcome, kind, as_json=s.json)
 
 

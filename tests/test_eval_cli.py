@@ -118,3 +118,37 @@ def test_metric_names_are_normalised_and_uncomputed_ones_refused(trained, cli):
     assert result.code == 0 and list(json.loads(result.out)) == ["R@50"]
     missing = cli("-w", ws.root, "eval", "--metric", "k5-R@50")
     assert missing.code == 2 and "k5-R@50 is not computed" in " ".join(missing.err.split())
+
+
+def test_empty_images_skip_leaves_out_an_image_without_pairs(trained, cli):
+    """An image with GT relations and no candidate pair: 0 by default, left out with --empty-images skip."""
+    from dataclasses import replace
+
+    from sgtool.data.graphs import offsets_from_counts
+    from sgtool.data.predictions import write_predictions
+
+    ws, prepared, run = trained
+    path = ws.run_dir(run) / "predictions" / "test.h5"
+    pred = read_predictions(path)
+    gt = prepared.graphs.split_subset("test")
+    first = int(np.flatnonzero(gt.relations.counts() > 0)[0])
+    drop = pred.image_of_pair() == first  # that image keeps its boxes but loses every pair
+    counts = np.diff(pred.pair_offsets)
+    counts[first] = 0
+    write_predictions(path, replace(pred, pair_offsets=offsets_from_counts(counts), pairs=pred.pairs[~drop],
+                                    rel_scores=pred.rel_scores[~drop]))
+    values = {}
+    for mode in ("zero", "skip"):
+        result = cli("-w", ws.root, "eval", "--empty-images", mode, "--json", "--metric", "R@100", "--metric", "A@100")
+        assert result.code == 0, result.err
+        values[mode] = json.loads(result.out)
+        report = json.loads((ws.report_dir(run) / "report.json").read_text())
+        wording = "counts 0" if mode == "zero" else "is left out (as SGB does)"
+        assert all(wording in line for line in report["conventions"].values())
+        assert "ties in every ranking keep the input order" in report["conventions"]["R@100"]
+        assert "ties stably" in report["conventions"]["ng-R@100"]
+    with_gt = int((gt.relations.counts() > 0).sum())
+    assert values["zero"]["R@100"] == pytest.approx(values["skip"]["R@100"] * (with_gt - 1) / with_gt)
+    assert values["zero"]["A@100"] < values["skip"]["A@100"]
+    bad = cli("-w", ws.root, "eval", "--empty-images", "drop")
+    assert bad.code == 2

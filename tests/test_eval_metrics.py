@@ -258,3 +258,30 @@ def test_bad_input_is_a_user_error():
         run([image([1, 2])], [p], 3)
     with pytest.raises(SgtoolError, match="K values"):
         run([g], [p], 3, ks=(0,))
+
+
+def test_empty_images_skip_leaves_the_image_out_of_every_metric():
+    g = image([1, 2], rels=[(0, 1, 1)])
+    lone = image([2], rels=[])  # one box: no candidate pair
+    lone_gt = {**image([1, 2], rels=[(0, 1, 2)])}
+    hit = pred_image(g, [(0, 1)], [row(3, p1=1.0)])
+    no_pair = pred_image(lone_gt, [], [])
+    gts, preds = [g, lone_gt, lone], [hit, no_pair, pred_image(lone, [], [])]
+    zero = run(gts, preds, 3, ks=(1, 2))
+    skip = run(gts, preds, 3, ks=(1, 2), empty_images="skip")
+    assert zero.metrics["R@1"] == 0.5 and zero.metrics["mR@1"] == 0.5 and zero.metrics["A@1"] == 0.5
+    assert skip.metrics["R@1"] == 1.0 and skip.metrics["ng-R@1"] == 1.0 and skip.metrics["A@1"] == 1.0
+    assert skip.metrics["k1-R@1"] == 1.0 and skip.metrics["phr-R@1"] == 1.0
+    assert skip.metrics["mR@1"] == 0.5 and skip.metrics["mR@1-present"] == 1.0  # predicate 2 is now absent
+    assert zero.counts["images_with_relations_and_no_pair"] == 1 and zero.counts["images_left_out"] == 0
+    assert skip.counts["images_left_out"] == 1
+    assert "counts 0" in zero.conventions["R@1"] and "left out" in skip.conventions["R@1"]
+    with pytest.raises(SgtoolError, match="--empty-images"):
+        run(gts, preds, 3, empty_images="drop")
+
+
+def test_empty_images_skip_of_every_image_leaves_nothing_defined():
+    g = image([1, 2], rels=[(0, 1, 1)])
+    result = run([g], [pred_image(g, [], [])], 3, ks=(1,), empty_images="skip")
+    assert result.counts["images_left_out"] == 1
+    assert all(math.isnan(result.metrics[name]) for name in ("R@1", "mR@1", "A@1", "k1-R@1", "phr-R@1"))

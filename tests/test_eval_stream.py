@@ -62,3 +62,22 @@ def test_chunks_that_do_not_cover_the_split_are_refused():
     gt, pred = split()
     with pytest.raises(SgtoolError, match="cover 100 images but the split has 120"):
         evaluate_chunks(gt, list(chunks(pred, 50))[:2], task="sgdet", num_predicates=P)
+
+
+def test_chunked_evaluation_leaves_out_the_same_empty_images():
+    from dataclasses import replace
+
+    gt, pred = split(seed=4)
+    emptied = np.flatnonzero(gt.relations.counts() > 0)[::9]  # these images lose every candidate pair
+    drop = np.isin(pred.image_of_pair(), emptied)
+    counts = np.diff(pred.pair_offsets)
+    counts[emptied] = 0
+    pred = replace(pred, pair_offsets=offsets_from_counts(counts), pairs=pred.pairs[~drop], rel_scores=pred.rel_scores[~drop])
+    options = dict(task="sgcls", num_predicates=P, ks=(5, 20), empty_images="skip")
+    whole = evaluate(gt, pred, **options)
+    streamed = evaluate_chunks(gt, chunks(pred, 13), **options)
+    for name, value in whole.metrics.items():
+        assert np.array_equal(value, streamed.metrics[name], equal_nan=True), name
+    assert streamed.counts == whole.counts and whole.counts["images_left_out"] == len(emptied)
+    zero = evaluate(gt, pred, **{**options, "empty_images": "zero"})
+    assert zero.metrics["R@20"] < whole.metrics["R@20"]

@@ -32,7 +32,8 @@ IMAGES = [
 ]
 
 
-def write_community(folder: Path, attri: bool = True, images=IMAGES, labels=LABELS, corrupted: bool = True) -> Path:
+def write_community(folder: Path, attri: bool = True, images=IMAGES, labels=LABELS, corrupted: bool = True,
+                    ids=IDS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     boxes, labs, rels, preds, fb, lb, fr, lr = [], [], [], [], [], [], [], []
     for box, lab, rel in images:
@@ -62,7 +63,7 @@ def write_community(folder: Path, attri: bool = True, images=IMAGES, labels=LABE
              "object_count": {}, "predicate_count": {}}
     (folder / ("VG-SGG-dicts-with-attri.json" if attri else "VG-SGG-dicts.json")).write_text(json.dumps(dicts), encoding="utf-8")
     records = [{"image_id": i, "width": w, "height": h, "url": f"x/{i}.jpg", "coco_id": None, "flickr_id": None}
-               for i, (w, h) in zip(IDS, SIZES)][:len(images)]
+               for i, (w, h) in zip(ids, SIZES)][:len(images)]
     if corrupted:
         records.insert(2, {"image_id": 1592, "width": 10, "height": 10})
     (folder / "image_data.json").write_text(json.dumps(records), encoding="utf-8")
@@ -91,6 +92,22 @@ def test_community_files_split_val_and_empty_filter(tmp_path, cli):
     second = g.image(1)  # image 2 is 512 x 1024 as well: longest side 1024, scale 1
     assert np.allclose(second["boxes"], IMAGES[1][0])
     assert m["source"] == "vg-community-h5" and m["filters"]["filter_empty_rels"] is True
+    assert m["image_records_removed_corrupted"] == 1
+    assert list(g.split) == [1, 0, 0, 2, 2] and m["val_pick"] == "first"  # val: the first filtered train image
+
+
+def test_val_pick_random_draws_with_the_seed(tmp_path, cli):
+    src = write_community(tmp_path / "vg")
+    picked = []
+    for seed in range(6):
+        ws = tmp_path / f"ws{seed}"
+        result = cli("-w", ws, "--seed", seed, "prepare", "vg", "--source", src, "--val", "1", "--val-pick", "random")
+        assert result.code == 0, result.err
+        split = load_prepared(Workspace(ws), "vg150").graphs.split
+        assert (split == 1).sum() == 1 and (split[:3] != 2).all()
+        picked.append(int(np.flatnonzero(split == 1)[0]))
+    expected = [int(np.random.default_rng(seed).choice([0, 1, 2], size=1, replace=False)[0]) for seed in range(6)]
+    assert picked == expected and len(set(picked)) > 1
 
 
 def test_community_filters_duplicates_and_non_overlap(tmp_path, cli):
@@ -104,6 +121,28 @@ def test_community_filters_duplicates_and_non_overlap(tmp_path, cli):
     assert m["relations_dropped_duplicate_pairs"] == 2
     assert m["relations_dropped_non_overlap"] == 2 and m["images_dropped_non_overlap"] == 1  # (0, 2) of image 1 too
     assert m["counts"]["train"]["images"] == 3 and m["counts"]["train"]["relations"] == 2
+
+
+def test_vg_format_dataset_whose_image_data_matches_its_h5(tmp_path, cli):
+    """Another dataset in the VG-SGG layout: its records already line up, so no 'corrupted' id is removed."""
+    ids = [7, 1592, 1722, 8, 9, 10]  # VG150's corrupted ids are ordinary images here
+    src = write_community(tmp_path / "rs", corrupted=False, ids=ids)
+    result = cli("-w", tmp_path / "ws", "prepare", "vg", "--source", src, "--val", "0", "--name", "rs")
+    assert result.code == 0, result.err
+    data = load_prepared(Workspace(tmp_path / "ws"), "rs")
+    assert list(data.graphs.image_ids) == [7, 1592, 8, 9, 10]  # image 1722 has no relation: filtered
+    assert data.vocab.objects == LABELS and data.manifest["image_records_removed_corrupted"] == 0
+
+
+def test_image_data_not_reconcilable_with_h5_is_refused(tmp_path, cli):
+    src = write_community(tmp_path / "vg")
+    records = json.loads((src / "image_data.json").read_text(encoding="utf-8"))
+    (src / "image_data.json").write_text(json.dumps(records[:-2]), encoding="utf-8")
+    result = cli("-w", tmp_path / "ws", "prepare", "vg", "--source", src)
+    err = " ".join(result.err.split())
+    assert result.code == 2
+    assert "VG-SGG-with-attri.h5 has 6 images but image_data.json lists 5 (4 without the recipe's corrupted ids)" in err
+    assert not (tmp_path / "ws" / "data" / "vg150").exists()
 
 
 def test_truncated_h5_is_refused_and_workspace_untouched(tmp_path, cli):
@@ -262,3 +301,75 @@ def test_recipe_holds_the_vg150_vocabulary(name):
     assert len(spec["objects"]) == 150 and len(spec["predicates"]) == 50
     assert list(spec["objects"]) == sorted(spec["objects"]) and "on" in spec["predicates"]
     assert spec["predicate_groups"]["method"] == "thresholds"
+
+
+# ---------------------------------------------------------------- what the community loader asserts
+
+def community_loader_view(path: Path, split: str, num_val: int) -> list[dict]:
+    """The checks and the image selection of the community loader (SGB's load_graphs), written here
+    from its description: it reads these datasets, asserts boxes_1024[:, :2] >= 0 and [:, 2:] > 0 in
+    [cx, cy, w, h], keeps the images of its split flag (2 test, else 0) that have boxes and relations,
+    takes the first `num_val` of train as val, and asserts every relation's boxes lie in its image."""
+    with h5py.File(path, "r") as h5:
+        data = {name: h5[name][()] for name in (
+            "split", "labels", "attributes", "boxes_1024", "boxes_512", "img_to_first_box", "img_to_last_box",
+            "img_to_first_rel", "img_to_last_rel", "relationships", "predicates")}
+    n_boxes, n_rels = len(data["labels"]), len(data["relationships"])
+    assert data["labels"].shape == (n_boxes, 1) and data["attributes"].shape == (n_boxes, 10)
+    assert data["boxes_1024"].shape == (n_boxes, 4) and data["boxes_512"].shape == (n_boxes, 4)
+    assert data["predicates"].shape == (n_rels, 1) and data["relationships"].shape == (n_rels, 2)
+    assert (data["labels"] >= 1).all() and (data["predicates"] >= 1).all()
+    for scale in ("boxes_1024", "boxes_512"):
+        assert (data[scale][:, :2] >= 0).all() and (data[scale][:, 2:] >= 1).all()  # no empty box
+    boxes = data["boxes_1024"].astype(np.float64)
+    boxes[:, :2] -= boxes[:, 2:] / 2
+    boxes[:, 2:] += boxes[:, :2]
+    mask = (data["split"] == (2 if split == "test" else 0)) & (data["img_to_first_box"] >= 0)
+    mask &= data["img_to_first_rel"] >= 0
+    index = np.flatnonzero(mask)
+    index = index[:num_val] if split == "val" else index[num_val:] if split == "train" else index
+    images = []
+    for i in index:
+        b0, b1 = data["img_to_first_box"][i], data["img_to_last_box"][i]
+        r0, r1 = data["img_to_first_rel"][i], data["img_to_last_rel"][i]
+        local = data["relationships"][r0:r1 + 1] - b0
+        assert (local >= 0).all() and (local < b1 - b0 + 1).all()
+        images.append({"index": int(i), "boxes": boxes[b0:b1 + 1], "labels": data["labels"][b0:b1 + 1, 0],
+                       "rels": np.column_stack([local, data["predicates"][r0:r1 + 1, 0]])})
+    return images
+
+
+def test_prepared_file_passes_the_community_loader(tmp_path, cli):
+    src = write_community(tmp_path / "vg")
+    with h5py.File(src / "VG-SGG-with-attri.h5", "a") as h5:  # float boxes, one of them sub-pixel wide
+        boxes = h5["boxes_1024"][()].astype(np.float64)
+        boxes[2] = [550.0, 50.0, 0.3, 100.0]  # image 1's third box: 0.3 units wide
+        del h5["boxes_1024"]
+        h5["boxes_1024"] = boxes
+    result = cli("-w", tmp_path / "ws", "prepare", "vg", "--source", src, "--val", "0")
+    assert result.code == 0, result.err
+    data = load_prepared(Workspace(tmp_path / "ws"), "vg150")
+    assert data.manifest["boxes_kept_1_unit_wide"] == 1
+    path = data.path / "sgg.h5"
+    for split in ("train", "test"):
+        seen = community_loader_view(path, split, 0)
+        mine = data.graphs.split_subset(split)
+        assert [im["index"] for im in seen] == list(np.flatnonzero(data.graphs.split == (2 if split == "test" else 0)))
+        for im, k in zip(seen, range(mine.num_images)):
+            ours = mine.image(k)
+            assert list(im["labels"]) == list(ours["labels"])
+            unit = max(mine.widths[k], mine.heights[k]) / 1024  # one unit of the 1024 scale, in pixels
+            assert np.abs(im["boxes"] * unit - ours["boxes"]).max() <= unit  # integer rounding at that scale
+            assert [tuple(r) for r in im["rels"]] == [(*p, q) for p, q in zip(map(tuple, ours["pairs"]), ours["predicates"])]
+    first = community_loader_view(path, "train", 0)[0]
+    assert first["boxes"][2, 2] - first["boxes"][2, 0] == 1  # the sub-pixel box: 1 unit, not 0
+
+
+def test_val_is_carved_from_train_images_with_boxes_first_in_file_order():
+    from sgtool.data.normalize import carve_val
+
+    split = np.array([2, 0, 0, 0, 2, 0, 0], np.int8)
+    has_boxes = np.array([True, False, True, True, True, True, True])
+    assert carve_val(split, 2, 0, "x", "first", eligible=has_boxes).tolist() == [2, 0, 1, 1, 2, 0, 0]
+    drawn = carve_val(split, 2, 5, "x", "random", eligible=has_boxes)
+    assert (drawn == 1).sum() == 2 and drawn[1] == 0 and (drawn[[0, 4]] == 2).all()

@@ -213,14 +213,22 @@ def assemble(flat: FlatGraphs, image_ids: np.ndarray, widths: np.ndarray, height
     )
 
 
-def carve_val(split: np.ndarray, count: int, seed: int, source: str) -> np.ndarray:
-    """Move `count` training images, chosen with the seed, to split 1 (val)."""
+VAL_PICKS = ("first", "random")
+
+
+def carve_val(split: np.ndarray, count: int, seed: int, source: str, pick: str = "random",
+              eligible: np.ndarray | None = None) -> np.ndarray:
+    """Move `count` training images (among the `eligible` ones, default all) to split 1 (val): the
+    first ones in file order (the community loader's rule) or, with pick="random", a sample drawn
+    with the seed."""
     split = split.copy()
-    train = np.flatnonzero(split == 0)
+    train = np.flatnonzero((split == 0) & (True if eligible is None else eligible))
+    if pick not in VAL_PICKS:
+        raise SgtoolError(f"Unknown validation pick '{pick}'.", f"Use one of: {', '.join(VAL_PICKS)}.")
     if count < 0 or count >= len(train):
         raise SgtoolError(f"Cannot take {count} validation images from the {len(train)} training images of {source}.",
                           "Pass a smaller --val (0 for no validation split).")
-    chosen = np.random.default_rng(seed).choice(train, size=count, replace=False)
+    chosen = train[:count] if pick == "first" else np.random.default_rng(seed).choice(train, size=count, replace=False)
     split[chosen] = 1
     return split
 

@@ -78,7 +78,7 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
         graphs, vocab = staged.graphs, staged.vocab
         if graphs.num_images == 0:
             raise SgtoolError(f"The dataset '{name}' would hold no images.", "Check the source and its filters.")
-        write_sgg_h5(staging / "sgg.h5", graphs)
+        widened = write_sgg_h5(staging / "sgg.h5", graphs)
         atomic.write_json(staging / "dicts.json", dicts_payload(vocab, graphs))
         atomic.write_json(staging / "image_data.json", image_data_payload(graphs))
         priors = compute_priors(graphs.split_subset("train"), vocab.num_object_classes,
@@ -96,6 +96,7 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
             "has_complete_ground_truth": graphs.complete is not None,
             "counts": graphs.counts_by_split(),
             **staged.notes,
+            "boxes_kept_1_unit_wide": widened,
             "sha256": {str(p.relative_to(staging)): sha256_of(p) for p in files},
         }
         atomic.write_json(staging / MANIFEST, manifest)

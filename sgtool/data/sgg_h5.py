@@ -4,7 +4,9 @@ sgg.h5 follows the Visual Genome layout of the community benchmark code: `labels
 1-based), `boxes_1024` (N x 4, [cx, cy, w, h] with the longest image side scaled to 1024,
 int32), `relationships` (M x 2, global box rows), `predicates` (M x 1, 1-based),
 `img_to_first_box/last_box/first_rel/last_rel` (inclusive, -1 when none) and `split`
-(0 train, 1 val — our extension —, 2 test). The complete ground truth of synthetic data rides
+(0 train, 1 val — our extension —, 2 test); also `attributes` (N x 10, zeros) and `boxes_512`,
+which community loaders read. No box is written with zero width or height: one that rounds to
+0 at the 1024 scale is kept 1 unit (1/1024 of the longest side) wide or high, and counted. The complete ground truth of synthetic data rides
 along as `complete_relationships`, `complete_predicates`, `img_to_first/last_complete_rel`.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts
 from sgtool.errors import SgtoolError
 
 BOX_SCALE = 1024
+ATTRIBUTE_SLOTS = 10  # the community file's attributes dataset is N x 10
 _CORE_DATASETS = (
     "labels", "boxes_1024", "relationships", "predicates", "split",
     "img_to_first_box", "img_to_last_box", "img_to_first_rel", "img_to_last_rel",
@@ -52,12 +55,26 @@ class Vocabulary:
 
 # ---------------------------------------------------------------- boxes
 
-def encode_boxes_1024(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
-    """xyxy pixel boxes -> community [cx, cy, w, h] at longest side 1024 (int32, rounded)."""
-    scale = (BOX_SCALE / np.maximum(widths, heights).astype(np.float64))[:, None]
+def encode_boxes_1024(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray,
+                      box_scale: int = BOX_SCALE) -> np.ndarray:
+    """xyxy pixel boxes -> community [cx, cy, w, h] at longest side `box_scale` (int32, rounded).
+
+    Community loaders assert cx, cy >= 0 and w, h > 0: a box that rounds to zero width or height
+    (sub-pixel at this scale) is kept 1 unit wide / high, and centres are never negative.
+    """
+    scale = (box_scale / np.maximum(widths, heights).astype(np.float64))[:, None]
     xyxy = boxes.astype(np.float64) * scale
-    cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-    return np.rint(cxcywh).astype(np.int32)
+    cxcywh = np.rint(np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1))
+    cxcywh[:, :2] = np.maximum(cxcywh[:, :2], 0)
+    cxcywh[:, 2:] = np.maximum(cxcywh[:, 2:], 1)
+    return cxcywh.astype(np.int32)
+
+
+def count_sub_unit_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> int:
+    """How many boxes round to zero width or height at the 1024 scale (written 1 unit wide instead)."""
+    scale = (BOX_SCALE / np.maximum(widths, heights).astype(np.float64))
+    sides = (boxes[:, 2:].astype(np.float64) - boxes[:, :2]) * scale[:, None]
+    return int((np.rint(sides) < 1).any(axis=1).sum())
 
 
 def decode_boxes_1024(boxes_1024: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
@@ -82,12 +99,19 @@ def _write(h5: h5py.File, name: str, data: np.ndarray) -> None:
     h5.create_dataset(name, data=data, track_times=False)
 
 
-def write_sgg_h5(path: Path, graphs: SceneGraphs) -> None:
-    """Write graphs to `path` (the caller makes it atomic)."""
+def write_sgg_h5(path: Path, graphs: SceneGraphs) -> int:
+    """Write graphs to `path` (the caller makes it atomic); returns the boxes kept 1 unit wide or high.
+
+    Beside sgtool's datasets it writes what the community loaders also read: `attributes`
+    (N x 10, zeros: sgtool keeps no attributes) and `boxes_512`.
+    """
     box_rows = graphs.image_of_box()
+    widths, heights = graphs.widths[box_rows], graphs.heights[box_rows]
     with h5py.File(path, "w", track_order=False) as h5:
         _write(h5, "labels", graphs.labels.astype(np.int64)[:, None])
-        _write(h5, "boxes_1024", encode_boxes_1024(graphs.boxes, graphs.widths[box_rows], graphs.heights[box_rows]))
+        _write(h5, "attributes", np.zeros((len(graphs.labels), ATTRIBUTE_SLOTS), np.int64))
+        _write(h5, "boxes_1024", encode_boxes_1024(graphs.boxes, widths, heights))
+        _write(h5, "boxes_512", encode_boxes_1024(graphs.boxes, widths, heights, box_scale=512))
         _write(h5, "split", graphs.split.astype(np.int32))
         first, last = _first_last(graphs.box_offsets)
         _write(h5, "img_to_first_box", first)
@@ -100,6 +124,7 @@ def write_sgg_h5(path: Path, graphs: SceneGraphs) -> None:
             first, last = _first_last(rels.offsets)
             _write(h5, f"img_to_first_{prefix}rel", first)
             _write(h5, f"img_to_last_{prefix}rel", last)
+    return count_sub_unit_boxes(graphs.boxes, widths, heights)
 
 
 def _offsets_from_first_last(first: np.ndarray, last: np.ndarray, total: int, what: str, path: Path) -> np.ndarray:

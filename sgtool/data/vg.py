@@ -3,8 +3,9 @@
 Two sources, picked by what the folder holds:
 
 * the community files — `VG-SGG-with-attri.h5` or `VG-SGG.h5`, the matching
-  `VG-SGG-dicts(-with-attri).json` and `image_data.json` (108,077 records; the recipe's four
-  corrupted ids are left out so it lines up with the h5's 108,073 images). They are validated
+  `VG-SGG-dicts(-with-attri).json` and `image_data.json` — VG150's or any other dataset in that
+  layout. image_data.json has one record per h5 image, in order; VG150's has 108,077 for the h5's
+  108,073, and the recipe's four corrupted ids are removed only when that lines the two up. They are validated
   (layout, offsets, label ranges against the dicts file, box scale); the vocabulary is the dicts
   file's, of any size; the standard train/test split is kept.
 * raw Visual Genome JSON — `objects.json`, `relationships.json`, `image_data.json` (optional
@@ -12,8 +13,9 @@ Two sources, picked by what the folder holds:
   normalised onto the recipe's vocabulary, small boxes dropped, same-label boxes with IoU >= 0.9
   merged, a 70/30 train/test split in image order.
 
-Both then get the community loader's filters (recipe defaults, overridable) and val: N images
-taken from train with the seed, written as split 1.
+Both then get the community loader's filters (recipe defaults, overridable) and val, written as
+split 1: by default the first N filtered train images, as the community loader takes its val
+(so train is the community's train set); `val_pick="random"` draws N with the seed instead.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 
 from sgtool.data import vg_raw
 from sgtool.data.graphs import SceneGraphs
-from sgtool.data.normalize import carve_val, default_val_count, link_images, split_counts
+from sgtool.data.normalize import VAL_PICKS, carve_val, default_val_count, link_images, split_counts
 from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabulary, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import (
@@ -89,10 +91,28 @@ def check_box_scale(data: dict[str, np.ndarray], path: Path) -> None:
                           "Boxes must be [cx, cy, w, h] with each image's longest side at 1024, not in pixels.")
 
 
+def reconcile_image_data(table: tuple[np.ndarray, ...], corrupted: set[int], num_images: int, h5_path: Path,
+                         image_data: Path) -> tuple[tuple[np.ndarray, ...], int]:
+    """image_data.json's records for the h5's images, and how many corrupted ids were removed.
+
+    The recipe's corrupted ids (VG150: four images the community h5 leaves out) are removed only
+    when that is what lines the records up with the h5; a file that already matches is kept whole.
+    """
+    if len(table[0]) == num_images:
+        return table, 0
+    keep = ~np.isin(table[0], list(corrupted))
+    if int(keep.sum()) == num_images:
+        return tuple(column[keep] for column in table), int((~keep).sum())
+    without = f" ({int(keep.sum())} without the recipe's corrupted ids)" if not keep.all() else ""
+    raise SgtoolError(f"{h5_path.name} has {num_images} images but {image_data.name} lists {len(table[0])}{without}.",
+                      "Use the image_data.json that belongs to this h5 file (one record per h5 image, in order).")
+
+
 def graphs_from_h5(h5_path: Path, dicts_path: Path, image_data: Path, corrupted: set[int]):
     vocab = vocabulary_from_dicts(read_json(dicts_path), dicts_path)
-    ids, widths, heights, _ = read_image_data(image_data, corrupted)
     data = read_community_h5(h5_path)
+    (ids, widths, heights), removed = reconcile_image_data(read_image_data(image_data)[:3], corrupted,
+                                                           len(data["split"]), h5_path, image_data)
     check_box_scale(data, h5_path)
     graphs = graphs_from_arrays(data, widths, heights, h5_path)
     graphs.image_ids = ids
@@ -102,7 +122,7 @@ def graphs_from_h5(h5_path: Path, dicts_path: Path, image_data: Path, corrupted:
         raise SgtoolError(f"{dicts_path} does not match {h5_path.name}: {exc.message.split(': ', 1)[-1]}",
                           "Use the dicts file that belongs to this h5 (VG-SGG-dicts-with-attri.json for VG-SGG-with-attri.h5).") from exc
     graphs.split = np.where(graphs.split == 2, 2, 0).astype(np.int8)  # community: 0 train, 2 test
-    return graphs, vocab
+    return graphs, vocab, removed
 
 
 def clip_h5_boxes(graphs: SceneGraphs) -> int:
@@ -115,16 +135,22 @@ def clip_h5_boxes(graphs: SceneGraphs) -> int:
 
 # ---------------------------------------------------------------- filters
 
-def apply_filters(graphs: SceneGraphs, filters: dict, val: int | None, recipe_val: int, seed: int) -> tuple[SceneGraphs, dict]:
-    """The community loader's filters, then val carved from train (non-overlap applies to train only)."""
-    notes: dict = {"filters": dict(filters)}
+def apply_filters(graphs: SceneGraphs, filters: dict, val: int | None, recipe_val: int, seed: int,
+                  val_pick: str = "first") -> tuple[SceneGraphs, dict]:
+    """The community loader's filters, then val carved from train (non-overlap applies to train only).
+
+    val_pick "first": the first N filtered train images, as the community loader takes them (so
+    train is its train set); "random": N drawn with the seed."""
+    notes: dict = {"filters": dict(filters), "val_pick": val_pick}
     if filters.get("filter_empty_rels"):
         empty = graphs.relations.counts() == 0
         notes["images_dropped_without_relations"] = split_counts(graphs.split, empty.astype(np.int64))
         graphs = graphs.select(~empty)
     count = default_val_count(graphs.split, recipe_val) if val is None else val
     if count:
-        graphs.split = carve_val(graphs.split, count, seed, "this Visual Genome source")
+        # the community loader takes val among the train images that have boxes
+        graphs.split = carve_val(graphs.split, count, seed, "this Visual Genome source", val_pick,
+                                 eligible=graphs.box_counts() > 0)
     notes["val_images"] = count
     if filters.get("filter_duplicate_rels"):
         graphs, notes["relations_dropped_duplicate_pairs"] = one_predicate_per_pair(graphs, seed)
@@ -178,28 +204,35 @@ def find_image_files(source: Path, image_ids: np.ndarray) -> tuple[list[Path | N
     return sources, [f"images/{i}.jpg" if p is not None else None for i, p in zip(image_ids, sources)]
 
 
-def build_vg(source: Path, recipe: dict, filters: dict, val: int | None, seed: int, reporter=None) -> Staged:
+def build_vg(source: Path, recipe: dict, filters: dict, val: int | None, seed: int, reporter=None,
+             val_pick: str = "first") -> Staged:
     kind, files = detect_source(source)
     corrupted = {int(i) for i in recipe.get("corrupted_images", [])}
     if kind == "h5":
-        graphs, vocab = graphs_from_h5(*files, corrupted)
-        notes = {"source": "vg-community-h5", "source_files": [f.name for f in files], "boxes_clipped": clip_h5_boxes(graphs)}
+        graphs, vocab, removed = graphs_from_h5(*files, corrupted)
+        notes = {"source": "vg-community-h5", "source_files": [f.name for f in files], "boxes_clipped": clip_h5_boxes(graphs),
+                 "image_records_removed_corrupted": removed}
     else:
         graphs, vocab, notes = vg_raw.read_raw(source, files, recipe, corrupted, reporter)
-    graphs, filter_notes = apply_filters(graphs, filters, val, int(recipe.get("val_images", 5000)), seed)
+    graphs, filter_notes = apply_filters(graphs, filters, val, int(recipe.get("val_images", 5000)), seed, val_pick)
     notes.update(filter_notes)
     return Staged(graphs, vocab, notes)
 
 
 def prepare_vg(ws: Workspace, source: Path, recipe: str = "vg150", name: str | None = None, val: int | None = None,
-               seed: int = 0, filters: dict | None = None, force: bool = False, reporter=None) -> PreparedDataset:
+               seed: int = 0, filters: dict | None = None, force: bool = False, reporter=None,
+               val_pick: str | None = None) -> PreparedDataset:
     spec = load_recipe(recipe)
     source = Path(source).expanduser().resolve()
     chosen = {**spec.get("filters", {}), **(filters or {})}
-    parameters = {"source": str(source), "recipe": recipe, "val": val, "seed": seed, "filters": chosen}
+    val_pick = val_pick or str(spec.get("val_pick", "first"))
+    if val_pick not in VAL_PICKS:
+        raise SgtoolError(f"Unknown validation pick '{val_pick}'.", f"Use one of: {', '.join(VAL_PICKS)}.")
+    parameters = {"source": str(source), "recipe": recipe, "val": val, "val_pick": val_pick, "seed": seed,
+                  "filters": chosen}
 
     def build(staging: Path) -> Staged:
-        staged = build_vg(source, spec, chosen, val, seed, reporter)
+        staged = build_vg(source, spec, chosen, val, seed, reporter, val_pick)
         sources, targets = find_image_files(source, staged.graphs.image_ids)
         staged.graphs.files = link_images(staging, sources, targets)
         staged.notes["images_missing"] = int(sum(p is None for p in sources))

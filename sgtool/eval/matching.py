@@ -2,7 +2,9 @@
 
 Matching goes through labels and boxes, never box indices (EVALUATION.md): a predicted pair
 (s, o) is a candidate for a GT relation (gs, go, p) when label(s) = label(gs) and
-label(o) = label(go) in the same image. For each candidate we record whether the subject and
+label(o) = label(go) in the same image. Ranking comes first: only a pair that some ranking
+(graph-constrained, no graph constraint, k per pair, phrase, GT pairs, complete GT) places in its
+top max(K) can ever count, so only those pairs are matched. For each candidate we record whether the subject and
 object boxes both reach the IoU threshold (relationship detection) and whether the union boxes
 do (phrase detection). The predicate test is left to the caller, because it depends on the
 ranking (one predicate per pair, or every predicate).
@@ -51,53 +53,30 @@ class BatchBoxes:
         return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), np.diff(self.offsets))
 
 
-def _same_label_boxes(gt: BatchBoxes, pred: BatchBoxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each GT box: start and count in `order`, the pred boxes of its image with its label."""
-    width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
-    pred_key = pred.image_of() * width + pred.labels
-    order = np.argsort(pred_key, kind="stable")
-    sorted_key = pred_key[order]
-    gt_key = gt.image_of() * width + gt.labels
-    start = np.searchsorted(sorted_key, gt_key, side="left")
-    stop = np.searchsorted(sorted_key, gt_key, side="right")
-    return order, start, stop - start
-
-
-class PairIndex:
-    """Look up predicted pair rows by (subject row, object row); duplicate pairs allowed."""
-
-    def __init__(self, pairs: np.ndarray, pred: BatchBoxes) -> None:
-        self.width = int(np.diff(pred.offsets).max(initial=0))
-        self.local = pred.offsets[pred.image_of()] if len(pred.labels) else np.zeros(0, np.int64)
-        keys = self.key(pairs[:, 0], pairs[:, 1])
-        size = max(len(pred.labels) * self.width, 1)
-        self.counts = np.bincount(keys, minlength=size)
-        self.starts = np.cumsum(self.counts) - self.counts
-        self.order = np.argsort(keys, kind="stable")
-        self.unique = bool(self.counts.max(initial=0) <= 1)
-
-    def key(self, subj: np.ndarray, obj: np.ndarray) -> np.ndarray:
-        return subj * self.width + (obj - self.local[obj])
-
-    def lookup(self, subj: np.ndarray, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, pair row) for every stored pair equal to (subj[q], obj[q])."""
-        keys = self.key(subj, obj)
-        query, rows = expand_ranges(self.starts[keys], self.counts[keys])
-        return query, self.order[rows]
+def _label_pair_keys(pairs: np.ndarray, boxes: BatchBoxes, image: np.ndarray, width: int) -> np.ndarray:
+    """(image, subject label, object label) of each pair as one int64."""
+    return (image * width + boxes.labels[pairs[:, 0]]) * width + boxes.labels[pairs[:, 1]]
 
 
 def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarray, pred: BatchBoxes,
-                     index: PairIndex, iou_threshold: float, legacy: bool) -> Candidates:
-    """Every (GT relation, predicted pair) with equal labels, with its box tests (vectorised)."""
-    order, start, count = _same_label_boxes(gt, pred)
-    gs, go = gt_pairs[:, 0], gt_pairs[:, 1]
-    n_obj = count[go]
-    rel, t = expand_ranges(np.zeros(len(gs), np.int64), count[gs] * n_obj)
-    ps = order[start[gs][rel] + t // np.maximum(n_obj[rel], 1)]
-    po = order[start[go][rel] + t % np.maximum(n_obj[rel], 1)]
-    query, pair = index.lookup(ps, po)
-    rel = rel[query]
-    g_s, g_o = gt.boxes[gs[rel]], gt.boxes[go[rel]]
+                     rows: np.ndarray, iou_threshold: float, legacy: bool) -> Candidates:
+    """Every (GT relation, predicted pair among `rows`) with equal labels, with its box tests.
+
+    Only the pairs given in `rows` are matched (the caller passes those a ranking can still put in
+    its top max(K)), so the work is (those pairs x GT relations of their label pair), whatever the
+    number of same-label boxes in the image.
+    """
+    width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
+    gt_key = _label_pair_keys(gt_pairs, gt, gt.image_of()[gt_pairs[:, 0]], width)
+    order = np.argsort(gt_key, kind="stable")
+    sorted_key = gt_key[order]
+    chosen = pred_pairs[rows]
+    pred_key = _label_pair_keys(chosen, pred, pred.image_of()[chosen[:, 0]], width)
+    start = np.searchsorted(sorted_key, pred_key, side="left")
+    stop = np.searchsorted(sorted_key, pred_key, side="right")
+    query, at = expand_ranges(start, stop - start)
+    rel, pair = order[at], rows[query]
+    g_s, g_o = gt.boxes[gt_pairs[rel, 0]], gt.boxes[gt_pairs[rel, 1]]
     p_s, p_o = pred.boxes[pred_pairs[pair, 0]], pred.boxes[pred_pairs[pair, 1]]
     rel_ok = (rowwise_iou(g_s, p_s, legacy) >= iou_threshold) & (rowwise_iou(g_o, p_o, legacy) >= iou_threshold)
     phr_ok = rowwise_iou(union_boxes(g_s, g_o), union_boxes(p_s, p_o), legacy) >= iou_threshold

@@ -1,7 +1,8 @@
 """Every SGG metric from one hit table (EVALUATION.md; SGB conventions).
 
-`evaluate` matches each batch of images once and records, per GT relation and per ranking, the
-0-based rank of the best-ranked prediction that hits it. "Recalled in the top K" is then
+`evaluate` ranks each batch of images first, then matches once — only the pairs that some ranking
+can place within its top max(K), since no other pair can ever count — and records, per GT
+relation and per ranking, the 0-based rank of the best-ranked prediction that hits it. "Recalled in the top K" is then
 `rank < K`, so every K and every metric (R, ng-R, mR, zR, A, phrase, k-per-pair, complete GT)
 comes from the same table with bincounts.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
-from sgtool.eval.matching import NO_HIT, BatchBoxes, PairIndex, match_candidates, min_rank
+from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, match_candidates, min_rank
 from sgtool.eval.ranking import EntryRanking, GraphRanking, candidate_entries, full_rank, graph_ranking
 
 TASKS = ("predcls", "sgcls", "sgdet")
@@ -27,13 +28,13 @@ GROUPS = ("head", "body", "tail")
 # Metric families: name template (K = cut-off) -> convention, one line.
 METRIC_FAMILIES: dict[str, str] = {
     "R@K": "graph-constrained recall: per image |GT relations hit by the top K| / |GT relations|, mean over images with GT",
-    "ng-R@K": "no graph constraint: every (pair, predicate) ranked, top K; per-image recall, mean over images with GT",
+    "ng-R@K": "no graph constraint: every (pair, predicate) ranked (ties stably: pair order, then predicate index), top K; per-image recall, mean over images with GT",
     "mR@K": "graph-constrained mean recall: per-predicate recall (mean over images holding it), mean over ALL predicates (absent = 0)",
-    "ng-mR@K": "no-graph-constraint mean recall, mean over ALL predicates (absent = 0)",
+    "ng-mR@K": "no-graph-constraint mean recall (ties stably: pair order, then predicate index), mean over ALL predicates (absent = 0)",
     "mR@K-present": "graph-constrained mean recall over the predicates present in the test GT only",
-    "ng-mR@K-present": "no-graph-constraint mean recall over the predicates present in the test GT only",
+    "ng-mR@K-present": "no-graph-constraint mean recall (ties stably) over the predicates present in the test GT only",
     "zR@K": "graph-constrained zero-shot recall: only GT triplets unseen in training count; images without one skipped",
-    "ng-zR@K": "no-graph-constraint zero-shot recall: only unseen GT triplets count; images without one skipped",
+    "ng-zR@K": "no-graph-constraint zero-shot recall (ties stably): only unseen GT triplets count; images without one skipped",
     "A@K": "pair accuracy (PredCls/SGCls): predictions on GT pairs only, first K, hits / GT summed over the split (micro)",
     "head-mR@K": "graph-constrained mean of per-predicate recalls over the head group (absent = 0)",
     "body-mR@K": "graph-constrained mean of per-predicate recalls over the body group (absent = 0)",
@@ -94,7 +95,8 @@ class Hits:
     Pred side, aligned with `pred.pairs` rows (global): `pred_rank` (0-based graph-constrained
     rank within the image, known for the top max(ks) only, `NO_HIT` beyond: the pair is in the
     top K iff `pred_rank < K`), `pred_predicate` (the predicate it is ranked with, 1-based),
-    `pred_score` (its triplet score) and `pred_hit` (that triplet hits at least one GT relation).
+    `pred_score` (its triplet score) and `pred_hit` (that triplet hits at least one GT relation;
+    known for the top max(ks) pairs: pairs ranked beyond are never matched and read False).
     `gt_recalled(image, K)` and `top_pairs(image, K)` slice one image.
     """
 
@@ -140,6 +142,13 @@ class _Setup:
     k_lists: dict[str, int | None]  # metric prefix ("k1") -> k (None = free)
     iou_threshold: float
     legacy_iou: bool
+    empty_images: str = "zero"  # an image with GT relations and no candidate pair: "zero" counts 0, "skip" leaves it out
+
+
+EMPTY_IMAGES = {
+    "zero": "an image with GT relations and no candidate pair counts 0",
+    "skip": "an image with GT relations and no candidate pair is left out (as SGB does)",
+}
 
 
 @dataclass
@@ -158,15 +167,16 @@ class _Table:
     pred_hit: np.ndarray
     pred_unique_rank: np.ndarray  # graph rank after removing duplicates (NO_HIT for a duplicate)
     pred_complete_hit: np.ndarray
+    pair_counts: np.ndarray  # (images,) candidate pairs per image
 
     @classmethod
-    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str]) -> "_Table":
+    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str], n_images: int) -> "_Table":
         def ranks(n: int) -> np.ndarray:
             return np.full(n, NO_HIT, dtype=np.int64)
 
         return cls(ranks(n_gt), ranks(n_gt), ranks(n_gt), ranks(n_gt), {k: ranks(n_gt) for k in k_names},
                    ranks(n_complete), ranks(n_pairs), np.zeros(n_pairs, np.int64), np.zeros(n_pairs),
-                   np.zeros(n_pairs, bool), ranks(n_pairs), np.zeros(n_pairs, bool))
+                   np.zeros(n_pairs, bool), ranks(n_pairs), np.zeros(n_pairs, bool), np.zeros(n_images, np.int64))
 
 
 # ---------------------------------------------------------------- validation
@@ -274,7 +284,7 @@ def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.
     identical, canon = _has_identical_boxes(pb)
     if unique_pairs and not identical:
         return gc.rank.copy()
-    rank = full_rank(gc.score, image)
+    rank = gc.full_rank()
     n = max(len(canon), 1)
     triplet = (canon[pairs[:, 0]] * n + canon[pairs[:, 1]]) * num_predicates + gc.predicate
     _, group = np.unique(triplet, return_inverse=True)
@@ -289,55 +299,82 @@ def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.
     return np.where(dup, NO_HIT, unique)
 
 
-def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
+@dataclass
+class _Batch:
+    """One batch of images i0..i1: its predicted pairs p0..p1 and GT relations g0..g1, batch-local rows."""
+
+    i0: int
+    i1: int
+    p0: int
+    p1: int
+    g0: int
+    g1: int
+    pb: BatchBoxes
+    gb: BatchBoxes
+    pairs: np.ndarray
+    image: np.ndarray  # batch image of each pair
+    rel_scores: np.ndarray
+    scale: np.ndarray  # subject score x object score (1 in PredCls)
+
+
+def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
     gt, pred = s.gt, s.pred
     p0, p1 = int(pred.pair_offsets[i0]), int(pred.pair_offsets[i1])
     pb = _slice_boxes(pred.boxes, pred.labels, pred.box_offsets, i0, i1)
-    gb = _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1)
     pairs = pred.pairs[p0:p1] - pred.box_offsets[i0]
-    rel_scores = pred.rel_scores[p0:p1]
-    counts = np.diff(pred.pair_offsets[i0:i1 + 1])
-    image = owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0)
-    position = np.arange(p1 - p0) - (pred.pair_offsets[i0:i1][image] - p0)
     if s.task == "predcls":  # object scores are 1 by convention
         obj_scores = np.ones(len(pb.labels))
     else:
         obj_scores = pred.scores[pred.box_offsets[i0]:pred.box_offsets[i1]].astype(np.float64)
-    scale = obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]]
+    return _Batch(i0, i1, p0, p1, int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1]), pb,
+                  _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1), pairs,
+                  owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0), pred.rel_scores[p0:p1],
+                  obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]])
 
-    first_row = pred.pair_offsets[i0:i1] - p0
-    gc = graph_ranking(rel_scores, scale, image, position, counts, first_row, s.kmax)
-    t.pred_rank[p0:p1], t.pred_predicate[p0:p1], t.pred_score[p0:p1] = gc.rank, gc.predicate, gc.score
-    index = PairIndex(pairs, pb)
 
-    g0, g1 = int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1])
-    gt_pairs = gt.relations.pairs[g0:g1] - gt.box_offsets[i0]
-    gt_pred = gt.relations.predicates[g0:g1]
-    cand = match_candidates(gt_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
+    """Rank every pair of a batch of images, then match only the pairs some ranking puts in its top max(K)."""
+    b = _batch(s, i0, i1)
+    counts = np.diff(s.pred.pair_offsets[i0:i1 + 1])
+    t.pair_counts[i0:i1] = counts
+    gc = graph_ranking(b.rel_scores, b.scale, b.image, counts, s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
+    t.pred_rank[b.p0:b.p1], t.pred_predicate[b.p0:b.p1], t.pred_score[b.p0:b.p1] = gc.rank, gc.predicate, gc.score
+    cand, gt_pred = _match_relations(s, t, gc, b)
+    _entry_lists(s, t, gc, b, cand, gt_pred)
+    if s.gt.complete is not None:
+        _complete(s, t, gc, b)
+
+
+def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple[Candidates, np.ndarray]:
+    """Graph-constrained, phrase and pair-accuracy ranks of the batch's GT relations."""
+    gt = s.gt
+    gt_pairs = gt.relations.pairs[b.g0:b.g1] - gt.box_offsets[b.i0]
+    gt_pred = gt.relations.predicates[b.g0:b.g1]
+    ranked = gc.rank < s.kmax  # the top max(K) of the graph ranking: also holds every pair of the
+    frank = None  # no-graph, k-per-pair and phrase top lists (see ranking.candidate_entries)
+    if s.task != "sgdet":
+        flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.image, b.pb, b.gb)
+        frank = _filtered_rank(flag, gc.score, b.image)
+        ranked |= frank < s.kmax
+    cand = match_candidates(gt_pairs, b.gb, b.pairs, b.pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou)
     same = gc.predicate[cand.pair] == gt_pred[cand.gt]
     hit = cand.rel_ok & same
-    n = g1 - g0
-    t.gc[g0:g1] = min_rank(n, cand.gt[hit], gc.rank[cand.pair[hit]])
-    t.phr[g0:g1] = min_rank(n, cand.gt[cand.phr_ok & same], gc.rank[cand.pair[cand.phr_ok & same]])
-    t.pred_hit[p0 + cand.pair[hit]] = True
-
-    if s.task != "sgdet":
-        flag = _gt_pair_flags(s, i0, i1, pairs, image, pb, gb)
-        frank = _filtered_rank(flag, gc.score, image)
+    phrase = cand.phr_ok & same
+    n = b.g1 - b.g0
+    t.gc[b.g0:b.g1] = min_rank(n, cand.gt[hit], gc.rank[cand.pair[hit]])
+    t.phr[b.g0:b.g1] = min_rank(n, cand.gt[phrase], gc.rank[cand.pair[phrase]])
+    t.pred_hit[b.p0 + cand.pair[hit]] = True
+    if frank is not None:
         on_pair = hit & flag[cand.pair]
-        t.acc[g0:g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
-
-    _entry_lists(s, t, gc, rel_scores, scale, i0, g0, g1, cand, gt_pred)
-    if gt.complete is not None:
-        _complete(s, t, gc, pairs, pb, image, index, i0, i1, p0, p1)
+        t.acc[b.g0:b.g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
+    return cand, gt_pred
 
 
-def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray, scale: np.ndarray, i0: int,
-                 g0: int, g1: int, cand, gt_pred: np.ndarray) -> None:
+def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch, cand: Candidates, gt_pred: np.ndarray) -> None:
     """No-graph-constraint ranking and the k-predictions-per-pair lists."""
     P = s.num_predicates
-    first_row = s.pred.pair_offsets[i0:i0 + len(gc.counts)] - s.pred.pair_offsets[i0]
-    entries = candidate_entries(gc, rel_scores, scale, first_row, s.kmax)
+    list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
+    entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]
@@ -347,21 +384,29 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray,
         if k not in lists:
             lists[k] = entries.top(k, s.kmax, P)
         target = t.ng if name == "ng" else t.k_lists[name]
-        target[g0:g1] = min_rank(g1 - g0, gts, lists[k].lookup(keys))
+        target[b.g0:b.g1] = min_rank(b.g1 - b.g0, gts, lists[k].lookup(keys))
 
 
-def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray,
-              index: PairIndex, i0: int, i1: int, p0: int, p1: int) -> None:
+def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
+    """Whether some (subject, object) pair is listed twice (a count per subject row x local object)."""
+    if len(pairs) < 2:
+        return False
+    width = int(np.diff(pb.offsets).max(initial=1))
+    local_object = pairs[:, 1] - pb.offsets[pb.image_of()[pairs[:, 1]]]
+    return bool(np.bincount(pairs[:, 0] * width + local_object).max() > 1)
+
+
+def _complete(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> None:
     """Precision and recall against the complete ground truth (duplicates removed)."""
     rels = s.gt.complete
-    c0, c1 = int(rels.offsets[i0]), int(rels.offsets[i1])
-    gb = _slice_boxes(s.gt.boxes, s.gt.labels, s.gt.box_offsets, i0, i1)
-    c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[i0]
-    cand = match_candidates(c_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    c0, c1 = int(rels.offsets[b.i0]), int(rels.offsets[b.i1])
+    c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[b.i0]
+    unique_rank = _unique_rank(gc, b.pairs, b.pb, b.image, not _has_duplicate_pairs(b.pairs, b.pb), s.num_predicates)
+    rows = np.flatnonzero(unique_rank < s.kmax)  # only these can enter a top-K list without duplicates
+    cand = match_candidates(c_pairs, b.gb, b.pairs, b.pb, rows, s.iou_threshold, s.legacy_iou)
     hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
-    unique_rank = _unique_rank(gc, pairs, pb, image, index.unique, s.num_predicates)
-    t.pred_unique_rank[p0:p1] = unique_rank
-    t.pred_complete_hit[p0 + cand.pair[hit]] = True
+    t.pred_unique_rank[b.p0:b.p1] = unique_rank
+    t.pred_complete_hit[b.p0 + cand.pair[hit]] = True
     t.complete[c0:c1] = min_rank(c1 - c0, cand.gt[hit], unique_rank[cand.pair[hit]])
 
 
@@ -408,18 +453,25 @@ def _f1(a: float, b: float) -> float:
     return float(2 * a * b / (a + b)) if (a + b) > 0 else (0.0 if a == a and b == b else float("nan"))
 
 
+def counted_images(s: _Setup, t: _Table) -> np.ndarray:
+    """(images,) bool: the images the metrics average over (all, or with --empty-images skip only
+    those with at least one candidate pair)."""
+    return (t.pair_counts > 0) | (s.empty_images == "zero")
+
+
 def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
                seen_triplets: np.ndarray | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     gt, P, n_img = s.gt, s.num_predicates, s.gt.num_images
     image = owner_of_rows(gt.relations.offsets)
-    pred_of = gt.relations.predicates
+    keep = counted_images(s, t)[image]  # GT relations of the images that count
+    image, pred_of = image[keep], gt.relations.predicates[keep]
     groups = _PredicateGroups(image, pred_of, P)
-    unseen = _unseen_mask(gt, seen_triplets, P) if seen_triplets is not None else None
-    n_rel = max(len(pred_of), 1)
+    unseen = _unseen_mask(gt, seen_triplets, P)[keep] if seen_triplets is not None else None
+    n_rel = len(pred_of) or float("nan")  # NaN when --empty-images skip left every image out
     metrics: dict[str, float] = {}
     per_pred: dict[str, np.ndarray] = {}
     for K in s.ks:
-        for prefix, ranks in (("", t.gc), ("ng-", t.ng)):
+        for prefix, ranks in (("", t.gc[keep]), ("ng-", t.ng[keep])):
             hit = ranks < K
             metrics[f"{prefix}R@{K}"] = _mean_recall_per_image(hit, image, n_img)
             per = groups.recall(hit)
@@ -429,16 +481,16 @@ def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
             if unseen is not None:
                 metrics[f"{prefix}zR@{K}"] = _mean_recall_per_image(hit[unseen], image[unseen], n_img)
         if s.task != "sgdet":
-            metrics[f"A@{K}"] = float((t.acc < K).sum() / n_rel)
+            metrics[f"A@{K}"] = float((t.acc[keep] < K).sum() / n_rel)
         if predicate_groups is not None:
             for g, name in enumerate(GROUPS):
                 metrics[f"{name}-mR@{K}"] = _mean_all(per_pred[f"R@{K}"], np.flatnonzero(np.asarray(predicate_groups) == g))
         metrics[f"F1@{K}"] = _f1(metrics[f"R@{K}"], metrics[f"mR@{K}"])
-        metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr < K, image, n_img)
+        metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr[keep] < K, image, n_img)
         for name in s.k_lists:
-            metrics[f"{name}-R@{K}"] = float((t.k_lists[name] < K).sum() / n_rel)
+            metrics[f"{name}-R@{K}"] = float((t.k_lists[name][keep] < K).sum() / n_rel)
         if gt.complete is not None:
-            metrics.update(_complete_metrics(s, t, K))
+            metrics.update(_complete_metrics(s, t, K, counted_images(s, t)[owner_of_rows(gt.complete.offsets)]))
     return metrics, per_pred
 
 
@@ -456,9 +508,9 @@ def _unseen_mask(gt: SceneGraphs, seen: np.ndarray, P: int) -> np.ndarray:
     return ~np.isin(gt_keys, key(seen[:, 0], seen[:, 1], seen[:, 2]))
 
 
-def _complete_metrics(s: _Setup, t: _Table, K: int) -> dict[str, float]:
-    total = len(s.gt.complete)
-    recall = float((t.complete < K).sum() / total) if total else float("nan")
+def _complete_metrics(s: _Setup, t: _Table, K: int, keep: np.ndarray) -> dict[str, float]:
+    total = int(keep.sum())
+    recall = float((t.complete[keep] < K).sum() / total) if total else float("nan")
     kept = t.pred_unique_rank < K
     n_pred = int(kept.sum())
     precision = float((kept & t.pred_complete_hit).sum() / n_pred) if n_pred else float("nan")
@@ -474,7 +526,8 @@ def _convention_line(family: str) -> str:
 
 def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
     iou = f"IoU >= {s.iou_threshold:g}" + (" with the +1-pixel legacy area" if s.legacy_iou else " with exact areas")
-    return {name: f"{_convention_line(metric_family(name)[0])}; {s.task}; {iou}" for name in metrics}
+    shared = f"{s.task}; {iou}; {EMPTY_IMAGES[s.empty_images]}; ties in every ranking keep the input order"
+    return {name: f"{_convention_line(metric_family(name)[0])}; {shared}" for name in metrics}
 
 
 # ---------------------------------------------------------------- entry point
@@ -482,26 +535,42 @@ def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
 def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: int,
              ks: tuple[int, ...] = (20, 50, 100), predicate_groups: np.ndarray | None = None,
              seen_triplets: np.ndarray | None = None, iou_threshold: float = 0.5, legacy_iou: bool = True,
-             top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None) -> EvalResult:
-    """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions)."""
+             top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None,
+             empty_images: str = "zero") -> EvalResult:
+    """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions).
+
+    empty_images: "zero" (default) counts an image with GT relations and no candidate pair as
+    recall 0; "skip" leaves it out of every metric, as the community benchmark (SGB) does."""
     _validate(gt, pred, task, num_predicates, tuple(ks), predicate_groups, seen_triplets, iou_threshold,
               tuple(top_k_per_pair))
+    check_empty_images(empty_images)
     _check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
            "No image of the split has a ground-truth relation, so there is nothing to recall.",
            "Check the split (--split) or the dataset's relations.")
     ks = tuple(int(k) for k in ks)
     s = _Setup(gt, pred, task, num_predicates, ks, max(ks), _k_list_names(tuple(top_k_per_pair)),
-               float(iou_threshold), bool(legacy_iou))
+               float(iou_threshold), bool(legacy_iou), empty_images)
     n_complete = len(gt.complete) if gt.complete is not None else 0
-    t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists))
+    t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists), gt.num_images)
     _run_batches(s, t, reporter, workers)
     metrics, per_pred = _aggregate(s, t, predicate_groups, seen_triplets)
     hits = Hits(gt.relations.offsets, pred.pair_offsets, t.gc, t.ng, t.pred_rank, t.pred_predicate, t.pred_score,
                 t.pred_hit)
-    counted = int((gt.relations.counts() > 0).sum())
-    counts = {"images": gt.num_images, "images_with_relations": counted, "relations": len(gt.relations),
-              "predicted_pairs": len(pred.pairs)}
+    counts = {"images": gt.num_images, "images_with_relations": int((gt.relations.counts() > 0).sum()),
+              "relations": len(gt.relations), "predicted_pairs": len(pred.pairs), **_empty_counts(s, t)}
     return EvalResult(metrics, per_pred, _conventions(metrics, s), hits, counts)
+
+
+def check_empty_images(value: str) -> None:
+    _check(value in EMPTY_IMAGES, f"Unknown --empty-images value '{value}'.",
+           "Use zero (count such an image as 0) or skip (leave it out, as SGB does).")
+
+
+def _empty_counts(s: _Setup, t: _Table) -> dict[str, int]:
+    """Images with GT relations and no candidate pair, and how many of them the metrics left out."""
+    empty = (s.gt.relations.counts() > 0) & (t.pair_counts == 0)
+    return {"images_with_relations_and_no_pair": int(empty.sum()),
+            "images_left_out": int((empty & ~counted_images(s, t)).sum())}
 
 
 def _run_batches(s: _Setup, t: _Table, reporter, workers: int | None) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sgtool.eval.matching import expand_ranges
 
 NO_RANK = np.iinfo(np.int64).max  # a pair or entry outside the ranked top
 
@@ -22,71 +23,118 @@ class GraphRanking:
     prob: np.ndarray  # (C,) float64 probability of that predicate
     score: np.ndarray  # (C,) float64 triplet score
     rank: np.ndarray  # (C,) int64, 0-based within the image; NO_RANK outside the top m
-    order: np.ndarray  # (B, m) pair positions within each image, best first; NO_RANK as padding
+    image: np.ndarray  # (C,) batch image of each pair
     counts: np.ndarray  # (B,) pairs per image
+    full: np.ndarray | None = None  # (C,) rank of every pair, computed on first use (complete GT)
+
+    def full_rank(self) -> np.ndarray:
+        """Stable descending rank of every pair within its image."""
+        if self.full is None:
+            self.full = full_rank(self.score, self.image)
+        return self.full
+
+
+_BACKGROUND_REDO_SHARE = 0.2  # above this share of background-won rows, argmax over columns 1.. directly
 
 
 def best_predicate(rel_scores: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """argmax over columns 1.. (first index on ties) and its probability.
 
-    A plain argmax over whole rows is fast; only rows where background wins are redone
-    without column 0 (a strided argmax over columns 1.. would be ten times slower).
+    A plain argmax over whole rows is fast; when background wins few rows only those are redone
+    without column 0, otherwise (real softmax outputs: background wins most pairs) the argmax
+    runs on the columns 1.. view of every row.
     """
     n = len(rel_scores)
-    pred = rel_scores.argmax(axis=1) if n else np.zeros(0, np.int64)
-    redo = np.flatnonzero(pred == 0)
-    for lo in range(0, len(redo), chunk):
-        rows = redo[lo:lo + chunk]
-        buf = rel_scores[rows]
-        buf[:, 0] = -np.inf
-        pred[rows] = buf.argmax(axis=1)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    sample = rel_scores[:: max(n // 512, 1)].argmax(axis=1)  # does background win often?
+    if (sample == 0).mean() > _BACKGROUND_REDO_SHARE:
+        pred = rel_scores[:, 1:].argmax(axis=1) + 1
+    else:
+        pred = rel_scores.argmax(axis=1)
+        redo = np.flatnonzero(pred == 0)
+        for lo in range(0, len(redo), chunk):
+            rows = redo[lo:lo + chunk]
+            buf = rel_scores[rows]
+            buf[:, 0] = -np.inf
+            pred[rows] = buf.argmax(axis=1)
     pred = pred.astype(np.int64, copy=False)
+    if rel_scores.flags.c_contiguous:  # a flat gather is several times faster than take_along_axis
+        return pred, rel_scores.ravel()[np.arange(n) * rel_scores.shape[1] + pred].astype(np.float64)
     return pred, np.take_along_axis(rel_scores, pred[:, None], axis=1)[:, 0].astype(np.float64)
 
 
-def rank_top(score: np.ndarray, image: np.ndarray, position: np.ndarray, counts: np.ndarray,
-             first_row: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stable descending rank of the best m rows of each image (partition, then sort only those)."""
-    b_count, cmax = len(counts), int(counts.max(initial=0))
-    m = min(m, cmax)
+def _kth_best(neg_score: np.ndarray, counts: np.ndarray, first_row: np.ndarray, m: int) -> np.ndarray:
+    """Per image, the m-th smallest of -score (+inf for images with at most m rows).
+
+    Images are padded into tables by size class (largest at most twice the smallest, so padding
+    never dwarfs the rows) and each table is partitioned at m: linear in the rows.
+    """
+    kth = np.full(len(counts), np.inf)
+    big = np.flatnonzero(counts > m)
+    big = big[np.argsort(counts[big], kind="stable")]
+    sizes = counts[big]
+    start = 0
+    while start < len(big):
+        stop = int(np.searchsorted(sizes, 2 * sizes[start], side="right"))
+        group = big[start:stop]
+        owner, rows = expand_ranges(first_row[group], counts[group])
+        padded = np.full((len(group), int(sizes[stop - 1])), np.inf)
+        padded[owner, rows - first_row[group][owner]] = neg_score[rows]
+        kth[group] = np.partition(padded, m - 1, axis=1)[:, m - 1]
+        start = stop
+    return kth
+
+
+def rank_top(score: np.ndarray, image: np.ndarray, counts: np.ndarray, first_row: np.ndarray, m: int) -> np.ndarray:
+    """Stable descending rank of the best m rows of each image (NO_RANK for the others).
+
+    The m-th best score of each image is found by partition; the rows above it, and the first
+    rows (in input order) equal to it up to m, are the only ones sorted.
+    """
     rank = np.full(len(score), NO_RANK, dtype=np.int64)
-    if m == 0:
-        return rank, np.full((b_count, 0), NO_RANK, dtype=np.int64)
-    padded = np.full((b_count, cmax), np.inf)
-    padded[image, position] = -score
-    kth = np.partition(padded, m - 1, axis=1)[:, m - 1 : m]
-    above = padded < kth
-    equal = (padded == kth) & (np.arange(cmax)[None, :] < counts[:, None])
-    need = m - above.sum(axis=1, keepdims=True)
-    if np.any(equal.sum(axis=1, keepdims=True) > need):  # ties at the cut: keep the first ones
-        equal &= np.cumsum(equal, axis=1) <= need
-    flat = np.flatnonzero(above | equal)
-    img = flat // cmax
-    sort = np.lexsort((padded.ravel()[flat], img))  # stable: ties keep the pairs' order
-    flat, img = flat[sort], img[sort]
-    r = np.arange(len(flat), dtype=np.int64) - np.searchsorted(img, img)
-    pos = flat % cmax
-    order = np.full((b_count, m), NO_RANK, dtype=np.int64)
-    order[img, r] = pos
-    rank[first_row[img] + pos] = r
-    return rank, order
+    if m <= 0 or not len(score):
+        return rank
+    neg = -score
+    kth = _kth_best(neg, counts, first_row, m)[image]
+    above = neg < kth
+    equal = neg == kth
+    if equal.any():  # ties at the cut: keep the first ones, up to m per image
+        need = m - np.bincount(image, weights=above, minlength=len(counts)).astype(np.int64)
+        seen = np.cumsum(equal)
+        seen -= np.concatenate([[0], seen])[first_row][image]  # equal rows so far in the image
+        above |= equal & (seen <= need[image])
+    rows = np.flatnonzero(above)
+    sort = grouped_descending(score[rows], image[rows])
+    rows = rows[sort]
+    img = image[rows]
+    rank[rows] = np.arange(len(rows), dtype=np.int64) - np.searchsorted(img, img)
+    return rank
+
+
+def grouped_descending(score: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """The permutation that sorts rows by group, then score descending, ties in input order
+    (np.lexsort((-score, group)), in two stable sorts: the second, on small integers, is a radix sort)."""
+    by_score = np.argsort(-score, kind="stable")
+    small = group.astype(np.int16 if int(group.max(initial=0)) < 2**15 else np.int64, copy=False)
+    return by_score[np.argsort(small[by_score], kind="stable")]
 
 
 def full_rank(score: np.ndarray, image: np.ndarray) -> np.ndarray:
     """Stable descending rank of every row within its image (rows grouped by image, in order)."""
-    sort = np.lexsort((-score, image))
+    sort = grouped_descending(score, image)
     rank = np.empty(len(score), dtype=np.int64)
     img = image[sort]
     rank[sort] = np.arange(len(score)) - np.searchsorted(img, img)
     return rank
 
 
-def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray, image: np.ndarray, position: np.ndarray,
-                  counts: np.ndarray, first_row: np.ndarray, m: int) -> GraphRanking:
+def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray, image: np.ndarray, counts: np.ndarray,
+                  first_row: np.ndarray, m: int) -> GraphRanking:
     pred, prob = best_predicate(rel_scores)
     score = prob * pair_scale
-    rank, order = rank_top(score, image, position, counts, first_row, m)
-    return GraphRanking(pred, prob, score, rank, order, counts)
+    rank = rank_top(score, image, counts, first_row, m)
+    return GraphRanking(pred, prob, score, rank, image, counts)
 
 
 @dataclass
@@ -124,44 +172,84 @@ class Entries:
         return EntryRanking(keys[sort], rank[inside][sort])
 
 
-def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, first_row: np.ndarray,
-                      m: int) -> Entries:
-    """Every entry that can be in the top m of the no-graph ranking or of a top-k-per-pair list.
+def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, m: int,
+                      list_ks: tuple[int, ...] = ()) -> Entries:
+    """Every entry that can be in the top m of the no-graph ranking or of a top-k-per-pair list
+    (list_ks: the k of each list, the number of foreground predicates for "all").
 
     If (c, p) is in such a top m, each pair ranked before c by graph score owns an entry ranked
     before (c, p) (its best one), so c is among the m best pairs. And when an image has at least
     m pairs, every list holds the best entries of those m pairs, so its m-th score is at least
     t0 = the m-th best graph score: entries below t0 cannot make it. Entries at or above t0
     include, for their pair, every more probable predicate, so within-pair ranks stay exact.
+    Images with fewer than m pairs have no such t0; their entries are cut per list instead
+    (`_small_image_entries`).
     """
-    width = min(m, gc.order.shape[1])
-    if width == 0:
-        empty = np.zeros(0, np.int64)
-        return Entries(empty, empty, empty, empty)
-    top = gc.order[:, :width]
-    valid_sorted = top < gc.counts[:, None]
-    last = np.maximum(valid_sorted.sum(1) - 1, 0)
-    top_rows = np.where(valid_sorted, first_row[:, None] + np.where(valid_sorted, top, 0), 0)
-    full = gc.counts >= m  # images with at least m pairs get a threshold
+    rows = np.flatnonzero(gc.rank < m)  # the m best pairs of each image, in input order
     t0 = np.full(len(gc.counts), -np.inf)
-    t0[full] = gc.score[top_rows[np.arange(len(last)), last][full]]
-    top = np.sort(np.where(valid_sorted, top, np.iinfo(np.int64).max), axis=1)  # input order
-    valid = top < gc.counts[:, None]
-    rows = np.where(valid, first_row[:, None] + np.where(valid, top, 0), 0)
-    probs = rel_scores[rows.ravel(), 1:].reshape(rows.shape + (rel_scores.shape[1] - 1,))
-    scale = pair_scale[rows]
+    last = rows[gc.rank[rows] == m - 1]  # images with at least m pairs get a threshold
+    t0[gc.image[last]] = gc.score[last]
+    small = gc.counts[gc.image[rows]] < m
+    parts = [_thresholded_entries(rows[~small], gc.image[rows[~small]], t0, rel_scores, pair_scale),
+             _small_image_entries(rows[small], gc.image[rows[small]], rel_scores, pair_scale, m,
+                                  list_ks or (rel_scores.shape[1] - 1,), len(gc.counts))]
+    b, row, q, within, score = (np.concatenate(column) for column in zip(*parts))
+    order = grouped_descending(score, b)  # entries of one image come from one part, in (row, q) order
+    return Entries(b[order], row[order], q[order] + 1, within[order])
+
+
+def _thresholded_entries(rows: np.ndarray, img: np.ndarray, t0: np.ndarray, rel_scores: np.ndarray,
+                         pair_scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Entries scoring at least t0 of their image: (image, row, predicate - 1, within-pair rank, score)."""
+    scale, floor = pair_scale[rows], t0[img]
     with np.errstate(divide="ignore", invalid="ignore"):
-        loose = np.where(scale > 0, t0[:, None] / scale * (1 - 1e-6), np.where(t0[:, None] <= 0, -np.inf, np.inf))
-    flat = np.flatnonzero((probs >= loose[..., None].astype(probs.dtype)) & valid[..., None])
-    b, j, q = np.unravel_index(flat, probs.shape)
-    row = rows[b, j]
-    prob = probs[b, j, q].astype(np.float64)
+        loose = np.where(scale > 0, floor / scale * (1 - 1e-6), np.where(floor <= 0, -np.inf, np.inf))
+    probs = rel_scores[rows, 1:]
+    j, q = np.nonzero(probs >= loose[:, None].astype(probs.dtype))
+    row, b = rows[j], img[j]
+    prob = probs[j, q].astype(np.float64)
     score = prob * pair_scale[row]
     exact = score >= t0[b]
     b, row, q, prob, score = b[exact], row[exact], q[exact], prob[exact], score[exact]
     within = np.empty(len(row), np.int64)
-    by_pair = np.lexsort((q, -prob, row))
+    if probs.dtype == np.float32 and (not len(prob) or prob.min() >= 0):  # one int64 key; ties: q ascending
+        by_pair = np.argsort(_pair_then_probability(row, prob), kind="stable")
+    else:
+        by_pair = np.lexsort((q, -prob, row))
     pair_sorted = row[by_pair]
     within[by_pair] = np.arange(len(row)) - np.searchsorted(pair_sorted, pair_sorted)
-    order = np.lexsort((-score, b))
-    return Entries(b[order], row[order], q[order] + 1, within[order])
+    return b, row, q, within, score
+
+
+def _small_image_entries(rows: np.ndarray, img: np.ndarray, rel_scores: np.ndarray, pair_scale: np.ndarray,
+                         m: int, list_ks: tuple[int, ...], num_images: int) -> tuple[np.ndarray, ...]:
+    """Entries of images with fewer than m pairs that can make the top m of some list.
+
+    Lists are nested (k1 within k10 within all), so an entry whose within-pair rank is w belongs to
+    every list with k > w, and the smallest such k has the lowest m-th best score t_k: the entry is
+    needed iff its score reaches that t_k. Every more probable predicate of its pair then reaches
+    its own (lower or equal) threshold too, so the ranks computed among the kept entries are exact.
+    """
+    probs = rel_scores[rows, 1:]
+    n_rows, width = probs.shape
+    within = np.empty((n_rows, width), np.int64)
+    within[np.arange(n_rows)[:, None], np.argsort(-probs, axis=1, kind="stable")] = np.arange(width)
+    score = probs.astype(np.float64) * pair_scale[rows][:, None]
+    floor = np.full((n_rows, width), -np.inf)
+    lower = 0
+    for k in sorted({min(int(k), width) for k in list_ks}):
+        member = within < k
+        per_image = np.bincount(img, minlength=num_images) * k
+        first = np.concatenate([[0], np.cumsum(per_image)[:-1]])
+        t_k = -_kth_best(-score[member], per_image, first, m)  # -inf where the list holds at most m
+        floor = np.where(member & (within >= lower), t_k[img][:, None], floor)
+        lower = k
+    j, q = np.nonzero(score >= floor)
+    return img[j], rows[j], q, within[j, q], score[j, q]
+
+
+def _pair_then_probability(row: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """One int64 key ordering entries by pair row, then probability descending (probabilities are
+    float32 values >= 0, whose bit patterns order like the values; -0.0 counts as 0)."""
+    bits = (prob.astype(np.float32) + np.float32(0)).view(np.uint32).astype(np.int64)
+    return row.astype(np.int64) * (1 << 32) + ((1 << 32) - 1 - bits)

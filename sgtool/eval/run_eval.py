@@ -20,6 +20,7 @@ from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_p
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
+from sgtool.eval.metrics import check_empty_images
 from sgtool.eval.report import EvalOutcome
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -36,11 +37,12 @@ def seen_triplets(priors: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def evaluate_predictions(gt: SceneGraphs, predictions: Predictions, task: str, priors: dict[str, np.ndarray],
-                         vocab: Vocabulary, ks: tuple[int, ...] = DEFAULT_KS, reporter: Reporter = SILENT) -> EvalResult:
+                         vocab: Vocabulary, ks: tuple[int, ...] = DEFAULT_KS, reporter: Reporter = SILENT,
+                         empty_images: str = "zero") -> EvalResult:
     """The metric engine on one split, with the dataset's predicate groups and seen triplets."""
     return evaluate(gt, predictions, task=task, num_predicates=vocab.num_predicate_classes, ks=tuple(ks),
                     predicate_groups=priors.get("predicate_groups"), seen_triplets=seen_triplets(priors),
-                    reporter=reporter)
+                    reporter=reporter, empty_images=empty_images)
 
 
 # ---------------------------------------------------------------- options
@@ -118,10 +120,11 @@ def resolve_task(task: str | None, predictions: Predictions, settings: dict, pat
 
 def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task: str | None = None,
              metrics: list[str] | None = None, ks: tuple[int, ...] = DEFAULT_KS, dump_graphs: int = 0,
-             reporter: Reporter = SILENT) -> EvalOutcome:
+             reporter: Reporter = SILENT, empty_images: str = "zero") -> EvalOutcome:
     from sgtool.eval.report import dump_graphs as write_graphs, write_report
 
     selected = check_metrics(metrics or [])
+    check_empty_images(empty_images)
     ks = tuple(sorted(set(ks) | {k for k in map(metric_k, selected) if k is not None}))
     if split not in SPLIT_CODES:
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
@@ -140,7 +143,7 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
                           "Evaluate another split with --split.")
     priors = load_prepared_priors(ws, prepared.name)
     reporter.info(f"Evaluating run {run} on the {split} split of '{prepared.name}' ({task}, {gt.num_images} images).")
-    result = evaluate_predictions(gt, predictions, task, priors, prepared.vocab, ks, reporter)
+    result = evaluate_predictions(gt, predictions, task, priors, prepared.vocab, ks, reporter, empty_images)
     check_available(selected, result, task)
     outcome = EvalOutcome(run, prepared.name, split, task, ks, result, ws.report_dir(run), selected,
                           head_meta=dict(predictions.meta.get("head_meta") or {}))

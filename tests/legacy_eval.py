@@ -1,0 +1,792 @@
+"""A frozen copy of the evaluator as it was before issue 20 (match every same-label candidate, then
+cut by rank): the reference the new evaluator must equal, metric for metric. Test-only code: it is
+matching.py, ranking.py and metrics.py of sgtool/eval at commit f1bfc9d, joined into one module."""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sgtool.data.graphs import SceneGraphs, owner_of_rows
+from sgtool.data.predictions import Predictions
+from sgtool.errors import SgtoolError
+
+
+
+NO_HIT = np.iinfo(np.int64).max  # rank of a GT relation that no prediction hits
+
+
+def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged expansion: for each i, rows starts[i] .. starts[i] + counts[i] - 1, with their owner i."""
+    counts = counts.astype(np.int64, copy=False)
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    rows = np.arange(int(counts.sum()), dtype=np.int64) - first[owner] + starts[owner]
+    return owner, rows
+
+
+def box_areas(boxes: np.ndarray, legacy: bool) -> np.ndarray:
+    """Areas; legacy = SGB's +1-pixel convention (x2 - x1 + 1)(y2 - y1 + 1)."""
+    one = 1.0 if legacy else 0.0
+    return (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+
+
+def rowwise_iou(a: np.ndarray, b: np.ndarray, legacy: bool = True) -> np.ndarray:
+    """IoU of a[k] with b[k] (float64), boxes xyxy."""
+    a = a.astype(np.float64, copy=False)
+    b = b.astype(np.float64, copy=False)
+    one = 1.0 if legacy else 0.0
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + one
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + one
+    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    union = box_areas(a, legacy) + box_areas(b, legacy) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def union_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest box holding a[k] and b[k]."""
+    return np.concatenate([np.minimum(a[:, :2], b[:, :2]), np.maximum(a[:, 2:], b[:, 2:])], axis=1)
+
+
+@dataclass
+class Candidates:
+    """(GT relation, predicted pair) combinations whose subject and object labels agree."""
+
+    gt: np.ndarray  # (T,) row into the GT relations given
+    pair: np.ndarray  # (T,) row into the predicted pairs given
+    rel_ok: np.ndarray  # (T,) bool: subject IoU and object IoU >= threshold
+    phr_ok: np.ndarray  # (T,) bool: union-box IoU >= threshold
+
+
+@dataclass
+class BatchBoxes:
+    """Boxes of one batch of images: rows, labels and the (B + 1,) offsets."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    offsets: np.ndarray
+
+    def image_of(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), np.diff(self.offsets))
+
+
+def _same_label_boxes(gt: BatchBoxes, pred: BatchBoxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each GT box: start and count in `order`, the pred boxes of its image with its label."""
+    width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
+    pred_key = pred.image_of() * width + pred.labels
+    order = np.argsort(pred_key, kind="stable")
+    sorted_key = pred_key[order]
+    gt_key = gt.image_of() * width + gt.labels
+    start = np.searchsorted(sorted_key, gt_key, side="left")
+    stop = np.searchsorted(sorted_key, gt_key, side="right")
+    return order, start, stop - start
+
+
+class PairIndex:
+    """Look up predicted pair rows by (subject row, object row); duplicate pairs allowed."""
+
+    def __init__(self, pairs: np.ndarray, pred: BatchBoxes) -> None:
+        self.width = int(np.diff(pred.offsets).max(initial=0))
+        self.local = pred.offsets[pred.image_of()] if len(pred.labels) else np.zeros(0, np.int64)
+        keys = self.key(pairs[:, 0], pairs[:, 1])
+        size = max(len(pred.labels) * self.width, 1)
+        self.counts = np.bincount(keys, minlength=size)
+        self.starts = np.cumsum(self.counts) - self.counts
+        self.order = np.argsort(keys, kind="stable")
+        self.unique = bool(self.counts.max(initial=0) <= 1)
+
+    def key(self, subj: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        return subj * self.width + (obj - self.local[obj])
+
+    def lookup(self, subj: np.ndarray, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query index, pair row) for every stored pair equal to (subj[q], obj[q])."""
+        keys = self.key(subj, obj)
+        query, rows = expand_ranges(self.starts[keys], self.counts[keys])
+        return query, self.order[rows]
+
+
+def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarray, pred: BatchBoxes,
+                     index: PairIndex, iou_threshold: float, legacy: bool) -> Candidates:
+    """Every (GT relation, predicted pair) with equal labels, with its box tests (vectorised)."""
+    order, start, count = _same_label_boxes(gt, pred)
+    gs, go = gt_pairs[:, 0], gt_pairs[:, 1]
+    n_obj = count[go]
+    rel, t = expand_ranges(np.zeros(len(gs), np.int64), count[gs] * n_obj)
+    ps = order[start[gs][rel] + t // np.maximum(n_obj[rel], 1)]
+    po = order[start[go][rel] + t % np.maximum(n_obj[rel], 1)]
+    query, pair = index.lookup(ps, po)
+    rel = rel[query]
+    g_s, g_o = gt.boxes[gs[rel]], gt.boxes[go[rel]]
+    p_s, p_o = pred.boxes[pred_pairs[pair, 0]], pred.boxes[pred_pairs[pair, 1]]
+    rel_ok = (rowwise_iou(g_s, p_s, legacy) >= iou_threshold) & (rowwise_iou(g_o, p_o, legacy) >= iou_threshold)
+    phr_ok = rowwise_iou(union_boxes(g_s, g_o), union_boxes(p_s, p_o), legacy) >= iou_threshold
+    keep = rel_ok | phr_ok
+    return Candidates(rel[keep], pair[keep], rel_ok[keep], phr_ok[keep])
+
+
+def min_rank(n: int, rows: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """(n,) smallest rank per row index (NO_HIT where none)."""
+    out = np.full(n, NO_HIT, dtype=np.int64)
+    np.minimum.at(out, rows, ranks)
+    return out
+
+
+
+
+NO_RANK = np.iinfo(np.int64).max  # a pair or entry outside the ranked top
+
+
+@dataclass
+class GraphRanking:
+    """One predicate per pair (best non-background); the best m pairs of each image ranked."""
+
+    predicate: np.ndarray  # (C,) 1-based
+    prob: np.ndarray  # (C,) float64 probability of that predicate
+    score: np.ndarray  # (C,) float64 triplet score
+    rank: np.ndarray  # (C,) int64, 0-based within the image; NO_RANK outside the top m
+    order: np.ndarray  # (B, m) pair positions within each image, best first; NO_RANK as padding
+    counts: np.ndarray  # (B,) pairs per image
+
+
+def best_predicate(rel_scores: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """argmax over columns 1.. (first index on ties) and its probability.
+
+    A plain argmax over whole rows is fast; only rows where background wins are redone
+    without column 0 (a strided argmax over columns 1.. would be ten times slower).
+    """
+    n = len(rel_scores)
+    pred = rel_scores.argmax(axis=1) if n else np.zeros(0, np.int64)
+    redo = np.flatnonzero(pred == 0)
+    for lo in range(0, len(redo), chunk):
+        rows = redo[lo:lo + chunk]
+        buf = rel_scores[rows]
+        buf[:, 0] = -np.inf
+        pred[rows] = buf.argmax(axis=1)
+    pred = pred.astype(np.int64, copy=False)
+    return pred, np.take_along_axis(rel_scores, pred[:, None], axis=1)[:, 0].astype(np.float64)
+
+
+def rank_top(score: np.ndarray, image: np.ndarray, position: np.ndarray, counts: np.ndarray,
+             first_row: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable descending rank of the best m rows of each image (partition, then sort only those)."""
+    b_count, cmax = len(counts), int(counts.max(initial=0))
+    m = min(m, cmax)
+    rank = np.full(len(score), NO_RANK, dtype=np.int64)
+    if m == 0:
+        return rank, np.full((b_count, 0), NO_RANK, dtype=np.int64)
+    padded = np.full((b_count, cmax), np.inf)
+    padded[image, position] = -score
+    kth = np.partition(padded, m - 1, axis=1)[:, m - 1 : m]
+    above = padded < kth
+    equal = (padded == kth) & (np.arange(cmax)[None, :] < counts[:, None])
+    need = m - above.sum(axis=1, keepdims=True)
+    if np.any(equal.sum(axis=1, keepdims=True) > need):  # ties at the cut: keep the first ones
+        equal &= np.cumsum(equal, axis=1) <= need
+    flat = np.flatnonzero(above | equal)
+    img = flat // cmax
+    sort = np.lexsort((padded.ravel()[flat], img))  # stable: ties keep the pairs' order
+    flat, img = flat[sort], img[sort]
+    r = np.arange(len(flat), dtype=np.int64) - np.searchsorted(img, img)
+    pos = flat % cmax
+    order = np.full((b_count, m), NO_RANK, dtype=np.int64)
+    order[img, r] = pos
+    rank[first_row[img] + pos] = r
+    return rank, order
+
+
+def full_rank(score: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Stable descending rank of every row within its image (rows grouped by image, in order)."""
+    sort = np.lexsort((-score, image))
+    rank = np.empty(len(score), dtype=np.int64)
+    img = image[sort]
+    rank[sort] = np.arange(len(score)) - np.searchsorted(img, img)
+    return rank
+
+
+def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray, image: np.ndarray, position: np.ndarray,
+                  counts: np.ndarray, first_row: np.ndarray, m: int) -> GraphRanking:
+    pred, prob = best_predicate(rel_scores)
+    score = prob * pair_scale
+    rank, order = rank_top(score, image, position, counts, first_row, m)
+    return GraphRanking(pred, prob, score, rank, order, counts)
+
+
+@dataclass
+class EntryRanking:
+    """Top entries (pair, predicate) of each image, with their 0-based rank."""
+
+    keys: np.ndarray  # sorted (pair row * P + predicate)
+    ranks: np.ndarray  # rank of each key
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Rank of each key, or the int64 maximum when it is not in the list."""
+        if not len(self.keys):
+            return np.full(len(keys), np.iinfo(np.int64).max, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[pos] == keys, self.ranks[pos], np.iinfo(np.int64).max)
+
+
+@dataclass
+class Entries:
+    """(pair, predicate) entries that can reach a top-m list, sorted by image, then score (stable)."""
+
+    image: np.ndarray  # (E,) batch image
+    row: np.ndarray  # (E,) batch pair row
+    predicate: np.ndarray  # (E,) 1-based
+    within_pair: np.ndarray  # (E,) rank of the predicate within its pair (prob desc, lower index first)
+
+    def top(self, k: int | None, m: int, num_predicates: int) -> EntryRanking:
+        """The m best entries per image among each pair's k best predicates (k None = all)."""
+        keep = np.ones(len(self.row), bool) if k is None else self.within_pair < k
+        image = self.image[keep]
+        rank = np.arange(len(image), dtype=np.int64) - np.searchsorted(image, image)
+        inside = rank < m
+        keys = self.row[keep][inside] * num_predicates + self.predicate[keep][inside]
+        sort = np.argsort(keys)
+        return EntryRanking(keys[sort], rank[inside][sort])
+
+
+def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, first_row: np.ndarray,
+                      m: int) -> Entries:
+    """Every entry that can be in the top m of the no-graph ranking or of a top-k-per-pair list.
+
+    If (c, p) is in such a top m, each pair ranked before c by graph score owns an entry ranked
+    before (c, p) (its best one), so c is among the m best pairs. And when an image has at least
+    m pairs, every list holds the best entries of those m pairs, so its m-th score is at least
+    t0 = the m-th best graph score: entries below t0 cannot make it. Entries at or above t0
+    include, for their pair, every more probable predicate, so within-pair ranks stay exact.
+    """
+    width = min(m, gc.order.shape[1])
+    if width == 0:
+        empty = np.zeros(0, np.int64)
+        return Entries(empty, empty, empty, empty)
+    top = gc.order[:, :width]
+    valid_sorted = top < gc.counts[:, None]
+    last = np.maximum(valid_sorted.sum(1) - 1, 0)
+    top_rows = np.where(valid_sorted, first_row[:, None] + np.where(valid_sorted, top, 0), 0)
+    full = gc.counts >= m  # images with at least m pairs get a threshold
+    t0 = np.full(len(gc.counts), -np.inf)
+    t0[full] = gc.score[top_rows[np.arange(len(last)), last][full]]
+    top = np.sort(np.where(valid_sorted, top, np.iinfo(np.int64).max), axis=1)  # input order
+    valid = top < gc.counts[:, None]
+    rows = np.where(valid, first_row[:, None] + np.where(valid, top, 0), 0)
+    probs = rel_scores[rows.ravel(), 1:].reshape(rows.shape + (rel_scores.shape[1] - 1,))
+    scale = pair_scale[rows]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loose = np.where(scale > 0, t0[:, None] / scale * (1 - 1e-6), np.where(t0[:, None] <= 0, -np.inf, np.inf))
+    flat = np.flatnonzero((probs >= loose[..., None].astype(probs.dtype)) & valid[..., None])
+    b, j, q = np.unravel_index(flat, probs.shape)
+    row = rows[b, j]
+    prob = probs[b, j, q].astype(np.float64)
+    score = prob * pair_scale[row]
+    exact = score >= t0[b]
+    b, row, q, prob, score = b[exact], row[exact], q[exact], prob[exact], score[exact]
+    within = np.empty(len(row), np.int64)
+    by_pair = np.lexsort((q, -prob, row))
+    pair_sorted = row[by_pair]
+    within[by_pair] = np.arange(len(row)) - np.searchsorted(pair_sorted, pair_sorted)
+    order = np.lexsort((-score, b))
+    return Entries(b[order], row[order], q[order] + 1, within[order])
+
+
+
+
+TASKS = ("predcls", "sgcls", "sgdet")
+BATCH_PAIRS = 60_000  # predicted pairs matched together (numpy work arrays stay cache-sized)
+BATCH_IMAGES = 2048
+GROUPS = ("head", "body", "tail")
+
+# Metric families: name template (K = cut-off) -> convention, one line.
+METRIC_FAMILIES: dict[str, str] = {
+    "R@K": "graph-constrained recall: per image |GT relations hit by the top K| / |GT relations|, mean over images with GT",
+    "ng-R@K": "no graph constraint: every (pair, predicate) ranked, top K; per-image recall, mean over images with GT",
+    "mR@K": "graph-constrained mean recall: per-predicate recall (mean over images holding it), mean over ALL predicates (absent = 0)",
+    "ng-mR@K": "no-graph-constraint mean recall, mean over ALL predicates (absent = 0)",
+    "mR@K-present": "graph-constrained mean recall over the predicates present in the test GT only",
+    "ng-mR@K-present": "no-graph-constraint mean recall over the predicates present in the test GT only",
+    "zR@K": "graph-constrained zero-shot recall: only GT triplets unseen in training count; images without one skipped",
+    "ng-zR@K": "no-graph-constraint zero-shot recall: only unseen GT triplets count; images without one skipped",
+    "A@K": "pair accuracy (PredCls/SGCls): predictions on GT pairs only, first K, hits / GT summed over the split (micro)",
+    "head-mR@K": "graph-constrained mean of per-predicate recalls over the head group (absent = 0)",
+    "body-mR@K": "graph-constrained mean of per-predicate recalls over the body group (absent = 0)",
+    "tail-mR@K": "graph-constrained mean of per-predicate recalls over the tail group (absent = 0)",
+    "F1@K": "2 R@K mR@K / (R@K + mR@K), graph-constrained",
+    "phr-R@K": "phrase detection: graph-constrained recall with union-box IoU >= threshold instead of two boxes",
+    "k1-R@K": "top 1 predicate per pair, then top K; GT hits / GT summed over the split (micro)",
+    "k10-R@K": "top 10 predicates per pair, then top K; GT hits / GT summed over the split (micro)",
+    "kfree-R@K": "every predicate of every pair, then top K; GT hits / GT summed over the split (micro)",
+    "complete-P@K": "vs complete GT: graph-constrained top K after removing duplicate predictions; correct / predictions, micro",
+    "complete-R@K": "vs complete GT: complete GT relations hit by the top K unique predictions / all, micro over the split",
+    "complete-F1@K": "harmonic mean of complete-P@K and complete-R@K",
+}
+_K_FAMILY = re.compile(r"^k(\d+|free)-R@(\d+)$", re.IGNORECASE)
+
+
+def _family_patterns() -> list[tuple[re.Pattern, str, str]]:
+    out = []
+    for template in METRIC_FAMILIES:
+        prefix, suffix = template.split("@K")
+        out.append((re.compile(rf"^{re.escape(prefix)}@(\d+){re.escape(suffix)}$", re.IGNORECASE), prefix, suffix))
+    return out
+
+
+_PATTERNS = _family_patterns()
+
+
+def parse_metric(name: str) -> str:
+    """Validate a user-typed metric name ("mr@100" -> "mR@100"); SgtoolError listing families if unknown."""
+    text = name.strip()
+    k_match = _K_FAMILY.match(text)
+    if k_match and int(k_match.group(2)) > 0:
+        return f"k{k_match.group(1).lower()}-R@{int(k_match.group(2))}"
+    for pattern, prefix, suffix in _PATTERNS:
+        found = pattern.match(text)
+        if found and int(found.group(1)) > 0:
+            return f"{prefix}@{int(found.group(1))}{suffix}"
+    raise SgtoolError(f"Unknown metric '{name}'.",
+                      "Use one of " + ", ".join(METRIC_FAMILIES) + " with K a positive integer, e.g. mR@100.")
+
+
+def metric_family(name: str) -> tuple[str, int]:
+    """"mR@100-present" -> ("mR@K-present", 100)."""
+    found = re.search(r"@(\d+)", name)
+    if not found:
+        raise SgtoolError(f"'{name}' is not a metric name.", "Metric names look like R@50 or mR@100.")
+    return name[: found.start()] + "@K" + name[found.end():], int(found.group(1))
+
+
+@dataclass
+class Hits:
+    """Which GT relations were recalled and which predicted pairs hit, for every K at once.
+
+    GT side, aligned with `gt.relations` rows (global): `gt_rank[i]` is the 0-based rank, in its
+    image's graph-constrained ranking, of the best-ranked prediction that hits relation i
+    (`NO_HIT` if none within the top max(ks)): relation i is recalled at K iff `gt_rank[i] < K`.
+    `ng_gt_rank` is the same for the no-graph-constraint ranking.
+    Pred side, aligned with `pred.pairs` rows (global): `pred_rank` (0-based graph-constrained
+    rank within the image, known for the top max(ks) only, `NO_HIT` beyond: the pair is in the
+    top K iff `pred_rank < K`), `pred_predicate` (the predicate it is ranked with, 1-based),
+    `pred_score` (its triplet score) and `pred_hit` (that triplet hits at least one GT relation).
+    `gt_recalled(image, K)` and `top_pairs(image, K)` slice one image.
+    """
+
+    gt_offsets: np.ndarray
+    pair_offsets: np.ndarray
+    gt_rank: np.ndarray
+    ng_gt_rank: np.ndarray
+    pred_rank: np.ndarray
+    pred_predicate: np.ndarray
+    pred_score: np.ndarray
+    pred_hit: np.ndarray
+
+    def gt_recalled(self, image: int, k: int, ng: bool = False) -> np.ndarray:
+        """(relations of the image,) bool: recalled within the top k."""
+        lo, hi = self.gt_offsets[image], self.gt_offsets[image + 1]
+        return (self.ng_gt_rank if ng else self.gt_rank)[lo:hi] < k
+
+    def top_pairs(self, image: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Global pair rows of the image's top k predictions, best first, and whether each hits."""
+        lo, hi = self.pair_offsets[image], self.pair_offsets[image + 1]
+        rows = lo + np.flatnonzero(self.pred_rank[lo:hi] < k)
+        rows = rows[np.argsort(self.pred_rank[rows], kind="stable")]
+        return rows, self.pred_hit[rows]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # every metric by name, fractions in [0, 1] (NaN where undefined)
+    per_predicate: dict[str, np.ndarray]  # "R@K" / "ng-R@K" -> (P,) recall per predicate, NaN where absent
+    conventions: dict[str, str]  # metric name -> one line: what it counts
+    hits: Hits
+    counts: dict[str, int] = field(default_factory=dict)  # images evaluated, GT relations, ...
+
+
+@dataclass
+class _Setup:
+    gt: SceneGraphs
+    pred: Predictions
+    task: str
+    num_predicates: int
+    ks: tuple[int, ...]
+    kmax: int
+    k_lists: dict[str, int | None]  # metric prefix ("k1") -> k (None = free)
+    iou_threshold: float
+    legacy_iou: bool
+
+
+@dataclass
+class _Table:
+    """The hit table of the whole split (filled batch by batch)."""
+
+    gc: np.ndarray
+    ng: np.ndarray
+    phr: np.ndarray
+    acc: np.ndarray
+    k_lists: dict[str, np.ndarray]
+    complete: np.ndarray
+    pred_rank: np.ndarray
+    pred_predicate: np.ndarray
+    pred_score: np.ndarray
+    pred_hit: np.ndarray
+    pred_unique_rank: np.ndarray  # graph rank after removing duplicates (NO_HIT for a duplicate)
+    pred_complete_hit: np.ndarray
+
+    @classmethod
+    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str]) -> "_Table":
+        def ranks(n: int) -> np.ndarray:
+            return np.full(n, NO_HIT, dtype=np.int64)
+
+        return cls(ranks(n_gt), ranks(n_gt), ranks(n_gt), ranks(n_gt), {k: ranks(n_gt) for k in k_names},
+                   ranks(n_complete), ranks(n_pairs), np.zeros(n_pairs, np.int64), np.zeros(n_pairs),
+                   np.zeros(n_pairs, bool), ranks(n_pairs), np.zeros(n_pairs, bool))
+
+
+# ---------------------------------------------------------------- validation
+
+def _check(condition: bool, message: str, hint: str) -> None:
+    if not condition:
+        raise SgtoolError(message, hint)
+
+
+def _validate(gt: SceneGraphs, pred: Predictions, task: str, num_predicates: int, ks: tuple[int, ...],
+              predicate_groups: np.ndarray | None, seen_triplets: np.ndarray | None, iou_threshold: float,
+              top_k_per_pair: tuple) -> None:
+    _check(task in TASKS, f"Unknown task '{task}'.", "Use predcls, sgcls or sgdet.")
+    _check(num_predicates >= 2, f"num_predicates={num_predicates} leaves no foreground predicate.",
+           "Count the predicates including background (index 0).")
+    _check(len(ks) > 0 and all(isinstance(k, (int, np.integer)) and k > 0 for k in ks),
+           f"Invalid K values {ks}.", "Give positive integers, e.g. 20 50 100.")
+    _check(0.0 < iou_threshold <= 1.0, f"IoU threshold {iou_threshold} is outside (0, 1].", "The usual value is 0.5.")
+    _check(all(k is None or (isinstance(k, (int, np.integer)) and k > 0) for k in top_k_per_pair),
+           f"Invalid predictions-per-pair values {top_k_per_pair}.", "Use positive integers or None (free k).")
+    _check(gt.num_images == pred.num_images,
+           f"The predictions cover {pred.num_images} images but the split has {gt.num_images}.",
+           "Evaluate the predictions against the split they were made for.")
+    _check(np.array_equal(gt.image_ids, pred.image_ids), "The predictions' image ids differ from the split's.",
+           "Predictions must follow the split's images in the same order.")
+    _check(pred.rel_scores.ndim == 2 and pred.rel_scores.shape[1] == num_predicates,
+           f"The predictions hold {pred.rel_scores.shape[-1]} predicate columns, the vocabulary {num_predicates}.",
+           "Predictions were made with another vocabulary; predict again.")
+    for rels in (gt.relations, gt.complete):
+        if rels is not None and len(rels):
+            _check(rels.predicates.min() >= 1 and rels.predicates.max() < num_predicates,
+                   "Some ground-truth predicates fall outside the vocabulary.", "Prepare the dataset again.")
+    if task != "sgdet":
+        _check(np.array_equal(gt.box_counts(), np.diff(pred.box_offsets)),
+               f"{task} predictions must keep the ground-truth boxes, but their box counts differ.",
+               "Use --task sgdet for predictions on detected boxes.")
+    if predicate_groups is not None:
+        _check(np.shape(predicate_groups) == (num_predicates,),
+               f"predicate_groups has shape {np.shape(predicate_groups)}, expected ({num_predicates},).",
+               "Take the groups from the dataset's priors.")
+    if seen_triplets is not None:
+        _check(np.ndim(seen_triplets) == 2 and np.shape(seen_triplets)[1] == 3,
+               "seen_triplets must be a (T, 3) array of [subject, predicate, object] labels.",
+               "Take the training triplets from the prepared training split.")
+
+
+def _k_list_names(top_k_per_pair: tuple) -> dict[str, int | None]:
+    return {f"k{'free' if k is None else int(k)}": (None if k is None else int(k)) for k in top_k_per_pair}
+
+
+# ---------------------------------------------------------------- one batch
+
+def _batch_bounds(pair_offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Image ranges holding about BATCH_PAIRS predicted pairs (and at most BATCH_IMAGES images) each."""
+    n, target_pairs, max_images = len(pair_offsets) - 1, BATCH_PAIRS, BATCH_IMAGES
+    by_pairs = np.searchsorted(pair_offsets, np.arange(target_pairs, pair_offsets[-1], target_pairs))
+    cuts = np.unique(np.concatenate([[0, n], by_pairs, np.arange(0, n, max_images)]).clip(0, n))
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])] or [(0, n)]
+
+
+def _slice_boxes(boxes: np.ndarray, labels: np.ndarray, offsets: np.ndarray, i0: int, i1: int) -> BatchBoxes:
+    b0, b1 = offsets[i0], offsets[i1]
+    return BatchBoxes(boxes[b0:b1], labels[b0:b1], offsets[i0:i1 + 1] - b0)
+
+
+def _pair_keys(pairs: np.ndarray, boxes: BatchBoxes, image: np.ndarray, width: int) -> np.ndarray:
+    """(image, local subject index, local object index) as one int64: pair identity by box index."""
+    local = pairs - boxes.offsets[image][:, None]
+    return (image * width + local[:, 0]) * width + local[:, 1]
+
+
+def _gt_pair_flags(s: _Setup, i0: int, i1: int, pairs: np.ndarray, image: np.ndarray, pb: BatchBoxes,
+                   gb: BatchBoxes) -> np.ndarray:
+    """Which predicted pairs are GT pairs (same box indices as an annotated relation) — for A@K."""
+    g0, g1 = s.gt.relations.offsets[i0], s.gt.relations.offsets[i1]
+    gt_pairs = s.gt.relations.pairs[g0:g1] - s.gt.box_offsets[i0]
+    gt_image = owner_of_rows(s.gt.relations.offsets[i0:i1 + 1] - g0)
+    width = int(max(np.diff(gb.offsets).max(initial=0), np.diff(pb.offsets).max(initial=0))) + 1
+    return np.isin(_pair_keys(pairs, pb, image, width), _pair_keys(gt_pairs, gb, gt_image, width))
+
+
+def _filtered_rank(flag: np.ndarray, score: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Graph-constrained rank among the flagged pairs of the same image (NO_HIT for others)."""
+    out = np.full(len(flag), NO_HIT, dtype=np.int64)
+    rows = np.flatnonzero(flag)
+    out[rows] = full_rank(score[rows], image[rows])
+    return out
+
+
+def _has_identical_boxes(pb: BatchBoxes) -> tuple[bool, np.ndarray]:
+    """Whether an image holds two boxes with equal label and coordinates; a canonical id per box."""
+    cols = [pb.boxes[:, 3], pb.boxes[:, 2], pb.boxes[:, 1], pb.boxes[:, 0], pb.labels, pb.image_of()]
+    sort = np.lexsort(cols)
+    keys = np.stack([c[sort] for c in cols], axis=1)
+    new = np.ones(len(sort), bool)
+    new[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    canon = np.empty(len(sort), np.int64)
+    canon[sort] = np.cumsum(new) - 1
+    return not bool(new.all()), canon
+
+
+def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray, unique_pairs: bool,
+                 num_predicates: int) -> np.ndarray:
+    """Graph rank after dropping duplicates (same predicate, identical subject and object boxes and labels)."""
+    identical, canon = _has_identical_boxes(pb)
+    if unique_pairs and not identical:
+        return gc.rank.copy()
+    rank = full_rank(gc.score, image)
+    n = max(len(canon), 1)
+    triplet = (canon[pairs[:, 0]] * n + canon[pairs[:, 1]]) * num_predicates + gc.predicate
+    _, group = np.unique(triplet, return_inverse=True)
+    group = group.ravel()
+    dup = rank != min_rank(int(group.max(initial=-1)) + 1, group, rank)[group]
+    sort = np.lexsort((rank, image))  # image, then rank
+    dup_sorted, img = dup[sort], image[sort]
+    before = np.cumsum(dup_sorted) - dup_sorted
+    before -= before[np.searchsorted(img, img)]  # dups earlier in the same image
+    unique = np.empty(len(rank), np.int64)
+    unique[sort] = rank[sort] - before
+    return np.where(dup, NO_HIT, unique)
+
+
+def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
+    gt, pred = s.gt, s.pred
+    p0, p1 = int(pred.pair_offsets[i0]), int(pred.pair_offsets[i1])
+    pb = _slice_boxes(pred.boxes, pred.labels, pred.box_offsets, i0, i1)
+    gb = _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1)
+    pairs = pred.pairs[p0:p1] - pred.box_offsets[i0]
+    rel_scores = pred.rel_scores[p0:p1]
+    counts = np.diff(pred.pair_offsets[i0:i1 + 1])
+    image = owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0)
+    position = np.arange(p1 - p0) - (pred.pair_offsets[i0:i1][image] - p0)
+    if s.task == "predcls":  # object scores are 1 by convention
+        obj_scores = np.ones(len(pb.labels))
+    else:
+        obj_scores = pred.scores[pred.box_offsets[i0]:pred.box_offsets[i1]].astype(np.float64)
+    scale = obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]]
+
+    first_row = pred.pair_offsets[i0:i1] - p0
+    gc = graph_ranking(rel_scores, scale, image, position, counts, first_row, s.kmax)
+    t.pred_rank[p0:p1], t.pred_predicate[p0:p1], t.pred_score[p0:p1] = gc.rank, gc.predicate, gc.score
+    index = PairIndex(pairs, pb)
+
+    g0, g1 = int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1])
+    gt_pairs = gt.relations.pairs[g0:g1] - gt.box_offsets[i0]
+    gt_pred = gt.relations.predicates[g0:g1]
+    cand = match_candidates(gt_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    same = gc.predicate[cand.pair] == gt_pred[cand.gt]
+    hit = cand.rel_ok & same
+    n = g1 - g0
+    t.gc[g0:g1] = min_rank(n, cand.gt[hit], gc.rank[cand.pair[hit]])
+    t.phr[g0:g1] = min_rank(n, cand.gt[cand.phr_ok & same], gc.rank[cand.pair[cand.phr_ok & same]])
+    t.pred_hit[p0 + cand.pair[hit]] = True
+
+    if s.task != "sgdet":
+        flag = _gt_pair_flags(s, i0, i1, pairs, image, pb, gb)
+        frank = _filtered_rank(flag, gc.score, image)
+        on_pair = hit & flag[cand.pair]
+        t.acc[g0:g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
+
+    _entry_lists(s, t, gc, rel_scores, scale, i0, g0, g1, cand, gt_pred)
+    if gt.complete is not None:
+        _complete(s, t, gc, pairs, pb, image, index, i0, i1, p0, p1)
+
+
+def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray, scale: np.ndarray, i0: int,
+                 g0: int, g1: int, cand, gt_pred: np.ndarray) -> None:
+    """No-graph-constraint ranking and the k-predictions-per-pair lists."""
+    P = s.num_predicates
+    first_row = s.pred.pair_offsets[i0:i0 + len(gc.counts)] - s.pred.pair_offsets[i0]
+    entries = candidate_entries(gc, rel_scores, scale, first_row, s.kmax)
+    ok = cand.rel_ok
+    keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
+    gts = cand.gt[ok]
+    lists: dict[int | None, EntryRanking] = {}
+    for name, k in [("ng", None)] + list(s.k_lists.items()):
+        k = None if (k is None or k >= P - 1) else k
+        if k not in lists:
+            lists[k] = entries.top(k, s.kmax, P)
+        target = t.ng if name == "ng" else t.k_lists[name]
+        target[g0:g1] = min_rank(g1 - g0, gts, lists[k].lookup(keys))
+
+
+def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray,
+              index: PairIndex, i0: int, i1: int, p0: int, p1: int) -> None:
+    """Precision and recall against the complete ground truth (duplicates removed)."""
+    rels = s.gt.complete
+    c0, c1 = int(rels.offsets[i0]), int(rels.offsets[i1])
+    gb = _slice_boxes(s.gt.boxes, s.gt.labels, s.gt.box_offsets, i0, i1)
+    c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[i0]
+    cand = match_candidates(c_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
+    unique_rank = _unique_rank(gc, pairs, pb, image, index.unique, s.num_predicates)
+    t.pred_unique_rank[p0:p1] = unique_rank
+    t.pred_complete_hit[p0 + cand.pair[hit]] = True
+    t.complete[c0:c1] = min_rank(c1 - c0, cand.gt[hit], unique_rank[cand.pair[hit]])
+
+
+# ---------------------------------------------------------------- aggregation
+
+def _mean_recall_per_image(hit: np.ndarray, image: np.ndarray, n_images: int) -> float:
+    """Mean over images with at least one relation of hits / relations."""
+    total = np.bincount(image, minlength=n_images)
+    hits = np.bincount(image, weights=hit, minlength=n_images)
+    has = total > 0
+    return float(np.mean(hits[has] / total[has])) if has.any() else float("nan")
+
+
+class _PredicateGroups:
+    """(image, predicate) groups of the GT relations, for per-predicate recall."""
+
+    def __init__(self, image: np.ndarray, predicate: np.ndarray, num_predicates: int) -> None:
+        keys, self.group = np.unique(image * num_predicates + predicate, return_inverse=True)
+        self.group = self.group.ravel()
+        self.size = np.bincount(self.group, minlength=len(keys))
+        self.predicate = keys % num_predicates
+        self.images_with = np.bincount(self.predicate, minlength=num_predicates)
+        self.P = num_predicates
+
+    def recall(self, hit: np.ndarray) -> np.ndarray:
+        """(P,) per-predicate recall: mean over images holding it of its per-image recall; NaN if absent."""
+        ratio = np.bincount(self.group, weights=hit, minlength=len(self.size)) / np.maximum(self.size, 1)
+        total = np.bincount(self.predicate, weights=ratio, minlength=self.P)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(self.images_with > 0, total / np.maximum(self.images_with, 1), np.nan)
+        out[0] = np.nan
+        return out
+
+
+def _mean_all(per_pred: np.ndarray, members: np.ndarray | None = None) -> float:
+    """Mean over the given predicates (default: all foreground), absent (NaN) counting 0."""
+    values = per_pred[1:] if members is None else per_pred[members]
+    if not len(values) or np.isnan(per_pred[1:]).all():
+        return float("nan")
+    return float(np.nan_to_num(values, nan=0.0).mean())
+
+
+def _f1(a: float, b: float) -> float:
+    return float(2 * a * b / (a + b)) if (a + b) > 0 else (0.0 if a == a and b == b else float("nan"))
+
+
+def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
+               seen_triplets: np.ndarray | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    gt, P, n_img = s.gt, s.num_predicates, s.gt.num_images
+    image = owner_of_rows(gt.relations.offsets)
+    pred_of = gt.relations.predicates
+    groups = _PredicateGroups(image, pred_of, P)
+    unseen = _unseen_mask(gt, seen_triplets, P) if seen_triplets is not None else None
+    n_rel = max(len(pred_of), 1)
+    metrics: dict[str, float] = {}
+    per_pred: dict[str, np.ndarray] = {}
+    for K in s.ks:
+        for prefix, ranks in (("", t.gc), ("ng-", t.ng)):
+            hit = ranks < K
+            metrics[f"{prefix}R@{K}"] = _mean_recall_per_image(hit, image, n_img)
+            per = groups.recall(hit)
+            per_pred[f"{prefix}R@{K}"] = per
+            metrics[f"{prefix}mR@{K}"] = _mean_all(per)
+            metrics[f"{prefix}mR@{K}-present"] = float(np.nanmean(per[1:])) if np.isfinite(per[1:]).any() else float("nan")
+            if unseen is not None:
+                metrics[f"{prefix}zR@{K}"] = _mean_recall_per_image(hit[unseen], image[unseen], n_img)
+        if s.task != "sgdet":
+            metrics[f"A@{K}"] = float((t.acc < K).sum() / n_rel)
+        if predicate_groups is not None:
+            for g, name in enumerate(GROUPS):
+                metrics[f"{name}-mR@{K}"] = _mean_all(per_pred[f"R@{K}"], np.flatnonzero(np.asarray(predicate_groups) == g))
+        metrics[f"F1@{K}"] = _f1(metrics[f"R@{K}"], metrics[f"mR@{K}"])
+        metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr < K, image, n_img)
+        for name in s.k_lists:
+            metrics[f"{name}-R@{K}"] = float((t.k_lists[name] < K).sum() / n_rel)
+        if gt.complete is not None:
+            metrics.update(_complete_metrics(s, t, K))
+    return metrics, per_pred
+
+
+def _unseen_mask(gt: SceneGraphs, seen: np.ndarray, P: int) -> np.ndarray:
+    """GT relations whose (subject label, predicate, object label) triplet was never seen in training."""
+    seen = np.asarray(seen, dtype=np.int64).reshape(-1, 3)
+    rels = gt.relations
+    width = int(max(gt.labels.max(initial=0), seen[:, [0, 2]].max(initial=0))) + 1
+    pw = max(P, int(seen[:, 1].max(initial=0)) + 1)
+
+    def key(s: np.ndarray, p: np.ndarray, o: np.ndarray) -> np.ndarray:
+        return (s * pw + p) * width + o
+
+    gt_keys = key(gt.labels[rels.pairs[:, 0]], rels.predicates, gt.labels[rels.pairs[:, 1]])
+    return ~np.isin(gt_keys, key(seen[:, 0], seen[:, 1], seen[:, 2]))
+
+
+def _complete_metrics(s: _Setup, t: _Table, K: int) -> dict[str, float]:
+    total = len(s.gt.complete)
+    recall = float((t.complete < K).sum() / total) if total else float("nan")
+    kept = t.pred_unique_rank < K
+    n_pred = int(kept.sum())
+    precision = float((kept & t.pred_complete_hit).sum() / n_pred) if n_pred else float("nan")
+    return {f"complete-P@{K}": precision, f"complete-R@{K}": recall, f"complete-F1@{K}": _f1(precision, recall)}
+
+
+def _convention_line(family: str) -> str:
+    if family in METRIC_FAMILIES:
+        return METRIC_FAMILIES[family]
+    k = family.split("-")[0][1:]
+    return f"top {k} predicates per pair, then top K; GT hits / GT summed over the split (micro)"
+
+
+def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
+    iou = f"IoU >= {s.iou_threshold:g}" + (" with the +1-pixel legacy area" if s.legacy_iou else " with exact areas")
+    return {name: f"{_convention_line(metric_family(name)[0])}; {s.task}; {iou}" for name in metrics}
+
+
+# ---------------------------------------------------------------- entry point
+
+def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: int,
+             ks: tuple[int, ...] = (20, 50, 100), predicate_groups: np.ndarray | None = None,
+             seen_triplets: np.ndarray | None = None, iou_threshold: float = 0.5, legacy_iou: bool = True,
+             top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None) -> EvalResult:
+    """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions)."""
+    _validate(gt, pred, task, num_predicates, tuple(ks), predicate_groups, seen_triplets, iou_threshold,
+              tuple(top_k_per_pair))
+    _check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
+           "No image of the split has a ground-truth relation, so there is nothing to recall.",
+           "Check the split (--split) or the dataset's relations.")
+    ks = tuple(int(k) for k in ks)
+    s = _Setup(gt, pred, task, num_predicates, ks, max(ks), _k_list_names(tuple(top_k_per_pair)),
+               float(iou_threshold), bool(legacy_iou))
+    n_complete = len(gt.complete) if gt.complete is not None else 0
+    t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists))
+    _run_batches(s, t, reporter, workers)
+    metrics, per_pred = _aggregate(s, t, predicate_groups, seen_triplets)
+    hits = Hits(gt.relations.offsets, pred.pair_offsets, t.gc, t.ng, t.pred_rank, t.pred_predicate, t.pred_score,
+                t.pred_hit)
+    counted = int((gt.relations.counts() > 0).sum())
+    counts = {"images": gt.num_images, "images_with_relations": counted, "relations": len(gt.relations),
+              "predicted_pairs": len(pred.pairs)}
+    return EvalResult(metrics, per_pred, _conventions(metrics, s), hits, counts)
+
+
+def _run_batches(s: _Setup, t: _Table, reporter, workers: int | None) -> None:
+    bounds = _batch_bounds(s.pred.pair_offsets)
+    workers = workers or 1  # threads help little: the work is memory-bound
+    track = (lambda it: reporter.track(it, len(bounds), "Evaluating")) if reporter is not None else (lambda it: it)
+    if workers <= 1:
+        for i0, i1 in track(bounds):
+            _process_batch(s, t, i0, i1)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in track(pool.map(lambda b: _process_batch(s, t, *b), bounds)):
+            pass
