@@ -334,3 +334,71 @@ def test_what_a_killed_writer_leaves_is_swept_and_the_old_folder_restored(tmp_pa
     with atomic.atomic_directory(target) as staging:
         (staging / "version.txt").write_text("newer")
     assert (target / "version.txt").read_text() == "newer" and mine.exists()
+
+
+# ---------------------------------------------------------------- names are never paths (issue 19, item 1)
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and folder (None) under root."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in Path(root).rglob("*")}
+
+
+BAD_NAMES = ["", ".", "..", "../runs", "../../outside", "a/b", "a\\b", "x" * 200, " lead", "-dash", "new\nline",
+             "nul\x00l", "caf\u00e9", ".hidden"]
+
+
+def bad_names(outside: Path) -> list[str]:
+    """The names of the issue's data-loss probes (every other bad name meets the same checker, tested below)."""
+    return ["", "..", "../runs", str(outside)]
+
+
+def name_commands(ws: Workspace, custom: Path, image: Path, source: Path) -> list[tuple[str, ...]]:
+    """Every command and option that takes a name, with BAD where the name goes."""
+    w = ("-w", str(ws.root))
+    return [(*w, "prepare", "synth", "--images", "4", "--workers", "1", "--name", "BAD"),
+            (*w, "prepare", "shapes", "--images", "4", "--workers", "1", "--name", "BAD"),
+            (*w, "prepare", "vg", "--source", str(source), "--name", "BAD"),
+            (*w, "prepare", "vg", "--source", str(source), "--split", "BAD"),
+            (*w, "prepare", "vrd", "--source", str(source), "--name", "BAD"),
+            (*w, "prepare", "custom", "--source", str(custom), "--name", "BAD"),
+            (*w, "train", "--head", "freq", "--name", "BAD"),
+            (*w, "train", "--head", "freq", "--dataset", "BAD"),
+            (*w, "train", "--head", "freq", "--detector", "BAD"),
+            (*w, "train", "--resume", "BAD"),
+            (*w, "train", "--from", "BAD", "--task", "sgcls"),
+            (*w, "train-detector", "--name", "BAD", "--epochs", "1"),
+            (*w, "train-detector", "--dataset", "BAD", "--epochs", "1"),
+            (*w, "train-detector", "--resume", "BAD"),
+            (*w, "eval", "--run", "BAD"),
+            (*w, "predict", str(image), "--run", "BAD"),
+            (*w, "predict", str(image), "--detector", "BAD")]
+
+
+def test_no_name_reaches_outside_the_workspace(tmp_path, cli, own_image):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    trained(cli, ws)
+    outside = tmp_path / "outside"  # a sibling folder a path-like name would reach
+    (outside / "sub").mkdir(parents=True)
+    (outside / "keep.txt").write_text("mine")
+    (outside / "sub" / "deep.bin").write_bytes(os.urandom(64))
+    source = tmp_path / "source"
+    source.mkdir()
+    custom = _custom(tmp_path, [_record("train", GOOD, ON), _record("test", GOOD, ON)])
+    before = tree(tmp_path)
+    for command in name_commands(ws, custom, own_image, source):
+        for name in bad_names(outside):
+            args = [name if a == "BAD" else a for a in command]
+            refused(cli(*args), "not a usable")
+        assert tree(tmp_path) == before, (command, set(tree(tmp_path)) ^ set(before))
+
+
+def test_the_name_checker_takes_plain_names_and_nothing_else():
+    from sgtool.errors import SgtoolError
+    from sgtool.workspace import MAX_NAME, check_name
+
+    for good in ("synth", "vg150", "freq-tiny-predcls", "a.b_c+d-2", "x" * MAX_NAME):
+        assert check_name(good) == good
+    for bad in (*BAD_NAMES, "/abs", "x" * (MAX_NAME + 1), "a b", None, 7):
+        with pytest.raises(SgtoolError):
+            check_name(bad)

@@ -19,7 +19,7 @@ from sgtool.data.sgg_h5 import (
 )
 from sgtool.errors import SgtoolError
 from sgtool.priors import GroupRule, compute_priors, load_priors, save_priors
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_name
 
 MANIFEST = "manifest.json"
 
@@ -71,6 +71,7 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
                   build: Callable[[Path], Staged], groups: GroupRule | None = None,
                   force: bool = False) -> PreparedDataset:
     """Build a dataset into a staging folder and move it, with its priors, into the workspace."""
+    check_name(name, "dataset name")
     ws.check_writable()
     _check_replace_allowed(ws, name, recipe, parameters, force)
     with atomic.atomic_directory(ws.data_dir(name)) as staging:
@@ -106,7 +107,7 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
 
 def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:
     """Load a prepared dataset (the latest one when no name is given)."""
-    name = name or ws.latest_dataset()
+    name = name if name is not None else ws.latest_dataset()
     path = ws.require_dataset(name)
     manifest = read_json(path / MANIFEST)
     vocab = vocabulary_from_dicts(read_json(path / "dicts.json"), path / "dicts.json")

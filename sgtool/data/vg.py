@@ -225,5 +225,5 @@ def prepare_vg(ws: Workspace, source: Path, recipe: str = "vg150", name: str | N
         staged.notes["images_missing"] = int(sum(p is None for p in sources))
         return staged
 
-    return save_prepared(ws, name or recipe, f"vg:{recipe}", parameters, build,
+    return save_prepared(ws, name if name is not None else recipe, f"vg:{recipe}", parameters, build,
                          GroupRule.from_dict(spec.get("predicate_groups")), force)

@@ -173,7 +173,7 @@ def detector_from_checkpoint(payload: dict, run: str = "", device: str = "cpu") 
 def load_detector(ws: Workspace, run: str | None = None, vocab: Vocabulary | None = None, device: str = "cpu",
                   dataset: str = "the dataset") -> Detector:
     """The detector of a train-detector run (the latest when run is None), checked against vocab if given."""
-    run = run or latest_detector(ws)
+    run = run if run is not None else latest_detector(ws)
     payload = read_checkpoint(checkpoint_path(ws.require_run(run)))
     detector = detector_from_checkpoint(payload, run, device)
     if vocab is not None:

@@ -30,7 +30,7 @@ from sgtool.engine import distributed
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, check_arch, load_weights, read_state_dict
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 
 
@@ -99,6 +99,7 @@ def train_detector(ws: Workspace, *, dataset: str | None = None, arch: str | Non
 
     time_budget is in minutes: training stops after it and the lr schedule decays over it.
     """
+    check_names(dataset=dataset, resume=resume, name=name)
     if arch is not None:
         check_arch(arch)
     _check_options(epochs, batch_size, lr, time_budget, threads)

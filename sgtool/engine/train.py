@@ -36,7 +36,7 @@ from sgtool.heads import (
     VisualHeadConfig, config_dict, get_head, make_config,
 )
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 PREDICTED_SPLITS = ("val", "test")
 
@@ -227,6 +227,8 @@ def run_training(ws: Workspace, *, head: str | None = None, resume: str | None =
     `options` are the keyword arguments of `train`. Returns a TrainResult (AETrainResult for ae)."""
     from sgtool.autoencoder.train import HEAD as AE_HEAD, check_options, train_autoencoder
 
+    check_names(dataset=options.get("dataset"), name=options.get("name"), detector=options.get("detector"),
+                resume=resume, **{"from": from_run})
     if resume is not None:
         return resume_train(ws, resume, head=head, dataset=options.get("dataset"), given=list(passed),
                             device=options.get("device", "auto"), reporter=options.get("reporter", SILENT))

@@ -22,7 +22,7 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 DEFAULT_KS = (20, 50, 100)
 
@@ -140,7 +140,7 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if dump_graphs < 0:
         raise SgtoolError(f"--dump-graphs must be 0 or more, not {dump_graphs}.", "Pass how many images to dump.")
-    run = run or ws.latest_run()
+    run = run if run is not None else ws.latest_run()
     settings = run_settings(ws, run)
     path = ws.run_dir(run) / "predictions" / f"{split}.h5"
     predictions = read_predictions(path)
@@ -171,6 +171,7 @@ def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", pass
     triplet precision / recall / F1 over seeds; `passed` names the options given, for ae to refuse."""
     from sgtool.autoencoder.evaluate import is_ae_run, run_ae_eval
 
+    check_names(run=run)
     if not is_ae_run(ws, run):
         return run_eval(ws, run=run, split=split, **options)
     if passed:
