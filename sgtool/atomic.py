@@ -6,6 +6,8 @@ renames of `replace_directory`, puts the old target back first."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import glob
 import json
 import os
@@ -147,3 +149,43 @@ def replace_directory(source: Path, target: Path) -> None:
         raise
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- one writer per target
+
+@contextlib.contextmanager
+def exclusive(target: Path, what: str) -> Iterator[None]:
+    """Hold an flock on `.<target>.lock` beside target while the block runs; a second writer of the same
+    target is refused in one sentence. The lock file is removed on release (the inode check below keeps
+    that safe: a writer that locked a file already unlinked tries again)."""
+    from sgtool.errors import SgtoolError
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise SgtoolError(f"Another sgtool process (pid {holder}) is writing {what} right now.",
+                              "Wait for it to finish, or pick another --name.") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its last holder had just removed: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

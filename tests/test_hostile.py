@@ -402,3 +402,79 @@ def test_the_name_checker_takes_plain_names_and_nothing_else():
     for bad in (*BAD_NAMES, "/abs", "x" * (MAX_NAME + 1), "a b", None, 7):
         with pytest.raises(SgtoolError):
             check_name(bad)
+
+
+# ---------------------------------------------------------------- concurrent writers and orphans (items 2, 3)
+
+def _sgtool_process(*args) -> "subprocess.Popen":
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "sgtool", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+
+
+def _wait_for(condition, seconds: float = 60.0) -> bool:
+    import time
+
+    end = time.time() + seconds
+    while time.time() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_a_second_prepare_of_the_same_name_is_refused_while_the_first_writes(tmp_path, cli):
+    import signal
+
+    ws = tmp_path / "ws"
+    first = _sgtool_process("-w", ws, "-q", "prepare", "synth", "--images", "20000", "--workers", "1", "--name", "s")
+    try:
+        assert _wait_for(lambda: (ws / "data" / ".s.lock").exists() or first.poll() is not None)
+        assert first.poll() is None, first.stderr.read()
+        refused(cli("-w", ws, "prepare", "synth", "--images", "4", "--workers", "1", "--name", "s"),
+                "Another sgtool process", f"pid {first.pid}")
+        assert first.poll() is None  # the first writer goes on undisturbed
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the killed writer's lock file stays behind, but its lock died with it
+    assert (ws / "data" / ".s.lock").exists()
+    assert cli("-w", ws, "-q", "prepare", "synth", "--images", "4", "--workers", "1", "--name", "s").code == 0
+    assert not (ws / "data" / ".s.lock").exists() and Workspace(ws).datasets() == ["s"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_render_workers_end_with_their_killed_parent(tmp_path):
+    import signal
+
+    parent = _sgtool_process("-w", tmp_path / "ws", "-q", "prepare", "synth", "--images", "20000", "--workers", "2")
+    try:
+        assert _wait_for(lambda: len(_children(parent.pid)) >= 2 or parent.poll() is not None)
+        workers = _children(parent.pid)
+        assert parent.poll() is None and len(workers) >= 2, parent.stderr.read()
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    left = [] if _wait_for(lambda: not any(_alive(pid) for pid in workers), seconds=10) else \
+        [pid for pid in workers if _alive(pid)]
+    for pid in left:  # do not leave them running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left

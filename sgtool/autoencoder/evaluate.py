@@ -93,7 +93,8 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
         per_seed[int(s)] = triplet_scores(predicted_point_graphs(predictions), gt_point_graphs(data), threshold)
     outcome = AEEvalOutcome(run, prepared.name, split, threshold, per_seed, summarise(per_seed), ws.report_dir(run))
     ws.check_writable()
-    with atomic.atomic_directory(ws.report_dir(run)) as staging:
+    with atomic.exclusive(ws.report_dir(run), f"the report of run '{run}'"), \
+            atomic.atomic_directory(ws.report_dir(run)) as staging:
         write_ae_report(staging, outcome, settings, prepared, data, folder)
     return outcome
 

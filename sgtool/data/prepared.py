@@ -73,6 +73,12 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
     """Build a dataset into a staging folder and move it, with its priors, into the workspace."""
     check_name(name, "dataset name")
     ws.check_writable()
+    with atomic.exclusive(ws.data_dir(name), f"the dataset '{name}'"):
+        return _save_prepared(ws, name, recipe, parameters, build, groups, force)
+
+
+def _save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict, build: Callable[[Path], Staged],
+                   groups: GroupRule | None, force: bool) -> PreparedDataset:
     _check_replace_allowed(ws, name, recipe, parameters, force)
     with atomic.atomic_directory(ws.data_dir(name)) as staging:
         staged = build(staging)

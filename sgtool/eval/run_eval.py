@@ -157,7 +157,8 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     check_available(selected, result, task)
     outcome = EvalOutcome(run, prepared.name, split, task, ks, result, ws.report_dir(run), selected)
     ws.check_writable()
-    with atomic.atomic_directory(ws.report_dir(run)) as staging:
+    with atomic.exclusive(ws.report_dir(run), f"the report of run '{run}'"), \
+            atomic.atomic_directory(ws.report_dir(run)) as staging:
         write_report(staging, outcome, prepared.vocab, settings)
         if dump_graphs:
             outcome.graphs_dumped = write_graphs(staging / "graphs", outcome.report_dir / "graphs", gt,
