@@ -114,6 +114,18 @@ def write_json(target: Path, payload: object) -> None:
     write_text(target, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_json_or_overwrite(target: Path, payload: object) -> None:
+    """write_json; when that fails (a full disk has no room for the temp file), overwrite target's bytes in
+    place, which reuses its blocks. For a small status file that must say what happened."""
+    try:
+        write_json(target, payload)
+    except OSError:
+        data = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        with open(target, "r+b") as handle:
+            handle.write(data)
+            handle.truncate()
+
+
 def write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:

@@ -478,3 +478,38 @@ def test_render_workers_end_with_their_killed_parent(tmp_path):
     for pid in left:  # do not leave them running when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left
+
+
+# ---------------------------------------------------------------- a full disk during train (item 4)
+
+@pytest.mark.parametrize("overwrite_works", [True, False])
+def test_a_disk_filling_up_during_train_never_leaves_a_run_running(ws, cli, monkeypatch, overwrite_works):
+    import contextlib
+
+    from sgtool import atomic
+
+    real, full = atomic.atomic_path, []
+
+    @contextlib.contextmanager
+    def filling(target):
+        if Path(target).suffix == ".pt":  # the first checkpoint fills the disk; every later write fails
+            full.append(target)
+        if full:
+            raise OSError(28, "No space left on device", str(target))
+        with real(target) as tmp:
+            yield tmp
+
+    def no_room(target, payload):
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(atomic, "atomic_path", filling)
+    if not overwrite_works:
+        monkeypatch.setattr(atomic, "write_json_or_overwrite", no_room)
+    refused(cli("-w", ws.root, "train", "--head", "tensor", "--epochs", "1", "--name", "t", "--set", "sel_epochs=0"),
+            "No space left on device", "checkpoints")
+    monkeypatch.undo()
+    if overwrite_works:
+        status = json.loads((ws.run_dir("t") / "run.json").read_text())
+        assert status["status"] == "failed" and "No space left on device" in status["error"]
+    else:  # nothing can say why, and nothing can be resumed: the run is gone
+        assert not ws.run_dir("t").exists() and ws.runs() == []

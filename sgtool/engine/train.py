@@ -319,18 +319,19 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepare
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main and not resume:
         folder.mkdir(parents=True, exist_ok=False)
-        atomic.write_text(folder / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-    if main:
-        _write_run_json(folder, settings, "running")
     reporter.info(f"{'Resuming' if resume else 'Training'} the {settings['head']} head on '{prepared.name}' "
                   f"({settings['task']}, {data.device}) as run {settings['run']}.")
     try:
+        if main and not resume:
+            atomic.write_text(folder / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+        if main:
+            _write_run_json(folder, settings, "running")
         run_loop(model, data, folder, _validator(model, data.val, source, prepared, priors, settings), reporter,
                  resume=resume)
         metrics = write_outputs(folder, model, prepared, priors, source, settings, reporter) if main else {}
     except BaseException as exc:
         if main:
-            _write_run_json(folder, settings, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
+            _record_failure(folder, settings, exc)
         raise
     if main:
         log = read_log(folder / "log.jsonl")
@@ -368,6 +369,21 @@ def write_outputs(folder: Path, model: RelationHead, prepared: PreparedDataset, 
             metrics = result.metrics
     atomic.write_json(folder / "metrics.json", {"split": "val", "task": settings["task"], "metrics": metrics})
     return metrics
+
+
+def _record_failure(folder: Path, settings: dict, exc: BaseException) -> None:
+    """run.json says why the run stopped, even on a full disk (written in place); a run folder that cannot
+    say so and holds no checkpoint to resume from is removed, so no run is left 'running'."""
+    status = "failed" if isinstance(exc, Exception) else "interrupted"
+    reason = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {exc.filename or folder}"
+    try:
+        payload = {k: settings[k] for k in ("run", "head", "dataset", "task", "seed")}
+        atomic.write_json_or_overwrite(folder / "run.json", {**payload, "status": status, "error": reason})
+    except OSError:
+        from sgtool.engine.loop import LAST
+
+        if not (folder / "checkpoints" / LAST).exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_run_json(folder: Path, settings: dict, status: str, error: str | None = None) -> None:
