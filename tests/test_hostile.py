@@ -513,3 +513,81 @@ def test_a_disk_filling_up_during_train_never_leaves_a_run_running(ws, cli, monk
         assert status["status"] == "failed" and "No space left on device" in status["error"]
     else:  # nothing can say why, and nothing can be resumed: the run is gone
         assert not ws.run_dir("t").exists() and ws.runs() == []
+
+
+# ---------------------------------------------------------------- silent wrong results (item 5)
+
+@pytest.mark.parametrize("options", [("--k", "9223372036854775808"), ("--k", "20,1000001"),
+                                     ("--metric", "R@9223372036854775808")])
+def test_an_absurd_k_is_refused_not_reported(ws, cli, options):
+    trained(cli, ws)
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "eval", "--run", "run", *options), "beyond the largest K")
+    assert snapshot(ws.root) == before and not ws.report_dir("run").exists()
+
+
+def _community_h5(tmp_path: Path, change) -> Path:
+    from test_prepare_vg import write_community
+
+    source = write_community(tmp_path / "vg")
+    with h5py.File(source / "VG-SGG-with-attri.h5", "r+") as h5:
+        change(h5)
+    return source
+
+
+def _nan_boxes(h5) -> None:
+    boxes = h5["boxes_1024"][()].astype(np.float32)
+    boxes[[1, 4], 2] = [np.nan, np.inf]
+    del h5["boxes_1024"]
+    h5["boxes_1024"] = boxes
+
+
+def _split_7(h5) -> None:
+    h5["split"][1] = 7
+
+
+@pytest.mark.parametrize("change, words", [(_nan_boxes, ("NaN or infinite", "row(s) 1, 4")),
+                                           (_split_7, ("split holds 7", "row(s) 1"))])
+def test_bad_numbers_in_a_vg_h5_are_refused_naming_the_rows(tmp_path, cli, change, words):
+    source = _community_h5(tmp_path, change)
+    refused(cli("-w", tmp_path / "ws", "prepare", "vg", "--source", source), *words)
+    assert not (tmp_path / "ws" / "data" / "vg150").exists()
+
+
+@pytest.mark.parametrize("change, words", [(_nan_boxes, ("NaN or infinite", "row(s) 1, 4")),
+                                           (_split_7, ("split holds 7",))])
+def test_bad_numbers_in_a_prepared_h5_are_refused_by_every_reader(ws, cli, change, words):
+    with h5py.File(ws.data_dir("tiny") / "sgg.h5", "r+") as h5:
+        change(h5)
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train", "--head", "freq"), *words)
+    assert snapshot(ws.root) == before
+
+
+def _coco(images: list, categories: list) -> dict:
+    return {"images": images, "categories": categories, "rel_categories": [{"id": 1, "name": "on"}],
+            "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 5, 5], "category_id": categories[0]["id"]},
+                            {"id": 2, "image_id": 1, "bbox": [2, 2, 5, 5], "category_id": categories[-1]["id"]}],
+            "relations": [{"subject_id": 1, "object_id": 2, "predicate_id": 1}]}
+
+
+IMAGE = {"id": 1, "width": 10, "height": 10}
+
+
+@pytest.mark.parametrize("payload, words", [
+    ([{**_record("train", GOOD, ON), "image_id": 3}, {**_record("train", GOOD, ON), "image_id": 5},
+      {**_record("test", GOOD, ON), "image_id": 3}], "records 0 and 2 share the image_id 3"),
+    ([{**_record("train", GOOD, ON), "image_id": 3}, _record("test", GOOD, ON)], "record 1 has no image_id"),
+    ([{**_record("train", GOOD, ON), "image_id": 2 ** 70}, _record("test", GOOD, ON)], "image_id must be a whole number"),
+    ([{**_record("train", GOOD, ON), "image_id": "x"}, _record("test", GOOD, ON)], "image_id must be a whole number"),
+    ([{**_record("train", GOOD, ON), "width": 1e30}, _record("test", GOOD, ON)], "width must be a positive whole number"),
+    ([{**_record("train", GOOD, ON), "height": float("inf")}, _record("test", GOOD, ON)], "height must be"),
+    (_coco([IMAGE, {**IMAGE, "width": 20}], [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]), "images 0 and 1 share the id 1"),
+    (_coco([IMAGE], [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]), "lists the id 1 twice"),
+    (_coco([IMAGE], [{"id": 1, "name": None}, {"id": 2, "name": "b"}]), "has the name None"),
+    (_coco([IMAGE], [{"id": 1, "name": 12}, {"id": 2, "name": "b"}]), "has the name 12"),
+    (_coco([IMAGE], [{"id": 1, "name": "  "}, {"id": 2, "name": "b"}]), "a name must be a non-empty string"),
+])
+def test_custom_data_that_would_merge_or_mislabel_is_refused(tmp_path, cli, payload, words):
+    refused(cli("-w", tmp_path / "ws", "prepare", "custom", "--source", _custom(tmp_path, payload)), words)
+    assert not (tmp_path / "ws" / "data").exists() or Workspace(tmp_path / "ws").datasets() == []

@@ -26,7 +26,9 @@ from sgtool.data.graphs import SceneGraphs
 from sgtool.data.normalize import carve_val, default_val_count, link_images, split_counts
 from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabulary, save_prepared
 from sgtool.data.recipes import load_recipe
-from sgtool.data.sgg_h5 import BOX_SCALE, _CORE_DATASETS, graphs_from_arrays, read_json, vocabulary_from_dicts
+from sgtool.data.sgg_h5 import (
+    BOX_SCALE, _CORE_DATASETS, check_boxes_finite, graphs_from_arrays, read_json, vocabulary_from_dicts,
+)
 from sgtool.errors import SgtoolError
 from sgtool.priors import GroupRule, boxes_overlap
 from sgtool.workspace import Workspace
@@ -93,6 +95,7 @@ def read_community_h5(path: Path) -> dict[str, np.ndarray]:
 
 def check_box_scale(data: dict[str, np.ndarray], path: Path) -> None:
     """boxes_1024 are [cx, cy, w, h] with the longest side at 1024: nothing may reach far beyond it."""
+    check_boxes_finite(data["boxes_1024"], path)
     boxes = data["boxes_1024"].astype(np.float64)
     if not len(boxes):
         return

@@ -25,6 +25,7 @@ from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace, check_names
 
 DEFAULT_KS = (20, 50, 100)
+MAX_K = 1_000_000  # far beyond any image's ranked triplets; keeps K a sane int64 everywhere
 
 
 @dataclass
@@ -67,7 +68,14 @@ def parse_ks(text: str | None) -> tuple[int, ...]:
         raise SgtoolError(f"--k '{text}' is not a comma-separated list of whole numbers.", "Example: --k 20,50,100") from exc
     if not ks or ks[0] < 1:
         raise SgtoolError(f"--k '{text}' must list positive numbers.", "Example: --k 20,50,100")
-    return tuple(ks)
+    return check_ks(tuple(ks))
+
+
+def check_ks(ks: tuple[int, ...]) -> tuple[int, ...]:
+    if ks and max(ks) > MAX_K:
+        raise SgtoolError(f"K = {max(ks)} is beyond the largest K sgtool evaluates ({MAX_K:,}).",
+                          "Pass a K no larger than the triplets an image can have, e.g. --k 20,50,100.")
+    return ks
 
 
 def metric_k(name: str) -> int | None:
@@ -135,7 +143,7 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     from sgtool.eval.report import dump_graphs as write_graphs, write_report
 
     selected = check_metrics(metrics or [])
-    ks = tuple(sorted(set(ks) | {k for k in map(metric_k, selected) if k is not None}))
+    ks = check_ks(tuple(sorted(set(ks) | {k for k in map(metric_k, selected) if k is not None})))
     if split not in SPLIT_CODES:
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if dump_graphs < 0:
