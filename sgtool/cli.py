@@ -60,7 +60,9 @@ def global_options(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_show_version, is_eager=True,
                                                     help="Show the version and exit.")] = None,
 ) -> None:
-    ctx.obj = Settings(Workspace(workspace), device.value, seed, quiet, json_output)
+    from sgtool.config import check_seed
+
+    ctx.obj = Settings(Workspace(workspace), device.value, check_seed(seed), quiet, json_output)
 
 
 def _settings(ctx: typer.Context) -> Settings:

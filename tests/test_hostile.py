@@ -591,3 +591,69 @@ IMAGE = {"id": 1, "width": 10, "height": 10}
 def test_custom_data_that_would_merge_or_mislabel_is_refused(tmp_path, cli, payload, words):
     refused(cli("-w", tmp_path / "ws", "prepare", "custom", "--source", _custom(tmp_path, payload)), words)
     assert not (tmp_path / "ws" / "data").exists() or Workspace(tmp_path / "ws").datasets() == []
+
+
+# ---------------------------------------------------------------- tracebacks that were (item 6)
+
+def _huge_png(path: Path, side: int = 20000) -> Path:
+    """A PNG whose header says side x side pixels (a few hundred bytes on disk: its pixels are never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**70)])
+def test_a_seed_out_of_range_is_one_sentence(tmp_path, cli, seed):
+    refused(cli("-w", tmp_path / "ws", "--seed", seed, "prepare", "synth", "--images", "4", "--workers", "2"),
+            "--seed must be")
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize("content, words", [(b"\xff\xfe\x00\x81binary" * 40, "is not a text file"),
+                                            (b"a: 1\nb: [1, 2\nc: 3\n", "line 3, column 2"),
+                                            (b"epochs: 1\n  lr: 2\n", "line 2, column 5")])
+def test_a_config_that_is_not_yaml_is_one_sentence(ws, cli, content, words):
+    config = ws.root.parent / "config.yaml"
+    config.write_bytes(content)
+    before = snapshot(ws.root)
+    result = cli("-w", ws.root, "train", "--head", "tensor", "--config", config)
+    refused(result, words)
+    assert len(result.err.strip().splitlines()) == 2 and snapshot(ws.root) == before  # the sentence and its hint
+
+
+def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(ws, cli):
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train", "--head", "tensor", "--rank", "1000000000"), "parameters", "--rank")
+    assert snapshot(ws.root) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random", "empty"])
+def test_resume_from_a_damaged_last_checkpoint_is_refused_and_changes_nothing(ws, cli, damage):
+    assert cli("-w", ws.root, "-q", "train", "--head", "tensor", "--epochs", "1", "--name", "t",
+               "--set", "sel_epochs=0").code == 0
+    run = ws.run_dir("t")
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "status": "running"}))
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes({"truncate": data[: len(data) // 2], "random": os.urandom(len(data)), "empty": b""}[damage])
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train", "--resume", "t"), "last.pt is not a readable checkpoint")
+    assert snapshot(ws.root) == before  # run.json still says running: a refused resume is no failed run
+
+
+def test_predict_and_draw_of_a_decompression_bomb_are_one_sentence(ws, cli, tmp_path):
+    image = _huge_png(tmp_path / "huge.png")
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "predict", image), "too large to open")
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"image": str(image), "width": 20000, "height": 20000,
+                                 "objects": [{"id": 0, "label": "cup", "box": [0, 0, 5, 5]}], "relations": []}))
+    refused(cli("draw", graph, "--out", tmp_path / "g.png"), "too large to open")
+    assert snapshot(ws.root) == before and not (tmp_path / "g.png").exists()

@@ -33,15 +33,24 @@ class PredictedGraph:
 def read_user_image(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 of any PNG / JPEG (or other PIL-readable) file; anything else is a user error."""
     path = Path(path)
+    if path.is_dir():
+        raise SgtoolError(f"{path} is a directory, not an image.", "Pass the image files, e.g. DIR/*.png.")
     if not path.is_file():
         raise SgtoolError(f"The image {path} does not exist.", "Check the path.")
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise SgtoolError(f"The image {path} is too large to open ({_first_sentence(exc)}).",
+                          "Scale it down first (the detector works at a few hundred pixels anyway).") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SgtoolError(f"{path} is not an image sgtool can read ({type(exc).__name__}).",
                           "Pass PNG or JPEG files.") from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _first_sentence(exc: BaseException) -> str:
+    return str(exc).split(",")[0].rstrip(".")
 
 
 def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None, detector_run: str | None = None,

@@ -148,6 +148,9 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
                           "Leave that option out, or start a new run without --resume.")
     folder = ws.require_run(run)
     settings = _resumable_settings(folder, run, head, dataset)
+    from sgtool.engine.loop import LAST, training_state
+
+    training_state(folder / "checkpoints" / LAST, str(settings["head"]))  # unreadable: refused, run.json untouched
     head_cls = get_head(str(settings["head"]))
     config = make_config(head_cls, settings.get("options") or {})
     from sgtool.engine import distributed
@@ -312,10 +315,11 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepare
                     source: ObjectSource, settings: dict, reporter: Reporter, resume: bool = False) -> dict[str, float]:
     """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
     from sgtool.engine import distributed
+    from sgtool.engine.budget import build_within_memory
     from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
 
     seed_everything(data.seed)
-    model.build(data)  # before the folder exists: a head that cannot be built changes nothing
+    build_within_memory(model, data)  # before the folder exists: a head that cannot be built changes nothing
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main and not resume:
         folder.mkdir(parents=True, exist_ok=False)

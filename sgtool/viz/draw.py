@@ -96,6 +96,9 @@ def _draw_image(ax: Axes, image: Path, objects: list[dict]) -> tuple[int, int]:
     try:
         with Image.open(image) as handle:
             pixels = handle.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise SgtoolError(f"The graph's image {image} is too large to open ({str(exc).split(',')[0]}).",
+                          "Scale the image down, or set the graph's 'image' to null to draw the graph alone.") from exc
     except (OSError, UnidentifiedImageError) as exc:
         raise SgtoolError(f"The image {image} cannot be read ({exc}).", "Fix the graph's 'image' path.") from exc
     ax.imshow(pixels)
