@@ -289,7 +289,7 @@ def draw(
     ctx: typer.Context,
     graph: Annotated[Path, typer.Argument(help="A graph.json file.")],
     out: Annotated[Optional[Path], typer.Option(help="Output .png or .svg (default: beside the graph, .png).")] = None,
-    top: Annotated[Optional[int], typer.Option(help="Keep only the N highest-scoring relations.")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Draw the N highest-scoring relations (default 100, at most 2000); the picture says how many were left out.")] = None,
 ) -> None:
     """Draw a scene graph: the image with its boxes, and the graph beside it."""
     from sgtool.viz.draw import draw_graph, show_drawing

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -657,3 +658,37 @@ def test_predict_and_draw_of_a_decompression_bomb_are_one_sentence(ws, cli, tmp_
                                  "objects": [{"id": 0, "label": "cup", "box": [0, 0, 5, 5]}], "relations": []}))
     refused(cli("draw", graph, "--out", tmp_path / "g.png"), "too large to open")
     assert snapshot(ws.root) == before and not (tmp_path / "g.png").exists()
+
+
+# ---------------------------------------------------------------- a huge graph.json draws bounded (item 7)
+
+def _huge_graph(path: Path, objects: int, relations: int) -> Path:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 900, size=(objects, 2)).round(1)
+    pairs = rng.integers(0, objects, size=(relations, 2))
+    scores = rng.random(relations).round(6)
+    graph = {"image": None, "width": 1000, "height": 1000,
+             "objects": [{"id": i, "label": f"thing{i % 50}", "box": [x, y, x + 50, y + 40], "score": 0.5}
+                         for i, (x, y) in enumerate(xy.tolist())],
+             "relations": [{"subject": s, "predicate": "near", "object": o, "score": p}
+                           for (s, o), p in zip(pairs.tolist(), scores.tolist())]}
+    path.write_text(json.dumps(graph))
+    return path
+
+
+def test_draw_of_a_huge_graph_draws_the_best_relations_and_says_how_many_were_left_out(tmp_path, cli):
+    from sgtool.viz.draw import DEFAULT_TOP, MAX_OBJECTS
+
+    graph = _huge_graph(tmp_path / "huge.json", 2000, 60_000)
+    result = cli("--json", "draw", graph, "--out", tmp_path / "huge.svg")
+    assert result.code == 0, result.err
+    drawn = json.loads(result.out)
+    assert drawn["relations"] == DEFAULT_TOP and drawn["relations_left_out"] == 60_000 - DEFAULT_TOP
+    assert drawn["objects"] <= min(MAX_OBJECTS, 2 * DEFAULT_TOP)
+    assert drawn["objects"] + drawn["objects_left_out"] == 2000
+    svg = (tmp_path / "huge.svg").read_text()
+    assert f"{60_000 - DEFAULT_TOP:,} relations left out" in svg
+    best = sorted(json.loads(graph.read_text())["relations"], key=lambda r: -r["score"])[:DEFAULT_TOP]
+    drawn_ids = {int(t.split(":")[0]) for t in re.findall(r"<!-- (\d+:thing\d+) -->", svg)}
+    assert {r["subject"] for r in best} | {r["object"] for r in best} <= drawn_ids  # the best relations' objects
+    refused(cli("draw", graph, "--top", "1000000"), "--top must be from 1 to")
