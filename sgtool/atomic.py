@@ -92,9 +92,25 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        raise naming_target(exc, tmp, target) from None
+    except RuntimeError as exc:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        if "write" not in str(exc):
+            raise
+        raise OSError(errno.EIO, "Writing failed (is the disk full?)", str(target)) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def naming_target(exc: OSError, temporary: str | Path, target: Path) -> OSError:
+    """exc with the hidden temporary path replaced by the target's, so the user reads the file they asked for."""
+    hidden = str(temporary)
+    if hidden not in f"{exc.filename} {exc.strerror} {exc}":
+        return exc
+    strerror = (exc.strerror or str(exc)).replace(hidden, str(target))
+    filename = str(exc.filename).replace(hidden, str(target)) if exc.filename is not None else str(target)
+    return OSError(exc.errno, strerror, filename)
 
 
 def remove_leftovers(folder: Path) -> list[Path]:
@@ -143,6 +159,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield staging
         replace_directory(staging, target)
+    except OSError as exc:
+        raise naming_target(exc, staging, target) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -84,16 +84,23 @@ class Workspace:
         return self._children("reports")
 
     # ------------------------------------------------------------ latest
-    def _state(self) -> dict:
+    def _state(self, strict: bool = True) -> dict:
+        """workspace.json ({} when absent); a corrupt one is named in one sentence (strict) or ignored."""
         path = self.root / STATE_FILE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-            return state if isinstance(state, dict) else {}
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as exc:
+            state = exc
+        if isinstance(state, dict) or not strict:
+            return state if isinstance(state, dict) else {}
+        raise SgtoolError(f"{path}, which remembers the latest dataset and run, is corrupt, so the latest is unknown.",
+                          f"Name it (--dataset / --run, see `sgtool info`), or delete {STATE_FILE}: the next "
+                          "prepare or train writes it again.")
 
     def set_latest(self, kind: str, name: str) -> None:
-        state = self._state()
+        state = self._state(strict=False)  # a corrupt file is replaced
         state[f"latest_{kind}"] = name
         atomic.write_json(self.root / STATE_FILE, state)
 
@@ -111,6 +118,9 @@ class Workspace:
         name = self._state().get("latest_run")
         if name in self.runs():
             return name
+        if self.runs():
+            raise SgtoolError(f"The workspace {self.root} records no latest run among its runs ({', '.join(self.runs())}).",
+                              "Pass --run NAME.")
         raise SgtoolError(f"The workspace {self.root} holds no training run.", "Run `sgtool train` first, or pass --run.")
 
     def require_dataset(self, name: str) -> Path:

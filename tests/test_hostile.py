@@ -692,3 +692,142 @@ def test_draw_of_a_huge_graph_draws_the_best_relations_and_says_how_many_were_le
     drawn_ids = {int(t.split(":")[0]) for t in re.findall(r"<!-- (\d+:thing\d+) -->", svg)}
     assert {r["subject"] for r in best} | {r["object"] for r in best} <= drawn_ids  # the best relations' objects
     refused(cli("draw", graph, "--top", "1000000"), "--top must be from 1 to")
+
+
+# ---------------------------------------------------------------- messages that mislead no more (item 8)
+
+def test_a_directory_given_as_a_file_is_called_a_directory(ws, cli, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "prepare", "custom", "--source", folder), "is a directory")
+    refused(cli("-w", ws.root, "predict", folder), "is a directory")
+    refused(cli("-w", ws.root, "train", "--config", folder), "is a directory")
+    refused(cli("draw", folder), "is a directory")
+    assert snapshot(ws.root) == before
+
+
+def test_a_failing_write_names_the_target_not_the_hidden_temp_file(ws, cli, monkeypatch):
+    import sgtool.data.prepared as prepared
+
+    def full(path, graphs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(prepared, "write_sgg_h5", full)
+    source = _custom(ws.root.parent, [_record("train", GOOD, ON), _record("test", GOOD, ON)])
+    result = cli("-w", ws.root, "prepare", "custom", "--source", source, "--name", "c")
+    refused(result, "No space left on device", str(ws.root / "data" / "c" / "sgg.h5"))
+    assert ".staging" not in result.err and ".tmp" not in result.err
+
+
+def test_a_torch_write_failure_is_a_sentence_naming_the_checkpoint(tmp_path):
+    from sgtool import atomic
+
+    target = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(OSError) as caught:
+        with atomic.atomic_path(target):
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
+                               "data/0: file write failed")
+    assert caught.value.filename == str(target) and "disk full" in caught.value.strerror
+    assert not list(target.parent.iterdir())
+
+
+def test_a_corrupt_manifest_is_named_with_how_to_mend_it(ws, cli):
+    (ws.data_dir("tiny") / "manifest.json").write_text("{not json")
+    before = snapshot(ws.root)
+    result = cli("-w", ws.root, "info", "--verify")
+    assert result.code == 0 and "No datasets" not in result.out
+    status = json.loads(cli("-w", ws.root, "--json", "info", "--verify").out)["datasets"]["tiny"]["status"]
+    assert status.startswith("manifest.json is corrupt") and "--force" in status
+    source = _custom(ws.root.parent, [_record("train", GOOD, ON), _record("test", GOOD, ON)])
+    refused(cli("-w", ws.root, "prepare", "custom", "--source", source, "--name", "tiny"), "corrupt manifest.json",
+            "--force")
+    assert snapshot(ws.root) == before
+
+
+def test_a_corrupt_workspace_json_is_named_not_taken_for_an_empty_workspace(ws, cli):
+    trained(cli, ws)
+    (ws.root / "workspace.json").write_text("\x00garbage")
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "eval"), "workspace.json", "is corrupt", "--run")
+    assert snapshot(ws.root) == before
+    assert cli("-w", ws.root, "-q", "eval", "--run", "run").code == 0  # naming the run still works
+    refused(cli("-w", ws.root, "train", "--head", "freq"), "workspace.json", "--dataset")
+    assert cli("-w", ws.root, "-q", "train", "--head", "freq", "--dataset", "tiny", "--name", "second").code == 0
+    # the train that names its dataset writes workspace.json again
+    assert json.loads((ws.root / "workspace.json").read_text())["latest_run"] == "second"
+
+
+def test_training_without_validation_relations_warns(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws, splits=(10, 0, 3))
+    result = cli("-w", ws.root, "train", "--head", "tensor", "--epochs", "1", "--set", "sel_epochs=0")
+    assert result.code == 0 and "Warning:" in result.err and "holds no annotated relation" in result.err
+
+
+# ---------------------------------------------------------------- a broken torch / torchvision pair (item 9)
+
+BROKEN_TORCHVISION = """
+import contextlib, importlib.abc, io, json, sys
+
+class BrokenPair(importlib.abc.MetaPathFinder):  # what a CPU torch with a CUDA torchvision wheel does on import
+    def find_spec(self, name, path, target=None):
+        if name == "torchvision" or name.startswith("torchvision."):
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+sys.meta_path.insert(0, BrokenPair())
+from sgtool.cli import main
+
+results = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException as exc:  # a traceback the user would see
+            code, err = 1, io.StringIO("Traceback " + repr(exc))
+    results.append({"code": code, "err": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def _with_broken_torchvision(commands: list[tuple]) -> list[dict]:
+    """Run each sgtool command line in one fresh process where `import torchvision` fails as a broken pair does."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", BROKEN_TORCHVISION, json.dumps([list(map(str, c)) for c in commands])],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_freq_eval_and_draw_need_no_torchvision_and_the_rest_names_the_mismatch(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws, with_images=True, splits=(6, 2, 2))
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"image": None, "objects": [{"id": 0, "label": "cup", "box": [0, 0, 5, 5]}],
+                                 "relations": []}))
+    w = ("-w", ws.root, "-q")
+    working = [(*w, "train", "--head", "freq", "--name", "f"), (*w, "eval", "--run", "f"), (*w, "info"),
+               (*w, "draw", graph, "--out", tmp_path / "g.png")]
+    mismatched = [(*w, "train", "--head", "tensor", "--epochs", "1"), (*w, "train-detector", "--epochs", "1")]
+    results = _with_broken_torchvision(working + mismatched)
+    for args, result in zip(working, results):
+        assert result["code"] == 0 and "Traceback" not in result["err"], (args, result)
+    assert (ws.report_dir("f") / "report.json").is_file() and (tmp_path / "g.png").is_file()
+    for args, result in zip(mismatched, results[len(working):]):
+        text = " ".join(result["err"].split())
+        assert result["code"] == 2 and "Traceback" not in text, (args, result)
+        assert "cannot be loaded with torch" in text and "torchvision::nms" in text and "+cpu" in text, text
+
+
+def test_the_matching_torchvision_is_named_for_a_torch_release():
+    from sgtool.vision import matching_pair
+
+    assert matching_pair("2.5.1+cpu") == ("2.5.1", "0.20.1")
+    assert matching_pair("2.14.1+cu130") == ("2.14.1", "0.29.1")

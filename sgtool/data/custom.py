@@ -330,6 +330,9 @@ def prepare_custom(ws: Workspace, source: Path, name: str = "custom", images: Pa
                    val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
                    force: bool = False) -> PreparedDataset:
     source = Path(source).expanduser().resolve()
+    if source.is_dir():
+        raise SgtoolError(f"The custom dataset source {source} is a directory, not a JSON file.",
+                          "Pass the JSON file itself with --source.")
     if not source.is_file():
         raise SgtoolError(f"The custom dataset file {source} does not exist.", "Pass the JSON file with --source.")
     parameters = {"source": str(source), "images": str(images) if images else None, "val_fraction": val_fraction,

@@ -60,9 +60,10 @@ def _check_replace_allowed(ws: Workspace, name: str, recipe: str, parameters: di
         return
     try:
         old = read_json(manifest_path)
-    except SgtoolError:
-        old = {}
-    if old.get("recipe") != recipe or old.get("parameters") != parameters:
+    except SgtoolError as exc:
+        raise SgtoolError(f"The dataset '{name}' has a corrupt {MANIFEST} ({manifest_path}), so it cannot be told apart "
+                          "from another preparation.", "Pass --force to prepare it again in its place.") from exc
+    if not isinstance(old, dict) or old.get("recipe") != recipe or old.get("parameters") != parameters:
         raise SgtoolError(f"The workspace already holds a dataset '{name}' prepared with other parameters.",
                           "Pass --force to replace it, or --name to prepare it under another name.")
 

@@ -239,6 +239,8 @@ def read_json(path: Path) -> object:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SgtoolError(f"{path} does not exist.", "Check the path, or prepare the dataset first.") from exc
+    except IsADirectoryError as exc:
+        raise SgtoolError(f"{path} is a directory, not a JSON file.", "Pass the JSON file itself.") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SgtoolError(f"{path} is not valid JSON ({exc}).", "The file may be truncated; re-create it.") from exc
 

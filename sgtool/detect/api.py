@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from torchvision.models.detection import FasterRCNN
 
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.detect.data import to_float
 from sgtool.detect.model import DetectorSpec, build_model
 from sgtool.errors import SgtoolError
 from sgtool.workspace import Workspace
+
+if TYPE_CHECKING:
+    from torchvision.models.detection import FasterRCNN
 
 CHECKPOINT_FORMAT = "sgtool-detector"
 LATEST_KIND = "detector"  # workspace.json key latest_detector

@@ -108,7 +108,7 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
                                        cache_features, reporter)
     detector = objects_run or visual_run
     priors = load_prepared_priors(ws, prepared.name)
-    data = _train_data(prepared, priors, device, seed)
+    data = _train_data(prepared, priors, device, seed, reporter)
     run = distributed.broadcast(ws.claim_run_name(name, f"{head}-{prepared.name}-{task}") if distributed.is_main() else None)
     ws.check_writable()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
@@ -131,12 +131,17 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
     return TrainResult(run, ws.run_dir(run), head, prepared.name, task, metrics)
 
 
-def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int) -> TrainData:
+def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int,
+                reporter: Reporter = SILENT) -> TrainData:
     train = prepared.graphs.split_subset("train")
     if train.num_images == 0 or len(train.relations) == 0:
         raise SgtoolError(f"The dataset '{prepared.name}' has no training relations.",
                           "Prepare a dataset whose train split holds annotated relations.")
-    return TrainData(train, prepared.graphs.split_subset("val"), prepared.vocab, priors, device, seed)
+    val = prepared.graphs.split_subset("val")
+    if len(val.relations) == 0:
+        reporter.warn(f"The val split of '{prepared.name}' holds no annotated relation: there are no validation "
+                      "metrics, and the last epoch is kept as the best (prepare with a val split to select on it).")
+    return TrainData(train, val, prepared.vocab, priors, device, seed)
 
 
 def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: str | None = None,
@@ -160,7 +165,7 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
     prepared = load_prepared(ws, settings["dataset"])
     source = object_source or task_objects(ws, prepared, settings["task"], settings.get("detector"), device, reporter)[0]
     priors = load_prepared_priors(ws, prepared.name)
-    data = _train_data(prepared, priors, device, int(settings.get("seed") or 0))
+    data = _train_data(prepared, priors, device, int(settings.get("seed") or 0), reporter)
     ws.check_writable()
     if distributed.is_main():
         atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
