@@ -94,8 +94,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as exc:
         raise naming_target(exc, tmp, target) from None
-    except RuntimeError as exc:  # torch.save reports a failed write (a full disk) as a RuntimeError
-        if "write" not in str(exc):
+    except RuntimeError as exc:  # torch.save's zip writer reports a failed write (a full disk) as a RuntimeError
+        if not any(mark in str(exc) for mark in ("write", "inline_container", "PytorchStreamWriter")):
             raise
         raise OSError(errno.EIO, "Writing failed (is the disk full?)", str(target)) from exc
     finally:

@@ -729,6 +729,9 @@ def test_a_torch_write_failure_is_a_sentence_naming_the_checkpoint(tmp_path):
             raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
                                "data/0: file write failed")
     assert caught.value.filename == str(target) and "disk full" in caught.value.strerror
+    with pytest.raises(OSError):  # what torch says when the file stops growing (a file size limit, a full disk)
+        with atomic.atomic_path(target):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 47744 vs 47632")
     assert not list(target.parent.iterdir())
 
 
