@@ -834,3 +834,17 @@ def test_the_matching_torchvision_is_named_for_a_torch_release():
 
     assert matching_pair("2.5.1+cpu") == ("2.5.1", "0.20.1")
     assert matching_pair("2.14.1+cu130") == ("2.14.1", "0.29.1")
+
+
+def test_a_train_racing_another_of_the_same_name_is_refused(ws, cli, monkeypatch):
+    from sgtool import atomic
+
+    with atomic.exclusive(ws.run_dir("r"), "the run 'r'"):  # another process is writing run r right now
+        refused(cli("-w", ws.root, "train", "--head", "freq", "--name", "r"), "Another sgtool process")
+    assert ws.runs() == []
+    # another train makes run t between our check that the name is free and our claim of it
+    monkeypatch.setattr(Workspace, "claim_run_name", lambda self, name, default, hint=None: name)
+    ws.run_dir("t").mkdir(parents=True)
+    refused(cli("-w", ws.root, "train", "--head", "tensor", "--epochs", "1", "--name", "t"), "just made by another")
+    refused(cli("-w", ws.root, "train", "--head", "freq", "--name", "t"), "just made by another")
+    assert list(ws.run_dir("t").iterdir()) == []

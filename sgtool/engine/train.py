@@ -121,7 +121,8 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
     if trainable:
         metrics = _train_in_place(ws.run_dir(run), model, data, prepared, priors, source, settings, reporter)
     elif distributed.is_main():  # nothing to share out: rank 0 fits, the others wait
-        with atomic.atomic_directory(ws.run_dir(run)) as staging:
+        with atomic.exclusive(ws.run_dir(run), f"the run '{run}'"), atomic.atomic_directory(ws.run_dir(run)) as staging:
+            _refuse_taken(ws, run)
             metrics = _fill_run(staging, model, data, prepared, priors, source, settings, reporter)
     else:
         metrics = {}
@@ -129,6 +130,11 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
         ws.set_latest("run", run)
     distributed.barrier()
     return TrainResult(run, ws.run_dir(run), head, prepared.name, task, metrics)
+
+
+def _refuse_taken(ws: Workspace, run: str) -> None:
+    if ws.run_dir(run).exists():  # claimed free, then made by a concurrent train of the same name
+        raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.")
 
 
 def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int,
@@ -327,7 +333,12 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepare
     build_within_memory(model, data)  # before the folder exists: a head that cannot be built changes nothing
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main and not resume:
-        folder.mkdir(parents=True, exist_ok=False)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()  # the atomic claim of the name: a concurrent train of the same name fails here
+        except FileExistsError:
+            raise SgtoolError(f"A run named '{folder.name}' was just made by another sgtool process.",
+                              "Pick another --name.") from None
     reporter.info(f"{'Resuming' if resume else 'Training'} the {settings['head']} head on '{prepared.name}' "
                   f"({settings['task']}, {data.device}) as run {settings['run']}.")
     try:
