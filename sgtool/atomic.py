@@ -6,6 +6,8 @@ renames of `replace_directory`, puts the old target back first."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import glob
 import json
 import os
@@ -90,9 +92,25 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        raise naming_target(exc, tmp, target) from None
+    except RuntimeError as exc:  # torch.save's zip writer reports a failed write (a full disk) as a RuntimeError
+        if not any(mark in str(exc) for mark in ("write", "inline_container", "PytorchStreamWriter")):
+            raise
+        raise OSError(errno.EIO, "Writing failed (is the disk full?)", str(target)) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def naming_target(exc: OSError, temporary: str | Path, target: Path) -> OSError:
+    """exc with the hidden temporary path replaced by the target's, so the user reads the file they asked for."""
+    hidden = str(temporary)
+    if hidden not in f"{exc.filename} {exc.strerror} {exc}":
+        return exc
+    strerror = (exc.strerror or str(exc)).replace(hidden, str(target))
+    filename = str(exc.filename).replace(hidden, str(target)) if exc.filename is not None else str(target)
+    return OSError(exc.errno, strerror, filename)
 
 
 def remove_leftovers(folder: Path) -> list[Path]:
@@ -112,6 +130,18 @@ def write_json(target: Path, payload: object) -> None:
     write_text(target, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_json_or_overwrite(target: Path, payload: object) -> None:
+    """write_json; when that fails (a full disk has no room for the temp file), overwrite target's bytes in
+    place, which reuses its blocks. For a small status file that must say what happened."""
+    try:
+        write_json(target, payload)
+    except OSError:
+        data = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        with open(target, "r+b") as handle:
+            handle.write(data)
+            handle.truncate()
+
+
 def write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
@@ -129,6 +159,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield staging
         replace_directory(staging, target)
+    except OSError as exc:
+        raise naming_target(exc, staging, target) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -147,3 +179,43 @@ def replace_directory(source: Path, target: Path) -> None:
         raise
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- one writer per target
+
+@contextlib.contextmanager
+def exclusive(target: Path, what: str) -> Iterator[None]:
+    """Hold an flock on `.<target>.lock` beside target while the block runs; a second writer of the same
+    target is refused in one sentence. The lock file is removed on release (the inode check below keeps
+    that safe: a writer that locked a file already unlinked tries again)."""
+    from sgtool.errors import SgtoolError
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise SgtoolError(f"Another sgtool process (pid {holder}) is writing {what} right now.",
+                              "Wait for it to finish, or pick another --name.") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its last holder had just removed: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

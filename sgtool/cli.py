@@ -67,7 +67,9 @@ def global_options(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_show_version, is_eager=True,
                                                     help="Show the version and exit.")] = None,
 ) -> None:
-    ctx.obj = Settings(Workspace(workspace), device.value, seed, quiet, json_output)
+    from sgtool.config import check_seed
+
+    ctx.obj = Settings(Workspace(workspace), device.value, check_seed(seed), quiet, json_output)
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -388,7 +390,7 @@ def draw(
     ctx: typer.Context,
     graph: Annotated[Path, typer.Argument(help="A graph.json file.")],
     out: Annotated[Optional[Path], typer.Option(help="Output .png or .svg (default: beside the graph, .png).")] = None,
-    top: Annotated[Optional[int], typer.Option(help="Keep only the N highest-scoring relations.")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Draw the N highest-scoring relations (default 100, at most 2000); the picture says how many were left out.")] = None,
 ) -> None:
     """Draw a scene graph: the image with its boxes, and the graph beside it."""
     from sgtool.viz.draw import draw_graph, show_drawing

@@ -85,13 +85,37 @@ def check_options(config: Any) -> None:
 
 # ---------------------------------------------------------------- YAML and overrides
 
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """--seed is a whole number from 0 to 2**32 - 1 (what every generator sgtool seeds accepts)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SgtoolError(f"--seed must be a whole number from 0 to {MAX_SEED:,}, not {seed}.", "Use e.g. --seed 0.")
+    return seed
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'line 3, column 7: mapping values are not allowed here' from PyYAML's several-line message."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{' '.join(str(problem).split())}"
+
+
 def read_yaml(path: Path) -> dict:
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SgtoolError(f"The config file {path} does not exist.", "Check the path passed to --config.") from exc
+    except IsADirectoryError as exc:
+        raise SgtoolError(f"{path} is a directory, not a YAML file.", "Pass the YAML file itself.") from exc
+    except UnicodeDecodeError as exc:
+        raise SgtoolError(f"{path} is not a text file (byte {exc.start} is not UTF-8), so not YAML.",
+                          "Pass a YAML file of `key: value` lines.") from exc
     except yaml.YAMLError as exc:
-        raise SgtoolError(f"{path} is not valid YAML ({exc}).", "Fix the file's syntax.") from exc
+        raise SgtoolError(f"{path} is not valid YAML ({_yaml_problem(exc)}).", "Fix the file's syntax there.") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

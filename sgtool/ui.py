@@ -28,6 +28,11 @@ class Reporter:
         if not self.quiet:
             err.print(message)
 
+    def warn(self, message: str) -> None:
+        """Something the user should know although the command goes on (stderr, prefixed 'Warning:')."""
+        if not self.quiet:
+            err.print(f"[bold yellow]Warning:[/] {escape(message)}", highlight=False)
+
     @contextmanager
     def progress(self) -> Iterator[Progress]:
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),

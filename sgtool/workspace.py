@@ -19,7 +19,31 @@ from sgtool.errors import SgtoolError
 
 DEFAULT_WORKSPACE = "sgtool-workspace"
 STATE_FILE = "workspace.json"
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME = 128  # with the writer's temp suffix, a file name stays under the 255 bytes of common filesystems
+
+
+def check_name(name: object, kind: str = "name") -> str:
+    """A user-given name that becomes a path (dataset, run, report, recipe) must be a plain name:
+    letters, digits, '.', '_', '+', '-', starting with a letter or digit (so never '', '.', '..' or
+    a path), at most MAX_NAME characters. Returns it; anything else is one sentence (SgtoolError)."""
+    if isinstance(name, str) and len(name) <= MAX_NAME and NAME.fullmatch(name):
+        return name
+    shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else repr(name[:40]) + "..."
+    raise SgtoolError(f"{shown} is not a usable {kind}: a {kind} is 1 to {MAX_NAME} letters, digits, '.', '_', '+' "
+                      "or '-', starting with a letter or digit, and never a path.",
+                      f"Pass a plain {kind}, e.g. 'mine-1'.")
+
+
+def check_names(**names: str | None) -> None:
+    """check_name on every given option (None = left out): `check_names(dataset=..., run=...)`."""
+    for option, name in names.items():
+        if name is not None:
+            kind = "dataset name" if option == "dataset" else "run name"
+            try:
+                check_name(name, kind)
+            except SgtoolError as exc:
+                raise SgtoolError(f"--{option.replace('_', '-')}: {exc.message}", exc.hint) from None
 
 
 class Workspace:
@@ -27,17 +51,18 @@ class Workspace:
         self.root = Path(root).expanduser()
 
     # ------------------------------------------------------------ paths
+    # every name is checked here, so no name can reach outside the workspace
     def data_dir(self, dataset: str) -> Path:
-        return self.root / "data" / dataset
+        return self.root / "data" / check_name(dataset, "dataset name")
 
     def priors_path(self, dataset: str) -> Path:
-        return self.root / "priors" / f"{dataset}.npz"
+        return self.root / "priors" / f"{check_name(dataset, 'dataset name')}.npz"
 
     def run_dir(self, run: str) -> Path:
-        return self.root / "runs" / run
+        return self.root / "runs" / check_name(run, "run name")
 
     def report_dir(self, run: str) -> Path:
-        return self.root / "reports" / run
+        return self.root / "reports" / check_name(run, "run name")
 
     # ------------------------------------------------------------ listing
     def _children(self, folder: str, marker: str | None = None) -> list[str]:
@@ -45,8 +70,9 @@ class Workspace:
         if not base.is_dir():
             return []
         atomic.restore_moved_aside(base)  # a write killed between its two renames
-        return sorted(p.name for p in base.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (marker is None or (p / marker).exists()))
+        return sorted(p.name for p in base.iterdir()  # hidden and hand-made folders with other names are not ours
+                      if p.is_dir() and NAME.fullmatch(p.name) and len(p.name) <= MAX_NAME
+                      and (marker is None or (p / marker).exists()))
 
     def datasets(self) -> list[str]:
         return self._children("data", "manifest.json")
@@ -58,16 +84,23 @@ class Workspace:
         return self._children("reports")
 
     # ------------------------------------------------------------ latest
-    def _state(self) -> dict:
+    def _state(self, strict: bool = True) -> dict:
+        """workspace.json ({} when absent); a corrupt one is named in one sentence (strict) or ignored."""
         path = self.root / STATE_FILE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-            return state if isinstance(state, dict) else {}
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as exc:
+            state = exc
+        if isinstance(state, dict) or not strict:
+            return state if isinstance(state, dict) else {}
+        raise SgtoolError(f"{path}, which remembers the latest dataset and run, is corrupt, so the latest is unknown.",
+                          f"Name it (--dataset / --run, see `sgtool info`), or delete {STATE_FILE}: the next "
+                          "prepare or train writes it again.")
 
     def set_latest(self, kind: str, name: str) -> None:
-        state = self._state()
+        state = self._state(strict=False)  # a corrupt file is replaced
         state[f"latest_{kind}"] = name
         atomic.write_json(self.root / STATE_FILE, state)
 
@@ -85,9 +118,13 @@ class Workspace:
         name = self._state().get("latest_run")
         if name in self.runs():
             return name
+        if self.runs():
+            raise SgtoolError(f"The workspace {self.root} records no latest run among its runs ({', '.join(self.runs())}).",
+                              "Pass --run NAME.")
         raise SgtoolError(f"The workspace {self.root} holds no training run.", "Run `sgtool train` first, or pass --run.")
 
     def require_dataset(self, name: str) -> Path:
+        check_name(name, "dataset name")
         if name not in self.datasets():
             known = ", ".join(self.datasets()) or "none"
             raise SgtoolError(f"No prepared dataset named '{name}' in {self.root} (known: {known}).",
@@ -95,6 +132,7 @@ class Workspace:
         return self.data_dir(name)
 
     def require_run(self, name: str) -> Path:
+        check_name(name, "run name")
         if name not in self.runs():
             known = ", ".join(self.runs()) or "none"
             raise SgtoolError(f"No run named '{name}' in {self.root} (known: {known}).", "See `sgtool info` for the runs.")
@@ -113,8 +151,7 @@ class Workspace:
         """The run's name: `name` when it is usable and free, else a fresh variant of `default`."""
         if name is None:
             return self.new_run_name(default)
-        if not RUN_NAME.match(name):
-            raise SgtoolError(f"'{name}' is not a usable run name.", "Use letters, digits, '.', '_', '+' and '-' only.")
+        check_name(name, "run name")
         if name in self.runs():
             raise SgtoolError(f"A run named '{name}' already exists in {self.root}.",
                               hint or f"Pick another --name, or leave it out to get {self.new_run_name(name)}.")

@@ -9,6 +9,7 @@ import pytest
 from eval_helpers import make_gt, make_pred
 from sgtool.errors import SgtoolError
 from sgtool.eval import METRIC_FAMILIES, NO_HIT, evaluate, parse_metric
+from sgtool.eval.metrics import IoURule
 
 FAR = [[0, 0, 10, 10], [50, 0, 60, 10], [0, 50, 10, 60], [50, 50, 60, 60]]  # four disjoint boxes
 
@@ -132,7 +133,7 @@ def test_legacy_iou_is_a_named_option():
     g = image([1, 2], rels=[(0, 1, 1)], boxes=[[0, 0, 9, 9], [50, 50, 60, 60]])
     p = pred_image(g, [(0, 1)], [row(3, p1=1.0)], boxes=[[0, 0, 9, 4], [50, 50, 60, 60]], labels=[1, 2])
     legacy = run([g], [p], 3, task="sgdet", ks=(1,))  # (10*5) / (10*10) = 0.5
-    exact = run([g], [p], 3, task="sgdet", ks=(1,), legacy_iou=False)  # (9*4) / (9*9) = 0.44
+    exact = run([g], [p], 3, task="sgdet", ks=(1,), iou=IoURule(legacy=False))  # (9*4) / (9*9) = 0.44
     assert legacy.metrics["R@1"] == 1.0 and exact.metrics["R@1"] == 0.0
     assert "+1-pixel" in legacy.conventions["R@1"] and "exact" in exact.conventions["R@1"]
 

@@ -83,7 +83,7 @@ def test_missing_object_points_at_record(tmp_path, cli):
 def test_other_bad_records(tmp_path, cli):
     cases = [
         ([record("a.jpg", [{"box": [0, 0, 5], "label": "a"}], [])], "record 0 (image 'a.jpg'), object 0: a box must be 4 finite numbers"),
-        ([record("a.jpg", [], [], w=0)], "record 0 (image 'a.jpg'): width must be a positive whole number"),
+        ([record("a.jpg", [], [], w=0)], "record 0 (image 'a.jpg'): width must be a positive whole number of pixels"),
         ([record("a.jpg", [], []), record("b.jpg", [], [], split=None)], "record 1 (image 'b.jpg') has no split, but other records do"),
         ({"objects": ["a"], "images": [record("a.jpg", [{"box": [0, 0, 5, 5], "label": "zz"}], [])]},
          "record 0 (image 'a.jpg'): object label 'zz' is not in the given vocabulary"),

@@ -41,7 +41,7 @@ class AEEvalOutcome:
 def is_ae_run(ws: Workspace, run: str | None) -> bool:
     """True when the run (the latest when None) was trained by `sgtool train --head ae`."""
     try:
-        name = run or ws.latest_run()
+        name = run if run is not None else ws.latest_run()
         path = ws.run_dir(name) / "config.yaml"
         return path.exists() and read_yaml(path).get("head") == "ae"
     except SgtoolError:
@@ -75,7 +75,7 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if threshold <= 0:
         raise SgtoolError(f"The node distance threshold must be positive, not {threshold}.", "Use 5 pixels.")
-    run = run or ws.latest_run()
+    run = run if run is not None else ws.latest_run()
     folder = ws.require_run(run)
     settings = read_yaml(folder / "config.yaml")
     prepared = load_prepared(ws, settings["dataset"])
@@ -93,7 +93,8 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
         per_seed[int(s)] = triplet_scores(predicted_point_graphs(predictions), gt_point_graphs(data), threshold)
     outcome = AEEvalOutcome(run, prepared.name, split, threshold, per_seed, summarise(per_seed), ws.report_dir(run))
     ws.check_writable()
-    with atomic.atomic_directory(ws.report_dir(run)) as staging:
+    with atomic.exclusive(ws.report_dir(run), f"the report of run '{run}'"), \
+            atomic.atomic_directory(ws.report_dir(run)) as staging:
         write_ae_report(staging, outcome, settings, prepared, data, folder)
     return outcome
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
+
+from sgtool.vision import require_torchvision
 
 ROI_SIZE = 16
 TEMPLATE_ROWS, TEMPLATE_COLS = 17, 8
@@ -111,6 +112,9 @@ class EdgeClassifier(nn.Module):
     def forward(self, image: Tensor, lines: Tensor, coords: Tensor, pairs: Tensor) -> Tensor:
         b, p, h, w = lines.shape
         stacked = torch.stack([image.expand(b, p, h, w), lines.detach()], 2).reshape(b * p, 2, h, w)
+        require_torchvision()
+        from torchvision.ops import roi_align
+
         crops = roi_align(stacked, self.rois(coords, pairs, w), (ROI_SIZE, ROI_SIZE), 1.0, 2, aligned=True)
         return torch.sigmoid(self.fc(self.conv(crops))).view(b, p)
 

@@ -24,6 +24,8 @@ from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+MAX_SIDE = 1 << 20  # pixels: far beyond any photograph, well inside every integer type used
+MAX_IMAGE_ID = (1 << 63) - 1
 _HINT = "See docs/custom-format.md for the schema."
 
 
@@ -45,9 +47,33 @@ def _where(index: int, record: object) -> str:
 
 
 def _size(value: object, what: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise SgtoolError(f"{where}: {what} must be a positive whole number, not {value!r}.", _HINT)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)
+            or value != int(value) or not 1 <= value <= MAX_SIDE):
+        raise SgtoolError(f"{where}: {what} must be a positive whole number of pixels up to {MAX_SIDE:,}, not {value!r}.", _HINT)
     return int(value)
+
+
+def _image_id(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_IMAGE_ID:
+        raise SgtoolError(f"{where}: image_id must be a whole number from 0 to 2**63 - 1, not {value!r}.", _HINT)
+    return value
+
+
+def check_unique_image_ids(records: list[Record], source: Path) -> None:
+    """Every image id names one image: records sharing one would merge their annotations."""
+    ids = [r.image_id for r in records]
+    given = [i is not None for i in ids]
+    if any(given) and not all(given):
+        k = given.index(False)
+        raise SgtoolError(f"{source}: record {k}{_file_part(records[k])} has no image_id, but other records do.",
+                          "Give every record an image_id, or none (then they are numbered in order).")
+    first: dict[int, int] = {}
+    for k, image_id in enumerate(ids):
+        if image_id is not None and first.setdefault(image_id, k) != k:
+            raise SgtoolError(f"{source}: records {first[image_id]} and {k} share the image_id {image_id}.",
+                              "Put all of an image's objects and relations in one record, under one id.")
 
 
 def _box(value: object, where: str) -> list[float]:
@@ -73,7 +99,7 @@ def parse_custom_record(index: int, raw: object) -> Record:
     if not isinstance(objects, list) or not isinstance(relations, list):
         raise SgtoolError(f"{where}: objects and relations must be lists.", _HINT)
     record = Record(raw.get("file"), _size(raw.get("width"), "width", where), _size(raw.get("height"), "height", where),
-                    _split(raw.get("split"), where), image_id=raw.get("image_id"))
+                    _split(raw.get("split"), where), image_id=_image_id(raw.get("image_id"), where))
     use_ids = bool(objects) and all(isinstance(o, dict) and "id" in o for o in objects)
     ids = {}
     for k, obj in enumerate(objects):
@@ -121,6 +147,9 @@ def parse_coco(payload: dict, path: Path) -> tuple[list[Record], list[str], list
         where = _where(k, image)
         if not isinstance(image, dict) or "id" not in image:
             raise SgtoolError(f"{path}: images {where} needs an id.", _HINT)
+        if image["id"] in position:
+            raise SgtoolError(f"{path}: images {position[image['id']]} and {k} share the id {image['id']!r}.",
+                              "Each image needs its own id; annotations name their image by it.")
         position[image["id"]] = k
         records.append(Record(image.get("file_name"), _size(image.get("width"), "width", where),
                               _size(image.get("height"), "height", where), _split(image.get("split"), where)))
@@ -166,14 +195,23 @@ def _list(payload: dict, key: str, path: Path) -> list:
 def _categories(value: object, key: str, path: Path) -> dict:
     if not isinstance(value, list) or not value:
         raise SgtoolError(f"{path}: '{key}' must be a non-empty list of {{id, name}}.", _HINT)
-    try:
-        ordered = sorted(value, key=lambda c: c["id"])
-        out = {c["id"]: str(c["name"]) for c in ordered}
-    except (KeyError, TypeError) as exc:
-        raise SgtoolError(f"{path}: every entry of '{key}' needs an id and a name ({exc!r}).", _HINT) from exc
+    out: dict = {}
+    for k, category in enumerate(value):
+        if not isinstance(category, dict) or "id" not in category:
+            raise SgtoolError(f"{path}: entry {k} of '{key}' needs an id and a name.", _HINT)
+        name = category.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise SgtoolError(f"{path}: entry {k} of '{key}' has the name {name!r}; a name must be a non-empty string.", _HINT)
+        if category["id"] in out:
+            raise SgtoolError(f"{path}: '{key}' lists the id {category['id']!r} twice ('{out[category['id']]}' and '{name}').",
+                              "Each class needs its own id.")
+        out[category["id"]] = name.strip()
     if len(set(out.values())) != len(out):
         raise SgtoolError(f"{path}: '{key}' lists a name twice.", "Each class needs a unique name.")
-    return out
+    try:
+        return dict(sorted(out.items()))
+    except TypeError as exc:
+        raise SgtoolError(f"{path}: the ids of '{key}' mix kinds ({exc}).", "Use whole numbers as ids.") from exc
 
 
 # ---------------------------------------------------------------- records -> graphs
@@ -257,6 +295,7 @@ def build_custom(path: Path, images: Path | None, val_fraction: float, test_frac
     records, objects, predicates, kind = read_records(path)
     if not records:
         raise SgtoolError(f"{path} holds no image records.", _HINT)
+    check_unique_image_ids(records, path)
     split, split_origin = assign_splits(records, val_fraction, test_fraction, seed)
     vocab = vocabulary(records, objects, predicates)
     flat = flatten(records, vocab)
@@ -272,7 +311,7 @@ def build_custom(path: Path, images: Path | None, val_fraction: float, test_frac
              "relations_merged_duplicates": rel_notes["relations_merged_duplicates"],
              "images_without_relations": split_counts(split, (np.bincount(flat.rel_image, minlength=len(records)) == 0).astype(np.int64))}
     ids = [r.image_id for r in records]
-    image_ids = np.array(ids, dtype=np.int64) if all(isinstance(i, int) for i in ids) else np.arange(len(records))
+    image_ids = np.array(ids, dtype=np.int64) if all(i is not None for i in ids) else np.arange(len(records))
     graphs = assemble(flat, image_ids, widths, heights, split)
     graphs.files, notes["images_missing"] = _stage_images(records, images or path.parent, staging)
     return Staged(graphs, vocab, notes)
@@ -292,6 +331,9 @@ def prepare_custom(ws: Workspace, source: Path, name: str = "custom", images: Pa
                    val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
                    force: bool = False) -> PreparedDataset:
     source = Path(source).expanduser().resolve()
+    if source.is_dir():
+        raise SgtoolError(f"The custom dataset source {source} is a directory, not a JSON file.",
+                          "Pass the JSON file itself with --source.")
     if not source.is_file():
         raise SgtoolError(f"The custom dataset file {source} does not exist.", "Pass the JSON file with --source.")
     parameters = {"source": str(source), "images": str(images) if images else None, "val_fraction": val_fraction,

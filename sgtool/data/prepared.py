@@ -19,7 +19,7 @@ from sgtool.data.sgg_h5 import (
 )
 from sgtool.errors import SgtoolError
 from sgtool.priors import GroupRule, compute_priors, load_priors, save_priors
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_name
 
 MANIFEST = "manifest.json"
 
@@ -60,9 +60,10 @@ def _check_replace_allowed(ws: Workspace, name: str, recipe: str, parameters: di
         return
     try:
         old = read_json(manifest_path)
-    except SgtoolError:
-        old = {}
-    if old.get("recipe") != recipe or old.get("parameters") != parameters:
+    except SgtoolError as exc:
+        raise SgtoolError(f"The dataset '{name}' has a corrupt {MANIFEST} ({manifest_path}), so it cannot be told apart "
+                          "from another preparation.", "Pass --force to prepare it again in its place.") from exc
+    if not isinstance(old, dict) or old.get("recipe") != recipe or old.get("parameters") != parameters:
         raise SgtoolError(f"The workspace already holds a dataset '{name}' prepared with other parameters.",
                           "Pass --force to replace it, or --name to prepare it under another name.")
 
@@ -71,7 +72,14 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
                   build: Callable[[Path], Staged], groups: GroupRule | None = None,
                   force: bool = False) -> PreparedDataset:
     """Build a dataset into a staging folder and move it, with its priors, into the workspace."""
+    check_name(name, "dataset name")
     ws.check_writable()
+    with atomic.exclusive(ws.data_dir(name), f"the dataset '{name}'"):
+        return _save_prepared(ws, name, recipe, parameters, build, groups, force)
+
+
+def _save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict, build: Callable[[Path], Staged],
+                   groups: GroupRule | None, force: bool) -> PreparedDataset:
     _check_replace_allowed(ws, name, recipe, parameters, force)
     with atomic.atomic_directory(ws.data_dir(name)) as staging:
         staged = build(staging)
@@ -107,7 +115,7 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
 
 def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:
     """Load a prepared dataset (the latest one when no name is given)."""
-    name = name or ws.latest_dataset()
+    name = name if name is not None else ws.latest_dataset()
     path = ws.require_dataset(name)
     manifest = read_json(path / MANIFEST)
     vocab = vocabulary_from_dicts(read_json(path / "dicts.json"), path / "dicts.json")

@@ -142,6 +142,27 @@ def _offsets_from_first_last(first: np.ndarray, last: np.ndarray, total: int, wh
     return offsets
 
 
+def _rows(rows: np.ndarray) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:5])
+    return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def check_boxes_finite(boxes: np.ndarray, path: Path) -> None:
+    """A NaN or infinite box is refused naming its rows (every reader does the same; none drops it)."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(boxes, dtype=np.float64)).all(axis=1)) if len(boxes) else []
+    if len(bad):
+        raise SgtoolError(f"{path}: boxes_1024 holds NaN or infinite values in row(s) {_rows(bad)}.",
+                          "Fix or drop those boxes in the tool that wrote the file.")
+
+
+def check_split_codes(split: np.ndarray, path: Path) -> None:
+    """split is 0 (train), 1 (val) or 2 (test); anything else is refused, not read as train."""
+    bad = np.flatnonzero(~np.isin(split, (0, 1, 2)))
+    if len(bad):
+        raise SgtoolError(f"{path}: split holds {split[bad[0]].item()!r}, not 0 (train), 1 (val) or 2 (test), for image "
+                          f"row(s) {_rows(bad)}.", "Write 0, 1 or 2 for every image.")
+
+
 def read_sgg_h5(path: Path, widths: np.ndarray, heights: np.ndarray) -> SceneGraphs:
     """Read an sgg.h5 whose images have the given sizes (from image_data.json)."""
     try:
@@ -165,6 +186,8 @@ def graphs_from_arrays(data: dict[str, np.ndarray], widths: np.ndarray, heights:
     if data["boxes_1024"].shape != (len(labels), 4):
         raise SgtoolError(f"{path}: boxes_1024 has shape {data['boxes_1024'].shape}, expected ({len(labels)}, 4).",
                           "The labels and boxes arrays must have one row per object.")
+    check_boxes_finite(data["boxes_1024"], path)
+    check_split_codes(data["split"], path)
     box_offsets = _offsets_from_first_last(data["img_to_first_box"], data["img_to_last_box"], len(labels), "box", path)
 
     def relations(prefix: str) -> RelationSet | None:
@@ -242,6 +265,8 @@ def read_json(path: Path) -> object:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SgtoolError(f"{path} does not exist.", "Check the path, or prepare the dataset first.") from exc
+    except IsADirectoryError as exc:
+        raise SgtoolError(f"{path} is a directory, not a JSON file.", "Pass the JSON file itself.") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SgtoolError(f"{path} is not valid JSON ({exc}).", "The file may be truncated; re-create it.") from exc
 

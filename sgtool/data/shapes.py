@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_fr
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -121,7 +121,7 @@ def render_dataset(spec: ShapeSpec, images: int, seed: int, images_dir: Path, wo
     points: list[np.ndarray] = []
     with reporter.progress() as bar:
         task = bar.add_task("draw", total=images, status="")
-        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+        pool = worker_pool(workers) if workers > 1 else None
         try:
             for part in (pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)):
                 points.extend(part)

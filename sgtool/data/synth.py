@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_fr
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
 from sgtool.geometry import box_gap, clip_boxes, overlap_sides
 from sgtool.priors import GroupRule
@@ -360,7 +360,7 @@ def render_dataset(spec: SynthSpec, images: int, seed: int, images_dir: Path, wo
         if workers <= 1:
             chunks = map(_render_chunk, jobs)
         else:
-            pool = ProcessPoolExecutor(max_workers=workers)
+            pool = worker_pool(workers)
             chunks = pool.map(_render_chunk, jobs)
         try:
             for part in chunks:

@@ -29,7 +29,8 @@ from sgtool.data.normalize import VAL_PICKS, carve_val, default_val_count, link_
 from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabulary, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import (
-    BOX_SCALE, _CORE_DATASETS, graphs_from_arrays, read_image_data, read_json, vocabulary_from_dicts,
+    BOX_SCALE, _CORE_DATASETS, check_boxes_finite, graphs_from_arrays, read_image_data, read_json,
+    vocabulary_from_dicts,
 )
 from sgtool.errors import SgtoolError
 from sgtool.geometry import boxes_overlap, clip_boxes
@@ -79,6 +80,7 @@ def read_community_h5(path: Path) -> dict[str, np.ndarray]:
 
 def check_box_scale(data: dict[str, np.ndarray], path: Path) -> None:
     """boxes_1024 are [cx, cy, w, h] with the longest side at 1024: nothing may reach far beyond it."""
+    check_boxes_finite(data["boxes_1024"], path)
     boxes = data["boxes_1024"].astype(np.float64)
     if not len(boxes):
         return
@@ -238,5 +240,5 @@ def prepare_vg(ws: Workspace, source: Path, recipe: str = "vg150", name: str | N
         staged.notes["images_missing"] = int(sum(p is None for p in sources))
         return staged
 
-    return save_prepared(ws, name or recipe, f"vg:{recipe}", parameters, build,
+    return save_prepared(ws, name if name is not None else recipe, f"vg:{recipe}", parameters, build,
                          GroupRule.from_dict(spec.get("predicate_groups")), force)

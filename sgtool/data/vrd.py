@@ -176,7 +176,7 @@ def _size_of_image(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise SgtoolError(f"{path} cannot be read as an image ({exc}).", "Replace or remove the file.") from exc
 
 

@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from torchvision.models.detection import FasterRCNN
 
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.detect.data import to_float
 from sgtool.detect.model import DetectorSpec, build_model
 from sgtool.errors import SgtoolError
 from sgtool.workspace import Workspace
+
+if TYPE_CHECKING:
+    from torchvision.models.detection import FasterRCNN
 
 CHECKPOINT_FORMAT = "sgtool-detector"
 LATEST_KIND = "detector"  # workspace.json key latest_detector
@@ -173,7 +175,7 @@ def detector_from_checkpoint(payload: dict, run: str = "", device: str = "cpu") 
 def load_detector(ws: Workspace, run: str | None = None, vocab: Vocabulary | None = None, device: str = "cpu",
                   dataset: str = "the dataset") -> Detector:
     """The detector of a train-detector run (the latest when run is None), checked against vocab if given."""
-    run = run or latest_detector(ws)
+    run = run if run is not None else latest_detector(ws)
     payload = read_checkpoint(checkpoint_path(ws.require_run(run)))
     detector = detector_from_checkpoint(payload, run, device)
     if vocab is not None:

@@ -26,7 +26,7 @@ def read_image(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SgtoolError(f"Cannot read the image {path} ({exc}).", "Re-run `sgtool prepare` for this dataset.") from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 

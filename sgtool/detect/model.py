@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from sgtool.errors import SgtoolError
+from sgtool.vision import require_torchvision
+
+if TYPE_CHECKING:
+    from torchvision.models.detection import FasterRCNN
 
 from sgtool.detect.config import ARCHS  # noqa: E402 (the one list)
 DEFAULT_SIZES = {"tiny": (128, 128), "mobilenet-v3-fpn": (320, 640), "resnet50-fpn": (600, 1000)}
@@ -71,6 +72,12 @@ class TinyBackbone(nn.Module):
 
 
 def _build_tiny(spec: DetectorSpec) -> FasterRCNN:
+    require_torchvision()
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
     backbone = TinyBackbone(spec.tiny_channels)
     anchors = AnchorGenerator(sizes=((8, 16, 32, 64),), aspect_ratios=((0.25, 0.5, 1.0, 2.0),))
     c = backbone.out_channels
@@ -87,6 +94,7 @@ def _build_tiny(spec: DetectorSpec) -> FasterRCNN:
 
 
 def _build_torchvision(spec: DetectorSpec) -> FasterRCNN:
+    require_torchvision()
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_resnet50_fpn
 
     builder = fasterrcnn_mobilenet_v3_large_fpn if spec.arch == "mobilenet-v3-fpn" else fasterrcnn_resnet50_fpn

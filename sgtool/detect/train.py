@@ -31,7 +31,7 @@ from sgtool import distributed
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, check_arch, load_weights, read_state_dict
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 
 
@@ -86,6 +86,7 @@ def train_detector(ws: Workspace, *, resume: str | None = None, seed: int = 0, d
     if unknown:
         raise TypeError(f"train_detector() got unexpected options {unknown}")
     dataset, arch, epochs, batch_size, lr, weights, name, time_budget = (options.get(k) for k in DETECTOR_OPTIONS)
+    check_names(dataset=dataset, resume=resume, name=name)
     if arch is not None:
         check_arch(arch)
     _check_options(epochs, batch_size, lr, time_budget, threads)

@@ -60,14 +60,27 @@ def save_last(path: Path, head: Any, training: dict[str, Any], rng: np.random.Ge
 def load_state(path: Path) -> dict:
     if not path.exists():
         raise SgtoolError(f"No checkpoint at {path}.", "The run was not trained far enough to resume; train again.")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - truncated, random or empty bytes raise many kinds
+        raise SgtoolError(f"{path} is not a readable checkpoint ({type(exc).__name__}).",
+                          "It may be truncated or overwritten; train a new run instead.") from exc
+    if not isinstance(saved, dict):
+        raise SgtoolError(f"{path} is not an sgtool checkpoint.", "Train a new run instead.")
+    return saved
+
+
+def training_state(path: Path, head: str) -> dict:
+    """last.pt, checked to be a training state of `head` (SgtoolError otherwise): what --resume reads."""
+    saved = load_state(path)
+    if saved.get("format") != STATE_FORMAT or saved.get("head") != head:
+        raise SgtoolError(f"{path} is not a training state of the {head} head.", "Train a new run instead.")
+    return saved
 
 
 def resume_point(head: Any, folder: Path, rng: np.random.Generator) -> dict:
     """Restore the head's weights and every RNG from last.pt; return it (optimiser and scheduler states inside)."""
-    saved = load_state(Path(folder) / LAST)
-    if saved.get("format") != STATE_FORMAT or saved.get("head") != head.name:
-        raise SgtoolError(f"{Path(folder) / LAST} is not a training state of the {head.name} head.", "Train a new run instead.")
+    saved = training_state(Path(folder) / LAST, head.name)
     head.load_state_dict(saved["state"])
     set_rng_states(saved["rng"], rng, head)
     return saved

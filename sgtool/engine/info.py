@@ -48,13 +48,17 @@ def dataset_status(folder: Path, manifest: dict, verify: bool = False) -> str:
 def workspace_summary(ws: Workspace, verify: bool = False) -> dict:
     datasets = {}
     for name in ws.datasets():
-        manifest = _read_optional(ws.data_dir(name) / MANIFEST)
+        try:
+            manifest, status = read_json(ws.data_dir(name) / MANIFEST), None
+        except SgtoolError:
+            manifest, status = {}, f"{MANIFEST} is corrupt: prepare it again with --force"
+        manifest = manifest if isinstance(manifest, dict) else {}
         datasets[name] = {
             "recipe": manifest.get("recipe"),
             "counts": manifest.get("counts", {}),
             "has_images": manifest.get("has_images"),
             "priors": ws.priors_path(name).exists(),
-            "status": dataset_status(ws.data_dir(name), manifest, verify),
+            "status": status or dataset_status(ws.data_dir(name), manifest, verify),
         }
     runs = {}
     for name in ws.runs():
@@ -74,6 +78,8 @@ def show_workspace(ws: Workspace, as_json: bool = False, verify: bool = False) -
         for split, counts in data["counts"].items():
             rows.append((name, data["recipe"], split, counts.get("images"), counts.get("objects"), counts.get("relations"),
                          data["status"]))
+        if not data["counts"]:  # a manifest without counts still gets its row and status
+            rows.append((name, data["recipe"], "-", None, None, None, data["status"]))
     if rows:
         ui.print_table(f"Datasets in {ws.root}", ("dataset", "recipe", "split", "images", "objects", "relations", "status"),
                        rows)

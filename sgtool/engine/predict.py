@@ -16,7 +16,7 @@ from sgtool.engine.train import load_trained_head
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
 from sgtool.viz.graph_json import build_graph, relative_image, write_graph
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 
 KEEP_SCORE = 0.5  # objects in no kept relation still appear when the detector is this sure
@@ -33,30 +33,41 @@ class PredictedGraph:
 def read_user_image(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 of any PNG / JPEG (or other PIL-readable) file; anything else is a user error."""
     path = Path(path)
+    if path.is_dir():
+        raise SgtoolError(f"{path} is a directory, not an image.", "Pass the image files, e.g. DIR/*.png.")
     if not path.is_file():
         raise SgtoolError(f"The image {path} does not exist.", "Check the path.")
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise SgtoolError(f"The image {path} is too large to open ({_first_sentence(exc)}).",
+                          "Scale it down first (the detector works at a few hundred pixels anyway).") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SgtoolError(f"{path} is not an image sgtool can read ({type(exc).__name__}).",
                           "Pass PNG or JPEG files.") from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+def _first_sentence(exc: BaseException) -> str:
+    return str(exc).split(",")[0].rstrip(".")
+
+
 def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None, detector_run: str | None = None,
                    out: Path | None = None, top: int = 20, device: str = "cpu",
                    reporter: Reporter = SILENT) -> list[PredictedGraph]:
     """Write <out>/<image stem>.graph.json for every image (the head's top relations, graph-constrained)."""
+    check_names(run=run, detector=detector_run)
     if not images:
         raise SgtoolError("No image was given.", "Pass one or more PNG or JPEG files.")
     if top < 1:
         raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
     pixels = [read_user_image(path) for path in images]
     ids = np.arange(len(pixels))  # a visual head's source takes the user's pictures by these ids
-    head, record, prepared = load_trained_head(ws, run or ws.latest_run(), images=dict(zip(ids.tolist(), pixels)),
-                                                 device=resolve_device(device))
-    detector = load_detector(ws, detector_run or record.detector, prepared.vocab, resolve_device(device),
+    head, record, prepared = load_trained_head(ws, run if run is not None else ws.latest_run(),
+                                               images=dict(zip(ids.tolist(), pixels)), device=resolve_device(device))
+    detector = load_detector(ws, detector_run if detector_run is not None else record.detector, prepared.vocab,
+                             resolve_device(device),
                              dataset=f"the run's dataset '{prepared.name}'")
     out = Path(out) if out is not None else Path.cwd()
     objects = detected_objects(detector, pixels, ids)

@@ -31,7 +31,7 @@ from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_p
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
 from sgtool.engine.kinds import DEFAULT_KIND, TrainRequest, get_kind, kind_names, kind_of_run, refuse_foreign
 from sgtool.engine.objects import object_source as task_objects
-from sgtool.engine.record import RunRecord, read_status
+from sgtool.engine.record import STATUS_KEYS, RunRecord, read_status
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
@@ -39,7 +39,7 @@ from sgtool.heads import (
     VisualHeadConfig, config_dict, get_head, make_config,
 )
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 PREDICTED_SPLITS = ("val", "test")
 
@@ -119,7 +119,7 @@ def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSou
     visual, visual_run = visual_source(ws, prepared, head_cls, config, objects_run or request.detector, device,
                                        request.cache_features, reporter)
     priors = load_prepared_priors(ws, prepared.name)
-    data = _train_data(prepared, priors, device, request.seed)
+    data = _train_data(prepared, priors, device, request.seed, reporter)
     run = distributed.broadcast(ws.claim_run_name(request.name, f"{head}-{prepared.name}-{task}")
                                 if distributed.is_main() else None)
     ws.check_writable()
@@ -133,7 +133,8 @@ def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSou
     if trainable:
         metrics = _train_in_place(ws.run_dir(run), model, data, run_data, reporter)
     elif distributed.is_main():  # nothing to share out: rank 0 fits, the others wait
-        with atomic.atomic_directory(ws.run_dir(run)) as staging:
+        with atomic.exclusive(ws.run_dir(run), f"the run '{run}'"), atomic.atomic_directory(ws.run_dir(run)) as staging:
+            _refuse_taken(ws, run)
             metrics = _fill_run(staging, model, data, run_data, reporter)
     else:
         metrics = {}
@@ -153,12 +154,22 @@ class RunData:
     record: RunRecord
 
 
-def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int) -> TrainData:
+def _refuse_taken(ws: Workspace, run: str) -> None:
+    if ws.run_dir(run).exists():  # claimed free, then made by a concurrent train of the same name
+        raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.")
+
+
+def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int,
+                reporter: Reporter = SILENT) -> TrainData:
     train = prepared.graphs.split_subset("train")
     if train.num_images == 0 or len(train.relations) == 0:
         raise SgtoolError(f"The dataset '{prepared.name}' has no training relations.",
                           "Prepare a dataset whose train split holds annotated relations.")
-    return TrainData(train, prepared.graphs.split_subset("val"), prepared.vocab, priors, device, seed)
+    val = prepared.graphs.split_subset("val")
+    if len(val.relations) == 0:
+        reporter.warn(f"The val split of '{prepared.name}' holds no annotated relation: there are no validation "
+                      "metrics, and the last epoch is kept as the best (prepare with a val split to select on it).")
+    return TrainData(train, val, prepared.vocab, priors, device, seed)
 
 
 def resume_train(ws: Workspace, run: str, request: TrainRequest,
@@ -170,6 +181,9 @@ def resume_train(ws: Workspace, run: str, request: TrainRequest,
                           "Leave that option out, or start a new run without --resume.")
     folder = ws.require_run(run)
     record = _resumable_record(folder, run, request.kind, request.dataset)
+    from sgtool.engine.checkpoint import LAST, training_state
+
+    training_state(folder / "checkpoints" / LAST, record.head)  # unreadable: refused, run.json untouched
     head_cls = get_head(record.head)
     config = make_config(head_cls, record.options)
     from sgtool import distributed
@@ -179,7 +193,7 @@ def resume_train(ws: Workspace, run: str, request: TrainRequest,
     prepared = load_prepared(ws, record.dataset)
     source = object_source or task_objects(ws, prepared, record.task, record.detector, device, reporter)[0]
     priors = load_prepared_priors(ws, prepared.name)
-    data = _train_data(prepared, priors, device, int(record.seed or 0))
+    data = _train_data(prepared, priors, device, int(record.seed or 0), reporter)
     ws.check_writable()
     if distributed.is_main():
         atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
@@ -252,6 +266,8 @@ def run_training(ws: Workspace, request: TrainRequest, resume: str | None = None
                  from_run: str | None = None) -> Any:
     """`sgtool train`: continue a run (`resume`), reuse a run's weights in another task (`from_run`) or
     train a new run, each through the run's kind in the registry (engine/kinds.py)."""
+    check_names(dataset=request.dataset, name=request.name, detector=request.detector, resume=resume,
+                **{"from": from_run})
     if resume is not None:
         kind = kind_of_run(ws, resume) if (ws.run_dir(resume) / "config.yaml").is_file() else None
         if kind is None or kind.resume is None:
@@ -311,25 +327,32 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, run: Ru
                     resume: bool = False) -> dict[str, float]:
     """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
     from sgtool import distributed
+    from sgtool.engine.budget import build_within_memory
     from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
 
     record = run.record
     seed_everything(data.seed)
-    model.build(data)  # before the folder exists: a head that cannot be built changes nothing
+    build_within_memory(model, data)  # before the folder exists: a head that cannot be built changes nothing
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main and not resume:
-        folder.mkdir(parents=True, exist_ok=False)
-        record.write_config(folder)
-    if main:
-        record.write_status(folder, "running")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()  # the atomic claim of the name: a concurrent train of the same name fails here
+        except FileExistsError:
+            raise SgtoolError(f"A run named '{folder.name}' was just made by another sgtool process.",
+                              "Pick another --name.") from None
     reporter.info(f"{'Resuming' if resume else 'Training'} the {record.head} head on '{record.dataset}' "
                   f"({record.task}, {data.device}) as run {record.run}.")
     try:
+        if main and not resume:
+            record.write_config(folder)
+        if main:
+            record.write_status(folder, "running")
         run_loop(model, data, folder, _validator(model, data.val, run), reporter, resume=resume)
         metrics = write_outputs(folder, model, run, reporter) if main else {}
     except BaseException as exc:
         if main:
-            record.write_status(folder, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
+            _record_failure(folder, record, exc)
         raise
     if main:
         log = read_log(folder / "log.jsonl")
@@ -369,6 +392,21 @@ def write_outputs(folder: Path, model: RelationHead, run: RunData, reporter: Rep
             metrics = result.metrics
     atomic.write_json(folder / "metrics.json", {"split": "val", "task": run.record.task, "metrics": metrics})
     return metrics
+
+
+def _record_failure(folder: Path, record: RunRecord, exc: BaseException) -> None:
+    """run.json says why the run stopped, even on a full disk (written in place); a run folder that cannot
+    say so and holds no checkpoint to resume from is removed, so no run is left 'running'."""
+    status = "failed" if isinstance(exc, Exception) else "interrupted"
+    reason = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {exc.filename or folder}"
+    try:
+        payload = {key: getattr(record, key) for key in STATUS_KEYS}
+        atomic.write_json_or_overwrite(folder / "run.json", {**payload, "status": status, "error": reason})
+    except OSError:
+        from sgtool.engine.checkpoint import LAST
+
+        if not (folder / "checkpoints" / LAST).exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: RunData) -> Predictions:

@@ -532,15 +532,25 @@ def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
 
 # ---------------------------------------------------------------- entry point
 
+@dataclass(frozen=True)
+class IoURule:
+    """When a predicted box matches a GT box: IoU >= threshold, areas with the legacy +1 pixel or exact."""
+
+    threshold: float = 0.5
+    legacy: bool = True
+
+
 def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: int,
              ks: tuple[int, ...] = (20, 50, 100), predicate_groups: np.ndarray | None = None,
-             seen_triplets: np.ndarray | None = None, iou_threshold: float = 0.5, legacy_iou: bool = True,
+             seen_triplets: np.ndarray | None = None, iou: IoURule = IoURule(),
              top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None,
              empty_images: str = "zero") -> EvalResult:
     """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions).
 
+    iou: the box-matching rule (IoU >= 0.5 with the legacy +1-pixel areas by default).
     empty_images: "zero" (default) counts an image with GT relations and no candidate pair as
     recall 0; "skip" leaves it out of every metric, as the community benchmark (SGB) does."""
+    iou_threshold, legacy_iou = iou.threshold, iou.legacy
     _validate(gt, pred, task, num_predicates, tuple(ks), predicate_groups, seen_triplets, iou_threshold,
               tuple(top_k_per_pair))
     check_empty_images(empty_images)

@@ -23,9 +23,10 @@ from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
 from sgtool.eval.metrics import check_empty_images
 from sgtool.eval.report import EvalOutcome
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace
+from sgtool.workspace import Workspace, check_names
 
 DEFAULT_KS = (20, 50, 100)
+MAX_K = 1_000_000  # far beyond any image's ranked triplets; keeps K a sane int64 everywhere
 
 
 # ---------------------------------------------------------------- evaluation shared with `train`
@@ -56,7 +57,14 @@ def parse_ks(text: str | None) -> tuple[int, ...]:
         raise SgtoolError(f"--k '{text}' is not a comma-separated list of whole numbers.", "Example: --k 20,50,100") from exc
     if not ks or ks[0] < 1:
         raise SgtoolError(f"--k '{text}' must list positive numbers.", "Example: --k 20,50,100")
-    return tuple(ks)
+    return check_ks(tuple(ks))
+
+
+def check_ks(ks: tuple[int, ...]) -> tuple[int, ...]:
+    if ks and max(ks) > MAX_K:
+        raise SgtoolError(f"K = {max(ks)} is beyond the largest K sgtool evaluates ({MAX_K:,}).",
+                          "Pass a K no larger than the triplets an image can have, e.g. --k 20,50,100.")
+    return ks
 
 
 def metric_k(name: str) -> int | None:
@@ -125,12 +133,12 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
 
     selected = check_metrics(metrics or [])
     check_empty_images(empty_images)
-    ks = tuple(sorted(set(ks) | {k for k in map(metric_k, selected) if k is not None}))
+    ks = check_ks(tuple(sorted(set(ks) | {k for k in map(metric_k, selected) if k is not None})))
     if split not in SPLIT_CODES:
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if dump_graphs < 0:
         raise SgtoolError(f"--dump-graphs must be 0 or more, not {dump_graphs}.", "Pass how many images to dump.")
-    run = run or ws.latest_run()
+    run = run if run is not None else ws.latest_run()
     settings = run_settings(ws, run)
     path = ws.run_dir(run) / "predictions" / f"{split}.h5"
     predictions = read_predictions(path)
@@ -148,7 +156,8 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     outcome = EvalOutcome(run, prepared.name, split, task, ks, result, ws.report_dir(run), selected,
                           head_meta=dict(predictions.meta.get("head_meta") or {}))
     ws.check_writable()
-    with atomic.atomic_directory(ws.report_dir(run)) as staging:
+    with atomic.exclusive(ws.report_dir(run), f"the report of run '{run}'"), \
+            atomic.atomic_directory(ws.report_dir(run)) as staging:
         write_report(staging, outcome, prepared.vocab, settings)
         if dump_graphs:
             outcome.graphs_dumped = write_graphs(staging / "graphs", outcome.report_dir / "graphs", gt,
@@ -162,7 +171,8 @@ def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", pass
     `passed` names the options given, for a kind to refuse those that do not apply. Returns (outcome, kind)."""
     from sgtool.engine.kinds import kind_of_run
 
-    name = run or ws.latest_run()
+    check_names(run=run)
+    name = run if run is not None else ws.latest_run()
     kind = kind_of_run(ws, name) if (ws.require_run(name) / "config.yaml").is_file() else None
     if kind is None:
         return run_eval(ws, run=name, split=split, **options), None

@@ -15,7 +15,8 @@ them in the whole image's frame (so they also show where the pair is in the imag
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_convert
+
+from sgtool.vision import require_torchvision
 
 from sgtool import geometry
 
@@ -34,6 +35,9 @@ def union_boxes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def box_deltas(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(P, 4) delta(a, b) = ((x_a - x_b)/w_a, (y_a - y_b)/h_a, log(w_b/w_a), log(h_b/h_a)), centres."""
+    require_torchvision()
+    from torchvision.ops import box_convert
+
     ca = box_convert(_as_boxes(a), "xyxy", "cxcywh")
     cb = box_convert(_as_boxes(b), "xyxy", "cxcywh")
     wa, wb = ca[:, 2:].clamp(min=MIN_SIDE), cb[:, 2:].clamp(min=MIN_SIDE)

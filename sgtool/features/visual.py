@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchvision.ops import roi_align
 
 from sgtool.detect.api import BackboneFeatures, Detector
 from sgtool.features.spatial import union_boxes
+from sgtool.vision import require_torchvision
 
 DEFAULT_OUTPUT_SIZE = 7
 
@@ -26,6 +26,9 @@ def roi_features(feats: BackboneFeatures, boxes: Sequence[torch.Tensor], output_
     fmap = feats.maps["0"] if "0" in feats.maps else next(iter(feats.maps.values()))
     scaled = Detector.scale_boxes([b.to(fmap.device) for b in boxes], feats)
     spatial_scale = fmap.shape[-1] / feats.padded_size[1] if feats.padded_size[1] else 1.0
+    require_torchvision()
+    from torchvision.ops import roi_align
+
     return roi_align(fmap, scaled, output_size=output_size, spatial_scale=spatial_scale,
                      sampling_ratio=sampling_ratio, aligned=True)
 

@@ -22,6 +22,9 @@ from sgtool.errors import SgtoolError  # noqa: E402
 from sgtool.viz.graph_json import image_path, read_graph, top_relations  # noqa: E402
 
 FORMATS = ("png", "svg")
+DEFAULT_TOP = 100  # relations drawn when --top is not given: more are unreadable, and slow to draw
+MAX_TOP = 2000  # the most --top may ask for
+MAX_OBJECTS = 300  # objects drawn at most (those in drawn relations first, then by score)
 PANEL_INCHES = 6.0
 DPI = 100
 HIT, MISS, PLAIN = "#1a9850", "#d73027", "#4a4a8a"
@@ -34,6 +37,8 @@ class Drawing:
     objects: int
     relations: int
     with_image: bool
+    relations_left_out: int = 0
+    objects_left_out: int = 0
 
 
 def output_path(graph_path: Path, out: Path | None) -> tuple[Path, str]:
@@ -47,30 +52,43 @@ def output_path(graph_path: Path, out: Path | None) -> tuple[Path, str]:
 
 
 def draw_graph(graph_path: Path, out: Path | None = None, top: int | None = None) -> Drawing:
-    if top is not None and top < 1:
-        raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass the number of relations to keep.")
+    """Draw at most `top` relations (DEFAULT_TOP when None) and MAX_OBJECTS objects, best first; the
+    picture says how many were left out, so any graph.json draws in bounded time and memory."""
+    if top is not None and not 1 <= top <= MAX_TOP:
+        raise SgtoolError(f"--top must be from 1 to {MAX_TOP}, not {top}.", "Pass the number of relations to draw.")
     graph = read_graph(graph_path)
     path, fmt = output_path(graph_path, out)
-    relations = top_relations(graph.get("relations", []), top)
-    objects = _objects_to_show(graph["objects"], relations, top is not None)
+    every = graph.get("relations", [])
+    relations = top_relations(every, top or DEFAULT_TOP)
+    objects = _objects_to_show(graph["objects"], relations, top is not None or len(relations) < len(every))
     image = image_path(graph, graph_path)
-    figure = _figure(graph, objects, relations, image)
+    left_out = (len(every) - len(relations), len(graph["objects"]) - len(objects))
+    figure = _figure(graph, objects, relations, image, left_out)
     try:
         with atomic.atomic_path(path) as tmp:
             figure.savefig(tmp, format=fmt, dpi=DPI)
     finally:
         plt.close(figure)
-    return Drawing(path, fmt, len(objects), len(relations), image is not None)
+    return Drawing(path, fmt, len(objects), len(relations), image is not None, *left_out)
 
 
 def _objects_to_show(objects: list[dict], relations: list[dict], only_related: bool) -> list[dict]:
-    if not only_related or not relations:
-        return objects
+    """The objects of the drawn relations (all objects when not cut), at most MAX_OBJECTS, best scores first."""
     used = {r["subject"] for r in relations} | {r["object"] for r in relations}
-    return [o for o in objects if o["id"] in used]
+    shown = [o for o in objects if o["id"] in used] if only_related and relations else objects
+    if len(shown) <= MAX_OBJECTS:
+        return shown
+    order = sorted(range(len(shown)), key=lambda i: (shown[i]["id"] not in used, -(shown[i].get("score") or 0.0)))
+    return [shown[i] for i in sorted(order[:MAX_OBJECTS])]
 
 
-def _figure(graph: dict, objects: list[dict], relations: list[dict], image: Path | None) -> plt.Figure:
+def _left_out_note(left_out: tuple[int, int]) -> str:
+    parts = [f"{n:,} {what} left out" for n, what in zip(left_out, ("relations", "objects")) if n]
+    return f" ({', '.join(parts)}; --top N draws more)" if parts else ""
+
+
+def _figure(graph: dict, objects: list[dict], relations: list[dict], image: Path | None,
+            left_out: tuple[int, int] = (0, 0)) -> plt.Figure:
     panels = 2 if image is not None else 1
     figure, axes = plt.subplots(1, panels, figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI, squeeze=False)
     graph_axes = axes[0, -1]
@@ -85,7 +103,7 @@ def _figure(graph: dict, objects: list[dict], relations: list[dict], image: Path
     graph_axes.set_ylim(-0.15, 1.15)
     graph_axes.set_aspect("equal")
     graph_axes.axis("off")
-    graph_axes.set_title(f"{len(objects)} objects, {len(relations)} relations", fontsize=10)
+    graph_axes.set_title(f"{len(objects)} objects, {len(relations)} relations{_left_out_note(left_out)}", fontsize=10)
     figure.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.02, wspace=0.05)
     return figure
 
@@ -96,6 +114,9 @@ def _draw_image(ax: Axes, image: Path, objects: list[dict]) -> tuple[int, int]:
     try:
         with Image.open(image) as handle:
             pixels = handle.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise SgtoolError(f"The graph's image {image} is too large to open ({str(exc).split(',')[0]}).",
+                          "Scale the image down, or set the graph's 'image' to null to draw the graph alone.") from exc
     except (OSError, UnidentifiedImageError) as exc:
         raise SgtoolError(f"The image {image} cannot be read ({exc}).", "Fix the graph's 'image' path.") from exc
     ax.imshow(pixels)
@@ -169,9 +190,11 @@ def show_drawing(drawing: Drawing, as_json: bool = False) -> None:
     from sgtool import ui
 
     payload = {"path": str(drawing.path), "format": drawing.format, "objects": drawing.objects,
-               "relations": drawing.relations, "with_image": drawing.with_image}
+               "relations": drawing.relations, "with_image": drawing.with_image,
+               "relations_left_out": drawing.relations_left_out, "objects_left_out": drawing.objects_left_out}
     if as_json:
         ui.print_json(payload)
     else:
-        ui.out.print(f"Drew {drawing.objects} objects and {drawing.relations} relations into {drawing.path}",
+        note = _left_out_note((drawing.relations_left_out, drawing.objects_left_out))
+        ui.out.print(f"Drew {drawing.objects} objects and {drawing.relations} relations into {drawing.path}{note}",
                      highlight=False)

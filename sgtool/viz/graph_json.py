@@ -21,6 +21,7 @@ from sgtool import atomic
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 
+MAX_GRAPH_BYTES = 256 << 20  # bounds the memory json takes to read one (a 51 MB graph takes about 0.5 GB)
 _HINT = "See the graph.json format in the README: objects with id, label and box; relations with subject, predicate and object."
 
 
@@ -51,6 +52,11 @@ def write_graph(path: Path, graph: dict) -> None:
 def read_graph(path: Path) -> dict:
     """Read and validate a graph.json; every problem is one sentence naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise SgtoolError(f"{path} is a directory, not a graph.json file.", "Pass the graph.json file itself.")
+    if path.is_file() and path.stat().st_size > MAX_GRAPH_BYTES:
+        raise SgtoolError(f"{path} is {path.stat().st_size / 2**20:,.0f} MB, more than the {MAX_GRAPH_BYTES >> 20} MB "
+                          "a graph.json may be.", "Keep the best relations only, e.g. with `sgtool predict --top`.")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -150,8 +156,9 @@ def relative_image(image: Path | None, graph_dir: Path) -> str | None:
 
 
 def top_relations(relations: Sequence[dict], top: int | None) -> list[dict]:
-    """The `top` highest-scoring relations (stable; relations without a score rank last)."""
-    if top is None:
+    """The `top` highest-scoring relations, in their order (stable; relations without a score rank last)."""
+    if top is None or len(relations) <= top:
         return list(relations)
-    order = sorted(range(len(relations)), key=lambda i: -(relations[i].get("score") or 0.0))
-    return [relations[i] for i in sorted(order[:max(top, 0)])]
+    scores = np.array([-(r.get("score") or 0.0) for r in relations], dtype=np.float64)
+    keep = np.sort(np.argsort(scores, kind="stable")[:max(top, 0)])
+    return [relations[i] for i in keep]
