@@ -403,7 +403,7 @@ def predict(
 @app.command()
 def demo(
     ctx: typer.Context,
-    quick: Annotated[bool, typer.Option(help="A smaller, faster run (about 2 minutes on 2 CPU cores; the full demo takes about 7).")] = False,
+    quick: Annotated[bool, typer.Option(help="A smaller, faster run on less data (every kind still runs).")] = False,
 ) -> None:
     """The whole pipeline on embedded synthetic data, ending with a summary."""
     from sgtool.engine.demo import run_demo

@@ -62,6 +62,7 @@ class RunKind:
     show_eval: Callable[[Any, bool], None]
     resume: Callable[[Workspace, str, TrainRequest], Any] | None = None
     retask: Callable[[Workspace, str, TrainRequest], Any] | None = None
+    predicts_images: bool = False  # `sgtool predict` runs it on the user's images (with a detector)
     command: str = "train"  # the command that trains it (its flags are that command's)
     run_flags: tuple[str, ...] = ("--dataset", "--name", "--config", "--set")  # run-level flags it takes
     labels_objects: bool = False  # in SGCls / SGDet it returns its own object labels
@@ -143,6 +144,7 @@ def relation_kind(head: type) -> RunKind:
         train=stage.train_request, show_train=stage.show_train, evaluate=run_eval.evaluate_run, show_eval=show_eval,
         resume=stage.resume_train if trainable else None, retask=stage.retask_request,
         run_flags=("--dataset", "--task", "--detector", "--name", "--config", "--set", "--cache-features"),
+        predicts_images=True,
         labels_objects=bool(getattr(head, "labels_objects", False)))
 
 
@@ -196,11 +198,15 @@ def flag_specs(kinds: list[RunKind] | None = None, command: str = "train") -> di
 
 def kinds_overview() -> str:
     """The `sgtool train --help` lines naming every kind (and which label objects)."""
-    lines = []
+    lines, labelling = [], []
     for kind in all_kinds():
         if kind.command == "train":
-            tag = " [labels objects in SGCls / SGDet]" if kind.labels_objects else ""
+            tag = " (labels objects in SGCls / SGDet)" if kind.labels_objects else ""
             lines.append(f"{kind.name}: {kind.summary}{tag}")
+            labelling += [kind.name] if kind.labels_objects else []
+    lines.append("Heads that give their own object labels in SGCls / SGDet: "
+                 + (", ".join(labelling) if labelling else "none")
+                 + "; the others keep the object source's labels (in PredCls every head keeps the GT labels).")
     return "\n\n".join(lines)
 
 

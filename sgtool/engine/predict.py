@@ -52,9 +52,16 @@ def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None,
         raise SgtoolError("No image was given.", "Pass one or more PNG or JPEG files.")
     if top < 1:
         raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
+    from sgtool.engine.kinds import kind_of_run
+
+    run = run or ws.latest_run()
+    kind = kind_of_run(ws, run)
+    if not kind.predicts_images:
+        raise SgtoolError(f"The run '{run}' is {'an' if kind.name[0] in 'aeiou' else 'a'} {kind.name} run; `sgtool predict` runs a relation head on your images.",
+                          "Pass --run with a relation-head run (see `sgtool info`).")
     pixels = [read_user_image(path) for path in images]
     ids = np.arange(len(pixels))  # a visual head's source takes the user's pictures by these ids
-    head, record, prepared = load_trained_head(ws, run or ws.latest_run(), images=dict(zip(ids.tolist(), pixels)),
+    head, record, prepared = load_trained_head(ws, run, images=dict(zip(ids.tolist(), pixels)),
                                                  device=resolve_device(device))
     detector = load_detector(ws, detector_run or record.detector, prepared.vocab, resolve_device(device),
                              dataset=f"the run's dataset '{prepared.name}'")
