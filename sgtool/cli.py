@@ -262,8 +262,8 @@ class _TrainCallback:
         return TRAIN_HELP + ("\n\n" + kinds_overview() if "sgtool.heads" in sys.modules else "")
 
     def __call__(self, ctx: typer.Context, **values: object) -> None:
-        from sgtool.engine.kinds import TrainRequest
-        from sgtool.engine.train import run_training
+        from sgtool.engine.record import TrainRequest
+        from sgtool.engine.commands import run_training
 
         s = _settings(ctx)
         options = {key[len("kind_"):]: value for key, value in values.items() if key.startswith("kind_")}
@@ -373,7 +373,8 @@ def eval_(
     empty_images: Annotated[EmptyImages, typer.Option(help="An image with GT relations and no candidate pair: zero counts it as 0, skip leaves it out (SGB-identical).")] = EmptyImages.zero,
 ) -> None:
     """Evaluate a run's predictions with the community's metrics; writes a report."""
-    from sgtool.eval.run_eval import eval_run, parse_ks, show_evaluation
+    from sgtool.engine.commands import eval_run, show_evaluation
+    from sgtool.eval.run_eval import parse_ks
 
     s = _settings(ctx)
     empty = empty_images.value
@@ -409,10 +410,11 @@ def predict(
     top: Annotated[int, typer.Option(help="Relations kept per image, best first.")] = 20,
 ) -> None:
     """Detector + relation head on your own images: one graph.json per image (draw it with `sgtool draw`)."""
-    from sgtool.engine.predict import predict_images, show_predicted
+    from sgtool.engine.commands import predict_run
+    from sgtool.engine.predict import show_predicted
 
     s = _settings(ctx)
-    show_predicted(predict_images(s.workspace, images, run=run, detector_run=detector, out=out, top=top,
+    show_predicted(predict_run(s.workspace, images, run=run, detector_run=detector, out=out, top=top,
                                   device=s.device, reporter=s.reporter), as_json=s.json)
 
 
@@ -421,7 +423,7 @@ def predict(
 @app.command()
 def demo(
     ctx: typer.Context,
-    quick: Annotated[bool, typer.Option(help="A smaller, faster run (about 2 minutes on 2 CPU cores; the full demo takes about 7).")] = False,
+    quick: Annotated[bool, typer.Option(help="A smaller, faster run on less data (every kind still runs).")] = False,
 ) -> None:
     """The whole pipeline on embedded synthetic data, ending with a summary."""
     from sgtool.engine.demo import run_demo

@@ -116,9 +116,11 @@ def test_help_of_one_head_lists_its_options_with_ranges(cli, toy_registered, mon
     assert "hidden (>= 1; default 128)" in text  # the --set settings, with their ranges
     toy = " ".join(cli("train", "--head", "toy", "--help").out.split())
     assert "--toy-width" in toy and "1 to 64; default 2" in toy
+    monkeypatch.setattr(toy_registered, "labels_objects", True)
     every = " ".join(cli("train", "--help").out.split())
     assert "--toy-width" in every and "--t-end" in every and "--max-nodes" in every
-    assert "labels objects" not in every or "[labels objects in SGCls / SGDet]" in every
+    assert "toy: A two-layer MLP on one-hot subject and object labels. (labels objects in SGCls / SGDet)" in every
+    assert "Heads that give their own object labels in SGCls / SGDet: toy;" in every
 
 
 def _parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
@@ -165,3 +167,14 @@ def test_tensorboard_missing_is_one_sentence(tmp_path, cli, monkeypatch):
     result = cli("-w", ws.root, "train", "--head", "tensor", "--epochs", "1", "--set", "tensorboard=true")
     assert result.code == 2 and "needs the tensorboard package" in result.err and "Traceback" not in result.err
     assert not (ws.root / "runs").exists()  # refused before anything is written
+
+
+def test_predict_and_eval_ask_the_runs_kind(tmp_path, cli, own_image):
+    ws = Workspace(tmp_path / "ws")
+    ws.run_dir("an-ae-run").mkdir(parents=True)
+    (ws.run_dir("an-ae-run") / "config.yaml").write_text(yaml.safe_dump({"run": "an-ae-run", "head": "ae",
+                                                                          "dataset": "shapes", "task": "sgdet"}))
+    result = cli("-w", ws.root, "predict", str(own_image), "--run", "an-ae-run")
+    assert result.code == 2 and "is an ae run" in result.err and "Traceback" not in result.err
+    result = cli("-w", ws.root, "eval", "--run", "an-ae-run", "--k", "20")
+    assert result.code == 2 and "does not apply to an ae run" in result.err

@@ -167,3 +167,20 @@ def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, c
     for split in ("val", "test"):
         p, q = (read_predictions(ws.run_dir(r) / "predictions" / f"{split}.h5") for r in ("straight", "killed"))
         assert np.array_equal(p.rel_scores, q.rel_scores) and np.array_equal(p.labels, q.labels)
+
+
+def test_the_checkpoint_carries_a_heads_own_generator():
+    from sgtool.engine.checkpoint import rng_states, set_rng_states
+    from sgtool.heads import get_head, make_config
+
+    iwsl = get_head("iwsl")
+    head = iwsl(make_config(iwsl, {}), 5, 4)
+    head.generator.manual_seed(7)
+    torch.rand(3, generator=head.generator)  # somewhere mid-training
+    rng = np.random.default_rng(0)
+    saved = rng_states(rng, head)
+    expected = torch.rand(5, generator=head.generator)
+    fresh = iwsl(make_config(iwsl, {}), 5, 4)  # a resumed process: the generator re-seeded by build
+    assert not torch.equal(torch.rand(5, generator=fresh.generator), expected)
+    set_rng_states(saved, rng, fresh)
+    assert torch.equal(torch.rand(5, generator=fresh.generator), expected)

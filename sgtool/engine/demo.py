@@ -1,8 +1,8 @@
-"""`sgtool demo`: every stage on the embedded synthetic data, then a summary.
+"""`sgtool demo`: every trainable kind on embedded synthetic data, through the registry, then a summary.
 
-prepare synth -> train-detector -> train freq / tensor / reldn (PredCls) -> the same weights
-scored in SGCls and SGDet (`train --from`) -> eval each run on the test split -> draw one
-predicted graph.
+prepare synth -> train-detector -> train freq / tensor / reldn / nodis / iwsl (PredCls) -> the same
+weights scored in SGCls and SGDet (`train --from`) -> eval each run on the test split -> prepare
+shapes -> train + eval the ae auto-encoder -> draw one predicted graph.
 """
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 
 from sgtool import ui
 from sgtool.data.synth import prepare_synth
+from sgtool.data.shapes import prepare_shapes
 from sgtool.detect.train import train_detector
-from sgtool.engine.train import retask, train
-from sgtool.eval.run_eval import run_eval
+from sgtool.engine.kinds import TrainRequest, get_kind
 from sgtool.ui import Reporter
 from sgtool.viz.draw import draw_graph
 from sgtool.workspace import Workspace
 
 HEADLINE = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")
+AE_METRICS = ("precision", "recall", "f1")
 
 
 @dataclass
@@ -29,17 +30,26 @@ class DemoPlan:
     detector_minutes: float
     epochs: int  # for the heads that train
     relation_runs: tuple[tuple[str, str, dict], ...]  # (head, task, train options); sgcls / sgdet reuse predcls
+    shapes: int = 400  # Simple Shape drawings for the auto-encoder
+    ae_minutes: float = 0.3  # its training budget
+
+
+HEADS = ("freq", "tensor", "reldn", "nodis", "iwsl")  # every relation head; the detector and ae run beside them
+NO_SGDET = ("nodis", "iwsl")  # they pair every detection (no max_boxes cap): SGDet would take most of the demo
 
 
 def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
-    visual = {"epochs": epochs, "cache_features": True}  # auto -> the demo detector's ROI features, computed once
-    heads = (("freq", {}), ("tensor", {"rank": 5, **visual}), ("reldn", visual))
-    trained = tuple((head, "predcls", options) for head, options in heads)
-    return trained + tuple((head, task, {}) for task in ("sgcls", "sgdet") for head, _ in heads)  # reuse predcls
+    visual = {"epochs": epochs}  # features=auto -> the demo detector's ROI features, cached once
+    options = {"freq": {}, "tensor": {"rank": 5, **visual}, "reldn": visual, "nodis": visual,
+               "iwsl": {"samples": 10, **visual}}
+    trained = tuple((head, "predcls", options[head]) for head in HEADS)
+    return trained + tuple((head, task, {}) for task in ("sgcls", "sgdet") for head in HEADS  # reuse predcls
+                           if task != "sgdet" or head not in NO_SGDET)
 
 
 PLANS = {
-    False: DemoPlan(images=2000, dataset="demo", detector_minutes=5.0, epochs=6, relation_runs=_runs(6)),
+    False: DemoPlan(images=2000, dataset="demo", detector_minutes=4.0, epochs=5, relation_runs=_runs(5),
+                    shapes=2000, ae_minutes=1.0),
     True: DemoPlan(images=300, dataset="demo-quick", detector_minutes=1.0, epochs=1, relation_runs=_runs(1)),
 }
 
@@ -48,6 +58,7 @@ PLANS = {
 class DemoLog:
     steps: list[dict] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    auto_encoder: dict = field(default_factory=dict)
 
     def run(self, name: str, reporter: Reporter, stage: Callable[[], dict]) -> dict:
         reporter.info(f"[bold]demo:[/] {name}")
@@ -80,13 +91,16 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
 
     def relation_run(head: str, task: str, options: dict) -> Callable[[], dict]:
         def stage() -> dict:
+            kind = get_kind(head)
+            request = TrainRequest(kind=head, dataset=plan.dataset, task=task, options=options, seed=seed, device=device,
+                                   cache_features=kind.name != "freq", reporter=reporter)
             if task == "predcls":
-                trained = train(ws, head=head, dataset=plan.dataset, task=task, seed=seed, device=device,
-                                reporter=reporter, **options)
+                trained = kind.train(ws, request)
                 predcls_runs[head] = trained.run
             else:
-                trained = retask(ws, predcls_runs[head], task=task, device=device, reporter=reporter)
-            outcome = run_eval(ws, run=trained.run, split="test", dump_graphs=3 if not graphs else 0, reporter=reporter)
+                trained = kind.retask(ws, predcls_runs[head], TrainRequest(task=task, device=device, reporter=reporter))
+            outcome = kind.evaluate(ws, trained.run, "test", (), {"dump_graphs": 3 if not graphs else 0,
+                                                                  "reporter": reporter})
             if not graphs:
                 graphs.extend(sorted((outcome.report_dir / "graphs").glob("*.pred.json")))
             metrics = {name: outcome.result.metrics[name] for name in HEADLINE if name in outcome.result.metrics}
@@ -95,6 +109,20 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
                     "path": str(outcome.report_dir / "report.md")}
 
         return stage
+
+    def autoencoder() -> dict:
+        shapes = prepare_shapes(ws, images=plan.shapes, seed=seed, name=f"{plan.dataset}-shapes", workers=1,
+                                force=True, reporter=reporter)
+        kind = get_kind("ae")
+        request = TrainRequest(kind="ae", dataset=shapes.name, overrides=[f"minutes={plan.ae_minutes}"],
+                               options={"epochs": 100, "batch_size": 16}, seed=seed, device=device, reporter=reporter)
+        trained = kind.train(ws, request)
+        outcome = kind.evaluate(ws, trained.run, "test", (), {"reporter": reporter})
+        scores = {name: outcome.summary[name]["mean"] for name in AE_METRICS}
+        log.auto_encoder = {"run": trained.run, **scores}
+        return {"result": f"{plan.shapes} drawings, {plan.ae_minutes:g} min: test triplet "
+                          + ", ".join(f"{n} {100 * v:.1f}" for n, v in scores.items()),
+                "path": str(outcome.report_dir / "report.md")}
 
     def draw() -> dict:
         drawing = draw_graph(graphs[0], top=10)
@@ -105,8 +133,9 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
     for head, task, options in plan.relation_runs:
         verb = "train + eval" if task == "predcls" else "reuse + eval"  # reuse: the PredCls weights
         log.run(f"{verb} {head} ({task})", reporter, relation_run(head, task, options))
+    log.run("train + eval ae (Simple Shape)", reporter, autoencoder)
     log.run("draw a predicted graph", reporter, draw)
-    summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results}
+    summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results, "auto_encoder": log.auto_encoder}
     _show(summary, as_json)
     return summary
 
@@ -119,5 +148,7 @@ def _show(summary: dict, as_json: bool) -> None:
                    ((s["step"], s["seconds"], s.get("result", "")) for s in summary["steps"]))
     ui.print_table("Test split (%)", ("head", "task", *HEADLINE),
                    ((r["head"], r["task"], *(f"{100 * r[n]:.1f}" for n in HEADLINE if n in r)) for r in summary["results"]))
+    ae = summary["auto_encoder"]
+    ui.print_table("ae auto-encoder, test triplets (%)", AE_METRICS, [tuple(f"{100 * ae[n]:.1f}" for n in AE_METRICS)])
     for step in summary["steps"]:
         ui.out.print(f"{step['step']}: {step['path']}", highlight=False, soft_wrap=True)

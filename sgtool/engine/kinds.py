@@ -14,41 +14,16 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from sgtool.config import declarations, describe_range
+from sgtool.engine.record import TrainRequest, flag_name  # noqa: F401 (part of the registry's API)
 from sgtool.errors import SgtoolError
-from sgtool.ui import SILENT, Reporter
+from sgtool.ui import SILENT
 from sgtool.workspace import Workspace
 
 DEFAULT_KIND = "freq"
-
-
-@dataclass
-class TrainRequest:
-    """What `sgtool train` was asked: the run-level settings, and the kind's own options by field name."""
-
-    kind: str | None = None
-    dataset: str | None = None
-    task: str = "predcls"
-    name: str | None = None
-    detector: str | None = None
-    config_path: Path | None = None
-    overrides: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)  # kind options given as flags (None: left out)
-    passed: tuple[str, ...] = ()  # the run-level flags the user gave (--task, --detector, ...)
-    seed: int = 0
-    device: str = "auto"
-    cache_features: bool = False
-    reporter: Reporter = SILENT
-
-    def given(self) -> dict[str, Any]:
-        return {key: value for key, value in self.options.items() if value is not None}
-
-    def given_flags(self) -> list[str]:
-        return [*self.passed, *(flag_name(key) for key in self.given())]
 
 
 @dataclass(frozen=True)
@@ -62,13 +37,10 @@ class RunKind:
     show_eval: Callable[[Any, bool], None]
     resume: Callable[[Workspace, str, TrainRequest], Any] | None = None
     retask: Callable[[Workspace, str, TrainRequest], Any] | None = None
+    predicts_images: bool = False  # `sgtool predict` runs it on the user's images (with a detector)
     command: str = "train"  # the command that trains it (its flags are that command's)
     run_flags: tuple[str, ...] = ("--dataset", "--name", "--config", "--set")  # run-level flags it takes
     labels_objects: bool = False  # in SGCls / SGDet it returns its own object labels
-
-
-def flag_name(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
 
 
 # ---------------------------------------------------------------- the registry
@@ -143,6 +115,7 @@ def relation_kind(head: type) -> RunKind:
         train=stage.train_request, show_train=stage.show_train, evaluate=run_eval.evaluate_run, show_eval=show_eval,
         resume=stage.resume_train if trainable else None, retask=stage.retask_request,
         run_flags=("--dataset", "--task", "--detector", "--name", "--config", "--set", "--cache-features"),
+        predicts_images=True,
         labels_objects=bool(getattr(head, "labels_objects", False)))
 
 
@@ -196,11 +169,15 @@ def flag_specs(kinds: list[RunKind] | None = None, command: str = "train") -> di
 
 def kinds_overview() -> str:
     """The `sgtool train --help` lines naming every kind (and which label objects)."""
-    lines = []
+    lines, labelling = [], []
     for kind in all_kinds():
         if kind.command == "train":
-            tag = " [labels objects in SGCls / SGDet]" if kind.labels_objects else ""
+            tag = " (labels objects in SGCls / SGDet)" if kind.labels_objects else ""
             lines.append(f"{kind.name}: {kind.summary}{tag}")
+            labelling += [kind.name] if kind.labels_objects else []
+    lines.append("Heads that give their own object labels in SGCls / SGDet: "
+                 + (", ".join(labelling) if labelling else "none")
+                 + "; the others keep the object source's labels (in PredCls every head keeps the GT labels).")
     return "\n\n".join(lines)
 
 

@@ -62,9 +62,10 @@ def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None,
         raise SgtoolError("No image was given.", "Pass one or more PNG or JPEG files.")
     if top < 1:
         raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
+    run = run if run is not None else ws.latest_run()
     pixels = [read_user_image(path) for path in images]
     ids = np.arange(len(pixels))  # a visual head's source takes the user's pictures by these ids
-    head, record, prepared = load_trained_head(ws, run if run is not None else ws.latest_run(),
+    head, record, prepared = load_trained_head(ws, run,
                                                images=dict(zip(ids.tolist(), pixels)), device=resolve_device(device))
     detector = load_detector(ws, detector_run if detector_run is not None else record.detector, prepared.vocab,
                              resolve_device(device),

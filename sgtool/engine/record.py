@@ -13,6 +13,7 @@ import yaml
 
 from sgtool import __version__, atomic
 from sgtool.config import read_yaml
+from sgtool.ui import SILENT, Reporter
 
 STATUS_KEYS = ("run", "head", "dataset", "task", "seed")  # run.json carries these and the status
 
@@ -79,3 +80,32 @@ def read_status(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return payload.get("status") if isinstance(payload, dict) else None
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+@dataclass
+class TrainRequest:
+    """What `sgtool train` was asked: the run-level settings, and the kind's own options by field name."""
+
+    kind: str | None = None
+    dataset: str | None = None
+    task: str = "predcls"
+    name: str | None = None
+    detector: str | None = None
+    config_path: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # kind options given as flags (None: left out)
+    passed: tuple[str, ...] = ()  # the run-level flags the user gave (--task, --detector, ...)
+    seed: int = 0
+    device: str = "auto"
+    cache_features: bool = False
+    reporter: Reporter = SILENT
+
+    def given(self) -> dict[str, Any]:
+        return {key: value for key, value in self.options.items() if value is not None}
+
+    def given_flags(self) -> list[str]:
+        return [*self.passed, *(flag_name(key) for key in self.given())]

@@ -11,7 +11,6 @@ and a run name is never reused.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -29,9 +28,8 @@ from sgtool.config import merge, parse_overrides, read_yaml, resolve_device
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
-from sgtool.engine.kinds import DEFAULT_KIND, TrainRequest, get_kind, kind_names, kind_of_run, refuse_foreign
 from sgtool.engine.objects import object_source as task_objects
-from sgtool.engine.record import STATUS_KEYS, RunRecord, read_status
+from sgtool.engine.record import STATUS_KEYS, RunRecord, TrainRequest, read_status
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
@@ -39,7 +37,7 @@ from sgtool.heads import (
     VisualHeadConfig, config_dict, get_head, make_config,
 )
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace, check_names
+from sgtool.workspace import Workspace
 
 PREDICTED_SPLITS = ("val", "test")
 
@@ -262,40 +260,12 @@ def retask_request(ws: Workspace, run: str, request: TrainRequest) -> TrainResul
                   reporter=request.reporter)
 
 
-def run_training(ws: Workspace, request: TrainRequest, resume: str | None = None,
-                 from_run: str | None = None) -> Any:
-    """`sgtool train`: continue a run (`resume`), reuse a run's weights in another task (`from_run`) or
-    train a new run, each through the run's kind in the registry (engine/kinds.py)."""
-    check_names(dataset=request.dataset, name=request.name, detector=request.detector, resume=resume,
-                **{"from": from_run})
-    if resume is not None:
-        kind = kind_of_run(ws, resume) if (ws.run_dir(resume) / "config.yaml").is_file() else None
-        if kind is None or kind.resume is None:
-            _resumable_record(ws.require_run(resume), resume, request.kind, request.dataset)  # says why not
-        return kind.resume(ws, resume, request), kind
-    if from_run is not None:
-        kind = kind_of_run(ws, from_run) if (ws.require_run(from_run) / "config.yaml").is_file() else None
-        if kind is None or kind.retask is None:
-            raise SgtoolError(f"The run '{from_run}' is not a complete relation-head run, so its weights cannot be reused.",
-                              "Pass a run that `sgtool train` finished (see `sgtool info`).")
-        return kind.retask(ws, from_run, request), kind
-    kind = get_kind(request.kind or DEFAULT_KIND)
-    if kind.command != "train":
-        raise SgtoolError(f"The {kind.name} is trained with `sgtool {kind.command}`, not `sgtool train`.",
-                          f"Run `sgtool {kind.command} --help`.")
-    refuse_foreign(kind, request)
-    return kind.train(ws, dataclasses.replace(request, kind=kind.name)), kind
-
-
 def _resumable_record(folder: Path, run: str, head: str | None, dataset: str | None) -> RunRecord:
     """The run's record, when the run is an unfinished run of a trainable head that fits the options."""
     settings = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}
     status = read_status(folder)
     name = str(settings.get("head"))
-    kind = get_kind(name) if settings and name in kind_names() else None
-    if kind is not None and kind.command != "train":
-        raise SgtoolError(f"The run '{run}' is a {name} run.", f"Resume it with `sgtool {kind.command} --resume {run}`.")
-    if kind is None or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
+    if not settings or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
         raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
                           "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl`.")
     if status == "complete":

@@ -23,7 +23,7 @@ from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
 from sgtool.eval.metrics import check_empty_images
 from sgtool.eval.report import EvalOutcome
 from sgtool.ui import SILENT, Reporter
-from sgtool.workspace import Workspace, check_names
+from sgtool.workspace import Workspace
 
 DEFAULT_KS = (20, 50, 100)
 MAX_K = 1_000_000  # far beyond any image's ranked triplets; keeps K a sane int64 everywhere
@@ -165,30 +165,6 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     return outcome
 
 
-def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", passed: tuple[str, ...] = (),
-             **options: Any) -> tuple[Any, Any]:
-    """`sgtool eval`: the run's kind evaluates it (engine/kinds.py); `options` are `run_eval`'s keywords and
-    `passed` names the options given, for a kind to refuse those that do not apply. Returns (outcome, kind)."""
-    from sgtool.engine.kinds import kind_of_run
-
-    check_names(run=run)
-    name = run if run is not None else ws.latest_run()
-    kind = kind_of_run(ws, name) if (ws.require_run(name) / "config.yaml").is_file() else None
-    if kind is None:
-        return run_eval(ws, run=name, split=split, **options), None
-    return kind.evaluate(ws, name, split, passed, options), kind
-
-
 def evaluate_run(ws: Workspace, run: str, split: str, passed: tuple[str, ...], options: dict[str, Any]) -> EvalOutcome:
     """A relation-head run's evaluation entry point in the registry."""
     return run_eval(ws, run=run, split=split, **options)
-
-
-def show_evaluation(outcome: Any, kind: Any, as_json: bool = False) -> None:
-    """Print what `eval_run` returned, as its kind shows it."""
-    if kind is None:
-        from sgtool.eval.report import show_eval
-
-        show_eval(outcome, as_json=as_json)
-    else:
-        kind.show_eval(outcome, as_json)
