@@ -111,9 +111,11 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         import legacy_eval
 
+        resettable = reset_peak_rss()
         start = time.perf_counter()
         old = run(legacy_eval.evaluate, gt, pred, task, num_predicates, groups, seen, args.workers)
         out["legacy_wall_s"] = round(time.perf_counter() - start, 3)
+        out["legacy_peak_rss_mib"] = round(peak_rss_mib(), 1) if resettable else None
         out["legacy_images_per_s"] = round(images / out["legacy_wall_s"], 1)
         out["identical_to_legacy"] = same(result.metrics, old.metrics)
     print(json.dumps(out))
