@@ -1,6 +1,7 @@
 """The sgtool command line: each command parses its options and calls one stage function."""
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from sgtool import __version__, ui
 from sgtool.errors import EXIT_USER_ERROR, SgtoolError
@@ -190,47 +192,130 @@ class Task(str, Enum):
     sgdet = "sgdet"
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    head: Annotated[Optional[str], typer.Option(help="Relation head to train (freq, reldn, tensor, ...; default freq).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset (default: the latest).")] = None,
-    task: Annotated[Task, typer.Option(help="predcls: GT boxes and labels; sgcls: GT boxes; sgdet: detections.")] = Task.predcls,
-    detector: Annotated[Optional[str], typer.Option(help="sgcls / sgdet: detector run giving the objects (default: the latest).")] = None,
-    overlap: Annotated[Optional[bool], typer.Option("--overlap/--no-overlap", help="freq: only pairs whose boxes overlap.")] = None,
-    losses: Annotated[Optional[str], typer.Option(help="reldn: losses to optimise, comma-separated from L0,L1,L2,L3 (default: all).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name (default: <head>-<dataset>-<task>, made unique).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (heads with nothing to optimise ignore it).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch.")] = None,
-    rank: Annotated[Optional[int], typer.Option(help="tensor: rank R of the CP decomposition (default 5).")] = None,
-    k: Annotated[Optional[str], typer.Option("--k", help="tensor: predictions per pair, 1, 10 or free (default free).")] = None,
-    t_end: Annotated[Optional[float], typer.Option(help="nodis: integrate the ODEs over [0, T] (default 1.5).")] = None,
-    front_end: Annotated[Optional[str], typer.Option(help="nodis: P-ODE front end, fc, gcn or lstm (default fc).")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="iwsl: importance samples at inference (default 50).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file of head settings.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one setting: key=value (repeatable).")] = None,
-    max_nodes: Annotated[Optional[int], typer.Option(help="ae: node slots of the auto-encoder (default 4).")] = None,
-    supervised: Annotated[bool, typer.Option("--supervised", help="ae: train the encoder on ground truth (the baseline).")] = False,
-    seeds: Annotated[Optional[int], typer.Option(help="ae: train this many seeds (--seed, +1, ...) into one run.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue this unfinished run from its last checkpoint, with its own settings.")] = None,
-    from_run: Annotated[Optional[str], typer.Option("--from", help="Score this trained run's weights in --task (e.g. a PredCls run in sgdet) as a new run, without training.")] = None,
-    cache_features: Annotated[bool, typer.Option("--cache-features", help="features=visual: compute each split's detector ROI features once into h5 (kept in the detector run) instead of every epoch.")] = False,
-) -> None:
-    """Train a relation head on a prepared dataset; writes a run with predictions and val metrics."""
-    from sgtool.engine.train import run_training, show_training
+TRAIN_HELP = """Train a relation head (or the ae auto-encoder) on a prepared dataset; writes a run with predictions and val metrics.
 
-    s = _settings(ctx)
-    given = {"--task": task != Task.predcls, "--detector": detector, "--overlap": overlap is not None, "--losses": losses,
-             "--name": name, "--epochs": epochs, "--batch-size": batch_size, "--rank": rank, "--k": k,
-             "--t-end": t_end, "--front-end": front_end, "--samples": samples, "--config": config, "--set": set_,
-             "--max-nodes": max_nodes, "--supervised": supervised, "--seeds": seeds, "--cache-features": cache_features}
-    result = run_training(s.workspace, head=head, resume=resume, from_run=from_run, passed=_passed(given), max_nodes=max_nodes,
-                          supervised=supervised, seeds=seeds, dataset=dataset, task=task.value, name=name,
-                          epochs=epochs, batch_size=batch_size, overlap=overlap, losses=losses, rank=rank, k=k,
-                          t_end=t_end, front_end=front_end, samples=samples, config_path=config, overrides=set_ or [],
-                          detector=detector, seed=s.seed, device=s.device, cache_features=cache_features,
-                          reporter=s.reporter)
-    show_training(result, as_json=s.json)
+Each kind's own options are flags below (`sgtool train --head NAME --help` lists only that kind's, with ranges and defaults); every other setting takes `--set name=value`."""
+
+
+def _train_parameters() -> list[inspect.Parameter]:
+    """The run-level options of `sgtool train`; the kinds' own options follow them (engine/kinds.py)."""
+    def option(name: str, annotation: object, default: object = None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+    return [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        option("head", Annotated[Optional[str], typer.Option(help="What to train: a relation head (freq, reldn, tensor, nodis, iwsl, ...) or ae; default freq.")]),
+        option("dataset", Annotated[Optional[str], typer.Option(help="Prepared dataset (default: the latest).")]),
+        option("task", Annotated[Task, typer.Option(help="predcls: GT boxes and labels; sgcls: GT boxes; sgdet: detections.")], Task.predcls),
+        option("detector", Annotated[Optional[str], typer.Option(help="sgcls / sgdet: detector run giving the objects (default: the latest).")]),
+        option("name", Annotated[Optional[str], typer.Option(help="Run name (default: <head>-<dataset>-<task>, made unique).")]),
+        option("config", Annotated[Optional[Path], typer.Option(help="YAML file of head settings.")]),
+        option("set_", Annotated[Optional[list[str]], typer.Option("--set", help="Override one setting: key=value (repeatable).")]),
+        option("resume", Annotated[Optional[str], typer.Option(help="Continue this unfinished run from its last checkpoint, with its own settings.")]),
+        option("from_run", Annotated[Optional[str], typer.Option("--from", help="Score this trained run's weights in --task (e.g. a PredCls run in sgdet) as a new run, without training.")]),
+        option("cache_features", Annotated[bool, typer.Option("--cache-features", help="features=visual: compute each split's detector ROI features once into h5 (kept in the detector run) instead of every epoch.")], False),
+    ]
+
+
+def _kind_parameters() -> list[inspect.Parameter]:
+    """One flag per `option(..., flag=True)` that a kind trained by `sgtool train` declares."""
+    from sgtool.engine.kinds import flag_specs, registered_kinds
+
+    params = []
+    for name, spec in flag_specs(registered_kinds()).items():
+        dash = "--" + name.replace("_", "-")
+        decls = (f"{dash}/--no-{name.replace('_', '-')}",) if spec.annotation is bool else (dash,)
+        annotation = Annotated[Optional[spec.annotation], typer.Option(*decls, help=spec.help_for())]
+        params.append(inspect.Parameter(f"kind_{name}", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None))
+    return params
+
+
+class _TrainCallback:
+    """`sgtool train`'s function: its signature (hence its flags) is built from the registry of run kinds."""
+
+    __name__ = __qualname__ = "train"
+    __module__ = __name__
+    __annotations__: dict = {}
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.Signature([*_train_parameters(), *_kind_parameters()])
+
+    @property
+    def __doc__(self) -> str:  # type: ignore[override]
+        from sgtool.engine.kinds import kinds_overview
+
+        return TRAIN_HELP + ("\n\n" + kinds_overview() if "sgtool.heads" in sys.modules else "")
+
+    def __call__(self, ctx: typer.Context, **values: object) -> None:
+        from sgtool.engine.kinds import TrainRequest
+        from sgtool.engine.train import run_training
+
+        s = _settings(ctx)
+        options = {key[len("kind_"):]: value for key, value in values.items() if key.startswith("kind_")}
+        task = values["task"]
+        given = {"--task": task != Task.predcls, "--detector": values["detector"], "--name": values["name"],
+                 "--config": values["config"], "--set": values["set_"], "--cache-features": values["cache_features"]}
+        request = TrainRequest(kind=values["head"], dataset=values["dataset"], task=task.value, name=values["name"],
+                               detector=values["detector"], config_path=values["config"],
+                               overrides=list(values["set_"] or []), options=options, passed=_passed(given),
+                               seed=s.seed, device=s.device, cache_features=bool(values["cache_features"]),
+                               reporter=s.reporter)
+        result, kind = run_training(s.workspace, request, resume=values["resume"], from_run=values["from_run"])
+        kind.show_train(result, s.json)
+
+
+class TrainCommand(TyperCommand):
+    """`sgtool train --head NAME --help` shows the run-level options and NAME's own, with NAME's defaults."""
+
+    help_kind: str | None = None
+
+    def parse_args(self, ctx, args):  # noqa: ANN001 (click's signature)
+        self.help_kind = _head_in(args) if any(a in ("--help", "-h") for a in args) else None
+        return super().parse_args(ctx, args)
+
+    def get_help(self, ctx) -> str:  # noqa: ANN001
+        if self.help_kind is None:
+            return super().get_help(ctx)
+        from sgtool.engine.kinds import flag_specs, get_kind
+
+        kind = get_kind(self.help_kind)
+        specs = flag_specs([kind])
+        kept_epilog, self.epilog = self.epilog, _other_settings(kind)
+        kept, self.params = self.params, [p for p in self.params
+                                          if not (p.name or "").startswith("kind_") or p.name[5:] in specs]
+        for param in self.params:
+            if (param.name or "").startswith("kind_"):
+                param.help = specs[param.name[5:]].help_for(kind.name)
+        try:
+            return super().get_help(ctx)
+        finally:
+            self.params, self.epilog = kept, kept_epilog
+
+
+def _other_settings(kind: object) -> str:
+    """The kind's settings that take `--set name=value`, with their ranges and defaults."""
+    from sgtool.config import declarations, describe_range
+
+    parts = []
+    for name, (field, meta) in declarations(kind.config).items():
+        if not meta["flag"]:
+            shown = "; ".join(x for x in (describe_range(meta), f"default {field.default}") if x)
+            parts.append(f"{name} ({shown})")
+    labels = " It labels objects in SGCls / SGDet." if getattr(kind, "labels_objects", False) else ""
+    return f"{kind.name}: {kind.summary}{labels} Other settings (--set name=value): {', '.join(parts)}."
+
+
+def _head_in(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--head" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--head="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+app.command("train", cls=TrainCommand, help=None)(_TrainCallback())
 
 
 def _passed(options: dict[str, object]) -> tuple[str, ...]:
@@ -277,9 +362,9 @@ def eval_(
 
     s = _settings(ctx)
     passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None})
-    outcome = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
-                       metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
-    show_evaluation(outcome, as_json=s.json)
+    outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
+                             metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter)
+    show_evaluation(outcome, kind, as_json=s.json)
 
 
 @app.command()
@@ -329,6 +414,25 @@ def demo(
 
 # ---------------------------------------------------------------- entry point
 
+@app.command("completions", hidden=True)
+def completions(folder: Annotated[Path, typer.Argument(help="Folder for sgtool.bash / .zsh / .fish.")] = Path("completions")) -> None:
+    """Regenerate the shell completion scripts from this app (every kind's flags included)."""
+    from sgtool.completions import write
+
+    for path in write(folder, loaded_app()):
+        print(path)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word of hoisted argv (global options and their values come first)."""
+    root = typer.main.get_command(app)
+    takes_value = {name for param in root.params if not param.is_flag for name in param.opts}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 1 + (argv[i] in takes_value)
+    return argv[i] if i < len(argv) else None
+
+
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move global options written after the command (`sgtool info --json`) in front of it."""
     root = typer.main.get_command(app)
@@ -350,10 +454,20 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+def loaded_app() -> typer.Typer:
+    """The app with every run kind registered, so that `train` has every kind's flags (completions, `train`)."""
+    from sgtool.engine.kinds import all_kinds
+
+    all_kinds()
+    return app
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and exit code 2, never a traceback."""
     argv = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     try:
+        if _command_of(argv) == "train":  # `train`'s flags come from every kind (importing the heads: torch)
+            loaded_app()
         app(args=argv, prog_name="sgtool")
     except SgtoolError as exc:
         ui.print_error(exc.message, exc.hint)

@@ -1,11 +1,10 @@
 """Static shell completion scripts (bash, zsh, fish), generated from the Typer app.
 
-Regenerate after changing commands or options:  python -m sgtool.completions completions/
+Regenerate after changing commands or options (a head's flag included):  sgtool completions completions/
 A test fails while the committed scripts differ from what this module generates.
 """
 from __future__ import annotations
 
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,17 +58,15 @@ def _option(param) -> OptionSpec | None:
     )
 
 
-def command_specs(app: typer.Typer | None = None) -> list[CommandSpec]:
-    """Every command path with its options, walking the app's command tree."""
-    if app is None:
-        from sgtool.cli import app
+def command_specs(app: typer.Typer) -> list[CommandSpec]:
+    """Every command path with its options, walking the app's command tree (hidden commands left out)."""
     root = typer.main.get_command(app)
     specs: list[CommandSpec] = []
 
     def walk(command, path: str) -> None:
         options = [o for o in (_option(p) for p in command.params) if o is not None]
         options.append(OptionSpec(["help"], [], False, [], False, "Show help and exit."))
-        children = dict(sorted(getattr(command, "commands", {}).items()))
+        children = dict(sorted((n, c) for n, c in getattr(command, "commands", {}).items() if not c.hidden))
         specs.append(CommandSpec(path, _first_line(command.help), options,
                                  {name: _first_line(child.help) for name, child in children.items()}))
         for name, child in children.items():
@@ -140,20 +137,16 @@ def fish_script(specs: list[CommandSpec]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate() -> dict[str, str]:
-    specs = command_specs()
+def generate(app: typer.Typer) -> dict[str, str]:
+    """The three scripts for `app` (the CLI hands it over: this module does not import the CLI)."""
+    specs = command_specs(app)
     return {FILES["bash"]: bash_script(specs), FILES["zsh"]: zsh_script(specs), FILES["fish"]: fish_script(specs)}
 
 
-def write(folder: Path) -> list[Path]:
+def write(folder: Path, app: typer.Typer) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in generate().items():
+    for name, text in generate(app).items():
         (folder / name).write_text(text, encoding="utf-8")
         written.append(folder / name)
     return written
-
-
-if __name__ == "__main__":
-    for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else "completions")):
-        print(path)

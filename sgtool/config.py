@@ -44,19 +44,43 @@ def describe_range(meta: dict) -> str:
     return ""
 
 
+def declarations(cls: type) -> dict[str, tuple[dataclasses.Field, dict]]:
+    """{field name: (field, declaration)} of every declared option of config class `cls`. A subclass that
+    only changes a field's default keeps its base class's declaration (help, range, flag)."""
+    found: dict[str, tuple[dataclasses.Field, dict]] = {}
+    for field in dataclasses.fields(cls):
+        meta = declared(field)
+        for base in cls.__mro__[1:]:
+            if meta is not None:
+                break
+            base_field = getattr(base, "__dataclass_fields__", {}).get(field.name)
+            meta = declared(base_field) if base_field is not None else None
+        if meta is not None:
+            found[field.name] = (field, meta)
+    return found
+
+
+def _allowed(meta: dict) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None:
+        return f"from {low} to {high}"
+    return f"at least {low}" if low is not None else f"at most {high}"
+
+
 def check_options(config: Any) -> None:
     """One sentence (SgtoolError) for the first declared option whose value is out of its range."""
-    for field in dataclasses.fields(config):
-        meta = declared(field)
-        if meta is None:
-            continue
-        value, allowed = getattr(config, field.name), describe_range(meta)
+    for name, (field, meta) in declarations(type(config)).items():
+        value = getattr(config, name)
         bad = (meta["choices"] is not None and value not in meta["choices"]) or \
               (meta["min"] is not None and value is not None and value < meta["min"]) or \
               (meta["max"] is not None and value is not None and value > meta["max"])
         if bad:
-            raise SgtoolError(f"The setting {field.name} must be {allowed}, not {value!r}.",
-                              f"Use --set {field.name}={field.default} (its default).")
+            default = field.default if field.default is not dataclasses.MISSING else None
+            flag = "--" + name.replace("_", "-")
+            what, fix = (flag, f"{flag} {default}") if meta["flag"] else (f"The setting {name}", f"--set {name}={default}")
+            raise SgtoolError(f"{what} must be {_allowed(meta)}, not {value!r}.", f"Use {fix} (its default).")
 
 
 # ---------------------------------------------------------------- YAML and overrides

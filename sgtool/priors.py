@@ -15,6 +15,7 @@ import numpy as np
 from sgtool import atomic
 from sgtool.data.graphs import SceneGraphs
 from sgtool.errors import SgtoolError
+from sgtool.geometry import boxes_overlap
 
 GROUP_NAMES = ("head", "body", "tail")
 _PAIR_CHUNK = 4_000_000  # pairs per array operation
@@ -36,13 +37,6 @@ class GroupRule:
         return rule
 
 
-def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise: do boxes a[k] and b[k] share a positive area (community `bbox_overlaps(to_move=0) > 0`)."""
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    return (iw > 0) & (ih > 0)
-
-
 def background_pair_counts(graphs: SceneGraphs, num_object_classes: int) -> np.ndarray:
     """bg[s, o]: overlapping ordered GT pairs (all pairs where an image has none), without the +1.
 
@@ -56,10 +50,8 @@ def background_pair_counts(graphs: SceneGraphs, num_object_classes: int) -> np.n
         for chunk in np.array_split(starts, max(1, len(starts) * n * n // _PAIR_CHUNK)):
             rows = chunk[:, None] + np.arange(n)
             b, labels = graphs.boxes[rows], graphs.labels[rows]
-            iw = np.minimum(b[:, :, None, 2], b[:, None, :, 2]) - np.maximum(b[:, :, None, 0], b[:, None, :, 0])
-            ih = np.minimum(b[:, :, None, 3], b[:, None, :, 3]) - np.maximum(b[:, :, None, 1], b[:, None, :, 1])
             off_diagonal = ~np.eye(n, dtype=bool)
-            overlap = (iw > 0) & (ih > 0) & off_diagonal
+            overlap = boxes_overlap(b[:, :, None], b[:, None, :]) & off_diagonal
             keep = overlap | (~overlap.any(axis=(1, 2))[:, None, None] & off_diagonal)
             index = labels[:, :, None] * c + labels[:, None, :]
             bg += np.bincount(index[keep], minlength=bg.size)

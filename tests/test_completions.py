@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from sgtool.cli import loaded_app
 from sgtool.completions import generate
 
 COMPLETIONS = Path(__file__).resolve().parents[1] / "completions"
 
 
 def test_committed_completions_are_current():
-    for name, text in generate().items():
+    for name, text in generate(loaded_app()).items():
         committed = (COMPLETIONS / name).read_text(encoding="utf-8")
-        assert committed == text, f"completions/{name} is stale: run `python -m sgtool.completions completions/`"
+        assert committed == text, f"completions/{name} is stale: run `sgtool completions completions/`"
 
 
 def bash_complete(*words: str) -> list[str]:

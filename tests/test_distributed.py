@@ -15,7 +15,7 @@ import torch
 from sgg_fixtures import tiny_graphs, tiny_vocab
 from sgtool.data.graphs import RelationSet, offsets_from_counts
 from sgtool.data.prepared import Staged, save_prepared
-from sgtool.engine import distributed
+from sgtool import distributed
 from sgtool.engine.loop import LAST, load_state
 from sgtool.workspace import Workspace
 

@@ -12,7 +12,8 @@ from sgtool.data.predictions import read_predictions, vocabulary_fingerprint
 from sgtool.engine.train import train
 from sgtool.errors import SgtoolError
 from sgtool.heads import ObjectPredictions, available_heads, get_head, gt_objects, make_config
-from sgtool.heads.freq import FreqHead, all_pair_counts, candidate_pairs, cap_boxes
+from sgtool.heads._pairs import cap_boxes
+from sgtool.heads.freq import FreqHead, all_pair_counts, candidate_pairs
 from sgtool.priors import compute_priors
 from sgtool.workspace import Workspace
 
@@ -196,8 +197,8 @@ def test_checkpoint_reloads_to_the_same_predictions(tmp_path):
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws)
     result = train(ws, head="freq", overlap=True)
-    model, settings, prepared = load_trained_head(ws, result.run)
-    assert settings["options"]["overlap"] is True and model.config.overlap is True
+    model, record, prepared = load_trained_head(ws, result.run)
+    assert record.options["overlap"] is True and model.config.overlap is True
     stored = read_predictions(result.path / "predictions" / "test.h5")
     again = model.predict(gt_objects(prepared.graphs.split_subset("test"))).ranked()
     np.testing.assert_array_equal(again.pairs, stored.pairs)

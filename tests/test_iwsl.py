@@ -241,8 +241,8 @@ def test_predictions_layout_and_checkpoint_round_trip():
     ({"samples": 0}, "--samples must be at least 1, not 0."),
     ({"samples": -3}, "--samples must be at least 1, not -3."),
     ({"tau_min": 2.0}, "0 < tau_min <= tau"),
-    ({"emd_step": 0}, "The setting emd_step must be >= 1e-08, not 0"),
-    ({"emd_iters": -1}, "The setting emd_iters must be 0 to 1000, not -1"),
+    ({"emd_step": 0}, "The setting emd_step must be at least 1e-08, not 0"),
+    ({"emd_iters": -1}, "The setting emd_iters must be from 0 to 1000, not -1"),
 ])
 def test_bad_settings_are_one_sentence(settings, words):
     with pytest.raises(SgtoolError, match=words):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from sgg_fixtures import save_tiny
@@ -115,3 +116,54 @@ def test_the_same_seed_gives_the_same_predictions_and_metrics(tmp_path, cli):
         for field in ("boxes", "labels", "scores", "pairs", "rel_scores", "pair_offsets"):
             assert np.array_equal(getattr(a, field), getattr(b, field)), field
         assert not np.array_equal(a.rel_scores, c.rel_scores)  # another seed, other numbers
+
+
+# ---------------------------------------------------------------- every kind on the one loop
+
+KINDS = {  # small networks, 3 batches per epoch, validation at the end only: seconds per run
+    "tensor": ["--epochs", "12", "--set", "sel_epochs=1", "--set", "hidden=16"],
+    "reldn": ["--epochs", "12", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
+    "nodis": ["--epochs", "12", "--set", "hidden=16", "--set", "embed=8", "--set", "mask_size=8"],
+    "iwsl": ["--epochs", "12", "--samples", "2", "--set", "hidden=16"],
+}
+
+
+def _same(a, b) -> bool:
+    """Equal nested states: tensors and arrays bit for bit."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, cli, kind):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws)
+    args = ["train", "--head", kind, "--batch-size", "8", "--set", "val_every=100", *KINDS[kind]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "-w", str(ws.root), "-q", *args, "--name", "killed"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last, after = ws.run_dir("killed") / "checkpoints" / LAST, random.randint(1, 3)
+    deadline = time.time() + 120
+    while not (last.exists() and load_state(last)["loop"]["epoch"] >= after):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint within two minutes"
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 0.2))  # a random step of a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    assert json.loads((ws.run_dir("killed") / "run.json").read_text())["status"] == "running"
+
+    straight = cli("-w", ws.root, "-q", *args, "--name", "straight")
+    resumed = cli("-w", ws.root, "-q", "train", "--resume", "killed")
+    assert straight.code == 0 and resumed.code == 0, resumed.err
+    a, b = (torch.load(ws.run_dir(r) / "checkpoints" / "model.pt", weights_only=False)["state"] for r in ("straight", "killed"))
+    assert _same(a, b)  # exact on CPU
+    for split in ("val", "test"):
+        p, q = (read_predictions(ws.run_dir(r) / "predictions" / f"{split}.h5") for r in ("straight", "killed"))
+        assert np.array_equal(p.rel_scores, q.rel_scores) and np.array_equal(p.labels, q.labels)

@@ -7,7 +7,7 @@ import pytest
 
 from sgtool.data.graphs import RelationSet, SceneGraphs
 from sgtool.data.prepared import load_prepared
-from sgtool.data.sgg_h5 import read_sgg_h5, write_sgg_h5
+from sgtool.data.sgg_h5 import read_image_data, read_sgg_h5, write_sgg_h5
 from sgtool.data.synth import prepare_synth
 from sgtool.errors import SgtoolError
 from sgtool.workspace import Workspace
@@ -96,3 +96,19 @@ def test_inconsistent_offsets_and_truncated_files_are_refused(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SgtoolError, match="cannot be read as HDF5"):
         read_sgg_h5(path, graphs.widths, graphs.heights)
+
+
+def test_one_image_data_reader_for_prepared_and_community_files(tmp_path):
+    path = tmp_path / "image_data.json"
+    path.write_text('[{"image_id": 7, "width": 30, "height": 20, "file": "images/7.jpg"},'
+                    ' {"id": 1592, "width": 8, "height": 8}, {"id": 9, "width": 40, "height": 10}]')
+    ids, widths, heights, files = read_image_data(path, leave_out={1592})
+    assert ids.tolist() == [7, 9] and widths.tolist() == [30, 40] and heights.tolist() == [20, 10]
+    assert files == ["images/7.jpg", None]  # files stay aligned with the records kept
+    assert read_image_data(path)[0].tolist() == [7, 1592, 9]
+    path.write_text('[{"image_id": 7, "width": 30, "height": 20}, {"image_id": 8, "width": 0, "height": 5}]')
+    with pytest.raises(SgtoolError, match="image 8 has a zero or negative size"):
+        read_image_data(path)
+    path.write_text('[{"image_id": 7, "height": 20}]')
+    with pytest.raises(SgtoolError, match="without a valid image_id, width or height"):
+        read_image_data(path)

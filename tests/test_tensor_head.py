@@ -36,7 +36,7 @@ def test_predcls_distribution_is_the_tensor_slice_times_the_prior_times_sel(tmp_
     pred = head.predict(gt_objects(data.val))
     np.testing.assert_allclose(pred.rel_scores.sum(1), 1, rtol=1e-5)
     # brute force: the explicit S×P×O tensor of each pair, sliced at its labels, × ψ_u[s, o, :]
-    from sgtool.heads.tensor import pair_inputs
+    from sgtool.heads._pairs import pair_inputs
 
     model = head.model
     inputs = pair_inputs(pred.box_offsets, pred.boxes, pred.labels, pred.pairs[:, 0], pred.pairs[:, 1])
@@ -102,7 +102,7 @@ def test_tensor_trains_through_the_cli_and_evaluates(tmp_path, cli):
 @pytest.mark.parametrize("args, words", [
     (["--head", "tensor", "--rank", "0"], "--rank must be at least 1, not 0."),
     (["--head", "tensor", "--k", "3"], "--k must be 1, 10 or free"),
-    (["--head", "freq", "--rank", "5"], "The freq head does not take --rank."),
+    (["--head", "freq", "--rank", "5"], "The freq head does not take --rank"),
     (["--head", "tensor", "--set", "features=visual"], "features=visual needs images"),
 ])
 def test_bad_tensor_options_exit_2_with_one_sentence(tmp_path, cli, args, words):

@@ -102,7 +102,7 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
 
 def write_ae_report(folder: Path, outcome: AEEvalOutcome, settings: dict, prepared: PreparedDataset,
                     data: LineDrawings, run_folder: Path) -> None:
-    from sgtool.autoencoder.train import infer, load_model
+    from sgtool.autoencoder.inference import infer, load_model
 
     payload = {"run": outcome.run, "head": "ae", "dataset": outcome.dataset, "split": outcome.split,
                "node_threshold_px": outcome.threshold, "edge_threshold": EDGE_THRESHOLD,
@@ -154,7 +154,7 @@ def save_sheet(path: Path, data: LineDrawings, out: dict[str, np.ndarray]) -> No
 
 def dump_graphs(folder: Path, final_folder: Path, data: LineDrawings, out: dict[str, np.ndarray],
                 prepared: PreparedDataset, pairs: np.ndarray) -> None:
-    from sgtool.autoencoder.train import NODE_BOX
+    from sgtool.autoencoder.inference import NODE_BOX
     from sgtool.viz.graph_json import build_graph, relative_image, write_graph
 
     g = data.graphs

@@ -23,57 +23,18 @@ import torch
 import yaml
 
 from sgtool import __version__, atomic
-from sgtool.autoencoder.data import LineDrawings, load_split, to_pixels
-from sgtool.autoencoder.losses import RECON_LOSSES, self_supervised_loss, supervised_loss
+from sgtool.autoencoder.config import AEConfig
+from sgtool.autoencoder.data import LineDrawings, load_split
+from sgtool.autoencoder.inference import HEAD, as_batch, load_model, predict, save_model  # noqa: F401 (re-exported)
+from sgtool.autoencoder.losses import self_supervised_loss, supervised_loss
 from sgtool.autoencoder.model import GraphAutoEncoder
-from sgtool.config import build, merge, parse_overrides, read_yaml, resolve_device
-from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
+from sgtool.config import build, check_options, merge, parse_overrides, read_yaml, resolve_device
+from sgtool.data.predictions import vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared
-from sgtool.data.graphs import offsets_from_counts
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
-HEAD = "ae"
-NODE_BOX = 4.0  # side of the box written around each predicted node, pixels
-
-
-@dataclass
-class AEConfig:
-    max_nodes: int = 4
-    supervised: bool = False
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 2e-3
-    minutes: float = 0.0  # stop after this many minutes of training (0: no budget)
-    train_images: int = 0  # use only the first N training images (0: all)
-    resolution: int = 64  # the network's working resolution (the canvas is average-pooled to it)
-    width: int = 24  # encoder channels
-    aux_weight: float = 1.0  # lambda of the auxiliary overlap loss (0: off)
-    recon: str = "msssim"  # msssim | ssim
-    loss_on: str = "refined"  # refined | coarse
-    sigma_start: float = 1.5  # line template profile, pixels at the working resolution
-    sigma_end: float = 0.7
-    log_every: int = 25
-    threads: int = 0  # torch CPU threads (0: torch's choice)
-
-    def validate(self) -> None:
-        checks = [
-            (self.max_nodes >= 2, f"--max-nodes must be at least 2 (a graph needs two nodes for an edge), not {self.max_nodes}.",
-             "The Simple Shape dataset needs --max-nodes 4 or more."),
-            (self.max_nodes <= 16, f"--max-nodes must be at most 16, not {self.max_nodes}.", "Try --max-nodes 4."),
-            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}.", "Pass a positive number of epochs."),
-            (self.batch_size >= 2, f"--batch-size must be at least 2 (batch norm), not {self.batch_size}.", "Try 32."),
-            (self.lr > 0, f"lr must be positive, not {self.lr}.", "Try --set lr=0.002."),
-            (self.minutes >= 0, f"minutes must be 0 or more, not {self.minutes}.", "Use --set minutes=20."),
-            (self.resolution in (64, 128), f"resolution must be 64 or 128, not {self.resolution}.", "Use --set resolution=64."),
-            (self.recon in RECON_LOSSES, f"recon must be one of {', '.join(RECON_LOSSES)}, not '{self.recon}'.", "Use msssim."),
-            (self.loss_on in ("refined", "coarse"), f"loss_on must be refined or coarse, not '{self.loss_on}'.", "Use refined."),
-            (self.sigma_start > 0 and self.sigma_end > 0, "sigma_start and sigma_end must be positive.", "Try 1.5 and 0.7."),
-        ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise SgtoolError(message, hint)
 
 
 @dataclass
@@ -89,20 +50,13 @@ class AETrainResult:
 
 # ---------------------------------------------------------------- options
 
-def check_options(head: str, max_nodes: int | None, supervised: bool | None, seeds: int | None) -> None:
-    """--max-nodes, --supervised and --seeds belong to the ae head only."""
-    if head != HEAD:
-        given = [name for name, v in (("--max-nodes", max_nodes), ("--supervised", supervised), ("--seeds", seeds)) if v]
-        if given:
-            raise SgtoolError(f"{given[0]} is an option of the ae head, not of the {head} head.",
-                              "Pass --head ae, or leave it out.")
-
-
 def ae_config(config_path: Path | None, overrides: list[str], explicit: dict[str, Any]) -> AEConfig:
+    """Defaults < --config YAML < --set overrides < the flags given (--max-nodes, --epochs, ...), checked."""
     settings = merge(read_yaml(config_path) if config_path else {}, parse_overrides(overrides))
     settings.update({k: v for k, v in explicit.items() if v is not None})
     config = build(AEConfig, settings)
     config.validate()
+    check_options(config)
     return config
 
 
@@ -111,10 +65,6 @@ def ae_config(config_path: Path | None, overrides: list[str], explicit: dict[str
 def sigma_at(config: AEConfig, progress: float) -> float:
     t = min(1.0, progress / 0.5)
     return config.sigma_start + (config.sigma_end - config.sigma_start) * t
-
-
-def as_batch(data: LineDrawings, index: np.ndarray, device: str) -> torch.Tensor:
-    return torch.from_numpy(data.images[index]).to(device, torch.float32)[:, None] / 255.0
 
 
 def step_loss(model: GraphAutoEncoder, config: AEConfig, data: LineDrawings, index: np.ndarray, sigma: float,
@@ -175,48 +125,14 @@ def fit(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, seed: int
     return log
 
 
-@torch.no_grad()
-def infer(model: GraphAutoEncoder, data: LineDrawings, sigma: float, device: str, batch: int = 64,
-          keep: tuple[str, ...] = ("coords", "edge_prob")) -> dict[str, np.ndarray]:
-    """Model outputs for every image of the split, as numpy arrays."""
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in keep}
-    for lo in range(0, len(data), batch):
-        out = model(as_batch(data, np.arange(lo, min(lo + batch, len(data))), device), sigma)
-        for k in keep:
-            parts[k].append(out[k].cpu().numpy())
-    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
-
-
-def to_predictions(data: LineDrawings, coords: np.ndarray, edge_prob: np.ndarray, pairs: np.ndarray) -> Predictions:
-    """Nodes as 'node' objects (small boxes around the points), every slot pair scored for 'connected'."""
-    n_img, k = coords.shape[:2]
-    xy = to_pixels(coords.reshape(-1, 2), data.canvas)
-    half = NODE_BOX / 2
-    boxes = np.concatenate([xy - half, xy + half], 1).astype(np.float32)
-    base = np.repeat(np.arange(n_img) * k, len(pairs))
-    rel_pairs = np.tile(pairs, (n_img, 1)) + base[:, None]
-    p = edge_prob.reshape(-1).astype(np.float32)
-    return Predictions(
-        image_ids=data.graphs.image_ids, box_offsets=offsets_from_counts(np.full(n_img, k, np.int64)), boxes=boxes,
-        labels=np.ones(n_img * k, np.int64), scores=np.ones(n_img * k, np.float32),
-        pair_offsets=offsets_from_counts(np.full(n_img, len(pairs), np.int64)), pairs=rel_pairs.astype(np.int64),
-        rel_scores=np.stack([1 - p, p], 1))
-
-
 # ---------------------------------------------------------------- the stage
 
 def train_autoencoder(ws: Workspace, *, dataset: str | None = None, name: str | None = None,
-                      epochs: int | None = None, batch_size: int | None = None, max_nodes: int | None = None,
-                      supervised: bool | None = None, seeds: int | None = None, config_path: Path | None = None,
-                      overrides: list[str] | None = None, seed: int = 0, device: str = "auto",
-                      reporter: Reporter = SILENT) -> AETrainResult:
-
-    config = ae_config(config_path, overrides or [], {"epochs": epochs, "batch_size": batch_size,
-                                                       "max_nodes": max_nodes, "supervised": supervised or None})
-    n_seeds = 1 if seeds is None else seeds
-    if n_seeds < 1:
-        raise SgtoolError(f"--seeds must be at least 1, not {n_seeds}.", "Pass how many seeds to train.")
+                      config_path: Path | None = None, overrides: list[str] | None = None, seed: int = 0,
+                      device: str = "auto", reporter: Reporter = SILENT, **options: Any) -> AETrainResult:
+    """Train `seeds` auto-encoders into one run; `options` are AEConfig fields (max_nodes, epochs, ...)."""
+    config = ae_config(config_path, overrides or [], options)
+    n_seeds = config.seeds
     prepared = load_prepared(ws, dataset)
     device = resolve_device(device)
     kind = "supervised" if config.supervised else "ae"
@@ -275,26 +191,6 @@ def _fill_run(staging: Path, splits: dict[str, LineDrawings], prepared: Prepared
     atomic.write_json(staging / "metrics.json", {"split": "val", "task": "point-graph", "metrics": metrics,
                                                  "per_seed": per_seed})
     return metrics, per_seed
-
-
-def predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, device: str) -> Predictions:
-    out = infer(model, data, config.sigma_end, device)
-    return to_predictions(data, out["coords"], out["edge_prob"], model.pairs.cpu().numpy())
-
-
-def save_model(path: Path, model: GraphAutoEncoder, config: AEConfig) -> None:
-    with atomic.atomic_path(path) as tmp:
-        torch.save({"head": HEAD, "config": asdict(config), "state": model.state_dict()}, tmp)
-
-
-def load_model(path: Path) -> tuple[GraphAutoEncoder, AEConfig]:
-    if not path.exists():
-        raise SgtoolError(f"No auto-encoder checkpoint at {path}.", "Train the run again.")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    config = build(AEConfig, saved["config"])
-    model = GraphAutoEncoder(config.max_nodes, config.width)
-    model.load_state_dict(saved["state"])
-    return model.eval(), config
 
 
 def show_ae_train(result: AETrainResult, as_json: bool = False) -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from sgtool.data.normalize import (
-    FlatGraphs, assemble, box_sides, clean_relations, clip_boxes, drop_boxes, link_images, split_counts,
+    FlatGraphs, assemble, clean_relations, drop_boxes, link_images, split_counts,
 )
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.sgg_h5 import Vocabulary, read_json
 from sgtool.errors import SgtoolError
+from sgtool.geometry import box_sides, clip_boxes
 from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
 

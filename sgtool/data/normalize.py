@@ -17,6 +17,7 @@ import numpy as np
 
 from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.errors import SgtoolError
+from sgtool.geometry import rowwise_iou
 
 _PAIR_CHUNK_IMAGES = 20_000
 
@@ -118,19 +119,6 @@ def read_alias_file(path: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------- boxes
 
-def clip_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray,
-               tolerance: np.ndarray | float = 0.0) -> tuple[np.ndarray, int]:
-    """Clip xyxy boxes (per-box image sizes) to the image; count boxes moved by more than tolerance."""
-    limit = np.stack([widths, heights, widths, heights], axis=1).astype(np.float64)
-    clipped = np.clip(boxes, 0.0, limit)
-    moved = (np.abs(clipped - boxes) > np.asarray(tolerance).reshape(-1, 1)).any(axis=1)
-    return clipped, int(moved.sum())
-
-
-def box_sides(boxes: np.ndarray) -> np.ndarray:
-    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-
-
 def drop_boxes(flat: FlatGraphs, keep: np.ndarray) -> tuple[FlatGraphs, int]:
     """Remove boxes and every relation without both endpoints; returns how many relations lost one here."""
     new_row = np.full(len(keep) + 1, -1, dtype=np.int64)  # index -1 maps to -1
@@ -154,7 +142,7 @@ def merge_same_label_boxes(flat: FlatGraphs, iou_threshold: float) -> tuple[Flat
         subj, obj = subj + base, obj + base
         keep = (subj < obj) & (flat.labels[subj] == flat.labels[obj])
         subj, obj = subj[keep], obj[keep]
-        close = pair_iou(flat.boxes[subj], flat.boxes[obj]) >= iou_threshold
+        close = rowwise_iou(flat.boxes[subj], flat.boxes[obj], legacy=False) >= iou_threshold
         np.minimum.at(rep, obj[close], subj[close])
     while True:  # follow chains a -> b -> c to the first box
         nxt = rep[rep]
@@ -166,15 +154,6 @@ def merge_same_label_boxes(flat: FlatGraphs, iou_threshold: float) -> tuple[Flat
     is_rep = rep == np.arange(n)
     result, _ = drop_boxes(merged, is_rep)
     return result, int(n - is_rep.sum())
-
-
-def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    union = area(a) + area(b) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def _num_images(flat: FlatGraphs) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from sgtool import __version__, atomic
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.sgg_h5 import (
-    Vocabulary, dicts_payload, image_data_payload, read_json, read_sgg_h5, sizes_from_image_data,
+    Vocabulary, dicts_payload, image_data_payload, read_json, read_image_data, read_sgg_h5,
     vocabulary_from_dicts, write_sgg_h5,
 )
 from sgtool.errors import SgtoolError
@@ -110,7 +110,7 @@ def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:
     path = ws.require_dataset(name)
     manifest = read_json(path / MANIFEST)
     vocab = vocabulary_from_dicts(read_json(path / "dicts.json"), path / "dicts.json")
-    image_ids, widths, heights, files = sizes_from_image_data(read_json(path / "image_data.json"), path / "image_data.json")
+    image_ids, widths, heights, files = read_image_data(path / "image_data.json")
     graphs = read_sgg_h5(path / "sgg.h5", widths, heights)
     graphs.image_ids, graphs.files = image_ids, files
     check_labels_in_vocabulary(graphs, vocab, path)

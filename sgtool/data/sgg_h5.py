@@ -10,6 +10,7 @@ along as `complete_relationships`, `complete_predicates`, `img_to_first/last_com
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,17 +231,22 @@ def image_data_payload(graphs: SceneGraphs) -> list[dict]:
     return records
 
 
-def sizes_from_image_data(records: object, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+def read_image_data(path: Path, leave_out: Collection[int] = ()
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+    """image_data.json: ids, widths, heights and files (None when a record names none) of its records in
+    order, without the ids in leave_out (the community's corrupted images); VG names the id `image_id` or `id`."""
+    records = read_json(path)
     if not isinstance(records, list):
         raise SgtoolError(f"{path} must hold a list of image records.", "Each record needs image_id, width and height.")
     try:
-        ids = np.array([int(r["image_id"]) for r in records], dtype=np.int64)
-        widths = np.array([int(r["width"]) for r in records], dtype=np.int64)
-        heights = np.array([int(r["height"]) for r in records], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SgtoolError(f"{path} has an image record without a valid image_id, width or height ({exc}).",
+        table = np.array([(int(r.get("image_id", r.get("id"))), int(r["width"]), int(r["height"])) for r in records],
+                         dtype=np.int64).reshape(-1, 3)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SgtoolError(f"{path} has an image record without a valid image_id, width or height ({exc!r}).",
                           "Each record needs image_id, width and height.") from exc
-    if len(widths) and (widths.min() < 1 or heights.min() < 1):
-        raise SgtoolError(f"{path} lists an image with a zero or negative size.", "Widths and heights must be positive.")
-    files = [r.get("file") for r in records]
-    return ids, widths, heights, files
+    kept = ~np.isin(table[:, 0], list(leave_out))
+    table, files = table[kept], [r.get("file") for r, k in zip(records, kept) if k]
+    if len(table) and (table[:, 1:] < 1).any():
+        bad = int(table[(table[:, 1:] < 1).any(axis=1), 0][0])
+        raise SgtoolError(f"{path}: image {bad} has a zero or negative size.", "Widths and heights must be positive.")
+    return table[:, 0], table[:, 1], table[:, 2], files

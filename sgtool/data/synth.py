@@ -22,6 +22,7 @@ from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
+from sgtool.geometry import box_gap, clip_boxes, overlap_sides
 from sgtool.priors import GroupRule
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -99,9 +100,8 @@ def _box(spec: SynthSpec, label: int, centre: np.ndarray, r: float) -> np.ndarra
 def _overlaps_any(box: np.ndarray, boxes: list[np.ndarray], margin: float) -> bool:
     if not boxes:
         return False
-    b = np.array(boxes)
-    return bool(np.any((np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]) > -margin)
-                       & (np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]) > -margin)))
+    iw, ih = overlap_sides(np.array(boxes), box)
+    return bool(np.any((iw > -margin) & (ih > -margin)))
 
 
 def _sample_classes(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
@@ -180,8 +180,7 @@ def make_scene(spec: SynthSpec, rng: np.random.Generator) -> Scene:
     labels = _sample_classes(spec, rng)
     centres, radii = _place(spec, rng, labels)
     boxes = np.array([_box(spec, lab, c, r) for lab, c, r in zip(labels, centres, radii)])
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, spec.size)
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, spec.size)
+    boxes, _ = clip_boxes(boxes, spec.size, spec.size)
     colours = rng.integers(0, len(spec.colours), size=len(labels))
     return Scene(labels, centres, radii, colours, boxes, _sample_links(spec, rng, labels))
 
@@ -194,14 +193,13 @@ def true_predicates(spec: SynthSpec, scene: Scene) -> np.ndarray:
     s, o = b[:, None, :], b[None, :, :]
     n = len(b)
     truth = np.zeros((n, n, len(spec.predicates)), dtype=bool)
-    h_overlap = (np.minimum(s[..., 2], o[..., 2]) - np.maximum(s[..., 0], o[..., 0])) > 0
-    v_overlap = (np.minimum(s[..., 3], o[..., 3]) - np.maximum(s[..., 1], o[..., 1])) > 0
+    iw, ih = overlap_sides(s, o)
+    h_overlap, v_overlap = iw > 0, ih > 0
     contained = (s[..., 0] >= o[..., 0]) & (s[..., 1] >= o[..., 1]) & (s[..., 2] <= o[..., 2]) & (s[..., 3] <= o[..., 3])
     container = spec.roles["containers"][scene.labels]
     platform = spec.roles["platforms"][scene.labels]
     inside = contained & container[None, :]
-    gap = np.hypot(np.maximum(0, np.maximum(s[..., 0] - o[..., 2], o[..., 0] - s[..., 2])),
-                   np.maximum(0, np.maximum(s[..., 1] - o[..., 3], o[..., 1] - s[..., 3])))
+    gap = box_gap(s, o)
     overlap = h_overlap & v_overlap
     on = (platform[None, :] & h_overlap & (np.abs(s[..., 3] - o[..., 1]) <= spec.px(1.5))
           & (scene.centres[:, None, 1] < o[..., 1]))
@@ -231,8 +229,7 @@ def annotate(spec: SynthSpec, scene: Scene, truth: np.ndarray, rng: np.random.Ge
     """(n, n, P) boolean subset of truth: what a person would have labelled."""
     b = scene.boxes.astype(np.float64)
     s, o = b[:, None, :], b[None, :, :]
-    gap = np.hypot(np.maximum(0, np.maximum(s[..., 0] - o[..., 2], o[..., 0] - s[..., 2])),
-                   np.maximum(0, np.maximum(s[..., 1] - o[..., 3], o[..., 1] - s[..., 3])))
+    gap = box_gap(s, o)
     a = spec.annotation
     top_salience = np.where(truth, spec.salience, 0.0).max(-1)
     p_pair = a["pair_probability"] * top_salience * np.exp(-gap / spec.px(a["distance_scale"]))

@@ -26,9 +26,12 @@ from sgtool.data.graphs import SceneGraphs
 from sgtool.data.normalize import carve_val, default_val_count, link_images, split_counts
 from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabulary, save_prepared
 from sgtool.data.recipes import load_recipe
-from sgtool.data.sgg_h5 import BOX_SCALE, _CORE_DATASETS, graphs_from_arrays, read_json, vocabulary_from_dicts
+from sgtool.data.sgg_h5 import (
+    BOX_SCALE, _CORE_DATASETS, graphs_from_arrays, read_image_data, read_json, vocabulary_from_dicts,
+)
 from sgtool.errors import SgtoolError
-from sgtool.priors import GroupRule, boxes_overlap
+from sgtool.geometry import boxes_overlap, clip_boxes
+from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
 
 H5_PAIRS = (("VG-SGG-with-attri.h5", "VG-SGG-dicts-with-attri.json"), ("VG-SGG.h5", "VG-SGG-dicts.json"))
@@ -54,25 +57,6 @@ def detect_source(source: Path) -> tuple[str, tuple[Path, ...]]:
         f"{source} holds neither the community files (VG-SGG-with-attri.h5 or VG-SGG.h5 with its dicts and "
         "image_data.json) nor raw Visual Genome JSON (objects.json, relationships.json, image_data.json).",
         "Point --source at the folder of one of the two releases.")
-
-
-# ---------------------------------------------------------------- image_data.json
-
-def read_image_data(path: Path, corrupted: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    records = read_json(path)
-    if not isinstance(records, list):
-        raise SgtoolError(f"{path} must hold a list of image records.", "Each record needs image_id, width and height.")
-    try:
-        table = np.array([(int(r.get("image_id", r.get("id"))), int(r["width"]), int(r["height"])) for r in records],
-                         dtype=np.int64).reshape(-1, 3)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise SgtoolError(f"{path} has an image record without a valid image_id, width or height ({exc!r}).",
-                          "Each record needs image_id, width and height.") from exc
-    table = table[~np.isin(table[:, 0], list(corrupted))]
-    if len(table) and (table[:, 1:] < 1).any():
-        bad = int(table[(table[:, 1:] < 1).any(axis=1), 0][0])
-        raise SgtoolError(f"{path}: image {bad} has a zero or negative size.", "Widths and heights must be positive.")
-    return table[:, 0], table[:, 1], table[:, 2]
 
 
 # ---------------------------------------------------------------- community h5
@@ -107,7 +91,7 @@ def check_box_scale(data: dict[str, np.ndarray], path: Path) -> None:
 
 def graphs_from_h5(h5_path: Path, dicts_path: Path, image_data: Path, corrupted: set[int]):
     vocab = vocabulary_from_dicts(read_json(dicts_path), dicts_path)
-    ids, widths, heights = read_image_data(image_data, corrupted)
+    ids, widths, heights, _ = read_image_data(image_data, corrupted)
     data = read_community_h5(h5_path)
     check_box_scale(data, h5_path)
     graphs = graphs_from_arrays(data, widths, heights, h5_path)
@@ -125,12 +109,8 @@ def clip_h5_boxes(graphs: SceneGraphs) -> int:
     """Clip decoded boxes to their image; count boxes beyond it by more than the 1024 rounding."""
     image = graphs.image_of_box()
     w, h = graphs.widths[image].astype(np.float32), graphs.heights[image].astype(np.float32)
-    limit = np.stack([w, h, w, h], axis=1)
-    clipped = np.clip(graphs.boxes, 0, limit)
-    tolerance = (np.maximum(w, h) / BOX_SCALE)[:, None]
-    moved = (np.abs(clipped - graphs.boxes) > tolerance).any(axis=1)
-    graphs.boxes = clipped
-    return int(moved.sum())
+    graphs.boxes, moved = clip_boxes(graphs.boxes, w, h, tolerance=np.maximum(w, h) / BOX_SCALE)
+    return moved
 
 
 # ---------------------------------------------------------------- filters

@@ -19,11 +19,12 @@ import numpy as np
 
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.normalize import (
-    FlatGraphs, NameMapper, assemble, box_sides, clean_relations, clip_boxes, drop_boxes, merge_same_label_boxes,
+    FlatGraphs, NameMapper, assemble, clean_relations, drop_boxes, merge_same_label_boxes,
     read_alias_file,
 )
-from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.data.sgg_h5 import Vocabulary, read_image_data
 from sgtool.errors import SgtoolError
+from sgtool.geometry import box_sides, clip_boxes, xywh_to_xyxy
 
 
 class _Stream:
@@ -95,7 +96,7 @@ class _Collector:
 
     def flat(self) -> FlatGraphs:
         xywh = np.frombuffer(self.xywh, dtype=np.float64).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        boxes = xywh_to_xyxy(xywh)
         return FlatGraphs(np.frombuffer(self.box_image, np.int64).copy(), boxes, np.frombuffer(self.labels, np.int64).copy(),
                           np.frombuffer(self.rel_image, np.int64).copy(),
                           np.frombuffer(self.rel_pairs, np.int64).reshape(-1, 2).copy(),
@@ -173,12 +174,10 @@ def _mappers(source: Path, recipe: dict) -> tuple[NameMapper, NameMapper, Vocabu
 
 def read_raw(source: Path, files: tuple[Path, ...], recipe: dict, corrupted: set[int], reporter=None
              ) -> tuple[SceneGraphs, Vocabulary, dict]:
-    from sgtool.data.vg import read_image_data
-
     if "objects" not in recipe or "predicates" not in recipe:
         raise SgtoolError("This recipe has no objects/predicates vocabulary, which raw Visual Genome needs.",
                           "Add `objects:` and `predicates:` to the recipe YAML.")
-    image_ids, widths, heights = read_image_data(files[2], corrupted)
+    image_ids, widths, heights, _ = read_image_data(files[2], corrupted)
     object_label, predicate_label, vocab = _mappers(source, recipe)
     col = parse_streams(files, image_ids, (object_label, predicate_label), corrupted, reporter)
     flat = col.flat()

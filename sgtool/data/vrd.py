@@ -19,13 +19,14 @@ import numpy as np
 
 from sgtool import atomic
 from sgtool.data.normalize import (
-    FlatGraphs, assemble, box_sides, carve_val, clean_relations, clip_boxes, drop_boxes, first_occurrences,
+    FlatGraphs, assemble, carve_val, clean_relations, drop_boxes, first_occurrences,
     link_images, split_counts,
 )
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary, read_json
 from sgtool.errors import SgtoolError
+from sgtool.geometry import box_sides, clip_boxes
 from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
 

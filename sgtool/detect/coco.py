@@ -10,11 +10,11 @@ import numpy as np
 
 from sgtool import atomic
 from sgtool.data.graphs import SceneGraphs
+from sgtool.geometry import xyxy_to_xywh
 
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    return xyxy_to_xywh(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
 
 
 def categories(class_names: Sequence[str]) -> list[dict]:

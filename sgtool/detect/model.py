@@ -19,7 +19,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from sgtool.errors import SgtoolError
 
-ARCHS = ("tiny", "mobilenet-v3-fpn", "resnet50-fpn")
+from sgtool.detect.config import ARCHS  # noqa: E402 (the one list)
 DEFAULT_SIZES = {"tiny": (128, 128), "mobilenet-v3-fpn": (320, 640), "resnet50-fpn": (600, 1000)}
 
 

@@ -24,33 +24,15 @@ from sgtool.config import resolve_device
 from sgtool.data.prepared import PreparedDataset, load_prepared
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.detect.api import CHECKPOINT_FORMAT, LATEST_KIND, Detector, read_checkpoint
+from sgtool.detect.config import DetectorConfig
 from sgtool.detect.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
 from sgtool.detect.data import SplitImages, num_batches, require_images, train_batches
-from sgtool.engine import distributed
+from sgtool import distributed
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, check_arch, load_weights, read_state_dict
 from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
-
-
-@dataclass
-class DetectorConfig:
-    """Training settings, stored in the run's config.yaml and checkpoints."""
-
-    arch: str = "tiny"
-    epochs: int = 12
-    batch_size: int = 8
-    lr: float = 2e-3  # AdamW peak learning rate
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    flip: bool = True
-    min_size: int | None = None  # resize (None: the architecture's default)
-    max_size: int | None = None
-    weights: str | None = None
-    time_budget: float | None = None  # seconds of training; the lr schedule follows the budget
-    tiny_channels: int = 32
-    grad_clip: float = 10.0
 
 
 @dataclass
@@ -90,15 +72,20 @@ def _check_splits(prepared: PreparedDataset) -> None:
 
 # ---------------------------------------------------------------- the stage
 
-def train_detector(ws: Workspace, *, dataset: str | None = None, arch: str | None = None, epochs: int | None = None,
-                   batch_size: int | None = None, lr: float | None = None, weights: Path | None = None,
-                   resume: str | None = None, name: str | None = None, time_budget: float | None = None,
-                   seed: int = 0, device: str = "auto", threads: int | None = None,
-                   reporter: Reporter = SILENT) -> DetectorResult:
+DETECTOR_OPTIONS = ("dataset", "arch", "epochs", "batch_size", "lr", "weights", "name", "time_budget")
+
+
+def train_detector(ws: Workspace, *, resume: str | None = None, seed: int = 0, device: str = "auto",
+                   threads: int | None = None, reporter: Reporter = SILENT, **options: object) -> DetectorResult:
     """Train (or resume) a detector run and evaluate it on the test split with COCOeval.
 
-    time_budget is in minutes: training stops after it and the lr schedule decays over it.
+    `options`: dataset, arch, epochs, batch_size, lr, weights (a path), name and time_budget (in minutes:
+    training stops after it and the lr schedule decays over it); None or left out means the default.
     """
+    unknown = sorted(set(options) - set(DETECTOR_OPTIONS))
+    if unknown:
+        raise TypeError(f"train_detector() got unexpected options {unknown}")
+    dataset, arch, epochs, batch_size, lr, weights, name, time_budget = (options.get(k) for k in DETECTOR_OPTIONS)
     if arch is not None:
         check_arch(arch)
     _check_options(epochs, batch_size, lr, time_budget, threads)

@@ -1,23 +1,21 @@
-"""The one training loop for every `TrainableHead`.
+"""The one training loop for every `TrainableHead`; everything besides stepping is a hook (`engine/hooks.py`).
 
-    for each phase of the head (most heads have one):   head.begin_phase(name); fresh optimiser + schedule
+    for each phase of the head (most have one):  head.begin_phase(name); a fresh optimiser + schedule
         for each epoch:  for batch in head.batches(train):  loss = head.loss(batch)["loss"]; step (clipped)
-                         validate (predict val, the configured metric), log.jsonl line, checkpoints
+                         hooks: validation + best checkpoint, log.jsonl, last.pt, TensorBoard, progress
 
-Checkpoints (atomic writes, in <run>/checkpoints/): `last.pt` after every epoch holds everything a
-resume needs (head state, optimiser, scheduler, phase, epoch, step, best so far, RNG states);
-`model.pt` is the best epoch by `val_metric` (the file `eval` / `predict` load). A non-finite loss
-or gradient stops training with an SgtoolError; the last good `last.pt` is left untouched.
-Under torchrun (`engine/distributed.py`) each rank trains on its share of the batches through DDP,
-rank 0 validates, and only rank 0 writes the log and checkpoints.
+Checkpoints (`engine/checkpoint.py`, atomic, in <run>/checkpoints/): last.pt after every epoch (all a resume
+needs), model.pt the best epoch by `val_metric`. A non-finite loss or gradient stops training with an
+SgtoolError; the last good last.pt is kept. Under torchrun (`sgtool/distributed.py`) each rank trains on its
+share of the batches through DDP, rank 0 validates, and only rank 0 writes.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import math
+import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgtool import atomic
-from sgtool.engine import distributed
+from sgtool import distributed
+from sgtool.engine.checkpoint import BEST, LAST, STATE_FORMAT, load_state, resume_point  # noqa: F401 (re-exported)
+from sgtool.engine.hooks import Hook, Validator, default_hooks, read_log, write_log  # noqa: F401 (re-exported)
 from sgtool.errors import SgtoolError
 from sgtool.heads import HeadConfig, TrainableHead, TrainData
 from sgtool.ui import SILENT, Reporter
-
-LAST = "last.pt"
-BEST = "model.pt"
-STATE_FORMAT = "sgtool-train-state"
-
-Validator = Callable[[], dict[str, float]]  # predicts the val split with the head, returns its metrics
 
 
 @dataclass
@@ -47,83 +40,101 @@ class LoopState:
     batches_per_epoch: int = 0  # seen in the last epoch (for the progress bar)
 
 
-# ---------------------------------------------------------------- the loop
+class Loop:
+    """What the hooks see: the head, its data and run folder, the optimiser of the current phase, the counters."""
+
+    def __init__(self, head: TrainableHead, data: TrainData, folder: Path) -> None:
+        self.head, self.data, self.folder = head, data, Path(folder)
+        self.checkpoints, self.rng = self.folder / "checkpoints", np.random.default_rng(data.seed)
+        self.state, self.log, self.stopped = LoopState(), [], False
+        self.phase, self.phase_index, self.phase_end = "", 0, 0
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.loss_fn: Any = None
+        self.batches_done, self.mean_loss = 0, 0.0
+        self.autocast: Any = contextlib.nullcontext
+
+    def begin_phase(self, index: int, phase: str, epochs: int, saved: dict | None) -> None:
+        self.phase, self.phase_index = phase, index
+        self.head.begin_phase(phase)
+        self.optimizer, self.scheduler = make_optimizer(self.head.config, self.head.model.to(self.data.device), epochs)
+        if saved is not None and saved["phase"] == index:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.loss_fn = distributed.wrap_loss(self.head.model, self.head.loss)  # DDP under torchrun
+
+    def training_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "phase": self.phase_index, "loop": asdict(self.state)}
+
 
 def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Validator,
              reporter: Reporter = SILENT, resume: bool = False) -> list[dict]:
     """Train head on data.train in the run folder; return the log records. The head ends with the best weights."""
-    config, ckpt, rng = head.config, Path(folder) / "checkpoints", np.random.default_rng(data.seed)
     seed_everything(data.seed)
-    if config.deterministic:
+    if head.config.deterministic:
         use_deterministic_kernels()
     if head.model is None:
         head.build(data)
-    state, log, saved = LoopState(), [], _resume_point(head, ckpt, rng, resume)
-    if saved is not None:
-        state = LoopState(**saved["loop"])  # epochs logged after the last checkpoint are dropped
-        log = [r for r in read_log(Path(folder) / "log.jsonl") if r.get("event") == "epoch" and r["epoch"] <= state.epoch]
-    plan, first = head.phases(), 0
+    loop, saved = Loop(head, data, folder), None
+    if resume:  # the head's weights and every RNG from last.pt; epochs logged after it are dropped
+        saved = resume_point(head, loop.checkpoints, loop.rng)
+        loop.state = LoopState(**saved["loop"])
+        loop.log = [r for r in read_log(loop.folder / "log.jsonl") if r.get("event") == "epoch" and r["epoch"] <= loop.state.epoch]
     with reporter.progress() as bar:
-        task = bar.add_task(f"train {head.name}", total=sum(n for _, n in plan), completed=state.epoch, status="")
-        for index, (phase, epochs) in enumerate(plan):
-            if state.epoch < first + epochs:
-                head.begin_phase(phase)
-                optimizer, scheduler = make_optimizer(config, head.model.to(data.device), epochs)
-                if saved is not None and saved["phase"] == index:
-                    optimizer.load_state_dict(saved["optimizer"])
-                    scheduler.load_state_dict(saved["scheduler"])
-                loss_fn = distributed.wrap_loss(head.model, head.loss)  # DDP under torchrun, else head.loss
-            while state.epoch < first + epochs:
-                started, lr = time.time(), optimizer.param_groups[0]["lr"]
-                losses = train_epoch(head, optimizer, data, rng, state, lambda done, loss: bar.update(
-                    task, completed=state.epoch + done, status=f"{phase} loss {loss:.4f}"), loss_fn)
-                scheduler.step()
-                state.epoch += 1
-                metrics = distributed.on_main(validate) if _validates(config, state.epoch, first + epochs) else None
-                log.append(_record(config, state, phase, losses, lr, metrics, started))
-                main = distributed.is_main()  # only rank 0 writes
-                if main:
-                    write_log(Path(folder) / "log.jsonl", log)
-                if _improved(state, config, metrics) and main:
-                    save_best(ckpt / BEST, head, state, config.val_metric)
-                if main:
-                    save_last(ckpt / LAST, head, optimizer, scheduler, index, state, rng)
-                bar.update(task, completed=state.epoch, status=_status(phase, losses, config.val_metric, metrics))
+        hooks = default_hooks(head.config, validate, bar)
+        for hook in hooks:
+            hook.before_train(loop)
+        first = 0
+        for index, (phase, epochs) in enumerate(head.phases()):
+            loop.phase_end = first + epochs
+            if loop.state.epoch < loop.phase_end and not loop.stopped:
+                loop.begin_phase(index, phase, epochs, saved)
+            while loop.state.epoch < loop.phase_end and not loop.stopped:
+                started, lr = time.time(), loop.optimizer.param_groups[0]["lr"]
+                losses = train_epoch(loop, hooks)
+                loop.scheduler.step()
+                loop.state.epoch += 1
+                record = {"time": time.time(), "event": "epoch", "phase": phase, "epoch": loop.state.epoch,
+                          "step": loop.state.step, "lr": lr, "train": losses, "seconds": round(time.time() - started, 3)}
+                for hook in hooks:
+                    hook.after_epoch(loop, record)
             first += epochs
-    if distributed.is_main():
-        head.load_state_dict(load_state(ckpt / BEST)["state"])
-    head.model.to(data.device)
-    return log
+        for hook in hooks:
+            hook.after_train(loop)
+    return loop.log
 
 
-def train_epoch(head: TrainableHead, optimizer: torch.optim.Optimizer, data: TrainData, rng: np.random.Generator,
-                state: LoopState, progress: Callable[[float, float], None],
-                loss_fn: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, float]:
+def train_epoch(loop: Loop, hooks: list[Hook]) -> dict[str, float]:
     """One pass over the training batches (this rank's share of them); mean of each loss term and the gradient norm."""
+    head, optimizer, state = loop.head, loop.optimizer, loop.state
     head.model.train()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clip = head.config.grad_clip or math.inf
-    batches = distributed.shard(head.batches(data.train, shuffle=True, rng=rng))
-    expected = len(batches) if hasattr(batches, "__len__") else state.batches_per_epoch
     sums: dict[str, float] = {}
-    count = 0
-    for batch in batches:
-        terms = (loss_fn or head.loss)(batch)
+    loop.batches_done = 0
+    for batch in distributed.shard(head.batches(loop.data.train, shuffle=True, rng=loop.rng)):
+        with loop.autocast():
+            terms = loop.loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         check_finite("loss", terms["loss"], state)
         terms["loss"].backward()
         terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip)
         check_finite("gradient norm", terms["grad_norm"], state)
         optimizer.step()
-        state.step, count = state.step + 1, count + 1
+        state.step, loop.batches_done = state.step + 1, loop.batches_done + 1
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
-        progress(min(count / expected, 1.0) if expected else 0.0, sums["loss"] / count)
-    state.batches_per_epoch = count
-    if count == 0:
+        loop.mean_loss = sums["loss"] / loop.batches_done
+        for hook in hooks:
+            hook.after_step(loop, terms)
+        if loop.stopped:
+            break
+    if loop.batches_done == 0:
         raise SgtoolError("The training split gave no batches (no image with an annotated relation).",
                           "Prepare a dataset whose train split holds relations.")
-    return distributed.mean_over_ranks({name: value / count for name, value in sums.items()})
+    state.batches_per_epoch = loop.batches_done
+    return distributed.mean_over_ranks({name: value / loop.batches_done for name, value in sums.items()})
 
 
 def check_finite(what: str, value: torch.Tensor, state: LoopState) -> None:
@@ -162,122 +173,7 @@ def seed_everything(seed: int) -> None:
 
 def use_deterministic_kernels() -> None:
     """`--set deterministic=true`: cuDNN / cuBLAS pick deterministic algorithms (an op without one raises)."""
-    import os
-
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True)
-
-
-def rng_states(rng: np.random.Generator) -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-              "batches": rng.bit_generator.state}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any], rng: np.random.Generator) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    rng.bit_generator.state = states["batches"]
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# ---------------------------------------------------------------- validation and log
-
-def _validates(config: HeadConfig, epoch: int, phase_end: int) -> bool:
-    return epoch % config.val_every == 0 or epoch == phase_end
-
-
-def _improved(state: LoopState, config: HeadConfig, metrics: dict[str, float] | None) -> bool:
-    """Is this epoch the new best? Without val relations (metrics == {}), the latest epoch is."""
-    if metrics is None:
-        if state.best_epoch is not None:
-            return False
-        state.best_epoch = state.epoch
-        return True
-    if not metrics:
-        state.best_epoch = state.epoch
-        return True
-    if config.val_metric not in metrics:
-        raise SgtoolError(f"The validation metric {config.val_metric} is not computed for this task.",
-                          "Pick another with --set val_metric=..., e.g. mR@50 or R@50.")
-    value = float(metrics[config.val_metric])
-    if state.best_value is not None and value <= state.best_value:
-        return False
-    state.best_value, state.best_epoch = value, state.epoch
-    return True
-
-
-def _record(config: HeadConfig, state: LoopState, phase: str, losses: dict[str, float], lr: float,
-            metrics: dict[str, float] | None, started: float) -> dict:
-    record = {"time": time.time(), "event": "epoch", "phase": phase, "epoch": state.epoch, "step": state.step,
-              "lr": lr, "train": losses, "seconds": round(time.time() - started, 3)}
-    if metrics is not None:
-        record.update(val_metric=config.val_metric, val_value=metrics.get(config.val_metric), val=metrics)
-    return record
-
-
-def _status(phase: str, losses: dict[str, float], metric: str, metrics: dict[str, float] | None) -> str:
-    shown = f"{phase} loss {losses['loss']:.4f}"
-    if metrics and metric in metrics:
-        shown += f"  val {metric} {100 * metrics[metric]:.2f}"
-    return shown
-
-
-def write_log(path: Path, records: list[dict]) -> None:
-    atomic.write_text(path, "".join(json.dumps(r, default=_plain) + "\n" for r in records))
-
-
-def read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.generic, torch.Tensor)):
-        return value.item()
-    return str(value)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def save_best(path: Path, head: TrainableHead, state: LoopState, metric: str) -> None:
-    """The head's state as `load_checkpoint` reads it ({"head", "state"}), with the epoch it comes from."""
-    _save(path, {"head": head.name, "state": head.state_dict(), "epoch": state.epoch,
-                 "val_metric": metric, "val_value": state.best_value})
-
-
-def save_last(path: Path, head: TrainableHead, optimizer: torch.optim.Optimizer, scheduler: Any, phase: int,
-              state: LoopState, rng: np.random.Generator) -> None:
-    _save(path, {"format": STATE_FORMAT, "head": head.name, "state": head.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "phase": phase,
-                 "loop": asdict(state), "rng": rng_states(rng)})
-
-
-def _save(path: Path, payload: dict) -> None:
-    with atomic.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_state(path: Path) -> dict:
-    if not path.exists():
-        raise SgtoolError(f"No checkpoint at {path}.", "The run was not trained far enough to resume; train again.")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _resume_point(head: TrainableHead, ckpt: Path, rng: np.random.Generator, resume: bool) -> dict | None:
-    """With resume: restore head weights and RNG states from last.pt and return it (None otherwise)."""
-    if not resume:
-        return None
-    saved = load_state(ckpt / LAST)
-    if saved.get("format") != STATE_FORMAT or saved.get("head") != head.name:
-        raise SgtoolError(f"{ckpt / LAST} is not a training state of the {head.name} head.", "Train a new run instead.")
-    head.load_state_dict(saved["state"])
-    set_rng_states(saved["rng"], rng)
-    return saved

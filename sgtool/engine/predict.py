@@ -54,9 +54,9 @@ def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None,
         raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
     pixels = [read_user_image(path) for path in images]
     ids = np.arange(len(pixels))  # a visual head's source takes the user's pictures by these ids
-    head, settings, prepared = load_trained_head(ws, run or ws.latest_run(), images=dict(zip(ids.tolist(), pixels)),
+    head, record, prepared = load_trained_head(ws, run or ws.latest_run(), images=dict(zip(ids.tolist(), pixels)),
                                                  device=resolve_device(device))
-    detector = load_detector(ws, detector_run or settings.get("detector"), prepared.vocab, resolve_device(device),
+    detector = load_detector(ws, detector_run or record.detector, prepared.vocab, resolve_device(device),
                              dataset=f"the run's dataset '{prepared.name}'")
     out = Path(out) if out is not None else Path.cwd()
     objects = detected_objects(detector, pixels, ids)

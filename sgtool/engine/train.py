@@ -11,6 +11,7 @@ and a run name is never reused.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from sgtool import __version__, atomic
+
+from sgtool import atomic
 from sgtool.config import merge, parse_overrides, read_yaml, resolve_device
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
+from sgtool.engine.kinds import DEFAULT_KIND, TrainRequest, get_kind, kind_names, kind_of_run, refuse_foreign
 from sgtool.engine.objects import object_source as task_objects
+from sgtool.engine.record import RunRecord, read_status
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
@@ -52,6 +55,9 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- options
+
+RUN_KEYS = ("dataset", "task", "name", "detector", "config_path", "overrides", "seed", "device", "cache_features")
+
 
 def check_task(task: str, head: type[RelationHead]) -> None:
     if task not in TASKS:
@@ -77,58 +83,74 @@ def head_config(head: type[RelationHead], config_path: Path | None, overrides: l
 
 # ---------------------------------------------------------------- the stage
 
-def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "predcls",
-          name: str | None = None, epochs: int | None = None, batch_size: int | None = None,
-          overlap: bool | None = None, losses: str | None = None, rank: int | None = None, k: str | None = None,
-          t_end: float | None = None, front_end: str | None = None, samples: int | None = None,
-          config_path: Path | None = None, overrides: list[str] | None = None,
-          detector: str | None = None, seed: int = 0, device: str = "auto", cache_features: bool = False,
-          object_source: ObjectSource | None = None, reporter: Reporter = SILENT) -> TrainResult:
-    """Train a head; SGCls / SGDet predictions take their objects from a detector run (default: the latest),
-    and features=visual|auto heads its frozen backbone's ROI features (engine/visual.py)."""
+def train(ws: Workspace, *, head: str, object_source: ObjectSource | None = None, reporter: Reporter = SILENT,
+          **settings: Any) -> TrainResult:
+    """Train a head. `settings`: the run's (dataset, task, name, detector, config_path, overrides, seed,
+    device, cache_features) and the head's own options by field name (epochs=3, rank=5, ...)."""
+    run_level = {key: settings.pop(key) for key in RUN_KEYS if key in settings}
+    request = TrainRequest(kind=head, options=settings, reporter=reporter, **run_level)
+    return train_request(ws, request, object_source)
+
+
+def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSource | None = None) -> TrainResult:
+    """Train a relation head; SGCls / SGDet predictions take their objects from a detector run (default: the
+    latest), and features=visual|auto heads its frozen backbone's ROI features (engine/visual.py)."""
+    head, task, device = str(request.kind), request.task, request.device
     head_cls = get_head(head)
     check_task(task, head_cls)
-    config = head_config(head_cls, config_path, overrides or [],
-                         {"epochs": epochs, "batch_size": batch_size, "overlap": overlap, "losses": losses,
-                          "rank": rank, "k": k, "t_end": t_end, "front_end": front_end, "samples": samples})
+    config = head_config(head_cls, request.config_path, request.overrides, request.options)
     trainable = issubclass(head_cls, TrainableHead)
     if trainable:
         from sgtool.eval import parse_metric
 
         config.val_metric = parse_metric(config.val_metric)
         device = resolve_device(device)
-    from sgtool.engine import distributed
+        if config.tensorboard:
+            from sgtool.engine.hooks import require_tensorboard
+
+            require_tensorboard()  # before anything is written
+    from sgtool import distributed
 
     device = distributed.setup(device)  # under torchrun: join the process group (a no-op otherwise)
-    reporter = reporter if distributed.is_main() else SILENT
-    prepared = load_prepared(ws, dataset)
-    source, objects_run = ((object_source, detector) if object_source is not None
-                           else task_objects(ws, prepared, task, detector, device, reporter))
-    visual, visual_run = visual_source(ws, prepared, head_cls, config, objects_run or detector, device,
-                                       cache_features, reporter)
-    detector = objects_run or visual_run
+    reporter = request.reporter if distributed.is_main() else SILENT
+    prepared = load_prepared(ws, request.dataset)
+    source, objects_run = ((object_source, request.detector) if object_source is not None
+                           else task_objects(ws, prepared, task, request.detector, device, reporter))
+    visual, visual_run = visual_source(ws, prepared, head_cls, config, objects_run or request.detector, device,
+                                       request.cache_features, reporter)
     priors = load_prepared_priors(ws, prepared.name)
-    data = _train_data(prepared, priors, device, seed)
-    run = distributed.broadcast(ws.claim_run_name(name, f"{head}-{prepared.name}-{task}") if distributed.is_main() else None)
+    data = _train_data(prepared, priors, device, request.seed)
+    run = distributed.broadcast(ws.claim_run_name(request.name, f"{head}-{prepared.name}-{task}")
+                                if distributed.is_main() else None)
     ws.check_writable()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
     if visual is not None:
         model.attach_visual(visual)
-    settings = {"run": run, "head": head, "dataset": prepared.name, "task": task, "detector": detector, "seed": seed,
-                **({"features": config.features} if isinstance(config, VisualHeadConfig) else {}),
-                "device": device, "options": config_dict(config), "sgtool_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record = RunRecord(run=run, head=head, dataset=prepared.name, task=task, detector=objects_run or visual_run,
+                       seed=request.seed, features=config.features if isinstance(config, VisualHeadConfig) else None,
+                       device=device, options=config_dict(config))
+    run_data = RunData(prepared, priors, source, record)
     if trainable:
-        metrics = _train_in_place(ws.run_dir(run), model, data, prepared, priors, source, settings, reporter)
+        metrics = _train_in_place(ws.run_dir(run), model, data, run_data, reporter)
     elif distributed.is_main():  # nothing to share out: rank 0 fits, the others wait
         with atomic.atomic_directory(ws.run_dir(run)) as staging:
-            metrics = _fill_run(staging, model, data, prepared, priors, source, settings, reporter)
+            metrics = _fill_run(staging, model, data, run_data, reporter)
     else:
         metrics = {}
     if distributed.is_main():
         ws.set_latest("run", run)
     distributed.barrier()
     return TrainResult(run, ws.run_dir(run), head, prepared.name, task, metrics)
+
+
+@dataclass
+class RunData:
+    """What writing a run's outputs needs besides the head: the dataset, its priors, the task's objects, the record."""
+
+    prepared: PreparedDataset
+    priors: dict
+    source: ObjectSource
+    record: RunRecord
 
 
 def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int) -> TrainData:
@@ -139,36 +161,36 @@ def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int)
     return TrainData(train, prepared.graphs.split_subset("val"), prepared.vocab, priors, device, seed)
 
 
-def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: str | None = None,
-                 given: list[str] | None = None, device: str = "auto", object_source: ObjectSource | None = None,
-                 reporter: Reporter = SILENT) -> TrainResult:
+def resume_train(ws: Workspace, run: str, request: TrainRequest,
+                 object_source: ObjectSource | None = None) -> TrainResult:
     """Continue a killed or failed run from its last checkpoint, with the settings in its config.yaml."""
+    given = request.given_flags()
     if given:
         raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
                           "Leave that option out, or start a new run without --resume.")
     folder = ws.require_run(run)
-    settings = _resumable_settings(folder, run, head, dataset)
-    head_cls = get_head(str(settings["head"]))
-    config = make_config(head_cls, settings.get("options") or {})
-    from sgtool.engine import distributed
+    record = _resumable_record(folder, run, request.kind, request.dataset)
+    head_cls = get_head(record.head)
+    config = make_config(head_cls, record.options)
+    from sgtool import distributed
 
-    device = distributed.setup(resolve_device(device))
-    reporter = reporter if distributed.is_main() else SILENT
-    prepared = load_prepared(ws, settings["dataset"])
-    source = object_source or task_objects(ws, prepared, settings["task"], settings.get("detector"), device, reporter)[0]
+    device = distributed.setup(resolve_device(request.device))
+    reporter = request.reporter if distributed.is_main() else SILENT
+    prepared = load_prepared(ws, record.dataset)
+    source = object_source or task_objects(ws, prepared, record.task, record.detector, device, reporter)[0]
     priors = load_prepared_priors(ws, prepared.name)
-    data = _train_data(prepared, priors, device, int(settings.get("seed") or 0))
+    data = _train_data(prepared, priors, device, int(record.seed or 0))
     ws.check_writable()
     if distributed.is_main():
         atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
-    reattach(ws, model, settings, prepared, device=device)  # features=visual: the run's detector backbone again
-    metrics = _train_in_place(folder, model, data, prepared, priors, source, {**settings, "device": device},
-                              reporter, resume=True)
+    reattach(ws, model, record, prepared, device=device)  # features=visual: the run's detector backbone again
+    record = record.replace(device=device)
+    metrics = _train_in_place(folder, model, data, RunData(prepared, priors, source, record), reporter, resume=True)
     if distributed.is_main():
         ws.set_latest("run", run)
     distributed.barrier()
-    return TrainResult(run, folder, str(settings["head"]), prepared.name, str(settings["task"]), metrics)
+    return TrainResult(run, folder, record.head, prepared.name, record.task, metrics)
 
 
 def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detector: str | None = None,
@@ -179,97 +201,85 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
         raise SgtoolError("--from trains nothing, so it runs in one process, not under torchrun.",
                           f"Run `sgtool train --from {run} --task {task}` without torchrun.")
     folder = ws.require_run(run)
-    if _read_status(folder / "run.json") != "complete" or not (folder / "config.yaml").is_file():
+    if read_status(folder) != "complete" or not (folder / "config.yaml").is_file():
         raise SgtoolError(f"The run '{run}' is not a complete relation-head run, so its weights cannot be reused.",
                           "Pass a run that `sgtool train` finished (see `sgtool info`).")
-    head_cls = get_head(str(read_yaml(folder / "config.yaml").get("head")))
+    head_cls = get_head(RunRecord.read(folder).head)
     check_task(task, head_cls)
     device = resolve_device(device)
-    model, settings, prepared = load_trained_head(ws, run, device=device)
-    visual_run = settings.get("detector") if settings.get("features") == "visual" else None
+    model, record, prepared = load_trained_head(ws, run, device=device)
+    visual_run = record.detector if record.features == "visual" else None
     if detector is not None and visual_run is not None and detector != visual_run:
         raise SgtoolError(f"The run '{run}' uses the ROI features of the detector '{visual_run}', not '{detector}'.",
                           f"Pass --detector {visual_run}, or leave it out.")
     source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter)
     priors = load_prepared_priors(ws, prepared.name)
-    new = ws.claim_run_name(name, f"{settings['head']}-{prepared.name}-{task}")
+    new = ws.claim_run_name(name, f"{record.head}-{prepared.name}-{task}")
     ws.check_writable()
-    settings = {**settings, "run": new, "task": task, "detector": objects_run or visual_run, "from_run": run,
-                "device": device, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    reporter.info(f"Scoring the {settings['head']} weights of run {run} in {task} as run {new} (no training).")
+    record = record.replace(run=new, task=task, detector=objects_run or visual_run, from_run=run, device=device,
+                            created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    reporter.info(f"Scoring the {record.head} weights of run {run} in {task} as run {new} (no training).")
     with atomic.atomic_directory(ws.run_dir(new)) as staging:
         (staging / "checkpoints").mkdir()
         for weights in ("model.npz", "model.pt"):
             if (folder / "checkpoints" / weights).is_file():
                 shutil.copy2(folder / "checkpoints" / weights, staging / "checkpoints" / weights)
-        metrics = write_outputs(staging, model, prepared, priors, source, settings, reporter)
-        atomic.write_text(staging / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-        _write_run_json(staging, settings, "complete")
+        metrics = write_outputs(staging, model, RunData(prepared, priors, source, record), reporter)
+        record.write_config(staging)
+        record.write_status(staging, "complete")
         atomic.write_text(staging / "log.jsonl", json.dumps({"time": time.time(), "event": "retask", "from_run": run,
                                                              "metrics": metrics}, default=_plain) + "\n")
     ws.set_latest("run", new)
-    return TrainResult(new, ws.run_dir(new), str(settings["head"]), prepared.name, task, metrics)
+    return TrainResult(new, ws.run_dir(new), record.head, prepared.name, task, metrics)
 
 
 RETASK_FLAGS = ("--task", "--detector", "--name")
 
 
-AE_FLAGS = ("--name", "--epochs", "--batch-size", "--config", "--set", "--max-nodes", "--supervised", "--seeds")
-
-
-def run_training(ws: Workspace, *, head: str | None = None, resume: str | None = None, from_run: str | None = None,
-                 passed: tuple[str, ...] = (), max_nodes: int | None = None, supervised: bool = False,
-                 seeds: int | None = None, **options: Any) -> Any:
-    """`sgtool train`: continue a run (`resume`), reuse a run's weights in another task (`from_run`),
-    train the ae auto-encoder, or train a relation head.
-
-    `passed` names the command-line options the user gave, so those that do not apply are refused;
-    `options` are the keyword arguments of `train`. Returns a TrainResult (AETrainResult for ae)."""
-    from sgtool.autoencoder.train import HEAD as AE_HEAD, check_options, train_autoencoder
-
-    if resume is not None:
-        return resume_train(ws, resume, head=head, dataset=options.get("dataset"), given=list(passed),
-                            device=options.get("device", "auto"), reporter=options.get("reporter", SILENT))
-    if from_run is not None:
-        foreign = [flag for flag in passed if flag not in RETASK_FLAGS] + (["--head"] if head else [])
-        if foreign or options.get("dataset"):
-            flag = foreign[0] if foreign else "--dataset"
-            raise SgtoolError(f"--from reuses a trained run as it is; it does not take {flag}.",
-                              f"It takes {', '.join(RETASK_FLAGS)}; leave {flag} out.")
-        return retask(ws, from_run, task=options.get("task", "predcls"), name=options.get("name"),
-                      detector=options.get("detector"), device=options.get("device", "auto"),
-                      reporter=options.get("reporter", SILENT))
-    head = head or "freq"
-    check_options(head, max_nodes, supervised, seeds)
-    if head != AE_HEAD:
-        return train(ws, head=head, **options)
-    foreign = [flag for flag in passed if flag not in AE_FLAGS]
+def retask_request(ws: Workspace, run: str, request: TrainRequest) -> TrainResult:
+    """`train --from RUN`: only --task, --detector and --name apply."""
+    foreign = [flag for flag in request.given_flags() if flag not in RETASK_FLAGS]
+    foreign += ["--head"] if request.kind else []
+    foreign += ["--dataset"] if request.dataset else []
     if foreign:
-        raise SgtoolError(f"{foreign[0]} is not an option of the ae head.",
-                          f"The ae head takes {', '.join(AE_FLAGS)}; leave {foreign[0]} out.")
-    keep = ("dataset", "name", "epochs", "batch_size", "config_path", "overrides", "seed", "device", "reporter")
-    return train_autoencoder(ws, max_nodes=max_nodes, supervised=supervised, seeds=seeds,
-                             **{key: options[key] for key in keep if key in options})
+        raise SgtoolError(f"--from reuses a trained run as it is; it does not take {foreign[0]}.",
+                          f"It takes {', '.join(RETASK_FLAGS)}; leave {foreign[0]} out.")
+    return retask(ws, run, task=request.task, name=request.name, detector=request.detector, device=request.device,
+                  reporter=request.reporter)
 
 
-def show_training(result: Any, as_json: bool = False) -> None:
-    """Print what `run_training` returned: a relation head's run or the auto-encoder's."""
-    if isinstance(result, TrainResult):
-        show_train(result, as_json=as_json)
-    else:
-        from sgtool.autoencoder.train import show_ae_train
+def run_training(ws: Workspace, request: TrainRequest, resume: str | None = None,
+                 from_run: str | None = None) -> Any:
+    """`sgtool train`: continue a run (`resume`), reuse a run's weights in another task (`from_run`) or
+    train a new run, each through the run's kind in the registry (engine/kinds.py)."""
+    if resume is not None:
+        kind = kind_of_run(ws, resume) if (ws.run_dir(resume) / "config.yaml").is_file() else None
+        if kind is None or kind.resume is None:
+            _resumable_record(ws.require_run(resume), resume, request.kind, request.dataset)  # says why not
+        return kind.resume(ws, resume, request), kind
+    if from_run is not None:
+        kind = kind_of_run(ws, from_run) if (ws.require_run(from_run) / "config.yaml").is_file() else None
+        if kind is None or kind.retask is None:
+            raise SgtoolError(f"The run '{from_run}' is not a complete relation-head run, so its weights cannot be reused.",
+                              "Pass a run that `sgtool train` finished (see `sgtool info`).")
+        return kind.retask(ws, from_run, request), kind
+    kind = get_kind(request.kind or DEFAULT_KIND)
+    if kind.command != "train":
+        raise SgtoolError(f"The {kind.name} is trained with `sgtool {kind.command}`, not `sgtool train`.",
+                          f"Run `sgtool {kind.command} --help`.")
+    refuse_foreign(kind, request)
+    return kind.train(ws, dataclasses.replace(request, kind=kind.name)), kind
 
-        show_ae_train(result, as_json=as_json)
 
-
-def _resumable_settings(folder: Path, run: str, head: str | None, dataset: str | None) -> dict:
-    """The run's config.yaml, when the run is an unfinished run of a trainable head that fits the options."""
+def _resumable_record(folder: Path, run: str, head: str | None, dataset: str | None) -> RunRecord:
+    """The run's record, when the run is an unfinished run of a trainable head that fits the options."""
     settings = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}
-    status = _read_status(folder / "run.json")
+    status = read_status(folder)
     name = str(settings.get("head"))
-    if name == "detector":
-        raise SgtoolError(f"The run '{run}' is a detector run.", f"Resume it with `sgtool train-detector --resume {run}`.")
-    if not settings or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
+    kind = get_kind(name) if settings and name in kind_names() else None
+    if kind is not None and kind.command != "train":
+        raise SgtoolError(f"The run '{run}' is a {name} run.", f"Resume it with `sgtool {kind.command} --resume {run}`.")
+    if kind is None or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
         raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
                           "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl`.")
     if status == "complete":
@@ -281,107 +291,98 @@ def _resumable_settings(folder: Path, run: str, head: str | None, dataset: str |
     if not (folder / "checkpoints" / "last.pt").is_file():
         raise SgtoolError(f"The run '{run}' stopped before its first checkpoint, so it cannot be resumed.",
                           "Train a new run instead.")
-    return settings
+    return RunRecord.from_dict(settings)
 
 
-def _read_status(path: Path) -> str | None:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return payload.get("status") if isinstance(payload, dict) else None
-
-
-def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, prepared: PreparedDataset, priors: dict,
-              source: ObjectSource, settings: dict, reporter: Reporter) -> dict[str, float]:
-    reporter.info(f"Training the {settings['head']} head on '{prepared.name}' ({settings['task']}) "
-                  f"as run {settings['run']}.")
-    log = [{"time": time.time(), **record} for record in model.fit(data, reporter)]
+def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, run: RunData, reporter: Reporter) -> dict[str, float]:
+    record = run.record
+    reporter.info(f"Training the {record.head} head on '{record.dataset}' ({record.task}) as run {record.run}.")
+    log = [{"time": time.time(), **entry} for entry in model.fit(data, reporter)]
     save_checkpoint(staging / "checkpoints", model)
-    metrics = write_outputs(staging, model, prepared, priors, source, settings, reporter)
+    metrics = write_outputs(staging, model, run, reporter)
     log.append({"time": time.time(), "event": "val", "metrics": metrics})
-    atomic.write_text(staging / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-    _write_run_json(staging, settings, "complete")
+    record.write_config(staging)
+    record.write_status(staging, "complete")
     atomic.write_text(staging / "log.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in log))
     return metrics
 
 
-def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepared: PreparedDataset, priors: dict,
-                    source: ObjectSource, settings: dict, reporter: Reporter, resume: bool = False) -> dict[str, float]:
+def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, run: RunData, reporter: Reporter,
+                    resume: bool = False) -> dict[str, float]:
     """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
-    from sgtool.engine import distributed
+    from sgtool import distributed
     from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
 
+    record = run.record
     seed_everything(data.seed)
     model.build(data)  # before the folder exists: a head that cannot be built changes nothing
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main and not resume:
         folder.mkdir(parents=True, exist_ok=False)
-        atomic.write_text(folder / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+        record.write_config(folder)
     if main:
-        _write_run_json(folder, settings, "running")
-    reporter.info(f"{'Resuming' if resume else 'Training'} the {settings['head']} head on '{prepared.name}' "
-                  f"({settings['task']}, {data.device}) as run {settings['run']}.")
+        record.write_status(folder, "running")
+    reporter.info(f"{'Resuming' if resume else 'Training'} the {record.head} head on '{record.dataset}' "
+                  f"({record.task}, {data.device}) as run {record.run}.")
     try:
-        run_loop(model, data, folder, _validator(model, data.val, source, prepared, priors, settings), reporter,
-                 resume=resume)
-        metrics = write_outputs(folder, model, prepared, priors, source, settings, reporter) if main else {}
+        run_loop(model, data, folder, _validator(model, data.val, run), reporter, resume=resume)
+        metrics = write_outputs(folder, model, run, reporter) if main else {}
     except BaseException as exc:
         if main:
-            _write_run_json(folder, settings, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
+            record.write_status(folder, "failed" if isinstance(exc, Exception) else "interrupted", str(exc))
         raise
     if main:
         log = read_log(folder / "log.jsonl")
         write_log(folder / "log.jsonl", [*log, {"time": time.time(), "event": "val", "metrics": metrics}])
-        _write_run_json(folder, settings, "complete")
+        from sgtool.viz.curves import CURVES_NAME, draw_training_curves
+
+        draw_training_curves(folder / "log.jsonl", folder / CURVES_NAME)
+        record.write_status(folder, "complete")
     return metrics
 
 
-def _validator(model: RelationHead, val: SceneGraphs, source: ObjectSource, prepared: PreparedDataset,
-               priors: dict, settings: dict) -> Callable[[], dict[str, float]]:
+def _validator(model: RelationHead, val: SceneGraphs, run: RunData) -> Callable[[], dict[str, float]]:
     """What the loop calls after an epoch: the val split's metrics ({} when it holds no relation)."""
     from sgtool.eval.run_eval import evaluate_predictions
 
     def validate() -> dict[str, float]:
         if len(val.relations) == 0:
             return {}
-        predictions = predict_split(model, val, source, "val", prepared, settings)
-        return evaluate_predictions(val, predictions, settings["task"], priors, prepared.vocab).metrics
+        predictions = predict_split(model, val, "val", run)
+        return evaluate_predictions(val, predictions, run.record.task, run.priors, run.prepared.vocab).metrics
 
     return validate
 
 
-def write_outputs(folder: Path, model: RelationHead, prepared: PreparedDataset, priors: dict,
-                  source: ObjectSource, settings: dict, reporter: Reporter) -> dict[str, float]:
+def write_outputs(folder: Path, model: RelationHead, run: RunData, reporter: Reporter) -> dict[str, float]:
     """predictions/{val,test}.h5 and metrics.json (val metrics), each written atomically."""
     from sgtool.eval.run_eval import evaluate_predictions
 
     metrics: dict[str, float] = {}
     for split in PREDICTED_SPLITS:
-        graphs = prepared.graphs.split_subset(split)
-        predictions = predict_split(model, graphs, source, split, prepared, settings)
+        graphs = run.prepared.graphs.split_subset(split)
+        predictions = predict_split(model, graphs, split, run)
         write_predictions(folder / "predictions" / f"{split}.h5", predictions)
         if split == "val" and len(graphs.relations):
-            result = evaluate_predictions(graphs, predictions, settings["task"], priors, prepared.vocab, reporter=reporter)
+            result = evaluate_predictions(graphs, predictions, run.record.task, run.priors, run.prepared.vocab,
+                                          reporter=reporter)
             metrics = result.metrics
-    atomic.write_json(folder / "metrics.json", {"split": "val", "task": settings["task"], "metrics": metrics})
+    atomic.write_json(folder / "metrics.json", {"split": "val", "task": run.record.task, "metrics": metrics})
     return metrics
 
 
-def _write_run_json(folder: Path, settings: dict, status: str, error: str | None = None) -> None:
-    payload = {k: settings[k] for k in ("run", "head", "dataset", "task", "seed")}
-    payload["status"] = status
-    if error:
-        payload["error"] = error
-    atomic.write_json(folder / "run.json", payload)
-
-
-def predict_split(model: RelationHead, graphs: SceneGraphs, source: ObjectSource, split: str,
-                  prepared: PreparedDataset, settings: dict) -> Predictions:
-    predictions = model.predict(source(graphs))
-    predictions.meta = {"dataset": prepared.name, "split": split, "task": settings["task"], "head": settings["head"],
-                        "run": settings["run"], "num_images": graphs.num_images,
-                        "vocabulary_fingerprint": vocabulary_fingerprint(prepared.vocab)}
+def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: RunData) -> Predictions:
+    """The head's predictions of a split; what the head put in `meta` (NFE, sampling statistics) is kept
+    under "head_meta", beside the run's identity."""
+    objects = run.source(graphs)
+    predictions = model.predict(objects)
+    head_meta = json.loads(json.dumps(predictions.meta or {}, default=_plain))  # plain JSON for the h5 attribute
+    record = run.record
+    predictions.meta = {"dataset": run.prepared.name, "split": split, "task": record.task, "head": record.head,
+                        "run": record.run, "num_images": graphs.num_images,
+                        "vocabulary_fingerprint": vocabulary_fingerprint(run.prepared.vocab)}
+    if head_meta:
+        predictions.meta["head_meta"] = head_meta
     return predictions
 
 
@@ -418,20 +419,20 @@ def show_train(result: TrainResult, as_json: bool = False) -> None:
 
 
 def load_trained_head(ws: Workspace, run: str, images: Mapping[int, Any] | None = None,
-                      device: str = "cpu") -> tuple[RelationHead, dict, PreparedDataset]:
-    """A run's head with its checkpoint loaded, its settings, and its dataset (for `predict`).
+                      device: str = "cpu") -> tuple[RelationHead, RunRecord, PreparedDataset]:
+    """A run's head with its checkpoint loaded, its record, and its dataset (for `predict`).
 
     A features=visual head gets its run's detector features again: on the dataset's images, or on
     `images` ({image id: CHW tensor or loader}) when given (`sgtool predict` on the user's pictures)."""
     folder = ws.require_run(run)
-    settings = read_yaml(folder / "config.yaml")
-    head_cls = get_head(str(settings.get("head")))
-    prepared = load_prepared(ws, settings.get("dataset"))
-    model = head_cls(make_config(head_cls, settings.get("options") or {}),
+    record = RunRecord.read(folder)
+    head_cls = get_head(str(record.head))
+    prepared = load_prepared(ws, record.dataset)
+    model = head_cls(make_config(head_cls, record.options or {}),
                      prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
-    reattach(ws, model, settings, prepared, images, device)
+    reattach(ws, model, record, prepared, images, device)
     model.load_state_dict(load_checkpoint(folder / "checkpoints"))
-    return model, settings, prepared
+    return model, record, prepared
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def dataset_source(prepared: PreparedDataset, detector: Detector) -> DetectorVis
 def cache_dataset_features(ws: Workspace, prepared: PreparedDataset, source: DetectorVisualFeatures,
                            reporter: Reporter = SILENT) -> None:
     """Write the pooled caches of every split that lacks one (rank 0 under torchrun; the others wait)."""
-    from sgtool.engine import distributed
+    from sgtool import distributed
     from sgtool.features.cache import pooled_cache_path, write_pooled_cache
 
     if distributed.is_main():
@@ -108,16 +108,16 @@ def read_tables(ws: Workspace, prepared: PreparedDataset, detector_run: str, gri
     return [read_pooled_cache(path)[0] for path in paths if path.is_file()]
 
 
-def reattach(ws: Workspace, head: RelationHead, settings: dict, prepared: PreparedDataset,
+def reattach(ws: Workspace, head: RelationHead, record: Any, prepared: PreparedDataset,
              images: Mapping[int, ImageLike] | None = None, device: str = "cpu") -> None:
     """Give a reloaded head the visual source it was trained with: the run's detector on the dataset's
-    images (and caches), or on `images` ({id: CHW tensor or loader}) when given."""
-    options: dict[str, Any] = settings.get("options") or {}
-    if not isinstance(head, VisualInputs) or options.get("features", settings.get("features")) != "visual":
+    images (and caches), or on `images` ({id: CHW tensor or loader}) when given; `record`: the run's RunRecord."""
+    options: dict[str, Any] = record.options or {}
+    if not isinstance(head, VisualInputs) or options.get("features", record.features) != "visual":
         return
-    run = settings.get("detector")
+    run = record.detector
     if not run:
-        raise SgtoolError(f"The run '{settings.get('run')}' uses visual features but names no detector run.",
+        raise SgtoolError(f"The run '{record.run}' uses visual features but names no detector run.",
                           "Train the head again with --detector RUN.")
     detector = load_detector(ws, str(run), prepared.vocab, device, dataset=f"the run's dataset '{prepared.name}'")
     if images is not None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sgtool.geometry import rowwise_iou, union_boxes
+
 NO_HIT = np.iinfo(np.int64).max  # rank of a GT relation that no prediction hits
 
 
@@ -25,30 +27,6 @@ def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, n
     first = np.cumsum(counts) - counts
     rows = np.arange(int(counts.sum()), dtype=np.int64) - first[owner] + starts[owner]
     return owner, rows
-
-
-def box_areas(boxes: np.ndarray, legacy: bool) -> np.ndarray:
-    """Areas; legacy = SGB's +1-pixel convention (x2 - x1 + 1)(y2 - y1 + 1)."""
-    one = 1.0 if legacy else 0.0
-    return (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
-
-
-def rowwise_iou(a: np.ndarray, b: np.ndarray, legacy: bool = True) -> np.ndarray:
-    """IoU of a[k] with b[k] (float64), boxes xyxy."""
-    a = a.astype(np.float64, copy=False)
-    b = b.astype(np.float64, copy=False)
-    one = 1.0 if legacy else 0.0
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + one
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + one
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    union = box_areas(a, legacy) + box_areas(b, legacy) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-def union_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Smallest box holding a[k] and b[k]."""
-    return np.concatenate([np.minimum(a[:, :2], b[:, :2]), np.maximum(a[:, 2:], b[:, 2:])], axis=1)
 
 
 @dataclass

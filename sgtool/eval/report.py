@@ -1,11 +1,12 @@
 """The eval report: report.json, report.md (tables + each metric's convention), a per-predicate
-recall bar chart, the console table, and graph.json dumps of a few images with hits marked."""
+recall bar chart (drawn by viz/plots.py), the console table, and graph.json dumps of a few images
+with hits marked."""
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,11 +17,25 @@ from sgtool.data.prepared import PreparedDataset
 from sgtool.eval.metrics import EvalResult, Hits
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.viz.graph_json import build_graph, relative_image, write_graph
-
-if TYPE_CHECKING:
-    from sgtool.eval.run_eval import EvalOutcome
+from sgtool.viz.plots import plot_per_predicate
 
 PLOT_NAME = "per_predicate_recall.png"
+
+
+@dataclass
+class EvalOutcome:
+    """What `sgtool eval` computed for one run: where, on what, and the metrics."""
+
+    run: str
+    dataset: str
+    split: str
+    task: str
+    ks: tuple[int, ...]
+    result: EvalResult
+    report_dir: Path
+    selected: list[str] = field(default_factory=list)  # metrics named with --metric, in order
+    graphs_dumped: int = 0
+    head_meta: dict = field(default_factory=dict)  # what the head recorded while predicting (NFE, sampling statistics)
 
 
 def _plain(value: float) -> float | None:
@@ -59,6 +74,7 @@ def report_payload(outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> d
         "conventions": dict(result.conventions),
         "per_predicate": per_predicate_table(outcome, vocab),
         "plot": PLOT_NAME,
+        **({"head_meta": outcome.head_meta} if outcome.head_meta else {}),
     }
 
 
@@ -107,31 +123,12 @@ def markdown(payload: dict) -> str:
         for predicate in first:
             cells = [percent(payload["per_predicate"][n].get(predicate)) for n in names]
             lines.append(f"| {predicate} | " + " | ".join(cells) + " |")
+    if payload.get("head_meta"):
+        lines += ["", "## What the head recorded while predicting", ""]
+        lines += [f"- {name}: {value}" for name, value in payload["head_meta"].items()]
     lines += ["", "## Conventions (each metric, in full)", ""]
     lines += [f"- **{name}**: {text}" for name, text in payload["conventions"].items()]
     return "\n".join(lines) + "\n"
-
-
-def plot_per_predicate(path: Path, recalls: dict[str, float | None], metric: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(recalls)
-    values = [100 * (recalls[n] or 0.0) for n in names]
-    figure, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.5), dpi=100)
-    try:
-        ax.bar(range(len(names)), values, color="#4a7ab5")
-        ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
-        ax.set_ylabel(f"per-predicate recall in {metric} (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title(title, fontsize=10)
-        figure.tight_layout()
-        with atomic.atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png")
-    finally:
-        plt.close(figure)
 
 
 def write_report(folder: Path, outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> dict:

@@ -7,7 +7,6 @@ and graphs/ with --dump-graphs) in one rename.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +20,11 @@ from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_p
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
+from sgtool.eval.report import EvalOutcome
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
 DEFAULT_KS = (20, 50, 100)
-
-
-@dataclass
-class EvalOutcome:
-    run: str
-    dataset: str
-    split: str
-    task: str
-    ks: tuple[int, ...]
-    result: EvalResult
-    report_dir: Path
-    selected: list[str] = field(default_factory=list)  # metrics named with --metric, in order
-    graphs_dumped: int = 0
 
 
 # ---------------------------------------------------------------- evaluation shared with `train`
@@ -155,7 +142,8 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     reporter.info(f"Evaluating run {run} on the {split} split of '{prepared.name}' ({task}, {gt.num_images} images).")
     result = evaluate_predictions(gt, predictions, task, priors, prepared.vocab, ks, reporter)
     check_available(selected, result, task)
-    outcome = EvalOutcome(run, prepared.name, split, task, ks, result, ws.report_dir(run), selected)
+    outcome = EvalOutcome(run, prepared.name, split, task, ks, result, ws.report_dir(run), selected,
+                          head_meta=dict(predictions.meta.get("head_meta") or {}))
     ws.check_writable()
     with atomic.atomic_directory(ws.report_dir(run)) as staging:
         write_report(staging, outcome, prepared.vocab, settings)
@@ -166,26 +154,28 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
 
 
 def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", passed: tuple[str, ...] = (),
-             **options: Any) -> Any:
-    """`sgtool eval`: the relation metrics of `run_eval` (its keyword `options`), or for an ae run its
-    triplet precision / recall / F1 over seeds; `passed` names the options given, for ae to refuse."""
-    from sgtool.autoencoder.evaluate import is_ae_run, run_ae_eval
+             **options: Any) -> tuple[Any, Any]:
+    """`sgtool eval`: the run's kind evaluates it (engine/kinds.py); `options` are `run_eval`'s keywords and
+    `passed` names the options given, for a kind to refuse those that do not apply. Returns (outcome, kind)."""
+    from sgtool.engine.kinds import kind_of_run
 
-    if not is_ae_run(ws, run):
-        return run_eval(ws, run=run, split=split, **options)
-    if passed:
-        raise SgtoolError(f"{passed[0]} does not apply to an ae run, which reports triplet precision, recall and F1.",
-                          f"Leave {passed[0]} out.")
-    return run_ae_eval(ws, run=run, split=split, reporter=options.get("reporter", SILENT))
+    name = run or ws.latest_run()
+    kind = kind_of_run(ws, name) if (ws.require_run(name) / "config.yaml").is_file() else None
+    if kind is None:
+        return run_eval(ws, run=name, split=split, **options), None
+    return kind.evaluate(ws, name, split, passed, options), kind
 
 
-def show_evaluation(outcome: Any, as_json: bool = False) -> None:
-    """Print what `eval_run` returned."""
-    if isinstance(outcome, EvalOutcome):
+def evaluate_run(ws: Workspace, run: str, split: str, passed: tuple[str, ...], options: dict[str, Any]) -> EvalOutcome:
+    """A relation-head run's evaluation entry point in the registry."""
+    return run_eval(ws, run=run, split=split, **options)
+
+
+def show_evaluation(outcome: Any, kind: Any, as_json: bool = False) -> None:
+    """Print what `eval_run` returned, as its kind shows it."""
+    if kind is None:
         from sgtool.eval.report import show_eval
 
         show_eval(outcome, as_json=as_json)
     else:
-        from sgtool.autoencoder.evaluate import show_ae_eval
-
-        show_ae_eval(outcome, as_json=as_json)
+        kind.show_eval(outcome, as_json)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_convert
 
+from sgtool import geometry
+
 SPATIAL_DIM = 22
 MIN_SIDE = 1e-3  # pixels; keeps the log and the divisions finite for degenerate boxes
 
@@ -26,9 +28,8 @@ def _as_boxes(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def union_boxes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(P, 4) smallest boxes holding a[i] and b[i]."""
-    a, b = _as_boxes(a), _as_boxes(b)
-    return torch.cat([torch.minimum(a[:, :2], b[:, :2]), torch.maximum(a[:, 2:], b[:, 2:])], dim=1)
+    """(P, 4) float32 tensor: smallest boxes holding a[i] and b[i] (any array-like input)."""
+    return geometry.union_boxes(_as_boxes(a), _as_boxes(b))
 
 
 def box_deltas(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,7 @@ def normalized_coords(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     boxes = _as_boxes(boxes)
     sizes = torch.as_tensor(sizes, dtype=torch.float32).reshape(-1, 2).expand(len(boxes), 2)
     scale = sizes.repeat(1, 2)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (sizes[:, 0] * sizes[:, 1])
+    area = geometry.box_areas(boxes, legacy=False) / (sizes[:, 0] * sizes[:, 1])
     return torch.cat([boxes / scale, area[:, None]], dim=1)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
 from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.config import check_options, option
 from sgtool.errors import SgtoolError
 
 TASKS = ("predcls", "sgcls", "sgdet")
@@ -79,38 +80,33 @@ class TrainData:
 
 @dataclass
 class HeadConfig:
-    """Settings every head accepts; a head extends it with its own (dataclass subclass)."""
+    """Settings every head accepts; a head extends it with its own (dataclass subclass, fields declared
+    with `option(...)`: `sgtool train` makes a flag of each `flag=True` one, the rest take `--set`)."""
 
-    epochs: int = 10
-    batch_size: int = 8
+    epochs: int = option(10, "Training epochs (heads with nothing to optimise ignore it).", min=1)
+    batch_size: int = option(8, "Images per batch.", min=1)
     # the training loop's settings (trainable heads; statistical heads ignore them)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
-    schedule: str = "none"  # none | step | cosine, stepped once per epoch
-    step_size: int = 0  # step schedule: decay every N epochs (0: a third of the phase's epochs)
-    gamma: float = 0.1  # step schedule: decay factor
-    grad_clip: float = 0.0  # max gradient norm, 0 = no clipping
-    val_metric: str = "mR@50"  # the best checkpoint is the epoch with the highest value
-    val_every: int = 1  # validate every N epochs (and always after a phase's last epoch)
-    deterministic: bool = False  # CUDA: deterministic kernels only (slower; CPU runs are deterministic anyway)
+    lr: float = option(1e-3, "Peak learning rate (positive).", flag=False)
+    weight_decay: float = option(0.0, "Weight decay.", min=0, flag=False)
+    optimizer: str = option("adam", "Optimiser (sgd: momentum 0.9).", choices=OPTIMIZERS, flag=False)
+    schedule: str = option("none", "Learning-rate schedule, stepped once per epoch.", choices=SCHEDULES, flag=False)
+    step_size: int = option(0, "step schedule: decay every N epochs (0: a third of the phase's epochs).", min=0, flag=False)
+    gamma: float = option(0.1, "step schedule: decay factor, in (0, 1].", flag=False)
+    grad_clip: float = option(0.0, "Max gradient norm (0: no clipping).", min=0, flag=False)
+    val_metric: str = option("mR@50", "The best checkpoint is the epoch with the highest value of this metric.", flag=False)
+    val_every: int = option(1, "Validate every N epochs (and always after a phase's last epoch).", min=1, flag=False)
+    deterministic: bool = option(False, "CUDA: deterministic kernels only (CPU runs are deterministic anyway).", flag=False)
+    amp: bool = option(False, "CUDA: bfloat16 mixed precision in the forward pass.", flag=False)
+    max_steps: int = option(0, "Stop training after this many optimiser steps (0: no limit).", min=0, flag=False)
+    minutes: float = option(0.0, "Stop training after this many minutes (0: no limit).", min=0, flag=False)
+    tensorboard: bool = option(False, "Also write TensorBoard event files to <run>/tensorboard (needs tensorboard).",
+                               flag=False)
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise SgtoolError(f"--epochs must be at least 1, not {self.epochs}.", "Pass a positive number of epochs.")
-        if self.batch_size < 1:
-            raise SgtoolError(f"--batch-size must be at least 1, not {self.batch_size}.", "Pass a positive batch size.")
+        """What a declared range cannot say (the ranges themselves: `check_options`)."""
         checks = [
             (self.lr > 0, f"lr must be positive, not {self.lr}", "Use --set lr=0.001."),
-            (self.weight_decay >= 0, f"weight_decay must not be negative, not {self.weight_decay}", "Use --set weight_decay=0."),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, not '{self.optimizer}'",
-             "Use --set optimizer=adam."),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, not '{self.schedule}'",
-             "Use --set schedule=none."),
-            (self.step_size >= 0 and 0 < self.gamma <= 1, "step_size must be >= 0 and gamma in (0, 1]",
-             "Use --set step_size=0 --set gamma=0.1."),
-            (self.grad_clip >= 0, f"grad_clip must not be negative, not {self.grad_clip}", "Use 0 to turn clipping off."),
-            (self.val_every >= 1, f"val_every must be at least 1, not {self.val_every}", "Use --set val_every=1."),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], not {self.gamma}", "Use --set gamma=0.1."),
         ]
         for ok, message, hint in checks:
             if not ok:
@@ -121,13 +117,8 @@ class HeadConfig:
 class VisualHeadConfig(HeadConfig):
     """Settings of a head that can take a detector's ROI features (reldn, tensor, nodis, iwsl)."""
 
-    features: str = "auto"  # auto: visual when a detector fits the dataset, else spatial | spatial | visual
-
-    def validate(self) -> None:
-        super().validate()
-        if self.features not in FEATURE_MODES:
-            raise SgtoolError(f"The setting features must be one of {', '.join(FEATURE_MODES)}, not '{self.features}'.",
-                              "Use --set features=auto, spatial or visual.")
+    features: str = option("auto", "auto: a detector's ROI features when one fits the dataset, else spatial.",
+                           choices=FEATURE_MODES, flag=False)
 
 
 class VisualInputs:
@@ -283,6 +274,7 @@ def make_config(head: type[RelationHead], settings: dict) -> HeadConfig:
 
     config = build(head.Config, settings)
     config.validate()
+    check_options(config)
     return config
 
 

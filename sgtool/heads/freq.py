@@ -11,18 +11,19 @@ Per candidate pair (i != j): distribution = exp(log_freq[s, o, :]) normalised ov
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
+from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
+from sgtool.geometry import boxes_overlap
 from sgtool.heads import HeadConfig, ObjectPredictions, StatisticalHead, TrainData, register_head
-from sgtool.priors import boxes_overlap
+from sgtool.heads._pairs import cap_boxes
 
 _CHUNK_PAIRS = 4_000_000  # candidate pairs scored at once (bounds memory on large splits)
 
@@ -30,13 +31,8 @@ _CHUNK_PAIRS = 4_000_000  # candidate pairs scored at once (bounds memory on lar
 @dataclass
 class FreqConfig(HeadConfig):
     epochs: int = 1  # nothing to optimise; accepted and ignored
-    overlap: bool = False  # only pairs whose boxes overlap, for statistics and candidates
-    max_boxes: int = 80  # detections kept per image (highest scores) before pairing
-
-    def validate(self) -> None:
-        super().validate()
-        if self.max_boxes < 2:
-            raise SgtoolError(f"max_boxes must be at least 2, not {self.max_boxes}.", "Use --set max_boxes=80.")
+    overlap: bool = option(False, "Only pairs whose boxes overlap, for statistics and candidates.")
+    max_boxes: int = option(80, "Detections kept per image (highest scores) before pairing.", min=2, flag=False)
 
 
 def all_pair_counts(graphs: SceneGraphs, num_object_classes: int) -> np.ndarray:
@@ -69,41 +65,6 @@ def candidate_pairs(box_offsets: np.ndarray, boxes: np.ndarray, overlap: bool) -
     image_has_overlap = np.bincount(image, weights=hit, minlength=len(box_offsets) - 1) > 0
     keep = hit | ~image_has_overlap[image]
     return image[keep], subj[keep], obj[keep]
-
-
-def cap_boxes(objects: ObjectPredictions, max_boxes: int) -> ObjectPredictions:
-    """Keep each image's max_boxes highest-scoring objects (stable), ranked by score."""
-    image = owner_of_rows(objects.box_offsets)
-    order = np.lexsort((-objects.scores, image))
-    rank = np.arange(len(order)) - objects.box_offsets[image]
-    rows = order[rank < max_boxes]
-    counts = np.minimum(np.diff(objects.box_offsets), max_boxes)
-    class_scores = objects.class_scores[rows] if objects.class_scores is not None else None
-    return ObjectPredictions(objects.image_ids, offsets_from_counts(counts), objects.boxes[rows],
-                             objects.labels[rows], objects.scores[rows], objects.detected,
-                             objects.labels_given, class_scores)
-
-
-PairScorer = Callable[[ObjectPredictions, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-def score_all_pairs(objects: ObjectPredictions, max_boxes: int, num_predicates: int, score: PairScorer,
-                    chunk_pairs: int) -> Predictions:
-    """Predictions over every ordered pair (detections capped at max_boxes per image), scored
-    chunk_pairs at a time: score(objects, image, subj, obj) -> (M, P) distributions of those pairs."""
-    if objects.detected:
-        objects = cap_boxes(objects, max_boxes)
-    image, subj, obj = ordered_pairs(objects.box_offsets)
-    probs = np.zeros((len(subj), num_predicates), np.float32)
-    for lo in range(0, len(subj), chunk_pairs):
-        hi = min(lo + chunk_pairs, len(subj))
-        probs[lo:hi] = score(objects, image[lo:hi], subj[lo:hi], obj[lo:hi])
-    return Predictions(
-        image_ids=objects.image_ids, box_offsets=objects.box_offsets, boxes=objects.boxes, labels=objects.labels,
-        scores=objects.scores.astype(np.float32),
-        pair_offsets=offsets_from_counts(np.bincount(image, minlength=objects.num_images)),
-        pairs=np.stack([subj, obj], axis=1).astype(np.int64), rel_scores=probs,
-    )
 
 
 def _image_chunks(box_offsets: np.ndarray) -> list[tuple[int, int]]:

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sgtool.config import check_options, option
+from sgtool.config import option
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
@@ -67,26 +67,26 @@ MOVED = 1e-4  # pi counts as moved when some probability changed by more than th
 
 @dataclass
 class IwslConfig(VisualHeadConfig):
-    samples: int = option(50, "s, Gumbel-Softmax samples of the importance weighted bound, in training and at inference",
+    samples: int = option(50, "Importance samples s (Gumbel-Softmax draws per node), in training and at inference.",
                           min=1, max=100000)
-    emd_iters: int = option(10, "M, entropic mirror descent iterations at most (0: pi stays at its random start)",
+    emd_iters: int = option(10, "Mirror descent iterations M at most (0: pi stays at its random start).",
                             min=0, max=1000, flag=False)
-    emd_step: float = option(0.003, "gamma, the initial mirror descent step (step i is gamma / sqrt(i), halved on a "
-                                  "step that would lower the bound)", min=1e-8, flag=False)
-    emd_tol: float = option(1e-3, "epsilon: stop when |Delta L_s| per image is below it", min=0.0, flag=False)
-    tau: float = option(1.0, "initial Gumbel-Softmax temperature", min=1e-3, flag=False)
-    tau_min: float = option(0.5, "lowest temperature of the annealing", min=1e-3, flag=False)
-    tau_decay: float = option(1e-5, "beta, the annealing rate: tau <- max(tau exp(-beta t), tau_min) at step t",
+    emd_step: float = option(0.003, "Initial mirror descent step gamma (step i is gamma / sqrt(i), halved where it "
+                                  "would lower the bound).", min=1e-8, flag=False)
+    emd_tol: float = option(1e-3, "Tolerance epsilon: stop when |Delta L_s| per image is below it.", min=0.0, flag=False)
+    tau: float = option(1.0, "Initial Gumbel-Softmax temperature.", min=1e-3, flag=False)
+    tau_min: float = option(0.5, "Lowest temperature of the annealing.", min=1e-3, flag=False)
+    tau_decay: float = option(1e-5, "Annealing rate beta: tau <- max(tau exp(-beta t), tau_min) at step t.",
                               min=0.0, flag=False)
-    hidden: int = option(128, "width of the potential MLPs", min=1, flag=False)
-    rank: int = option(8, "rank of the pairwise potential tables", min=1, flag=False)
-    bg_ratio: float = option(3.0, "unannotated pairs sampled per annotated pair of an image (training)", min=0.0,
+    hidden: int = option(128, "Width of the potential MLPs.", min=1, flag=False)
+    rank: int = option(8, "Rank of the pairwise potential tables.", min=1, flag=False)
+    bg_ratio: float = option(3.0, "Unannotated pairs sampled per annotated pair of an image (training).", min=0.0,
                              flag=False)
-    object_loss: float = option(1.0, "weight of the object nodes' cross entropy", min=0.0, flag=False)
-    resample: bool = option(False, "bi-level resampling of the training images (long tail, as BGNN)", flag=False)
-    repeat_thresh: float = option(0.07, "t: image repeat factor max_c max(1, sqrt(t / f_c))", min=1e-6, max=1.0,
+    object_loss: float = option(1.0, "Weight of the object nodes' cross entropy.", min=0.0, flag=False)
+    resample: bool = option(False, "Bi-level resampling of the training images (long tail, as BGNN).", flag=False)
+    repeat_thresh: float = option(0.07, "Repeat threshold t: image repeat factor max_c max(1, sqrt(t / f_c)).", min=1e-6, max=1.0,
                                   flag=False)
-    drop_rate: float = option(0.7, "gamma_d: instance drop rate of the resampling", min=0.0, max=1.0, flag=False)
+    drop_rate: float = option(0.7, "Instance drop rate gamma_d of the resampling.", min=0.0, max=1.0, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -95,7 +95,6 @@ class IwslConfig(VisualHeadConfig):
         if self.tau_min > self.tau:
             raise SgtoolError(f"Temperatures need 0 < tau_min <= tau, not {self.tau_min} and {self.tau}.",
                               "Use --set tau=1 --set tau_min=0.5.")
-        check_options(self)
 
 
 def temperature(step: int, tau: float, tau_min: float, beta: float) -> float:

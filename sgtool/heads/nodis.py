@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
@@ -39,10 +40,10 @@ FRONT_ENDS = ("fc", "gcn", "lstm")
 
 @dataclass
 class NodisConfig(VisualHeadConfig):
-    t_end: float = 1.5  # integrate both ODEs over [0, t_end]
+    t_end: float = option(1.5, "Integrate both ODEs over [0, T] (positive).")
     atol: float = 0.01
     rtol: float = 0.01
-    front_end: str = "fc"  # P-ODE front end: fc | gcn | lstm
+    front_end: str = option("fc", "P-ODE front end.", choices=FRONT_ENDS)
     adjoint: bool = False  # torchdiffeq.odeint_adjoint instead of odeint
     hidden: int = 128
     embed: int = 32  # class embedding size

@@ -32,11 +32,12 @@ from torch import Tensor, nn
 
 from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
-from sgtool.features.spatial import SPATIAL_DIM, spatial_features
+from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
-from sgtool.heads.freq import score_all_pairs
+from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
 from sgtool.losses.contrastive import LOSS_NAMES, parse_losses, reldn_total_loss
 
 _CHUNK_PAIRS = 200_000  # candidate pairs scored at once in predict
@@ -48,16 +49,16 @@ class ReldnConfig(VisualHeadConfig):
     batch_size: int = 8
     lr: float = 3e-3  # Adam
     weight_decay: float = 1e-5
-    losses: str = "L0,L1,L2,L3"
-    margin: float = 0.2
+    losses: str = option("L0,L1,L2,L3", "Losses to optimise, comma-separated from L0,L1,L2,L3 (default: all).")
+    margin: float = option(0.2, "Margin of the contrastive losses.", min=0, flag=False)
     lambdas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.1])  # λ1, λ2, λ3
-    pairs_per_image: int = 512
-    positives_per_image: int = 128
-    spatial_hidden: int = 128
-    class_embedding: int = 16  # 0: no class embeddings in the spatial branch
-    visual_hidden: int = 256
-    learn_semantic: bool = True  # False: the frequency prior stays fixed
-    max_boxes: int = 80  # detections kept per image (SGDet) before pairing
+    pairs_per_image: int = option(512, "Pairs sampled per training image.", min=1, flag=False)
+    positives_per_image: int = option(128, "Annotated pairs among them at most.", min=1, flag=False)
+    spatial_hidden: int = option(128, "Width of the spatial branch.", min=1, flag=False)
+    class_embedding: int = option(16, "Class embedding size of the spatial branch (0: none).", min=0, flag=False)
+    visual_hidden: int = option(256, "Width of the visual branch.", min=1, flag=False)
+    learn_semantic: bool = option(True, "Learn the semantic (frequency) branch; false: the prior stays fixed.", flag=False)
+    max_boxes: int = option(80, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -65,13 +66,9 @@ class ReldnConfig(VisualHeadConfig):
         checks = [
             (len(self.lambdas) == 3 and all(x >= 0 for x in self.lambdas),
              f"lambdas must be three non-negative weights (λ1, λ2, λ3), not {self.lambdas}", "Use --set lambdas=[1.0,0.5,0.1]."),
-            (self.margin >= 0, f"margin must not be negative, not {self.margin}", "Use --set margin=0.2."),
-            (1 <= self.positives_per_image <= self.pairs_per_image,
+            (self.positives_per_image <= self.pairs_per_image,
              f"positives_per_image ({self.positives_per_image}) must be between 1 and pairs_per_image "
              f"({self.pairs_per_image})", "Use --set pairs_per_image=512 --set positives_per_image=128."),
-            (min(self.spatial_hidden, self.visual_hidden) >= 1 and self.class_embedding >= 0,
-             "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
-            (self.max_boxes >= 2, f"max_boxes must be at least 2, not {self.max_boxes}", "Use --set max_boxes=80."),
         ]
         for ok, message, hint in checks:
             if not ok:
@@ -124,24 +121,6 @@ class ReldnNet(nn.Module):
 
 # ---------------------------------------------------------------- pairs and batches
 
-def frame_sizes(box_offsets: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(I, 2) [W, H] per image: the extent of its boxes (max x2, max y2), at least 1 pixel."""
-    sizes = np.ones((len(box_offsets) - 1, 2), dtype=np.float32)
-    if len(boxes):
-        image = owner_of_rows(box_offsets)
-        np.maximum.at(sizes, image, boxes[:, 2:4].astype(np.float32))
-    return sizes
-
-
-def _random_rank(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each row's position in a random order of its group (0-based)."""
-    order = np.lexsort((rng.random(len(group)), group))
-    first = np.searchsorted(group[order], group[order], side="left")
-    rank = np.empty(len(group), dtype=np.int64)
-    rank[order] = np.arange(len(group)) - first
-    return rank
-
-
 @dataclass
 class PairSample:
     """Training rows of a set of images: global box rows, image index and predicate (0 = none) per row."""
@@ -158,31 +137,20 @@ def sample_pairs(graphs: SceneGraphs, rng: np.random.Generator, pairs_per_image:
     up to pairs_per_image rows in all; sampled without replacement, all kept when fewer."""
     rels = graphs.relations
     rel_image = owner_of_rows(rels.offsets)
-    keep_pos = _random_rank(rel_image, rng) < positives_per_image
+    keep_pos = random_rank(rel_image, rng) < positives_per_image
     pos_image = rel_image[keep_pos]
     image, subj, obj = ordered_pairs(graphs.box_offsets)
     n = max(len(graphs.labels), 1)
     annotated = np.isin(subj * n + obj, rels.pairs[:, 0] * n + rels.pairs[:, 1])
     image, subj, obj = image[~annotated], subj[~annotated], obj[~annotated]
     budget = pairs_per_image - np.bincount(pos_image, minlength=graphs.num_images)
-    keep_neg = _random_rank(image, rng) < budget[image]
+    keep_neg = random_rank(image, rng) < budget[image]
     return PairSample(
         image=np.concatenate([pos_image, image[keep_neg]]),
         subj=np.concatenate([rels.pairs[keep_pos, 0], subj[keep_neg]]),
         obj=np.concatenate([rels.pairs[keep_pos, 1], obj[keep_neg]]),
         predicate=np.concatenate([rels.predicates[keep_pos], np.zeros(int(keep_neg.sum()), np.int64)]),
     )
-
-
-def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image: np.ndarray,
-                subj: np.ndarray, obj: np.ndarray) -> dict[str, Tensor]:
-    """Network inputs of pairs (global rows): labels and the RelDN spatial vector."""
-    sizes = frame_sizes(box_offsets, boxes)[image]
-    return {
-        "subj_label": torch.from_numpy(labels[subj].astype(np.int64)),
-        "obj_label": torch.from_numpy(labels[obj].astype(np.int64)),
-        "spatial": spatial_features(torch.from_numpy(boxes[subj]), torch.from_numpy(boxes[obj]), torch.from_numpy(sizes)),
-    }
 
 
 # ---------------------------------------------------------------- the head
@@ -232,7 +200,7 @@ class ReldnHead(VisualInputs, TrainableHead):
     def make_batch(self, graphs: SceneGraphs, rng: np.random.Generator) -> dict[str, Any]:
         c = self.config
         sample = sample_pairs(graphs, rng, c.pairs_per_image, c.positives_per_image)
-        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, sample.image, sample.subj, sample.obj)
+        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, sample.subj, sample.obj, sample.image)
         batch.update(pair_image=torch.from_numpy(sample.image), subj_index=torch.from_numpy(sample.subj),
                      obj_index=torch.from_numpy(sample.obj), predicate=torch.from_numpy(sample.predicate))
         if self.uses_visual():
@@ -270,7 +238,7 @@ class ReldnHead(VisualInputs, TrainableHead):
                                _CHUNK_PAIRS).ranked()
 
     def _score_pairs(self, objects: ObjectPredictions, image: np.ndarray, subj: np.ndarray, obj: np.ndarray) -> np.ndarray:
-        inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, image, subj, obj)
+        inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj, obj, image)
         if self.uses_visual():
             inputs.update(self.visual_source(objects.image_ids, objects.box_offsets, objects.boxes, np.stack([subj, obj], 1)))
         return self.distribution(inputs).numpy()

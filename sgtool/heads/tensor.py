@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
+from sgtool.data.graphs import SceneGraphs, ordered_pairs
 from sgtool.data.predictions import Predictions
+from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
-from sgtool.features.spatial import SPATIAL_DIM, spatial_features
+from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
-from sgtool.heads.freq import score_all_pairs
+from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
 from sgtool.losses.tensor import factored_nll, predicate_log_probs
 
 K_CHOICES = ("1", "10", "free")
@@ -52,31 +53,20 @@ class TensorConfig(VisualHeadConfig):
     batch_size: int = 16  # images per batch
     lr: float = 1e-3
     grad_clip: float = 20.0  # the paper's gradient-norm clip
-    rank: int = 5  # R, the number of rank-1 factors
-    k: str = "free"  # predictions per pair for the k-metrics: 1, 10 or free
-    hidden: int = 128  # trunk width
-    class_embedding: int = 32  # 0: no label embeddings (spatial numbers only)
-    sel_epochs: int = 2  # epochs of the X_sel phase; 0: no X_sel (P(sel) = 1)
-    sel_hidden: int = 64
-    use_prior: bool = True  # multiply by the triplet prior ψ_u at inference
-    max_boxes: int = 80  # detections kept per image (SGDet) before pairing
+    rank: int = option(5, "Rank R of the CP decomposition (the number of rank-1 factors; the paper uses 5).", min=1)
+    k: str = option("free", "Predictions per pair for the k-metrics.", choices=K_CHOICES)
+    hidden: int = option(128, "Trunk width.", min=1, flag=False)
+    class_embedding: int = option(32, "Label embedding size (0: spatial numbers only).", min=0, flag=False)
+    sel_epochs: int = option(2, "Epochs of the X_sel phase (0: no X_sel, P(sel) = 1).", min=0, flag=False)
+    sel_hidden: int = option(64, "Width of the X_sel network.", min=1, flag=False)
+    use_prior: bool = option(True, "Multiply by the triplet prior ψ_u at inference.", flag=False)
+    max_boxes: int = option(80, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
-        if self.rank < 1:
-            raise SgtoolError(f"--rank must be at least 1, not {self.rank}.",
-                              "The rank is the number of factors of the decomposition; the paper uses 5.")
         self.k = str(self.k).lower()
-        checks = [
-            (self.k in K_CHOICES, f"--k must be 1, 10 or free, not '{self.k}'", "Use --k free."),
-            (min(self.hidden, self.sel_hidden) >= 1 and self.class_embedding >= 0,
-             "hidden sizes must be positive and class_embedding not negative", "Use the defaults."),
-            (self.sel_epochs >= 0, f"sel_epochs must not be negative, not {self.sel_epochs}", "Use --set sel_epochs=2."),
-            (self.max_boxes >= 2, f"max_boxes must be at least 2, not {self.max_boxes}", "Use --set max_boxes=80."),
-        ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise SgtoolError(f"The tensor head's {message}.", hint)
+        if self.k not in K_CHOICES:
+            raise SgtoolError(f"--k must be 1, 10 or free, not '{self.k}'.", "Use --k free.")
 
 
 # ---------------------------------------------------------------- the network
@@ -116,34 +106,6 @@ class TensorNet(nn.Module):
 
 
 # ---------------------------------------------------------------- pairs and inputs
-
-def frame_sizes(box_offsets: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(I, 2) [W, H] per image: its boxes' extent (max x2, max y2), at least 1 pixel. Used in training
-    and prediction alike, since predicted objects do not carry the image size."""
-    sizes = np.ones((len(box_offsets) - 1, 2), dtype=np.float32)
-    if len(boxes):
-        np.maximum.at(sizes, owner_of_rows(box_offsets), boxes[:, 2:4].astype(np.float32))
-    return sizes
-
-
-def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, labels: np.ndarray, subj: np.ndarray,
-                obj: np.ndarray) -> dict[str, Tensor]:
-    """Network inputs of pairs (global box rows): labels and the RelDN spatial vector."""
-    sizes = frame_sizes(box_offsets, boxes)[owner_of_rows(box_offsets)[subj]]
-    return {"subj_label": torch.from_numpy(labels[subj].astype(np.int64)),
-            "obj_label": torch.from_numpy(labels[obj].astype(np.int64)),
-            "spatial": spatial_features(torch.from_numpy(boxes[subj]), torch.from_numpy(boxes[obj]),
-                                        torch.from_numpy(sizes))}
-
-
-def random_rank(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each row's 0-based position in a random order of the rows of its group."""
-    order = np.lexsort((rng.random(len(group)), group))
-    sorted_group = group[order]
-    rank = np.empty(len(group), dtype=np.int64)
-    rank[order] = np.arange(len(group)) - np.searchsorted(sorted_group, sorted_group, side="left")
-    return rank
-
 
 def selection_pairs(graphs: SceneGraphs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(subj, obj, selected) per image: every annotated pair once, and as many random unannotated pairs."""

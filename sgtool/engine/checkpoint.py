@@ -1,0 +1,73 @@
+"""The one checkpointer: everything a resumed run needs, written atomically.
+
+`last.pt` (after every epoch): the head's state, optimiser, scheduler, phase, loop counters, best so far,
+and every random generator — python, numpy, torch, CUDA, the batch-order generator and any generator the
+head owns (`TrainableHead.random_state`). `model.pt`: the best epoch's head state (what `eval` / `predict`
+load), with the epoch and metric it was picked by. A kill mid-write leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgtool import atomic
+from sgtool.errors import SgtoolError
+
+LAST = "last.pt"
+BEST = "model.pt"
+STATE_FORMAT = "sgtool-train-state"
+
+
+def rng_states(rng: np.random.Generator, head: Any = None) -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+              "batches": rng.bit_generator.state, "head": head.random_state() if head is not None else {}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any], rng: np.random.Generator, head: Any = None) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    rng.bit_generator.state = states["batches"]
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if head is not None and states.get("head"):
+        head.set_random_state(states["head"])
+
+
+def save(path: Path, payload: dict) -> None:
+    with atomic.atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def save_best(path: Path, head: Any, epoch: int, metric: str, value: float | None) -> None:
+    """The head's state as `load_checkpoint` reads it ({"head", "state"}), with the epoch it comes from."""
+    save(path, {"head": head.name, "state": head.state_dict(), "epoch": epoch, "val_metric": metric, "val_value": value})
+
+
+def save_last(path: Path, head: Any, training: dict[str, Any], rng: np.random.Generator) -> None:
+    """`training`: optimizer, scheduler (state dicts), phase (index) and loop (the counters)."""
+    save(path, {"format": STATE_FORMAT, "head": head.name, "state": head.state_dict(), **training,
+                "rng": rng_states(rng, head)})
+
+
+def load_state(path: Path) -> dict:
+    if not path.exists():
+        raise SgtoolError(f"No checkpoint at {path}.", "The run was not trained far enough to resume; train again.")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def resume_point(head: Any, folder: Path, rng: np.random.Generator) -> dict:
+    """Restore the head's weights and every RNG from last.pt; return it (optimiser and scheduler states inside)."""
+    saved = load_state(Path(folder) / LAST)
+    if saved.get("format") != STATE_FORMAT or saved.get("head") != head.name:
+        raise SgtoolError(f"{Path(folder) / LAST} is not a training state of the {head.name} head.", "Train a new run instead.")
+    head.load_state_dict(saved["state"])
+    set_rng_states(saved["rng"], rng, head)
+    return saved

@@ -1,0 +1,81 @@
+"""The typed run record: what a run is (kind, dataset, task, seed, options, ...), written as config.yaml
+(everything) and run.json (who it is and its status) in the run folder."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sgtool import __version__, atomic
+from sgtool.config import read_yaml
+
+STATUS_KEYS = ("run", "head", "dataset", "task", "seed")  # run.json carries these and the status
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass
+class RunRecord:
+    run: str
+    head: str  # the run's kind: a relation head's name, "ae" or "detector"
+    dataset: str
+    task: str
+    detector: str | None = None  # the detector run giving objects or ROI features
+    seed: int = 0
+    features: str | None = None  # a VisualHeadConfig head: the resolved feature mode
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)  # the kind's config, as a dict
+    sgtool_version: str = __version__
+    created: str = field(default_factory=_now)
+    from_run: str | None = None  # `train --from`: whose weights this run scores
+    seeds: list[int] | None = None  # ae: every seed trained into the run
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.yaml's mapping; optional keys that are unset are left out, as before."""
+        data = dataclasses.asdict(self)
+        for key in ("features", "from_run", "seeds"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def read(cls, folder: Path) -> RunRecord:
+        return cls.from_dict(read_yaml(Path(folder) / "config.yaml"))
+
+    def write_config(self, folder: Path) -> None:
+        atomic.write_text(Path(folder) / "config.yaml", yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def write_status(self, folder: Path, status: str | None, error: str | None = None) -> None:
+        """run.json: the record's identity, `seeds` when set, and the status (None: no status key)."""
+        payload: dict[str, Any] = {key: getattr(self, key) for key in STATUS_KEYS}
+        if self.seeds is not None:
+            payload["seeds"] = self.seeds
+        if status is not None:
+            payload["status"] = status
+        if error:
+            payload["error"] = error
+        atomic.write_json(Path(folder) / "run.json", payload)
+
+    def replace(self, **changes: Any) -> RunRecord:
+        return dataclasses.replace(self, **changes)
+
+
+def read_status(folder: Path) -> str | None:
+    """run.json's status, None when it is missing or unreadable."""
+    try:
+        payload = json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return payload.get("status") if isinstance(payload, dict) else None
