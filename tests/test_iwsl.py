@@ -237,6 +237,22 @@ def test_predictions_layout_and_checkpoint_round_trip():
     np.testing.assert_allclose(again.predict(gt_objects(test)).rel_scores, pred.rel_scores, atol=1e-5)
 
 
+def test_the_progress_line_shows_the_bound_gain_and_pi_moved():
+    from sgtool.engine.hooks import ProgressHook
+
+    shown = {}
+
+    class Bar:
+        def update(self, task, **kwargs):
+            shown.update(kwargs)
+
+    class Loop:
+        head, state = IwslHead(make_config(IwslHead, SMALL), C, P), type("State", (), {"epoch": 2})()
+
+    ProgressHook(Bar()).after_epoch(Loop(), {"phase": "train", "train": {"loss": 1.5, "bound_gain": 42.5, "pi_moved": 0.75}})
+    assert shown["status"] == "train loss 1.5000  bound_gain 42.5  pi_moved 0.75"
+
+
 @pytest.mark.parametrize("settings, words", [
     ({"samples": 0}, "--samples must be at least 1, not 0."),
     ({"samples": -3}, "--samples must be at least 1, not -3."),

@@ -391,6 +391,7 @@ class IwslHead(NetworkHelpers, TrainableHead):
 
     Config = IwslConfig
     labels_objects = True  # SGCls / SGDet: the object labels and scores are the head's own node inference
+    progress_terms = ("bound_gain", "pi_moved")  # shown on the training progress line after each epoch
 
     def __init__(self, config: IwslConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)
