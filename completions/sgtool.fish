@@ -97,7 +97,7 @@ complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l cache-features 
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l epochs -x -d "Training epochs (heads with nothing to optimise ignore it) (>= 1)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l batch-size -x -d "Images per batch (>= 1)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l overlap -l no-overlap -d "freq: Only pairs whose boxes overlap, for statistics and candidates (default False)."
-complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l samples -x -d "iwsl: Importance samples s at inference (>= 1; default 50)."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l samples -x -d "iwsl: Importance samples s (Gumbel-Softmax draws per node), in training and at inference (1 to 100000; default 50)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l t-end -x -d "nodis: Integrate both ODEs over [0, T] (positive) (default 1.5)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l front-end -x -d "nodis: P-ODE front end (one of fc, gcn, lstm; default fc)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l losses -x -d "reldn: Losses to optimise, comma-separated from L0,L1,L2,L3 (default: all) (default L0,L1,L2,L3)."

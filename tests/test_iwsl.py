@@ -1,4 +1,5 @@
-"""The iwsl head: the importance-weighted bound, the concrete density, mirror descent, annealing, training."""
+"""The iwsl head: per-node importance-weighted bounds, the concrete density, mirror descent that raises
+the bound, annealing as Alg. 1 writes it, no label leak in SGCls, its generator in the checkpoint, training."""
 from __future__ import annotations
 
 import json
@@ -12,15 +13,15 @@ from torch.nn import functional as F
 from sgg_fixtures import losses_over_steps, save_tiny, tiny_graphs
 from sgtool.data.graphs import ordered_pairs
 from sgtool.errors import SgtoolError
-from sgtool.heads import TrainData, get_head, gt_objects, make_config
+from sgtool.heads import ObjectPredictions, TrainData, get_head, gt_objects, make_config
 from sgtool.heads.iwsl import (
-    IwslHead, concrete_log_density, entropic_mirror_ascent, gumbel_noise, infer, log_bound, sample_concrete,
-    surrogate_logits, temperature,
+    IwslHead, concrete_log_density, entropic_mirror_ascent, gumbel_noise, infer, node_bounds, random_simplex,
+    sample_concrete, surrogate_logits, temperature,
 )
 from sgtool.workspace import Workspace
 
 C, P = 5, 4
-SMALL = {"hidden": 16, "embed": 8, "rank": 4, "batch_size": 4, "samples": 8}
+SMALL = {"hidden": 16, "rank": 4, "batch_size": 4, "samples": 8}
 
 
 def built(**settings) -> tuple[IwslHead, object]:
@@ -36,8 +37,21 @@ def potentials_of_first_batch(head: IwslHead, graphs):
         return batch, head.model(batch).detach()
 
 
-def start(pot):
-    return F.log_softmax(pot.object_unary, -1), F.log_softmax(pot.predicate_unary, -1)
+def inferred_objects(graphs, labels=None, seed: int = 0) -> ObjectPredictions:
+    """SGCls-like objects: GT boxes, labels that are only a guess (labels_given False)."""
+    rng = np.random.default_rng(seed)
+    n = len(graphs.labels)
+    labels = graphs.labels if labels is None else labels
+    class_scores = rng.dirichlet(np.ones(C + 1), n).astype(np.float32)
+    return ObjectPredictions(graphs.image_ids, graphs.box_offsets, graphs.boxes, labels.copy(),
+                             rng.random(n).astype(np.float32), labels_given=False, class_scores=class_scores)
+
+
+def trained(steps: int = 15, **settings) -> tuple[IwslHead, object]:
+    head, graphs = built(**settings)
+    batch = next(iter(head.batches(graphs.split_subset("train"), shuffle=False, rng=np.random.default_rng(0))))
+    losses_over_steps(head, batch, steps=steps)
+    return head, graphs
 
 
 # ---------------------------------------------------------------- the bound and the density
@@ -56,52 +70,44 @@ def test_concrete_density_matches_the_closed_form_and_integrates_to_one():
     assert float(torch.trapezoid(density, grid)) == pytest.approx(1.0, abs=2e-3)
 
 
-def test_l1_is_the_one_sample_elbo_estimate():
-    head, graphs = built()
-    _, pot = potentials_of_first_batch(head, graphs)
-    log_obj, log_pred = start(pot)
+def test_l1_is_the_one_sample_elbo_estimate_of_each_node():
     gen = torch.Generator().manual_seed(3)
-    noise_obj, noise_pred = gumbel_noise((1, *log_obj.shape), gen), gumbel_noise((1, *log_pred.shape), gen)
-    bound = log_bound(pot, log_obj, log_pred, 0.9, noise_obj, noise_pred)
-    y_obj = sample_concrete(log_obj, 0.9, 1, noise=noise_obj)
-    y_pred = sample_concrete(log_pred, 0.9, 1, noise=noise_pred)
-    log_q = torch.zeros(pot.num_images)
-    log_q.index_add_(0, pot.box_image, concrete_log_density(y_obj, log_obj, 0.9)[0])
-    log_q.index_add_(0, pot.pair_image, concrete_log_density(y_pred, log_pred, 0.9)[0])
-    elbo = pot.log_score(y_obj.exp(), y_pred.exp())[0] - log_q
-    torch.testing.assert_close(bound, elbo)
+    local, log_pi = torch.randn(6, 4, generator=gen), random_simplex((6, 4), gen)
+    noise = gumbel_noise((1, 6, 4), gen)
+    y = sample_concrete(log_pi, 0.9, 1, noise=noise)
+    elbo = (y.exp() * local).sum(-1)[0] - concrete_log_density(y, log_pi, 0.9)[0]
+    torch.testing.assert_close(node_bounds(local, log_pi, 0.9, noise), elbo)
 
 
-def test_the_bound_does_not_decrease_with_more_samples_in_expectation():
-    head, graphs = built()
-    _, pot = potentials_of_first_batch(head, graphs)
-    log_obj, log_pred = start(pot)
+def test_the_per_node_bound_rises_with_more_samples_in_expectation():
     gen = torch.Generator().manual_seed(0)
-    means = []
-    for s in (1, 4, 16):
-        draws = [log_bound(pot, log_obj, log_pred, 1.0, gumbel_noise((s, *log_obj.shape), gen),
-                           gumbel_noise((s, *log_pred.shape), gen)).mean() for _ in range(300)]
-        means.append(float(torch.stack(draws).mean()))
+    local, log_pi = 3 * torch.randn(20, 5, generator=gen), random_simplex((20, 5), gen)
+    means = [float(torch.stack([node_bounds(local, log_pi, 1.0, gumbel_noise((s, 20, 5), gen)).mean()
+                                for _ in range(300)]).mean()) for s in (1, 4, 16)]
     assert means[0] < means[1] < means[2]
 
 
-def test_surrogate_logits_equal_the_score_with_one_node_changed():
+def test_surrogate_logits_are_the_local_scores_of_eq_11_12_less_the_node_bound():
     head, graphs = built()
     _, pot = potentials_of_first_batch(head, graphs)
-    log_obj, log_pred, bound, _ = infer(pot, 1.0, 4, head.config, torch.Generator().manual_seed(0))
-    pi_obj, pi_pred = log_obj.exp(), log_pred.exp()
-    phi_obj, phi_pred = surrogate_logits(pot, pi_obj, pi_pred, bound)
-    for node, k in ((2, 3), (0, 1)):  # an object node, then a predicate node
-        changed = pi_obj.clone()
-        changed[node] = F.one_hot(torch.tensor(k), C).float()
+    inference = infer(pot, 1.0, 4, head.config, torch.Generator().manual_seed(0))
+    pi_obj, pi_pred = inference.log_pi_obj.exp(), inference.log_pi_pred.exp()
+    phi_obj, phi_pred = surrogate_logits(pot, inference)
+    for node, (a, b) in ((2, (3, 1)), (0, (1, 2))):  # an object node, then a predicate node
+        changed = [pi_obj.clone(), pi_obj.clone()]
+        for y, k in zip(changed, (a, b)):
+            y[node] = F.one_hot(torch.tensor(k), C).float()
         image = int(pot.box_image[node])
-        expected = pot.log_score(changed[None], pi_pred[None])[0, image] - bound[image]
-        assert float(phi_obj[node, k]) == pytest.approx(float(expected), abs=1e-3)
-        changed = pi_pred.clone()
-        changed[node] = F.one_hot(torch.tensor(k), P).float()
+        diff = pot.log_score(changed[0][None], pi_pred[None])[0, image] - pot.log_score(changed[1][None], pi_pred[None])[0, image]
+        assert float(phi_obj[node, a] - phi_obj[node, b]) == pytest.approx(float(diff), abs=1e-3)
+        changed = [pi_pred.clone(), pi_pred.clone()]
+        for y, k in zip(changed, (a, b)):
+            y[node] = F.one_hot(torch.tensor(k), P).float()
         image = int(pot.pair_image[node])
-        expected = pot.log_score(pi_obj[None], changed[None])[0, image] - bound[image]
-        assert float(phi_pred[node, k]) == pytest.approx(float(expected), abs=1e-3)
+        diff = pot.log_score(pi_obj[None], changed[0][None])[0, image] - pot.log_score(pi_obj[None], changed[1][None])[0, image]
+        assert float(phi_pred[node, a] - phi_pred[node, b]) == pytest.approx(float(diff), abs=1e-3)
+    local_obj, _ = pot.local_logits(pi_obj, pi_pred)
+    torch.testing.assert_close(phi_obj, local_obj - inference.bound_obj[:, None])
 
 
 # ---------------------------------------------------------------- mirror descent and the temperature
@@ -109,36 +115,101 @@ def test_surrogate_logits_equal_the_score_with_one_node_changed():
 def test_mirror_descent_stays_on_the_simplex_and_climbs_a_concave_objective():
     target = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
 
-    def objective(pis):  # cross entropy sum_k t_k log pi_k: concave, maximised at pi = t
-        return (target * pis[0].clamp(min=1e-30).log()).sum()
+    def objective(pis):  # per group: cross entropy sum_k t_k log pi_k, concave, maximised at pi = t
+        return (target * pis[0].clamp(min=1e-30).log()).sum(1)
 
     log_pi = torch.full((2, 3), 1 / 3).log()
-    (final,), history = entropic_mirror_ascent(objective, [log_pi], step=0.5, iters=40, tol=0.0)
+    (final,), start, end, history = entropic_mirror_ascent(objective, [log_pi], [torch.arange(2)], 2, step=0.5,
+                                                           iters=60, tol=0.0)
     pi = final.exp()
     assert torch.all(pi >= 0) and torch.allclose(pi.sum(1), torch.ones(2), atol=1e-6)
-    assert all(b >= a - 1e-9 for a, b in zip(history, history[1:]))
-    assert history[-1] > history[0]
+    assert all(b >= a for a, b in zip(history, history[1:])) and torch.all(end > start)
     assert torch.allclose(pi, target, atol=0.02)
 
 
-def test_mirror_descent_raises_the_importance_weighted_bound():
-    head, graphs = built(emd_iters=8, emd_tol=0.0)
+def test_a_too_large_step_is_halved_instead_of_lowering_the_bound():
+    def objective(pis):
+        return -((pis[0] - torch.tensor([0.9, 0.05, 0.05])) ** 2).sum(1) * 1e3
+
+    log_pi = torch.tensor([[0.1, 0.1, 0.8]]).log()
+    _, start, end, history = entropic_mirror_ascent(objective, [log_pi], [torch.zeros(1, dtype=torch.long)], 1,
+                                                    step=100.0, iters=30, tol=0.0)
+    assert all(b >= a for a, b in zip(history, history[1:])) and float(end) > float(start)
+
+
+def test_after_m_mirror_steps_the_bound_is_above_pi0_and_predictions_move():
+    head, graphs = trained(emd_iters=8, emd_tol=0.0)
     _, pot = potentials_of_first_batch(head, graphs)
-    log_obj, log_pred, _, history = infer(pot, 1.0, 8, head.config, torch.Generator().manual_seed(0))
-    assert max(history) > history[0]
-    assert torch.allclose(log_obj.exp().sum(1), torch.ones(len(log_obj)), atol=1e-5)
-    assert torch.allclose(log_pred.exp().sum(1), torch.ones(len(log_pred)), atol=1e-5)
+    inference = infer(pot, 1.0, 8, head.config, torch.Generator().manual_seed(0))
+    assert torch.all(inference.final > inference.start) and bool(inference.moved.all())
+    assert all(b >= a for a, b in zip(inference.history, inference.history[1:]))
+    assert torch.allclose(inference.log_pi_obj.exp().sum(1), torch.ones(len(inference.log_pi_obj)), atol=1e-5)
+    test = graphs.split_subset("test")
+    moved = head.predict(inferred_objects(test))
+    assert moved.meta["bound_gain_per_image"] > 0 and moved.meta["pi_moved_share"] == 1.0
+    head.config.emd_iters = 0
+    still = head.predict(inferred_objects(test))
+    assert still.meta["bound_gain_per_image"] == 0 and still.meta["pi_moved_share"] == 0.0
+    assert np.abs(moved.rel_scores - still.rel_scores).max() > 1e-3
+    assert np.abs(moved.scores - still.scores).max() > 1e-3
 
 
-def test_temperature_schedule():
-    assert temperature(0, 1.0, 0.5, 0.1) == 1.0
-    assert temperature(3, 1.0, 0.5, 0.1) == pytest.approx(math.exp(-0.3))
-    assert temperature(100, 1.0, 0.5, 0.1) == 0.5
-    head, graphs = built(tau=2.0, tau_min=0.5, tau_decay=0.5)
+def test_pi_starts_at_random():
+    head, graphs = built(emd_iters=0)
+    _, pot = potentials_of_first_batch(head, graphs)
+    first, second = (infer(pot, 1.0, 2, head.config, torch.Generator().manual_seed(s)) for s in (0, 1))
+    assert (first.log_pi_pred - second.log_pi_pred).abs().max() > 0.1
+    assert not torch.allclose(first.log_pi_obj, F.log_softmax(pot.object_unary, -1), atol=0.1)
+
+
+def test_temperature_is_annealed_as_algorithm_1_writes_it():
+    tau, beta, tau_min = 2.0, 0.05, 0.5
+    recursion = [tau]
+    for t in range(1, 12):  # step 10 of Alg. 1: tau <- max(tau exp(-beta t), tau_min)
+        recursion.append(max(recursion[-1] * math.exp(-beta * t), tau_min))
+    assert [temperature(n, tau, tau_min, beta) for n in range(12)] == pytest.approx(recursion)
+    head, graphs = built(tau=tau, tau_min=tau_min, tau_decay=beta)
     batch = next(iter(head.batches(graphs.split_subset("train"), shuffle=False, rng=np.random.default_rng(0))))
     taus = [float(head.loss(batch)["tau"]) for _ in range(4)]
-    assert taus == pytest.approx([2.0, 2.0 * math.exp(-0.5), 2.0 * math.exp(-1.0), 0.5])  # floored at tau_min
+    assert taus == pytest.approx(recursion[:4])
     assert head.state_dict()["step"] == 4
+
+
+# ---------------------------------------------------------------- what the head sees and keeps
+
+def test_sgcls_predictions_do_not_depend_on_the_given_labels():
+    head, graphs = trained()
+    test = graphs.split_subset("test")
+    truth = head.predict(inferred_objects(test))
+    shuffled = np.random.default_rng(5).integers(1, C, len(test.labels))
+    noise = head.predict(inferred_objects(test, labels=shuffled, seed=9))
+    np.testing.assert_array_equal(truth.rel_scores, noise.rel_scores)
+    np.testing.assert_array_equal(truth.labels, noise.labels)
+    np.testing.assert_array_equal(truth.scores, noise.scores)
+    assert not np.array_equal(truth.labels, shuffled)  # the returned labels are the head's own
+    predcls = head.predict(gt_objects(test))
+    np.testing.assert_array_equal(predcls.labels, test.labels)  # PredCls keeps the given labels
+
+
+def test_predcls_labels_are_observed_nodes():
+    head, graphs = trained()
+    test = graphs.split_subset("test")
+    objects = gt_objects(test)
+    other = ObjectPredictions(objects.image_ids, objects.box_offsets, objects.boxes,
+                              np.random.default_rng(1).integers(1, C, len(test.labels)), objects.scores)
+    assert np.abs(head.predict(objects).rel_scores - head.predict(other).rel_scores).max() > 1e-3
+
+
+def test_the_generator_state_round_trips():
+    head, graphs = built()
+    batch = next(iter(head.batches(graphs.split_subset("train"), shuffle=False, rng=np.random.default_rng(0))))
+    head.loss(batch)
+    saved, step = head.random_state(), head.step  # the step (temperature) travels in state_dict
+    first = float(head.loss(batch)["loss"].detach())
+    assert float(head.loss(batch)["loss"].detach()) != first  # fresh pi_0 and noise each step
+    head.set_random_state(saved)
+    head.step = step
+    assert float(head.loss(batch)["loss"].detach()) == first
 
 
 # ---------------------------------------------------------------- the head
@@ -146,9 +217,9 @@ def test_temperature_schedule():
 def test_a_few_steps_lower_the_loss():
     head, graphs = built()
     batch = next(iter(head.batches(graphs.split_subset("train"), shuffle=False, rng=np.random.default_rng(0))))
-    losses, terms = losses_over_steps(head, batch)
+    losses, terms = losses_over_steps(head, batch, steps=12)
     assert losses[-1] < 0.8 * losses[0]
-    assert np.isfinite(float(terms["bound"]))
+    assert np.isfinite(float(terms["bound"])) and float(terms["bound_gain"]) > 0
 
 
 def test_predictions_layout_and_checkpoint_round_trip():
@@ -160,17 +231,34 @@ def test_predictions_layout_and_checkpoint_round_trip():
     assert pred.rel_scores.shape == (len(subj), P)
     np.testing.assert_allclose(pred.rel_scores.sum(1), 1, atol=1e-5)
     assert sorted(map(tuple, pred.pairs)) == sorted(zip(subj, obj))
-    assert np.isfinite(head.predict_stats["bound_per_image"])
+    assert np.isfinite(head.predict_stats["bound_per_image"]) and pred.meta["samples"] == 8
     again = IwslHead(head.config, C, P)
     again.load_state_dict(head.state_dict())
     np.testing.assert_allclose(again.predict(gt_objects(test)).rel_scores, pred.rel_scores, atol=1e-5)
+
+
+def test_the_progress_line_shows_the_bound_gain_and_pi_moved():
+    from sgtool.engine.hooks import ProgressHook
+
+    shown = {}
+
+    class Bar:
+        def update(self, task, **kwargs):
+            shown.update(kwargs)
+
+    class Loop:
+        head, state = IwslHead(make_config(IwslHead, SMALL), C, P), type("State", (), {"epoch": 2})()
+
+    ProgressHook(Bar()).after_epoch(Loop(), {"phase": "train", "train": {"loss": 1.5, "bound_gain": 42.5, "pi_moved": 0.75}})
+    assert shown["status"] == "train loss 1.5000  bound_gain 42.5  pi_moved 0.75"
 
 
 @pytest.mark.parametrize("settings, words", [
     ({"samples": 0}, "--samples must be at least 1, not 0."),
     ({"samples": -3}, "--samples must be at least 1, not -3."),
     ({"tau_min": 2.0}, "0 < tau_min <= tau"),
-    ({"emd_step": 0}, "emd_step must be positive"),
+    ({"emd_step": 0}, "The setting emd_step must be at least 1e-08, not 0"),
+    ({"emd_iters": -1}, "The setting emd_iters must be from 0 to 1000, not -1"),
 ])
 def test_bad_settings_are_one_sentence(settings, words):
     with pytest.raises(SgtoolError, match=words):
@@ -185,16 +273,19 @@ def test_bad_samples_on_the_cli_exit_2(tmp_path, cli):
     assert not (ws.root / "runs").exists() or not any((ws.root / "runs").iterdir())
 
 
-def test_trains_through_the_cli(tmp_path, cli):
+def test_two_epochs_log_a_bound_gain_with_pi_moved_in_most_batches(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
-    save_tiny(ws, splits=(8, 3, 3))
-    result = cli("-w", ws.root, "--quiet", "train", "--head", "iwsl", "--epochs", "1", "--samples", "10",
-                 "--set", "hidden=16", "--json")
+    save_tiny(ws, splits=(16, 3, 3))
+    result = cli("-w", ws.root, "--quiet", "train", "--head", "iwsl", "--epochs", "2", "--samples", "10",
+                 "--batch-size", "4", "--set", "hidden=16", "--json")
     assert result.code == 0, result.err
     run = ws.run_dir(json.loads(result.out)["run"])
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    epoch = next(r for r in records if r.get("event") == "epoch")
-    assert np.isfinite(epoch["train"]["bound"]) and epoch["train"]["tau"] <= 1.0
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    assert len(epochs) == 2
+    for epoch in epochs:
+        assert epoch["train"]["bound_gain"] > 0 and epoch["train"]["pi_moved"] > 0.5
+        assert np.isfinite(epoch["train"]["bound"]) and epoch["train"]["tau"] <= 1.0
 
 
 def test_bilevel_resampling_repeats_rare_images_and_thins_common_instances():

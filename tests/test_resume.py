@@ -124,7 +124,7 @@ KINDS = {  # small networks, 3 batches per epoch, validation at the end only: se
     "tensor": ["--epochs", "12", "--set", "sel_epochs=1", "--set", "hidden=16"],
     "reldn": ["--epochs", "12", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
     "nodis": ["--epochs", "12", "--set", "hidden=16", "--set", "embed=8", "--set", "mask_size=8"],
-    "iwsl": ["--epochs", "12", "--samples", "2", "--set", "train_samples=1", "--set", "hidden=16", "--set", "embed=8"],
+    "iwsl": ["--epochs", "12", "--samples", "2", "--set", "hidden=16"],
 }
 
 

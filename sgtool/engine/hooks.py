@@ -169,6 +169,9 @@ class ProgressHook(Hook):
         metric, value = record.get("val_metric"), record.get("val_value")
         if value is not None:
             shown += f"  val {metric} {100 * value:.2f}"
+        for name in getattr(loop.head, "progress_terms", ()):  # a head's own terms worth watching (iwsl: bound gain)
+            if name in record["train"]:
+                shown += f"  {name} {record['train'][name]:.3g}"
         self.bar.update(self.task, completed=loop.state.epoch, status=shown)
 
 

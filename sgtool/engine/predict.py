@@ -53,17 +53,23 @@ def _first_sentence(exc: BaseException) -> str:
     return str(exc).split(",")[0].rstrip(".")
 
 
-def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None, detector_run: str | None = None,
-                   out: Path | None = None, top: int = 20, device: str = "cpu",
-                   reporter: Reporter = SILENT) -> list[PredictedGraph]:
-    """Write <out>/<image stem>.graph.json for every image (the head's top relations, graph-constrained)."""
-    check_names(run=run, detector=detector_run)
+def read_inputs(images: list[Path], top: int) -> list:
+    """The user's images as tensors, after checking the options (one sentence for what is wrong)."""
     if not images:
         raise SgtoolError("No image was given.", "Pass one or more PNG or JPEG files.")
     if top < 1:
         raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
+    return [read_user_image(path) for path in images]
+
+
+def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None, detector_run: str | None = None,
+                   out: Path | None = None, top: int = 20, device: str = "cpu", pixels: list | None = None,
+                   reporter: Reporter = SILENT) -> list[PredictedGraph]:
+    """Write <out>/<image stem>.graph.json for every image (the head's top relations, graph-constrained);
+    `pixels`: the images already read by `read_inputs`."""
+    check_names(run=run, detector=detector_run)
+    pixels = pixels if pixels is not None else read_inputs(images, top)
     run = run if run is not None else ws.latest_run()
-    pixels = [read_user_image(path) for path in images]
     ids = np.arange(len(pixels))  # a visual head's source takes the user's pictures by these ids
     head, record, prepared = load_trained_head(ws, run,
                                                images=dict(zip(ids.tolist(), pixels)), device=resolve_device(device))

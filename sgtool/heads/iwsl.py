@@ -1,37 +1,42 @@
-"""IWSL (Liu, Bober, Kittler, "Importance Weighted Structure Learning for Scene Graph Generation", TPAMI 2023).
+"""IWSL: Daqi Liu, Miroslaw Bober, Josef Kittler, "Importance Weighted Structure Learning for Scene Graph
+Generation", IEEE Transactions on Pattern Analysis and Machine Intelligence (TPAMI), 2023.
 
 The scene graph of an image is a conditional random field over object nodes z_i (C classes, column 0
-unused) and predicate nodes z_ij (P classes, column 0 = no relation), scored by
+unused) and predicate nodes z_ij (P classes, column 0 = no relation), scored by (Eq. 3-4)
 
-    log s(x, z) = sum_i theta_i(z_i) + sum_ij theta_ij(z_ij)                                 unary (MLPs on features)
-                + sum_i g_obj(z_i) + sum_ij g_pred(z_ij)                                     global context: MLP on the
-                                                                                             union of all boxes + mean object feature
-                + sum_ij [A_ij(z_i, z_ij) + B_ij(z_j, z_ij)]                                 object-predicate (subject / object role)
-                + sum_ij O_ij(z_i, z_j)                                                      object-object
+    log s(x, z) = sum_i theta_i(z_i) + sum_ij theta_ij(z_ij)            unary (MLPs on box geometry and ROI features)
+                + sum_i g_obj(z_i) + sum_ij g_pred(z_ij)                global context: MLP on the union of all boxes
+                + sum_ij [A_ij(z_i, z_ij) + B_ij(z_j, z_ij)]            object-predicate (subject / object role)
+                + sum_ij O_ij(z_i, z_j)                                 object-object
 
 with the pairwise tables low rank and feature dependent: A_ij(a, b) = sum_r u_ij,r E_a,r F_b,r (u_ij from an MLP
-on the pair's features, E, F learnt), likewise B and O. Every term is linear in each node's one-hot, so a
-relaxed assignment y (points of the simplices) is scored by the same formula.
+on the pair's features, E, F learnt), likewise B and O. No object label is an input: in SGCls / SGDet the
+object nodes are inferred (the labels the head returns are its own); in PredCls the given labels are
+observed nodes, clamped to their one-hot.
 
-Variational distribution: per node a Gumbel-Softmax (concrete) q_pi; a sample is
-y = softmax((log pi + g) / tau), g ~ Gumbel(0, 1), and its log density on the simplex (K classes) is
+Local log marginal score of node n (Eq. 11-12): log s(x_n, z_n) = l_n . z_n, where l_n collects n's unary
+and the messages of its neighbours at their current pi (`Potentials.local_logits`).
+
+Variational distribution: per node a Gumbel-Softmax (concrete) q_pi (Eq. 5-6); a sample is
+y = softmax((log pi + g) / tau), g ~ Gumbel(0, 1); its log density on the simplex (K classes) is
 
     log q(y; pi, tau) = log Gamma(K) + (K - 1) log tau + sum_k (log pi_k - (tau + 1) log y_k)
                         - K logsumexp_k (log pi_k - tau log y_k)
 
-(Jang et al. 2017 / Maddison et al. 2017; the density IWSL's Eq. 16 uses). Per image the s-sample importance
-weighted lower bound of log Z(x) is
+(Jang et al. 2017 / Maddison et al. 2017; our deviation from Eq. 16, see docs/methods/iwsl.md). Per node
+the s-sample importance weighted lower bound (Eq. 13-15)
 
-    L_s = log (1/s) sum_j s(x, y_j) / q(y_j) = logsumexp_j (log s(x, y_j) - log q(y_j)) - log s,
+    L_s^n = log (1/s) sum_j exp(l_n . y_nj - log q(y_nj)),  y_nj = g_pi_n(sigma_nj),
 
-L_1 being the one-sample ELBO estimate. pi maximises L_s over the simplices by entropic mirror descent
-(exponentiated gradient): pi <- pi * exp(eta_i grad_pi L_s) / normaliser, eta_i = gamma / sqrt(i), stopping when
-|Delta L_s| < epsilon (mean per image) or after M iterations; the Gumbel noise is fixed during one descent.
+L_1 being the one-sample ELBO estimate. pi (random on the simplex at the start, Alg. 1 step 3) maximises
+sum_n L_s^n by entropic mirror descent (Alg. 2): pi <- pi exp(eta_i grad_pi L_s) / Z, eta_i = gamma / sqrt(i),
+stopping when |Delta L_s| < epsilon or after M iterations; the Gumbel noise is fixed during one descent and
+a step that would lower an image's bound is not taken (its gamma is halved instead), so the bound never falls.
 
-Learning: surrogate logits of node n for class k, phi_n(k) = log s(x, z) - L_s with z = (pi elsewhere, e_k at n),
-then log-softmax and cross entropy against the annotation (objects and sampled predicate pairs).
-Temperature annealing per training step t: tau_t = max(tau_0 exp(-beta t), tau_min).
-Prediction: the predicate distribution of a pair is softmax(phi_ij) after the descent with `samples` draws (50).
+Learning (Eq. 17-19): surrogate logits phi_n = l_n(pi*) - L_s^n, log-softmax, cross entropy against the
+annotation (objects and sampled predicate pairs). Temperature annealing per training step t, as Alg. 1
+writes it: tau <- max(tau exp(-beta t), tau_min). Prediction: softmax(phi) after the descent with
+`samples` draws, the same s as in training.
 Optional bi-level resampling for the long tail (`resample`, as in BGNN, Li et al. CVPR 2021): image-level
 repeat factors r_i from threshold t, instance-level drop rate gamma_d (see `repeat_factors`, `instance_filter`).
 """
@@ -47,9 +52,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sgtool.config import option
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
-from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
@@ -57,60 +62,52 @@ from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
 
+MOVED = 1e-4  # pi counts as moved when some probability changed by more than this
+
 
 @dataclass
 class IwslConfig(VisualHeadConfig):
-    samples: int = option(50, "Importance samples s at inference.", min=1)
-    train_samples: int = 5  # s while training
-    emd_iters: int = 10  # M, mirror descent iterations at most
-    emd_step: float = 0.1  # gamma: step gamma / sqrt(i)
-    emd_tol: float = 1e-3  # epsilon: stop when |Delta L_s| (mean per image) is below it
-    tau: float = 1.0  # initial Gumbel-Softmax temperature
-    tau_min: float = 0.5
-    tau_decay: float = 1e-4  # beta
-    hidden: int = 128
-    embed: int = 32
-    rank: int = 8  # rank of the pairwise potential tables
-    bg_ratio: float = 3.0  # unannotated pairs sampled per annotated pair of an image (training)
-    object_loss: float = 1.0
-    relabel: bool = False  # replace given labels / scores by the inferred object marginals (SGCls)
-    resample: bool = False  # bi-level resampling of the training images (long tail)
-    repeat_thresh: float = 0.07  # t: image repeat factor max_c max(1, sqrt(t / f_c))
-    drop_rate: float = 0.7  # gamma_d: instance drop rate
+    samples: int = option(50, "Importance samples s (Gumbel-Softmax draws per node), in training and at inference.",
+                          min=1, max=100000)
+    emd_iters: int = option(10, "Mirror descent iterations M at most (0: pi stays at its random start).",
+                            min=0, max=1000, flag=False)
+    emd_step: float = option(0.003, "Initial mirror descent step gamma (step i is gamma / sqrt(i), halved where it "
+                                  "would lower the bound).", min=1e-8, flag=False)
+    emd_tol: float = option(1e-3, "Tolerance epsilon: stop when |Delta L_s| per image is below it.", min=0.0, flag=False)
+    tau: float = option(1.0, "Initial Gumbel-Softmax temperature.", min=1e-3, flag=False)
+    tau_min: float = option(0.5, "Lowest temperature of the annealing.", min=1e-3, flag=False)
+    tau_decay: float = option(1e-5, "Annealing rate beta: tau <- max(tau exp(-beta t), tau_min) at step t.",
+                              min=0.0, flag=False)
+    hidden: int = option(128, "Width of the potential MLPs.", min=1, flag=False)
+    rank: int = option(8, "Rank of the pairwise potential tables.", min=1, flag=False)
+    bg_ratio: float = option(3.0, "Unannotated pairs sampled per annotated pair of an image (training).", min=0.0,
+                             flag=False)
+    object_loss: float = option(1.0, "Weight of the object nodes' cross entropy.", min=0.0, flag=False)
+    resample: bool = option(False, "Bi-level resampling of the training images (long tail, as BGNN).", flag=False)
+    repeat_thresh: float = option(0.07, "Repeat threshold t: image repeat factor max_c max(1, sqrt(t / f_c)).", min=1e-6, max=1.0,
+                                  flag=False)
+    drop_rate: float = option(0.7, "Instance drop rate gamma_d of the resampling.", min=0.0, max=1.0, flag=False)
 
     def validate(self) -> None:
         super().validate()
-        checks = [
-            (self.samples >= 1, f"--samples must be at least 1, not {self.samples}.", "Use e.g. --samples 50."),
-            (self.train_samples >= 1, f"train_samples must be at least 1, not {self.train_samples}.",
-             "Use --set train_samples=5."),
-            (self.emd_iters >= 0, f"emd_iters must not be negative, not {self.emd_iters}.", "Use --set emd_iters=10."),
-            (self.emd_step > 0 and self.emd_tol >= 0, "emd_step must be positive and emd_tol not negative.",
-             "Use --set emd_step=0.1 --set emd_tol=0.001."),
-            (0 < self.tau_min <= self.tau, f"Temperatures need 0 < tau_min <= tau, not {self.tau_min} and {self.tau}.",
-             "Use --set tau=1 --set tau_min=0.5."),
-            (self.tau_decay >= 0, f"tau_decay must not be negative, not {self.tau_decay}.", "Use --set tau_decay=0.0001."),
-            (min(self.hidden, self.embed, self.rank) >= 1, "hidden, embed and rank must be at least 1.",
-             "Use --set rank=8."),
-            (self.bg_ratio >= 0, f"bg_ratio must not be negative, not {self.bg_ratio}.", "Use --set bg_ratio=3."),
-            (0 < self.repeat_thresh <= 1 and 0 <= self.drop_rate <= 1,
-             "repeat_thresh must be in (0, 1] and drop_rate in [0, 1].", "Use --set repeat_thresh=0.07 --set drop_rate=0.7."),
-        ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise SgtoolError(message, hint)
+        if self.samples < 1:
+            raise SgtoolError(f"--samples must be at least 1, not {self.samples}.", "Use e.g. --samples 50.")
+        if self.tau_min > self.tau:
+            raise SgtoolError(f"Temperatures need 0 < tau_min <= tau, not {self.tau_min} and {self.tau}.",
+                              "Use --set tau=1 --set tau_min=0.5.")
 
 
 def temperature(step: int, tau: float, tau_min: float, beta: float) -> float:
-    """tau_t = max(tau_0 exp(-beta t), tau_min)."""
-    return max(tau * math.exp(-beta * step), tau_min)
+    """The temperature after `step` updates tau <- max(tau exp(-beta t), tau_min), t = 1..step (Alg. 1, step 10):
+    max(tau_0 exp(-beta step (step + 1) / 2), tau_min) in closed form."""
+    return max(tau * math.exp(-beta * step * (step + 1) / 2), tau_min)
 
 
 # ---------------------------------------------------------------- Gumbel-Softmax and the bound
 
 def sample_concrete(log_pi: torch.Tensor, tau: float, samples: int, generator: torch.Generator | None = None,
                     noise: torch.Tensor | None = None) -> torch.Tensor:
-    """(S, ..., K) log y of Gumbel-Softmax samples y = softmax((log pi + g) / tau)."""
+    """(S, ..., K) log y of Gumbel-Softmax samples y = softmax((log pi + g) / tau) (Eq. 6)."""
     if noise is None:
         noise = gumbel_noise((samples, *log_pi.shape), generator, log_pi.device)
     return F.log_softmax((log_pi + noise) / tau, dim=-1)
@@ -119,6 +116,12 @@ def sample_concrete(log_pi: torch.Tensor, tau: float, samples: int, generator: t
 def gumbel_noise(shape: Sequence[int], generator: torch.Generator | None, device: Any = "cpu") -> torch.Tensor:
     u = torch.rand(tuple(shape), generator=generator).clamp(1e-10, 1 - 1e-7)
     return (-torch.log(-torch.log(u))).to(device)
+
+
+def random_simplex(shape: Sequence[int], generator: torch.Generator | None, device: Any = "cpu") -> torch.Tensor:
+    """log pi of points drawn uniformly on the simplices of the last dim (Dirichlet(1): normalised Exp(1) draws)."""
+    u = torch.rand(tuple(shape), generator=generator).clamp(1e-10, 1 - 1e-7)
+    return F.log_softmax(torch.log(-torch.log(u)), dim=-1).to(device)
 
 
 def concrete_log_density(log_y: torch.Tensor, log_pi: torch.Tensor, tau: float) -> torch.Tensor:
@@ -130,34 +133,58 @@ def concrete_log_density(log_y: torch.Tensor, log_pi: torch.Tensor, tau: float) 
 
 
 def importance_bound(log_weights: torch.Tensor) -> torch.Tensor:
-    """L_s = logsumexp_j w_j - log s from (s, ...) log importance weights log s(x, y_j) - log q(y_j)."""
+    """L_s = logsumexp_j w_j - log s from (s, ...) log importance weights log s(x, y_j) - log q(y_j) (Eq. 15)."""
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
-def entropic_mirror_ascent(objective: Callable[[list[torch.Tensor]], torch.Tensor], log_pis: list[torch.Tensor],
-                           step: float, iters: int, tol: float) -> tuple[list[torch.Tensor], list[float]]:
-    """Maximise objective(pis) over products of simplices (last dim): pi <- pi exp(eta_i grad) / Z, eta_i = step/sqrt(i).
+def node_bounds(local: torch.Tensor, log_pi: torch.Tensor, tau: float, noise: torch.Tensor) -> torch.Tensor:
+    """(n,) per-node L_s^n (Eq. 13-15) of nodes with local log scores `local` (n, K), q = GS(pi, tau), noise (S, n, K)."""
+    log_y = sample_concrete(log_pi, tau, 0, noise=noise)
+    log_w = (log_y.exp() * local).sum(-1) - concrete_log_density(log_y, log_pi, tau)
+    return importance_bound(log_w)
 
-    Works on log pi (the normaliser is a log-softmax). Returns the final log pis and the objective's history
-    (value at each iterate); stops when the change is below tol. The best iterate is returned (with a
-    fixed Gumbel noise the objective is deterministic, so this only guards against a too large step)."""
+
+def entropic_mirror_ascent(objective: Callable[[list[torch.Tensor]], torch.Tensor], log_pis: list[torch.Tensor],
+                           owners: list[torch.Tensor], num_groups: int, step: float, iters: int,
+                           tol: float) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[float]]:
+    """Maximise objective(pis) -> (G,) over products of simplices (last dim) by entropic mirror descent (Alg. 2).
+
+    The objective is a sum of independent groups (images); rows of log_pis[k] belong to groups owners[k].
+    Step i: pi <- pi exp(eta_g grad_pi) / Z with eta_g = gamma_g / sqrt(i). A group whose bound the step would
+    lower keeps its pi and halves its gamma_g, so every group's value never decreases. Stops when the mean
+    |Delta L| per group is below tol on a step every group took, or after `iters` steps.
+    Returns the final log pis, the values at the start and at the end (G,), and the history of the mean value."""
     current = [lp.detach() for lp in log_pis]
-    history: list[float] = []
-    best: tuple[float, list[torch.Tensor]] = (-math.inf, current)
-    for i in range(1, iters + 2):
-        with torch.enable_grad():
-            pis = [lp.exp().requires_grad_(True) for lp in current]
-            value = objective(pis)
-            grads = torch.autograd.grad(value, pis, allow_unused=True) if i <= iters else None
-        history.append(float(value.detach()))
-        if history[-1] > best[0]:
-            best = (history[-1], current)
-        if grads is None or (len(history) > 1 and abs(history[-1] - history[-2]) < tol):
+    value, grads = _value_and_grad(objective, current)
+    start, gamma = value.clone(), torch.full((num_groups,), float(step), device=value.device)
+    history = [float(value.mean()) if num_groups else 0.0]
+    for i in range(1, iters + 1):
+        eta = gamma / math.sqrt(i)
+        candidate = [F.log_softmax(lp + (eta[own, None] * g).clamp(-50, 50), dim=-1)
+                     for lp, g, own in zip(current, grads, owners)]
+        new_value, new_grads = _value_and_grad(objective, candidate)
+        better = new_value > value
+        gain = float(torch.where(better, new_value - value, torch.zeros_like(value)).mean()) if num_groups else 0.0
+        current = [torch.where(better[own, None], c, lp) for c, lp, own in zip(candidate, current, owners)]
+        grads = [torch.where(better[own, None], ng, g) for ng, g, own in zip(new_grads, grads, owners)]
+        value = torch.where(better, new_value, value)
+        gamma = torch.where(better, gamma, gamma / 2)
+        history.append(float(value.mean()) if num_groups else 0.0)
+        if gain < tol and bool(better.all()):
             break
-        eta = step / math.sqrt(i)
-        current = [F.log_softmax(lp + (eta * g).clamp(-30, 30) if g is not None else lp, dim=-1)
-                   for lp, g in zip(current, grads)]
-    return best[1], history
+    return current, start, value, history
+
+
+def _value_and_grad(objective: Callable[[list[torch.Tensor]], torch.Tensor],
+                    log_pis: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The objective's (G,) values at exp(log_pis) and its gradient with respect to pi (not log pi)."""
+    with torch.enable_grad():
+        pis = [lp.exp().requires_grad_(True) for lp in log_pis]
+        value = objective(pis)
+        grads = torch.autograd.grad(value.sum(), pis, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+             for p, g in zip(pis, grads)]
+    return value.detach(), grads
 
 
 # ---------------------------------------------------------------- potentials
@@ -184,7 +211,7 @@ class Potentials:
                           self.pair_image, self.num_images)
 
     def log_score(self, y_obj: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-        """(S, I) log s(x, y) per image for (S, N, C) and (S, M, P) relaxed (or one-hot) assignments."""
+        """(S, I) log s(x, y) per image for (S, N, C) and (S, M, P) relaxed (or one-hot) assignments (Eq. 4)."""
         s, o, t = self.pairs[:, 0], self.pairs[:, 1], self.tables
         nodes = (y_obj * self.object_unary).sum(-1)
         edges = (y_pred * self.predicate_unary).sum(-1)
@@ -194,7 +221,7 @@ class Potentials:
         return _per_image(nodes, self.box_image, self.num_images) + _per_image(edges, self.pair_image, self.num_images)
 
     def local_logits(self, pi_obj: torch.Tensor, pi_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C), (M, P): the part of log s that depends on a node's class, the other nodes at pi."""
+        """(N, C), (M, P): the local log marginal scores l_n (Eq. 11-12), the neighbours at pi."""
         s, o, t = self.pairs[:, 0], self.pairs[:, 1], self.tables
         pred = (self.predicate_unary + (self.u_subject * (pi_obj[s] @ t["E_s"])) @ t["F_s"].T
                 + (self.u_object * (pi_obj[o] @ t["E_o"])) @ t["F_o"].T)
@@ -209,45 +236,75 @@ def _per_image(values: torch.Tensor, image: torch.Tensor, num_images: int) -> to
     return values.new_zeros(values.shape[0], num_images).index_add_(1, image, values)
 
 
-def log_bound(potentials: Potentials, log_pi_obj: torch.Tensor, log_pi_pred: torch.Tensor, tau: float,
-              noise_obj: torch.Tensor, noise_pred: torch.Tensor) -> torch.Tensor:
-    """(I,) L_s per image with the given Gumbel noise ((S, N, C) and (S, M, P))."""
-    log_y_obj = sample_concrete(log_pi_obj, tau, 0, noise=noise_obj)
-    log_y_pred = sample_concrete(log_pi_pred, tau, 0, noise=noise_pred)
-    log_q = (_per_image(concrete_log_density(log_y_obj, log_pi_obj, tau), potentials.box_image, potentials.num_images)
-             + _per_image(concrete_log_density(log_y_pred, log_pi_pred, tau), potentials.pair_image, potentials.num_images))
-    return importance_bound(potentials.log_score(log_y_obj.exp(), log_y_pred.exp()) - log_q)
+@dataclass
+class Inference:
+    """What the variational inference step (Alg. 1 steps 3-7) leaves: pi* and the per-node bounds there."""
+
+    log_pi_obj: torch.Tensor  # (N, C); the one-hot of the given label for an observed node
+    log_pi_pred: torch.Tensor  # (M, P)
+    bound_obj: torch.Tensor  # (N,) L_s^n at pi* (0 for observed nodes)
+    bound_pred: torch.Tensor  # (M,)
+    start: torch.Tensor  # (I,) sum of an image's node bounds at the random pi_0
+    final: torch.Tensor  # (I,) the same at pi*
+    moved: torch.Tensor  # (I,) bool: some probability of the image's pi changed by more than MOVED
+    history: list[float]
+
+    @property
+    def gain(self) -> torch.Tensor:
+        """(I,) L_s(pi*) - L_s(pi_0) per image."""
+        return self.final - self.start
+
+
+def batch_bounds(pot: Potentials, log_pi_obj: torch.Tensor, log_pi_pred: torch.Tensor, tau: float,
+                 noise_obj: torch.Tensor, noise_pred: torch.Tensor,
+                 observed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,), (M,) per-node bounds; observed (N, C) one-hot clamps the object nodes (their bound is 0)."""
+    pi_obj = observed if observed is not None else log_pi_obj.exp()
+    local_obj, local_pred = pot.local_logits(pi_obj, log_pi_pred.exp())
+    bound_pred = node_bounds(local_pred, log_pi_pred, tau, noise_pred)
+    bound_obj = (torch.zeros(len(pi_obj), device=pi_obj.device) if observed is not None
+                 else node_bounds(local_obj, log_pi_obj, tau, noise_obj))
+    return bound_obj, bound_pred
 
 
 def infer(potentials: Potentials, tau: float, samples: int, config: IwslConfig,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
-    """Entropic mirror descent on L_s from pi = softmax(unary): (log pi_obj, log pi_pred, L_s per image, history)."""
+          generator: torch.Generator | None = None, observed: torch.Tensor | None = None) -> Inference:
+    """Alg. 1 steps 3-7: random pi_0, s Gumbel draws per node, entropic mirror descent on sum_n L_s^n.
+
+    observed: (N, C) one-hot of given object labels (PredCls), or None when the objects are inferred."""
     pot = potentials.detach()
-    n, m = pot.object_unary.shape, pot.predicate_unary.shape
+    (n, c), (m, p) = pot.object_unary.shape, pot.predicate_unary.shape
     device = pot.object_unary.device
-    noise_obj = gumbel_noise((samples, *n), generator, device)
-    noise_pred = gumbel_noise((samples, *m), generator, device)
+    start_obj, start_pred = random_simplex((n, c), generator, device), random_simplex((m, p), generator, device)
+    noise_obj = gumbel_noise((samples, n, c), generator, device)
+    noise_pred = gumbel_noise((samples, m, p), generator, device)
+    images = pot.num_images
 
     def objective(pis: list[torch.Tensor]) -> torch.Tensor:
-        logs = [p.clamp(min=1e-30).log() for p in pis]
-        return log_bound(pot, logs[0], logs[1], tau, noise_obj, noise_pred).sum() / max(pot.num_images, 1)
+        logs = [q.clamp(min=1e-30).log() for q in pis]
+        bound_obj, bound_pred = batch_bounds(pot, logs[0], logs[-1], tau, noise_obj, noise_pred, observed)
+        per_image = bound_pred.new_zeros(images).index_add_(0, pot.pair_image, bound_pred)
+        return per_image.index_add_(0, pot.box_image, bound_obj)
 
-    start = [F.log_softmax(pot.object_unary, -1), F.log_softmax(pot.predicate_unary, -1)]
-    (log_obj, log_pred), history = entropic_mirror_ascent(objective, start, config.emd_step, config.emd_iters,
-                                                          config.emd_tol)
+    if observed is None:
+        log_pis, owners = [start_obj, start_pred], [pot.box_image, pot.pair_image]
+    else:
+        log_pis, owners = [start_pred], [pot.pair_image]
+    final, start, value, history = entropic_mirror_ascent(objective, log_pis, owners, images, config.emd_step,
+                                                          config.emd_iters, config.emd_tol)
+    log_obj = final[0] if observed is None else observed.clamp(min=1e-30).log()
     with torch.no_grad():
-        bound = log_bound(pot, log_obj, log_pred, tau, noise_obj, noise_pred)
-    return log_obj, log_pred, bound, history
+        bound_obj, bound_pred = batch_bounds(pot, log_obj, final[-1], tau, noise_obj, noise_pred, observed)
+    change = torch.zeros(images, device=device)
+    for new, old, own in zip(final, log_pis, owners):
+        change.scatter_reduce_(0, own, (new.exp() - old.exp()).abs().amax(-1), "amax")
+    return Inference(log_obj, final[-1], bound_obj, bound_pred, start, value, change > MOVED, history)
 
 
-def surrogate_logits(potentials: Potentials, pi_obj: torch.Tensor, pi_pred: torch.Tensor,
-                     bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """phi_n(k) = log s(x, z) - L_s, z = pi with node n set to class k (exact: log s is linear per node)."""
-    obj, pred = potentials.local_logits(pi_obj, pi_pred)
-    total = potentials.log_score(pi_obj[None], pi_pred[None])[0] - bound  # log s(x, pi) - L_s per image
-    obj = obj + (total[potentials.box_image] - (pi_obj * obj).sum(-1))[:, None]
-    pred = pred + (total[potentials.pair_image] - (pi_pred * pred).sum(-1))[:, None]
-    return obj, pred
+def surrogate_logits(potentials: Potentials, inference: Inference) -> tuple[torch.Tensor, torch.Tensor]:
+    """phi_n = log s(x_n, z_n) - max_pi L_s^n (Eq. 17): local scores at pi* less the node's bound."""
+    obj, pred = potentials.local_logits(inference.log_pi_obj.exp(), inference.log_pi_pred.exp())
+    return obj - inference.bound_obj[:, None], pred - inference.bound_pred[:, None]
 
 
 # ---------------------------------------------------------------- bi-level resampling (long tail)
@@ -289,15 +346,14 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 class IwslNet(nn.Module):
-    """Features -> potentials."""
+    """Features -> potentials. Inputs: box geometry and (optionally) ROI features; never an object label."""
 
     def __init__(self, config: IwslConfig, num_object_classes: int, num_predicate_classes: int,
                  visual_dim: int = 0) -> None:
         super().__init__()
-        h, e, r, c, p = config.hidden, config.embed, config.rank, num_object_classes, num_predicate_classes
+        h, r, c, p = config.hidden, config.rank, num_object_classes, num_predicate_classes
         self.visual_dim = visual_dim
-        self.embedding = nn.Embedding(c, e)
-        self.object_features = _mlp(OBJECT_GEOMETRY_DIM + e + 1 + visual_dim, h, h)
+        self.object_features = _mlp(OBJECT_GEOMETRY_DIM + visual_dim, h, h)
         self.pair_features = _mlp(2 * h + SPATIAL_DIM + OBJECT_GEOMETRY_DIM + visual_dim, h, h)
         self.global_features = _mlp(OBJECT_GEOMETRY_DIM + h, h, h)
         self.object_unary, self.predicate_unary = nn.Linear(h, c), nn.Linear(h, p)
@@ -308,7 +364,7 @@ class IwslNet(nn.Module):
 
     def forward(self, batch: RelBatch) -> Potentials:
         image, pair_image = batch.box_image, batch.pair_image
-        parts = [batch.object_geometry(), self.embedding(batch.labels), batch.scores[:, None]]
+        parts = [batch.object_geometry()]
         if self.visual_dim:
             parts.append(batch.visual["objects"])
         h = self.object_features(torch.cat(parts, 1))
@@ -331,17 +387,19 @@ class IwslNet(nn.Module):
 
 @register_head("iwsl")
 class IwslHead(NetworkHelpers, TrainableHead):
-    """Importance-weighted structure learning (see the module docstring)."""
+    """Importance weighted structure learning (Liu, Bober, Kittler, TPAMI 2023; see the module docstring)."""
 
     Config = IwslConfig
+    labels_objects = True  # SGCls / SGDet: the object labels and scores are the head's own node inference
+    progress_terms = ("bound_gain", "pi_moved")  # shown on the training progress line after each epoch
 
     def __init__(self, config: IwslConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)
         self.model: IwslNet | None = None
         self.visual_source: VisualSource | None = None
         self.step = 0  # training steps taken (temperature annealing)
-        self.generator = torch.Generator().manual_seed(0)
-        self.predict_seed = 0  # Gumbel noise of prediction (fixed: the same checkpoint gives the same predictions)
+        self.generator = torch.Generator().manual_seed(0)  # pi_0 and Gumbel noise of training
+        self.predict_seed = 0  # pi_0 and Gumbel noise of prediction (fixed: a checkpoint gives the same predictions)
         self.predict_stats: dict[str, float] = {}
 
     @property
@@ -356,6 +414,13 @@ class IwslHead(NetworkHelpers, TrainableHead):
         self.model = IwslNet(self.config, self.num_object_classes, self.num_predicate_classes, dim).to(data.device)
         return self.model
 
+    def random_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
     def batches(self, graphs: SceneGraphs, *, shuffle: bool, rng: np.random.Generator) -> Any:
         c = self.config
         if not (c.resample and shuffle):
@@ -365,50 +430,50 @@ class IwslHead(NetworkHelpers, TrainableHead):
                              order=resampled_order(r_image, rng), keep=instance_filter(r_image, r_pred, c.drop_rate))
 
     def loss(self, batch: RelBatch) -> dict[str, Any]:
+        """Alg. 1 steps 3-10 on one batch: the objects are latent nodes (the labels are targets only)."""
         batch = batch.to(self._device())
         potentials = self._require_model()(batch)
         tau = self.tau
-        log_obj, log_pred, bound, history = infer(potentials, tau, self.config.train_samples, self.config, self.generator)
-        phi_obj, phi_pred = surrogate_logits(potentials, log_obj.exp(), log_pred.exp(), bound)
+        inference = infer(potentials, tau, self.config.samples, self.config, self.generator)
+        phi_obj, phi_pred = surrogate_logits(potentials, inference)
         predicate = F.cross_entropy(phi_pred, batch.targets) if len(batch.targets) else phi_pred.sum() * 0
         objects = F.cross_entropy(phi_obj, batch.labels)
         if torch.is_grad_enabled():
             self.step += 1
         return {"loss": predicate + self.config.object_loss * objects, "predicate_loss": predicate.detach(),
-                "object_loss": objects.detach(), "bound": bound.mean().detach(), "tau": torch.tensor(tau),
-                "emd_iters": torch.tensor(float(len(history) - 1))}
+                "object_loss": objects.detach(), "bound": inference.final.mean(),
+                "bound_gain": inference.gain.mean(), "pi_moved": torch.tensor(float(inference.moved.any())),
+                "tau": torch.tensor(tau), "emd_iters": torch.tensor(float(len(inference.history) - 1))}
 
     @torch.no_grad()
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
+        """PredCls: the given labels are observed nodes. SGCls / SGDet: the object nodes are inferred and
+        their labels and scores (the best non-background class) replace the source's."""
         model = self._require_model()
         model.eval()
+        infer_objects = not objects.labels_given
         labels, scores = objects.labels.copy(), objects.scores.astype(np.float32).copy()
-        results, bounds = [], []
+        results, gains, finals, moved = [], [], [], []
         generator = torch.Generator().manual_seed(self.predict_seed)
         for batch in predict_batches(objects.image_ids, objects.box_offsets, objects.boxes, objects.labels,
                                      objects.scores, self.config.batch_size, self._visual()):
-            potentials = model(batch.to(self._device()))
-            log_obj, log_pred, bound, _ = infer(potentials, self.tau, self.config.samples, self.config, generator)
-            phi_obj, phi_pred = surrogate_logits(potentials, log_obj.exp(), log_pred.exp(), bound)
+            batch = batch.to(self._device())
+            potentials = model(batch)
+            observed = None if infer_objects else F.one_hot(batch.labels, self.num_object_classes).float()
+            inference = infer(potentials, self.tau, self.config.samples, self.config, generator, observed)
+            phi_obj, phi_pred = surrogate_logits(potentials, inference)
             results.append((batch, F.softmax(phi_pred, 1).cpu().numpy()))
-            bounds.append(bound.cpu())
-            if self.config.relabel and len(batch.rows):
-                best, index = F.softmax(phi_obj[:, 1:], 1).cpu().max(1)
+            gains.append(inference.gain.cpu())
+            finals.append(inference.final.cpu())
+            moved.append(inference.moved.cpu())
+            if infer_objects and len(batch.rows):
+                best, index = F.softmax(phi_obj, 1)[:, 1:].cpu().max(1)
                 labels[batch.rows], scores[batch.rows] = index.numpy() + 1, best.numpy()
-        all_bounds = torch.cat(bounds) if bounds else torch.zeros(0)
-        self.predict_stats = {"bound_per_image": float(all_bounds.mean()) if len(all_bounds) else 0.0,
-                              "samples": self.config.samples, "tau": self.tau}
+        self.predict_stats = _prediction_stats(gains, finals, moved, self.config.samples, self.tau)
         predictions = assemble(objects.image_ids, objects.box_offsets, objects.boxes, labels, scores, results,
                                self.num_predicate_classes)
         predictions.meta = dict(self.predict_stats)
         return predictions
-
-    def random_state(self) -> dict[str, Any]:
-        """The head's own Gumbel-noise generator, so that a resumed run draws the same noise."""
-        return {"generator": self.generator.get_state()}
-
-    def set_random_state(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
 
     def state_dict(self) -> dict[str, Any]:
         model = self._require_model()
@@ -424,3 +489,12 @@ class IwslHead(NetworkHelpers, TrainableHead):
         except RuntimeError as exc:
             raise SgtoolError("The IWSL checkpoint does not fit this dataset's vocabulary or these settings.",
                               "Evaluate it on the dataset and with the settings it was trained with.") from exc
+
+
+def _prediction_stats(gains: list[torch.Tensor], finals: list[torch.Tensor], moved: list[torch.Tensor],
+                      samples: int, tau: float) -> dict[str, float]:
+    """The test-time inference in numbers: mean bound per image at pi*, its gain over pi_0, the share of images moved."""
+    gain, final, move = (torch.cat(x) if x else torch.zeros(0) for x in (gains, finals, moved))
+    mean = (lambda t: float(t.float().mean()) if len(t) else 0.0)
+    return {"bound_per_image": mean(final), "bound_gain_per_image": mean(gain), "pi_moved_share": mean(move),
+            "samples": samples, "tau": tau}
