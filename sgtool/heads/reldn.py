@@ -21,8 +21,8 @@ with up to `positives_per_image` annotated rows (a pair with several predicates 
 rows), the rest unannotated pairs (label 0); for L1-L3, separately, up to `contrastive_anchors`
 subjects with an annotated relation, each with all its annotated pairs and up to
 `contrastive_negatives` of its unannotated ones, and the same for objects. It minimises L0 (cross
-entropy) + λ1 L1 + λ2 L2 + λ3 L3 (`sgtool.losses.contrastive.reldn_total_loss`). Prediction scores every ordered pair and keeps the
-full distribution; triplets rank by p(s)·p(pred)·p(o) (object scores; 1 in PredCls).
+entropy) + λ1 L1 + λ2 L2 + λ3 L3 (`sgtool.losses.contrastive.reldn_total_loss`). Prediction
+scores every ordered pair and keeps the full distribution; triplets rank by p(s)·p(pred)·p(o) (object scores; 1 in PredCls).
 
 Box coordinates are normalised by each image's box extent (max x2, max y2 of its boxes), in
 training and prediction alike, because the objects a head receives carry no image size.
