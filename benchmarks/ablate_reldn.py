@@ -86,16 +86,22 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     ws = Workspace(root)
     started = time.time()
     confusion = {"instance_fraction": args.instance_fraction, "proximal_fraction": args.proximal_fraction}
-    prepare_synth(ws, images=args.images, seed=args.data_seed, workers=args.workers, confusion=confusion)
+    reuse = args.reuse and (root / "data" / "synth").is_dir()
+    if not reuse:
+        prepare_synth(ws, images=args.images, seed=args.data_seed, workers=args.workers, confusion=confusion)
     prepared = load_prepared(ws, "synth")
     priors = load_prepared_priors(ws, "synth")
     kinds = scene_kinds({**load_recipe("synth")["confusion"], **confusion}, args.data_seed, args.images)
     test_ids = prepared.graphs.split_subset("test").image_ids
     sets = {kind: test_ids[kinds[test_ids - 1] == kind] for kind in ("instance", "proximal")}
     t0 = time.time()
-    det = train_detector(ws, name="detector", time_budget=args.detector_minutes, seed=args.data_seed, device="cpu",
-                         threads=args.threads)
-    detector = {"minutes": args.detector_minutes, "seconds": round(time.time() - t0, 1), "test": det.metrics}
+    if reuse and (ws.run_dir("detector") / "metrics.json").is_file():
+        detector = {"minutes": args.detector_minutes, "reused": True,
+                    "test": json.loads((ws.run_dir("detector") / "metrics.json").read_text())}
+    else:
+        det = train_detector(ws, name="detector", time_budget=args.detector_minutes, seed=args.data_seed,
+                             device="cpu", threads=args.threads)
+        detector = {"minutes": args.detector_minutes, "seconds": round(time.time() - t0, 1), "test": det.metrics}
     common = [f"val_metric=R@{args.val_k}", f"batch_size={args.batch_size}"]
     plan = [(row, losses, ["features=visual", "predicate_branch=trained"]) for row, losses in ROWS.items()]
     plan.insert(2, (CONTROL, "L0,L1,L2,L3", ["features=spatial"]))  # the headline rows first (--out keeps partials)
@@ -105,8 +111,10 @@ def run(args: argparse.Namespace, root: Path) -> dict:
         for seed in args.seeds:
             t0 = time.time()
             name = f"{row.replace('+', '-').replace(' ', '-')}-s{seed}"
-            train(ws, head="reldn", name=name, losses=losses, epochs=args.epochs, seed=seed, device="cpu",
-                  overrides=settings + common, cache_features=first and "features=visual" in settings)
+            done = reuse and (ws.run_dir(name) / "metrics.json").is_file()  # a finished run of an earlier call
+            if not done:
+                train(ws, head="reldn", name=name, losses=losses, epochs=args.epochs, seed=seed, device="cpu",
+                      overrides=settings + common, cache_features=first and "features=visual" in settings)
             first = first and "features=visual" not in settings
             times.append(round(time.time() - t0, 1))
             per_seed.append(evaluate_sets(ws, name, prepared, priors, sets))
@@ -154,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--val-k", type=int, default=20, help="model selection on the validation R@K (20, 50 or 100)")
     parser.add_argument("--detector-minutes", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a busy machine extra threads only spin against each other)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
     parser.add_argument("--workspace", type=Path, default=None, help="keep the workspace here (default: temporary)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --workspace: keep its dataset, detector and finished runs (continue a cut run)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (after every row)")
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args(argv)
