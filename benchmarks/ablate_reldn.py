@@ -17,7 +17,7 @@ and R@K (the metric engine) for K below the number of candidate pairs of a scene
 
 Prints ONE JSON object (mean, sd and per-seed values), then a markdown table unless --json-only.
 
-    nice -n 10 python benchmarks/ablate_reldn.py                 # the README table (about 20 min on 2 cores)
+    nice -n 10 python benchmarks/ablate_reldn.py                 # the README table (5 min CPU; 15.5 min wall on a busy machine)
     nice -n 10 python benchmarks/ablate_reldn.py --images 200 --epochs 1 --seeds 0 --detector-minutes 0.3   # smoke
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=400, help="synthetic images to render")
+    parser.add_argument("--images", type=int, default=800, help="synthetic images to render")
     parser.add_argument("--instance-fraction", type=float, default=0.45)
     parser.add_argument("--proximal-fraction", type=float, default=0.45)
     parser.add_argument("--epochs", type=int, default=2, help="reldn epochs, every row")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--val-k", type=int, default=20, help="the validation R@K logged after the last epoch (20, 50 or 100)")
-    parser.add_argument("--detector-minutes", type=float, default=1.0)
+    parser.add_argument("--detector-minutes", type=float, default=1.5)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a busy machine extra threads only spin against each other)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
