@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_fr
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
+from sgtool.data.synth_confusion import annotate_links, make_confusion_scene, scene_kind
 from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
 from sgtool.geometry import box_gap, clip_boxes, overlap_sides
@@ -50,6 +51,7 @@ class SynthSpec:
     gen: dict
     annotation: dict
     size: int
+    confusion: dict = field(default_factory=dict)  # the recipe's confusion-scene section (synth_confusion.py)
 
     def px(self, value: float) -> float:
         return value * self.size / REFERENCE_SIZE
@@ -69,7 +71,7 @@ def load_spec(size: int, recipe: dict | None = None) -> SynthSpec:
         predicates=list(recipe["predicates"]), salience=np.array(list(recipe["predicates"].values()), dtype=np.float64),
         roles=roles, colours=np.array(list(recipe["colours"].values()), dtype=np.int64),
         link_colour=tuple(recipe["link_colour"]), background=tuple(recipe["background"]),
-        gen=recipe["generation"], annotation=recipe["annotation"], size=size,
+        gen=recipe["generation"], annotation=recipe["annotation"], size=size, confusion=recipe.get("confusion") or {},
     )
 
 
@@ -341,9 +343,10 @@ def _render_chunk(args: tuple) -> list[tuple]:
     out = []
     for index in indices:
         rng = np.random.default_rng([seed, index])
-        scene = make_scene(spec, rng)
+        kind = scene_kind(spec.confusion, seed, index)  # None: an ordinary scene
+        scene = make_scene(spec, rng) if kind is None else make_confusion_scene(spec, rng, kind)
         truth = true_predicates(spec, scene)
-        annotated = annotate(spec, scene, truth, rng)
+        annotated = annotate(spec, scene, truth, rng) if kind is None else annotate_links(spec, truth)
         render(spec, scene).save(Path(images_dir) / f"{index + 1}.png", optimize=False, compress_level=1)
         out.append((scene.boxes, scene.labels + 1, _pairs_of(annotated), _pairs_of(truth)))
     return out
@@ -401,8 +404,11 @@ def assemble(results: list[tuple], size: int, split_fractions: dict) -> SceneGra
 
 
 def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int = 0, name: str = "synth",
-                  workers: int = 0, force: bool = False, reporter: Reporter = SILENT) -> PreparedDataset:
-    """Render the synthetic dataset into the workspace (stage function behind `sgtool prepare synth`)."""
+                  workers: int = 0, force: bool = False, reporter: Reporter = SILENT,
+                  confusion: dict | None = None) -> PreparedDataset:
+    """Render the synthetic dataset into the workspace (stage function behind `sgtool prepare synth`).
+
+    confusion: overrides of the recipe's `confusion` section (e.g. {"instance_fraction": 0.3})."""
     if not 1 <= images <= MAX_IMAGES:
         raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 2000.")
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -411,9 +417,11 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
     if workers < 0:
         raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
     recipe = load_recipe("synth")
+    if confusion:
+        recipe["confusion"] = {**(recipe.get("confusion") or {}), **confusion}
     spec = load_spec(size, recipe)
     workers = workers or os.cpu_count() or 1
-    parameters = {"images": images, "size": size, "seed": seed}
+    parameters = {"images": images, "size": size, "seed": seed, **({"confusion": confusion} if confusion else {})}
 
     def build(staging: Path) -> Staged:
         reporter.info(f"Rendering {images} synthetic images ({size}x{size}) with seed {seed} ...")

@@ -125,6 +125,10 @@ class DetectorVisualFeatures:
     def with_tables(self, tables: Sequence[FeatureTable]) -> DetectorVisualFeatures:
         return DetectorVisualFeatures(self.detector, self.images, self.grid, tables, self.images_per_step)
 
+    def image(self, image_id: int) -> Tensor:
+        """The CHW pixels of an image by id (the trained predicate branch reads them too)."""
+        return self._image(image_id)
+
     def _image(self, image_id: int) -> Tensor:
         if image_id not in self.images:
             raise SgtoolError(f"The visual feature source has no image with id {image_id}.",

@@ -1,21 +1,28 @@
-"""RelDN (Zhang et al., CVPR 2019): semantic + spatial + visual predicate logits, Graphical Contrastive Losses.
+"""RelDN: Zhang, Shih, Elgammal, Tao, Catanzaro, "Graphical Contrastive Losses for Scene Graph Parsing",
+CVPR 2019. Semantic + spatial + visual predicate logits (Eq. 9-12), Graphical Contrastive Losses (Eq. 1-8).
 
 Per candidate ordered pair (s, o), with P = predicates + 1 columns (column 0 = no relation):
 
     semantic  = log_freq[label_s, label_o]            the frequency prior (a learnable copy by default)
     spatial   = MLP([spatial_features(s, o), emb(label_s), emb(label_o)])   RelDN eq. 9-11 (+ class embeddings)
     visual    = MLP([f_s, f_o, f_u]) + W_s f_s + W_o f_o                     ROI features, subject/object skips
+                f_s, f_o: ROI vectors on the frozen detector backbone (conv_body_det);
+                f_u: the union box's ROI vector on the predicate branch (conv_body_rel): with
+                predicate_branch=trained a copy of the detector's backbone trained end to end with the
+                head (`sgtool.features.union_branch`), with frozen the detector's own map
     logits    = semantic + spatial (+ visual);  p(pred | s, o) = softmax(logits)
 
 `features`: "spatial" needs no pixels (annotation-only datasets such as VRD); "visual" needs a
 visual feature source (ROI features of a trained detector, `sgtool.features.source.DetectorVisualFeatures`) attached
 with `attach_visual` before `build`; "auto" uses one when attached, else the spatial variant.
 
-Training samples, per image, up to `pairs_per_image` ordered pairs with up to
-`positives_per_image` annotated rows (a pair with several predicates gives several rows), the
-rest unannotated pairs (label 0), and minimises L0 (cross entropy) + λ1 L1 + λ2 L2 + λ3 L3
-(`sgtool.losses.contrastive.reldn_total_loss`). Prediction scores every ordered pair and keeps the
-full distribution; triplets rank by p(s)·p(pred)·p(o) (object scores; 1 in PredCls).
+Training draws two samples per image (RelDN §5): for L0, up to `pairs_per_image` ordered pairs
+with up to `positives_per_image` annotated rows (a pair with several predicates gives several
+rows), the rest unannotated pairs (label 0); for L1-L3, separately, up to `contrastive_anchors`
+subjects with an annotated relation, each with all its annotated pairs and up to
+`contrastive_negatives` of its unannotated ones, and the same for objects. It minimises L0 (cross
+entropy) + λ1 L1 + λ2 L2 + λ3 L3 (`sgtool.losses.contrastive.reldn_total_loss`). Prediction
+scores every ordered pair and keeps the full distribution; triplets rank by p(s)·p(pred)·p(o) (object scores; 1 in PredCls).
 
 Box coordinates are normalised by each image's box extent (max x2, max y2 of its boxes), in
 training and prediction alike, because the objects a head receives carry no image size.
@@ -30,15 +37,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sgtool.config import check_options, option
 from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
-from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM
+from sgtool.features.union_branch import UnionBranch
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
-from sgtool.losses.contrastive import LOSS_NAMES, parse_losses, reldn_total_loss
+from sgtool.losses.contrastive import BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
 
 _CHUNK_PAIRS = 200_000  # candidate pairs scored at once in predict
 
@@ -59,9 +67,17 @@ class ReldnConfig(VisualHeadConfig):
     visual_hidden: int = option(256, "Width of the visual branch.", min=1, flag=False)
     learn_semantic: bool = option(True, "Learn the semantic (frequency) branch; false: the prior stays fixed.", flag=False)
     max_boxes: int = option(80, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
+    predicate_branch: str = option(
+        "frozen", "union-box features: frozen (the detector's backbone) or trained (a copy of it trained end to "
+        "end with the head, RelDN's conv_body_rel)", choices=("frozen", "trained"), flag=False)
+    contrastive_anchors: int = option(128, "subjects (and objects) with an annotated relation sampled per image for "
+                                      "L1-L3", min=1, flag=False)
+    contrastive_negatives: int = option(64, "unannotated pairs sampled per contrastive anchor (RelDN's K)", min=1,
+                                        flag=False)
 
     def validate(self) -> None:
         super().validate()
+        check_options(self)
         parse_losses(self.losses)
         checks = [
             (len(self.lambdas) == 3 and all(x >= 0 for x in self.lambdas),
@@ -88,8 +104,10 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 class ReldnNet(nn.Module):
     """The three RelDN branches; `branches` returns each branch's (M, P) logits, `forward` their sum."""
 
-    def __init__(self, log_freq: np.ndarray, config: ReldnConfig, visual_dim: int = 0) -> None:
+    def __init__(self, log_freq: np.ndarray, config: ReldnConfig, visual_dim: int = 0,
+                 union_branch: UnionBranch | None = None) -> None:
         super().__init__()
+        self.union_branch = union_branch
         num_classes, _, num_p = log_freq.shape
         self.semantic = nn.Parameter(torch.as_tensor(log_freq, dtype=torch.float32).clone(),
                                      requires_grad=config.learn_semantic)
@@ -111,6 +129,8 @@ class ReldnNet(nn.Module):
         out["spatial"] = self.spatial(spatial_in)
         if self.visual_dim:
             fs, fo, fu = batch["subject"], batch["object"], batch["union"]
+            if self.union_branch is not None and "union_images" in batch:
+                fu = self.union_branch(batch["union_images"], batch["union_rois"])
             out["visual"] = (self.visual(torch.cat([fs, fo, fu], dim=1))
                              + self.subject_skip(fs) + self.object_skip(fo))
         return out
@@ -153,6 +173,41 @@ def sample_pairs(graphs: SceneGraphs, rng: np.random.Generator, pairs_per_image:
     )
 
 
+@dataclass
+class ContrastiveSample(PairSample):
+    """The L1-L3 sample: rows as in PairSample, plus which side each row anchors (SUBJECT_SIDE / OBJECT_SIDE)."""
+
+    side: np.ndarray
+
+
+def sample_contrastive(graphs: SceneGraphs, rng: np.random.Generator, anchors: int = 128,
+                       negatives: int = 64) -> ContrastiveSample:
+    """Per image and side (subjects, objects): up to `anchors` entities with an annotated relation on
+    that side, each with all its annotated rows and up to `negatives` of its unannotated ordered
+    pairs (label 0), drawn at random without replacement (RelDN §3.4, §5)."""
+    rels = graphs.relations
+    rel_image = owner_of_rows(rels.offsets)
+    box_image = owner_of_rows(graphs.box_offsets)
+    image, subj, obj = ordered_pairs(graphs.box_offsets)
+    n = max(len(graphs.labels), 1)
+    annotated = np.isin(subj * n + obj, rels.pairs[:, 0] * n + rels.pairs[:, 1])
+    parts = []
+    for side, column, anchor_of_pair in ((SUBJECT_SIDE, 0, subj), (OBJECT_SIDE, 1, obj)):
+        entity = np.unique(rels.pairs[:, column])
+        is_anchor = np.zeros(len(graphs.labels), bool)
+        is_anchor[entity[random_rank(box_image[entity], rng) < anchors]] = True
+        pos = is_anchor[rels.pairs[:, column]]
+        candidates = np.flatnonzero(~annotated & is_anchor[anchor_of_pair])
+        neg = candidates[random_rank(anchor_of_pair[candidates], rng) < negatives]
+        parts.append(ContrastiveSample(
+            image=np.concatenate([rel_image[pos], image[neg]]), subj=np.concatenate([rels.pairs[pos, 0], subj[neg]]),
+            obj=np.concatenate([rels.pairs[pos, 1], obj[neg]]),
+            predicate=np.concatenate([rels.predicates[pos], np.zeros(len(neg), np.int64)]),
+            side=np.full(int(pos.sum()) + len(neg), side, np.int64)))
+    return ContrastiveSample(*(np.concatenate([getattr(p, k) for p in parts])
+                               for k in ("image", "subj", "obj", "predicate", "side")))
+
+
 # ---------------------------------------------------------------- the head
 
 @register_head("reldn")
@@ -168,17 +223,32 @@ class ReldnHead(VisualInputs, TrainableHead):
         self.visual_source: VisualSource | None = None
 
     # ------------------------------------------------------------ setup
-    def _new_model(self, log_freq: np.ndarray, visual_dim: int) -> ReldnNet:
+    def _new_model(self, log_freq: np.ndarray, visual_dim: int, trained_branch: bool = False) -> ReldnNet:
         shape = (self.num_object_classes, self.num_object_classes, self.num_predicate_classes)
         if log_freq.shape != shape:
             raise SgtoolError(f"The priors have shape {log_freq.shape}, which does not fit the vocabulary {shape}.",
                               "Run `sgtool prepare` for this dataset again.")
-        return ReldnNet(log_freq, self.config, visual_dim)
+        return ReldnNet(log_freq, self.config, visual_dim, self._union_branch() if trained_branch else None)
+
+    def _union_branch(self) -> UnionBranch:
+        """conv_body_rel: a trainable copy of the visual source's detector backbone."""
+        detector = getattr(self.visual_source, "detector", None)
+        if detector is None:
+            raise SgtoolError("predicate_branch=trained trains a copy of a detector's backbone, and this reldn head "
+                              "has no detector features.",
+                              "Train a detector with `sgtool train-detector` and use --set features=visual, "
+                              "or use --set predicate_branch=frozen.")
+        return UnionBranch(detector, getattr(self.visual_source, "grid", 2))
 
     def build(self, data: TrainData) -> ReldnNet:
         torch.manual_seed(data.seed)
-        dim = self.visual_source.dim if self.wants_visual() else 0
-        self.model = self._new_model(np.asarray(data.priors["log_freq"], dtype=np.float32), dim).to(data.device)
+        visual = self.wants_visual()
+        trained = self.config.predicate_branch == "trained"
+        if trained and not visual:
+            self._union_branch()  # one sentence: trained needs a detector's backbone
+        dim = self.visual_source.dim if visual else 0
+        self.model = self._new_model(np.asarray(data.priors["log_freq"], dtype=np.float32), dim,
+                                     trained).to(data.device)
         return self.model
 
     def _device(self) -> torch.device:
@@ -198,14 +268,26 @@ class ReldnHead(VisualInputs, TrainableHead):
             yield self.make_batch(graphs.select(np.sort(order[start:start + self.config.batch_size])), rng)
 
     def make_batch(self, graphs: SceneGraphs, rng: np.random.Generator) -> dict[str, Any]:
+        """The L0 sample's rows, then (when L1-L3 are on) the contrastive sample's rows, in one batch;
+        `l0_rows` says where the first ends, `side` which side each contrastive row anchors."""
         c = self.config
-        sample = sample_pairs(graphs, rng, c.pairs_per_image, c.positives_per_image)
-        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, sample.subj, sample.obj, sample.image)
-        batch.update(pair_image=torch.from_numpy(sample.image), subj_index=torch.from_numpy(sample.subj),
-                     obj_index=torch.from_numpy(sample.obj), predicate=torch.from_numpy(sample.predicate))
+        samples: list[PairSample] = [sample_pairs(graphs, rng, c.pairs_per_image, c.positives_per_image)]
+        if any(name != "L0" for name in self.losses):
+            samples.append(sample_contrastive(graphs, rng, c.contrastive_anchors, c.contrastive_negatives))
+        image, subj, obj, predicate = (np.concatenate([getattr(x, k) for x in samples])
+                                       for k in ("image", "subj", "obj", "predicate"))
+        side = np.concatenate([np.full(len(samples[0].subj), BOTH_SIDES, np.int64)]
+                              + [x.side for x in samples[1:] if isinstance(x, ContrastiveSample)])
+        batch = pair_inputs(graphs.box_offsets, graphs.boxes, graphs.labels, subj, obj, image)
+        batch.update(pair_image=torch.from_numpy(image), subj_index=torch.from_numpy(subj),
+                     obj_index=torch.from_numpy(obj), predicate=torch.from_numpy(predicate),
+                     side=torch.from_numpy(side), l0_rows=torch.tensor(len(samples[0].subj)))
         if self.uses_visual():
-            batch.update(self.visual_source(graphs.image_ids, graphs.box_offsets, graphs.boxes,
-                                            np.stack([sample.subj, sample.obj], 1)))
+            batch.update(self.visual_source(graphs.image_ids, graphs.box_offsets, graphs.boxes, np.stack([subj, obj], 1)))
+            branch = self._require_model().union_branch
+            if branch is not None:
+                images = [self.visual_source.image(int(i)) for i in graphs.image_ids]
+                batch.update(branch.inputs(images, graphs.boxes[subj], graphs.boxes[obj], image))
         return batch
 
     def loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -213,9 +295,13 @@ class ReldnHead(VisualInputs, TrainableHead):
         device = self._device()
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(batch)
-        terms = reldn_total_loss(logits, batch["pair_image"], batch["subj_index"], batch["obj_index"],
-                                 batch["subj_label"], batch["obj_label"], batch["predicate"], losses=self.losses,
-                                 margin=self.config.margin, weights=self.config.loss_weights())
+        n = int(batch["l0_rows"])
+        rows = {k: batch[k] for k in ("pair_image", "subj_index", "obj_index", "subj_label", "obj_label", "predicate")}
+        contrastive = None
+        if len(logits) > n:
+            contrastive = {"logits": logits[n:], "side": batch["side"][n:], **{k: v[n:] for k, v in rows.items()}}
+        terms = reldn_total_loss(logits[:n], *(v[:n] for v in rows.values()), losses=self.losses,
+                                 margin=self.config.margin, weights=self.config.loss_weights(), contrastive=contrastive)
         out = {"loss": terms["total"]}
         out.update({name: terms[name].detach() for name in LOSS_NAMES if name in terms})
         return out
@@ -241,6 +327,13 @@ class ReldnHead(VisualInputs, TrainableHead):
         inputs = pair_inputs(objects.box_offsets, objects.boxes, objects.labels, subj, obj, image)
         if self.uses_visual():
             inputs.update(self.visual_source(objects.image_ids, objects.box_offsets, objects.boxes, np.stack([subj, obj], 1)))
+            branch = self._require_model().union_branch
+            if branch is not None:
+                was_training = branch.training
+                branch.eval()
+                inputs["union"] = branch.encode(self.visual_source.image, objects.image_ids, image,
+                                                objects.boxes[subj], objects.boxes[obj])
+                branch.train(was_training)
         return self.distribution(inputs).numpy()
 
     # ------------------------------------------------------------ checkpoints
@@ -252,5 +345,6 @@ class ReldnHead(VisualInputs, TrainableHead):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         weights = state["model"]
         log_freq = np.asarray(weights["semantic"], dtype=np.float32)
-        self.model = self._new_model(log_freq, int(state.get("visual_dim", 0)))
+        trained = any(key.startswith("union_branch.") for key in weights)
+        self.model = self._new_model(log_freq, int(state.get("visual_dim", 0)), trained)
         self.model.load_state_dict(weights)

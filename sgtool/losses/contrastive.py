@@ -1,20 +1,28 @@
-"""RelDN's Graphical Contrastive Losses (Zhang et al., CVPR 2019), vectorised over a batch of images.
+"""RelDN's Graphical Contrastive Losses (Zhang et al., "Graphical Contrastive Losses for Scene Graph
+Parsing", CVPR 2019, Eq. 1-8), vectorised over a batch of images.
 
 Every candidate pair m of the batch is one row: its image, subject and object entity ids, the
-entities' class labels, its predicate (0 = no relation) and the predicted distribution over
-predicates `rel_probs[m]` (column 0 = no relation). Affinity Φ(s, o) = 1 − p(no relation | s, o).
+entities' class labels, its predicate (0 = no relation; a pair with two predicates is two rows) and
+the predicted distribution `rel_probs[m]` (column 0 = no relation). Affinity (Eq. 1):
+Φ(s, o) = 1 − p(∅ | s, o), for all three losses.
 
-Each loss groups rows by an anchor (a subject, or an object, optionally with a class), takes the
-hardest positive (min affinity) and hardest negative (max affinity) of the group with
-`scatter_reduce`, and averages max(0, α − min_pos + max_neg) over the groups that have at least
-one positive and one negative; the subject-anchored and object-anchored means are added.
+An anchor is a subject i (or an object j) of an image with at least one positive pair; the losses
+average over those N anchors of each side and add the two sides (Eq. 3, 5, 7). For an anchor and
+a group g, the margin is m(g) = min Φ over the positives of g − max Φ over the negatives of g and
+the term max(0, α − m(g)); a group without a negative has max over ∅ = −∞, so its term is 0.
 
-- L1 class agnostic: positives = related pairs of the anchor, negatives = its unrelated pairs.
-- L2 entity class aware: the same, grouped by (anchor, class of the other entity), so a related
-  "cup" competes only with unrelated cups (entity instance confusion).
-- L3 predicate class aware: for each predicate e of the anchor, positives = its pairs labelled e,
-  negatives = its other pairs (another predicate or none), affinity = p(e | s, o)
-  (proximal relationship ambiguity).
+- L1 class agnostic (Eq. 2-3): one group per anchor; positives = its related pairs, negatives =
+  its unrelated pairs (predicate 0).
+- L2 entity class aware (Eq. 4-5): one group per class c of the anchor's positive partners,
+  C(V+); positives and negatives as in L1 restricted to partners of class c; the anchor's terms
+  are averaged over |C(V+)|.
+- L3 predicate class aware (Eq. 6-7): one group per predicate e of the anchor's positive pairs,
+  E(V+); positives = its pairs whose ground truth is e; negatives = its pairs the model wrongly
+  predicts as e (argmax over all columns, ∅ included, equals e and e is not a label of the pair);
+  averaged over |E(V+)|.
+
+`side` says which rows anchor which side: the contrastive sample (`heads/reldn.py`) draws
+subject-anchored and object-anchored rows separately, as the paper samples each side.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from sgtool.errors import SgtoolError
 LOSS_NAMES = ("L0", "L1", "L2", "L3")
 DEFAULT_MARGIN = 0.2
 DEFAULT_WEIGHTS = {"L0": 1.0, "L1": 1.0, "L2": 0.5, "L3": 0.1}
+SUBJECT_SIDE, OBJECT_SIDE, BOTH_SIDES = 0, 1, 2  # values of `side`
 
 
 def parse_losses(spec: str | Iterable[str]) -> tuple[str, ...]:
@@ -47,59 +56,64 @@ def _group_ids(*keys: Tensor) -> tuple[Tensor, int]:
     """Dense group id per row for the tuple of integer keys (rows with equal keys share an id)."""
     stacked = torch.stack([k.long() for k in keys], dim=1)
     uniq, inverse = torch.unique(stacked, dim=0, return_inverse=True)
-    return inverse, uniq.shape[0]
+    return inverse.reshape(-1), uniq.shape[0]
 
 
-def _segment_extreme(values: Tensor, groups: Tensor, n_groups: int, mask: Tensor, reduce: str) -> tuple[Tensor, Tensor]:
-    """Per-group amin/amax of values over masked rows, and whether the group had any such row."""
-    fill = float("inf") if reduce == "amin" else float("-inf")
-    out = values.new_full((n_groups,), fill)
+def _extreme(values: Tensor, groups: Tensor, n_groups: int, mask: Tensor, reduce: str) -> tuple[Tensor, Tensor]:
+    """Per-group amin / amax of values over the masked rows (0 where none) and whether there was one."""
+    out = values.new_zeros(n_groups)
     out = out.scatter_reduce(0, groups[mask], values[mask], reduce=reduce, include_self=False)
     present = torch.zeros(n_groups, dtype=torch.bool, device=values.device)
     present[groups[mask]] = True
     return out, present
 
 
-def _margin_loss(min_pos: Tensor, max_neg: Tensor, valid: Tensor, margin: float) -> Tensor:
-    """mean over valid groups of max(0, α − min_pos + max_neg); 0 (still in the graph) when none."""
-    hinge = F.relu(margin - min_pos[valid] + max_neg[valid])
-    return hinge.mean() if hinge.numel() else min_pos.sum() * 0.0 + max_neg.sum() * 0.0
+def _group_terms(affinity: Tensor, groups: Tensor, n_groups: int, positive: Tensor, negative: Tensor,
+                 margin: float) -> tuple[Tensor, Tensor]:
+    """(G,) max(0, α − min_pos + max_neg) per group (0 without a negative) and whether it has a positive."""
+    min_pos, has_pos = _extreme(affinity, groups, n_groups, positive, "amin")
+    max_neg, has_neg = _extreme(affinity, groups, n_groups, negative, "amax")
+    hinge = F.relu(margin - min_pos + max_neg)
+    return torch.where(has_pos & has_neg, hinge, torch.zeros_like(hinge)), has_pos
 
 
-def _anchored_loss(affinity: Tensor, positive: Tensor, groups: Tensor, n_groups: int, margin: float) -> Tensor:
-    """Hardest-positive vs hardest-negative hinge, averaged over groups with both."""
-    min_pos, has_pos = _segment_extreme(affinity, groups, n_groups, positive, "amin")
-    max_neg, has_neg = _segment_extreme(affinity, groups, n_groups, ~positive, "amax")
-    min_pos = torch.where(has_pos, min_pos, torch.zeros_like(min_pos))
-    max_neg = torch.where(has_neg, max_neg, torch.zeros_like(max_neg))
-    return _margin_loss(min_pos, max_neg, has_pos & has_neg, margin)
+def _anchor_mean(terms: Tensor, counted: Tensor, group_anchor: Tensor, n_anchor: int) -> Tensor:
+    """Mean over anchors (with a counted group) of the mean of their counted groups' terms."""
+    total = terms.new_zeros(n_anchor).index_add(0, group_anchor, torch.where(counted, terms, torch.zeros_like(terms)))
+    count = terms.new_zeros(n_anchor).index_add(0, group_anchor, counted.to(terms.dtype))
+    held = count > 0
+    per_anchor = total[held] / count[held]
+    return per_anchor.mean() if per_anchor.numel() else terms.sum() * 0.0
 
 
-def _pair_labels(pair: Tensor, n_pairs: int, predicates: Tensor, n_cls: int) -> Tensor:
-    """(M, P+1) mask: row m's pair carries predicate e in some row (pairs with several predicates)."""
-    has = torch.zeros(n_pairs, n_cls, dtype=torch.bool, device=predicates.device)
-    has[pair, predicates] = True
-    return has[pair]
-
-
-def _predicate_aware(rel_probs: Tensor, predicates: Tensor, pair_labels: Tensor, anchor: Tensor,
-                     n_anchor: int, margin: float) -> Tensor:
-    """L3 for one anchoring side: groups are (anchor, predicate e) over an (A, P+1) grid."""
+def _wrong_argmax(rel_probs: Tensor, predicates: Tensor, pair: Tensor, n_pairs: int) -> Tensor:
+    """(M,) the predicate each row's pair is wrongly predicted as (argmax, ∅ included), 0 when right or ∅."""
     n_cls = rel_probs.shape[1]
-    rows = torch.arange(len(predicates), device=rel_probs.device)
-    own = rel_probs[rows, predicates]                                   # p(label | pair)
-    cell = anchor * n_cls + predicates                                  # (anchor, e) of each row
-    fg = predicates > 0
-    min_pos, has_pos = _segment_extreme(own, cell, n_anchor * n_cls, fg, "amin")
-    # negatives of (a, e): every pair of anchor a not labelled e, scored with p(e | pair)
-    neg_vals = rel_probs.masked_fill(pair_labels, float("-inf"))
-    max_neg = rel_probs.new_full((n_anchor, n_cls), float("-inf"))
-    max_neg = max_neg.scatter_reduce(0, anchor.view(-1, 1).expand(-1, n_cls), neg_vals, "amax", include_self=False)
-    max_neg = max_neg.flatten()
-    has_neg = torch.isfinite(max_neg)
-    min_pos = torch.where(has_pos, min_pos, torch.zeros_like(min_pos))
-    max_neg = torch.where(has_neg, max_neg, torch.zeros_like(max_neg))
-    return _margin_loss(min_pos, max_neg, has_pos & has_neg, margin)
+    labels = torch.zeros(n_pairs, n_cls, dtype=torch.bool, device=rel_probs.device)
+    labels[pair, predicates] = True
+    guess = rel_probs.detach().argmax(1)
+    right = labels[pair, guess]
+    return torch.where(right, torch.zeros_like(guess), guess)
+
+
+def _side_losses(affinity: Tensor, predicates: Tensor, wrong_as: Tensor, image: Tensor, anchor_index: Tensor,
+                 other_label: Tensor, n_cls: int, margin: float) -> dict[str, Tensor]:
+    """L1, L2, L3 anchored on one side (subjects or objects) for the given rows."""
+    positive, unrelated = predicates > 0, predicates == 0
+    anchor, n_anchor = _group_ids(image, anchor_index)
+    terms, has_pos = _group_terms(affinity, anchor, n_anchor, positive, unrelated, margin)
+    out = {"L1": _anchor_mean(terms, has_pos, torch.arange(n_anchor, device=anchor.device), n_anchor)}
+    by_class, n_class = _group_ids(image, anchor_index, other_label)
+    class_anchor = anchor.new_zeros(n_class).scatter(0, by_class, anchor)
+    terms, has_pos = _group_terms(affinity, by_class, n_class, positive, unrelated, margin)
+    out["L2"] = _anchor_mean(terms, has_pos, class_anchor, n_anchor)
+    # L3: a row is a positive of cell (anchor, its label) and a negative of cell (anchor, what it is wrongly predicted as)
+    rows = torch.cat([anchor * n_cls + predicates, anchor * n_cls + wrong_as])
+    flags = torch.cat([positive, torch.zeros_like(positive)]), torch.cat([torch.zeros_like(positive), wrong_as > 0])
+    terms, has_pos = _group_terms(affinity.repeat(2), rows, n_anchor * n_cls, *flags, margin)
+    cell_anchor = torch.arange(n_anchor, device=anchor.device).repeat_interleave(n_cls)
+    out["L3"] = _anchor_mean(terms, has_pos, cell_anchor, n_anchor)
+    return out
 
 
 def _check_inputs(rel_probs: Tensor, *per_pair: Tensor) -> None:
@@ -111,38 +125,42 @@ def _check_inputs(rel_probs: Tensor, *per_pair: Tensor) -> None:
 
 def graphical_contrastive_losses(rel_probs: Tensor, pair_image: Tensor, subj_index: Tensor, obj_index: Tensor,
                                  subj_label: Tensor, obj_label: Tensor, pair_predicates: Tensor,
-                                 margin: float = DEFAULT_MARGIN) -> dict[str, Tensor]:
-    """L1, L2, L3 of RelDN for all candidate pairs of a batch (one row per pair, see module doc).
+                                 margin: float = DEFAULT_MARGIN, side: Tensor | None = None) -> dict[str, Tensor]:
+    """L1, L2, L3 of RelDN for the candidate pairs of a batch (one row per pair and label, see module doc).
 
     rel_probs: (M, P+1) softmax over predicates, column 0 = no relation. pair_image: (M,) image of
     each pair; subj_index/obj_index: (M,) entity ids (unique within an image); subj_label/obj_label:
-    (M,) entity classes; pair_predicates: (M,) predicate label, 0 = no relation. A pair with two
-    predicates is two rows.
+    (M,) entity classes; pair_predicates: (M,) predicate label, 0 = no relation. side: (M,) which
+    anchoring side a row belongs to (SUBJECT_SIDE, OBJECT_SIDE or BOTH_SIDES; default: both).
     """
-    _check_inputs(rel_probs, pair_image, subj_index, obj_index, subj_label, obj_label, pair_predicates)
+    per_pair = [pair_image, subj_index, obj_index, subj_label, obj_label, pair_predicates]
+    _check_inputs(rel_probs, *per_pair, *([] if side is None else [side]))
     predicates = pair_predicates.long()
-    positive = predicates > 0
-    affinity = 1.0 - rel_probs[:, 0]
-    sides = ((subj_index, obj_label), (obj_index, subj_label))   # (anchor entity, class of the other end)
+    side = torch.full_like(predicates, BOTH_SIDES) if side is None else side.long()
     pair, n_pairs = _group_ids(pair_image, subj_index, obj_index)
-    pair_labels = _pair_labels(pair, n_pairs, predicates, rel_probs.shape[1])
-    out = {"L1": 0.0, "L2": 0.0, "L3": 0.0}
-    for anchor_index, other_label in sides:
-        anchor, n_anchor = _group_ids(pair_image, anchor_index)
-        out["L1"] = out["L1"] + _anchored_loss(affinity, positive, anchor, n_anchor, margin)
-        by_class, n_by_class = _group_ids(pair_image, anchor_index, other_label)
-        out["L2"] = out["L2"] + _anchored_loss(affinity, positive, by_class, n_by_class, margin)
-        out["L3"] = out["L3"] + _predicate_aware(rel_probs, predicates, pair_labels, anchor, n_anchor, margin)
+    wrong_as = _wrong_argmax(rel_probs, predicates, pair, n_pairs)
+    affinity = 1.0 - rel_probs[:, 0]
+    out: dict[str, Tensor] = {}
+    for name, anchor_index, other_label in (("subject", subj_index, obj_label), ("object", obj_index, subj_label)):
+        rows = (side == BOTH_SIDES) | (side == (SUBJECT_SIDE if name == "subject" else OBJECT_SIDE))
+        terms = _side_losses(affinity[rows], predicates[rows], wrong_as[rows], pair_image[rows], anchor_index[rows],
+                             other_label[rows], rel_probs.shape[1], margin)
+        for key, value in terms.items():
+            out[key] = out[key] + value if key in out else value
     return out
 
 
 def reldn_total_loss(rel_logits: Tensor, pair_image: Tensor, subj_index: Tensor, obj_index: Tensor,
                      subj_label: Tensor, obj_label: Tensor, pair_predicates: Tensor,
                      losses: Sequence[str] | str = LOSS_NAMES, margin: float = DEFAULT_MARGIN,
-                     weights: dict[str, float] | None = None) -> dict[str, Tensor]:
-    """L0 (cross entropy over predicates incl. no relation) + λ1 L1 + λ2 L2 + λ3 L3.
+                     weights: dict[str, float] | None = None,
+                     contrastive: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """L = L0 + λ1 L1 + λ2 L2 + λ3 L3 (Eq. 8); L0 is cross entropy over predicates incl. no relation.
 
-    Returns the selected terms (unweighted) and "total" (weighted sum). rel_logits: (M, P+1).
+    The given rows (rel_logits (M, P+1) and the per-pair tensors) are the L0 sample. `contrastive`,
+    when given, is a separately drawn sample for L1-L3: {"logits", "pair_image", "subj_index",
+    "obj_index", "subj_label", "obj_label", "predicate", "side"}; without it L1-L3 use the L0 rows.
+    Returns the selected terms (unweighted) and "total" (weighted sum).
     """
     selected = parse_losses(losses)
     lam = {**DEFAULT_WEIGHTS, **(weights or {})}
@@ -150,8 +168,11 @@ def reldn_total_loss(rel_logits: Tensor, pair_image: Tensor, subj_index: Tensor,
     if "L0" in selected:
         terms["L0"] = F.cross_entropy(rel_logits, pair_predicates.long())
     if any(name in selected for name in ("L1", "L2", "L3")):
-        contrastive = graphical_contrastive_losses(rel_logits.softmax(-1), pair_image, subj_index, obj_index,
-                                                   subj_label, obj_label, pair_predicates, margin)
-        terms.update({name: contrastive[name] for name in ("L1", "L2", "L3") if name in selected})
+        c = contrastive or {"logits": rel_logits, "pair_image": pair_image, "subj_index": subj_index,
+                            "obj_index": obj_index, "subj_label": subj_label, "obj_label": obj_label,
+                            "predicate": pair_predicates, "side": None}
+        gcl = graphical_contrastive_losses(c["logits"].softmax(-1), c["pair_image"], c["subj_index"], c["obj_index"],
+                                           c["subj_label"], c["obj_label"], c["predicate"], margin, c.get("side"))
+        terms.update({name: gcl[name] for name in ("L1", "L2", "L3") if name in selected})
     terms["total"] = sum(lam[name] * terms[name] for name in selected)
     return terms
