@@ -21,6 +21,7 @@ from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth_confusion import annotate_links, make_confusion_scene, scene_kind
+from sgtool.data.synth_scene import Scene, box_of, overlaps_any, shape_extent
 from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
 from sgtool.geometry import box_gap, clip_boxes, overlap_sides
@@ -77,35 +78,6 @@ def load_spec(size: int, recipe: dict | None = None) -> SynthSpec:
 
 # ---------------------------------------------------------------- one scene
 
-@dataclass
-class Scene:
-    labels: np.ndarray  # (n,) 0-based class
-    centres: np.ndarray  # (n, 2) float
-    radii: np.ndarray  # (n,) float
-    colours: np.ndarray  # (n,) colour index
-    boxes: np.ndarray  # (n, 4) int xyxy (x2, y2 exclusive)
-    links: list[tuple[int, int, str]]  # (subject, object, predicate name) drawn between instances
-
-
-def _shape_extent(drawing: str, r: float) -> tuple[float, float]:
-    """Half width and half height of a drawing of size r."""
-    return {"ellipse": (r, 0.6 * r), "bar": (2.2 * r, 0.35 * r), "trapezoid": (r, 0.7 * r)}.get(drawing, (r, r))
-
-
-def _box(spec: SynthSpec, label: int, centre: np.ndarray, r: float) -> np.ndarray:
-    hw, hh = _shape_extent(spec.drawings[label], r)
-    x1, y1 = math.floor(centre[0] - hw), math.floor(centre[1] - hh)
-    x2, y2 = math.ceil(centre[0] + hw), math.ceil(centre[1] + hh)
-    return np.array([x1, y1, x2, y2], dtype=np.int64)
-
-
-def _overlaps_any(box: np.ndarray, boxes: list[np.ndarray], margin: float) -> bool:
-    if not boxes:
-        return False
-    iw, ih = overlap_sides(np.array(boxes), box)
-    return bool(np.any((iw > -margin) & (ih > -margin)))
-
-
 def _sample_classes(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
     n = int(rng.integers(spec.gen["min_objects"], spec.gen["max_objects"] + 1))
     labels = rng.choice(len(spec.classes), size=n, p=spec.class_weights)
@@ -124,7 +96,7 @@ def _place(spec: SynthSpec, rng: np.random.Generator, labels: np.ndarray) -> tup
         is_container = spec.roles["containers"][label]
         lo, hi = g["container_radius"] if is_container else g["radius"]
         r = spec.px(rng.uniform(lo, hi))
-        hw, hh = _shape_extent(spec.drawings[label], r)
+        hw, hh = shape_extent(spec.drawings[label], r)
         centre = None
         if hosts and not is_container and not spec.roles["platforms"][label]:
             host, kind = hosts[0]
@@ -135,11 +107,11 @@ def _place(spec: SynthSpec, rng: np.random.Generator, labels: np.ndarray) -> tup
             allow_overlap = rng.random() < g["overlap_probability"]
             for _ in range(30):
                 centre = np.array([rng.uniform(hw + 1, size - hw - 1), rng.uniform(hh + 1, size - hh - 1)])
-                if allow_overlap or not _overlaps_any(_box(spec, label, centre, r), boxes, spec.px(2)):
+                if allow_overlap or not overlaps_any(box_of(spec, label, centre, r), boxes, spec.px(2)):
                     break
         centres.append(centre)
         radii.append(r)
-        boxes.append(_box(spec, label, centre, r))
+        boxes.append(box_of(spec, label, centre, r))
         if is_container:
             hosts.append((len(centres) - 1, "inside"))
         elif spec.roles["platforms"][label]:
@@ -155,7 +127,7 @@ def _attach(spec: SynthSpec, rng: np.random.Generator, label: int, kind: str, ho
         jitter = rng.uniform(-0.15, 0.15, size=2) * host_r
         return host_centre + jitter, r
     r = spec.px(rng.uniform(*spec.gen["radius"]))
-    _, hh = _shape_extent(spec.drawings[label], r)
+    _, hh = shape_extent(spec.drawings[label], r)
     x = rng.uniform(host_box[0] + r * 0.5, host_box[2] - r * 0.5)
     return np.array([x, host_box[1] - hh]), r
 
@@ -181,7 +153,7 @@ def _sample_links(spec: SynthSpec, rng: np.random.Generator, labels: np.ndarray)
 def make_scene(spec: SynthSpec, rng: np.random.Generator) -> Scene:
     labels = _sample_classes(spec, rng)
     centres, radii = _place(spec, rng, labels)
-    boxes = np.array([_box(spec, lab, c, r) for lab, c, r in zip(labels, centres, radii)])
+    boxes = np.array([box_of(spec, lab, c, r) for lab, c, r in zip(labels, centres, radii)])
     boxes, _ = clip_boxes(boxes, spec.size, spec.size)
     colours = rng.integers(0, len(spec.colours), size=len(labels))
     return Scene(labels, centres, radii, colours, boxes, _sample_links(spec, rng, labels))

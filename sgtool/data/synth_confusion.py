@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from sgtool.data.synth_scene import Scene, box_of, overlaps_any
+
 KINDS = ("instance", "proximal")
 _STREAM = 15  # keeps the kind draw apart from the scene's own random stream
 
@@ -74,7 +76,6 @@ def _layout(spec, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, list
 
 def make_confusion_scene(spec, rng: np.random.Generator, kind: str):
     """A Scene (sgtool.data.synth.Scene) of the given kind."""
-    from sgtool.data.synth import Scene, _box, _overlaps_any
 
     c = spec.confusion
     centres, labels, links, name = _layout(spec, rng, kind)
@@ -82,7 +83,7 @@ def make_confusion_scene(spec, rng: np.random.Generator, kind: str):
     subject_colour, colour = (int(x) for x in rng.integers(len(spec.colours), size=2))
     subjects = {s for s, _ in links}
     colours = [subject_colour if i in subjects else colour for i in range(len(labels))]  # candidates look alike
-    boxes = [_box(spec, lab, centre, r) for lab, centre in zip(labels, centres)]
+    boxes = [box_of(spec, lab, centre, r) for lab, centre in zip(labels, centres)]
     radii = [r] * len(labels)
     others = np.setdiff1d(np.arange(len(spec.classes)), labels)
     others = others[~(spec.roles["containers"][others] | spec.roles["platforms"][others])]
@@ -90,8 +91,8 @@ def make_confusion_scene(spec, rng: np.random.Generator, kind: str):
         label = int(rng.choice(others))
         for _attempt in range(30):
             centre = rng.uniform(r + 2, spec.size - r - 2, size=2)
-            box = _box(spec, label, centre, r)
-            if not _overlaps_any(box, boxes, spec.px(4)):
+            box = box_of(spec, label, centre, r)
+            if not overlaps_any(box, boxes, spec.px(4)):
                 labels.append(label), radii.append(r), boxes.append(box)
                 centres = np.concatenate([centres, centre[None]])
                 colours.append(int(rng.integers(len(spec.colours))))
