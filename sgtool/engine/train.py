@@ -361,6 +361,8 @@ def write_outputs(folder: Path, model: RelationHead, prepared: PreparedDataset, 
         graphs = prepared.graphs.split_subset(split)
         predictions = predict_split(model, graphs, source, split, prepared, settings)
         write_predictions(folder / "predictions" / f"{split}.h5", predictions)
+        if predictions.meta.get("object_accuracy") is not None:
+            reporter.info(f"Object accuracy ({split}, SGCls): {100 * predictions.meta['object_accuracy']:.1f}%.")
         if split == "val" and len(graphs.relations):
             result = evaluate_predictions(graphs, predictions, settings["task"], priors, prepared.vocab, reporter=reporter)
             metrics = result.metrics
@@ -378,9 +380,14 @@ def _write_run_json(folder: Path, settings: dict, status: str, error: str | None
 
 def predict_split(model: RelationHead, graphs: SceneGraphs, source: ObjectSource, split: str,
                   prepared: PreparedDataset, settings: dict) -> Predictions:
+    from sgtool.eval.objects import object_accuracy
+
     predictions = model.predict(source(graphs))
-    predictions.meta = {"dataset": prepared.name, "split": split, "task": settings["task"], "head": settings["head"],
-                        "run": settings["run"], "num_images": graphs.num_images,
+    head_meta = dict(predictions.meta)  # what the head reports (e.g. nodis: NFE per image)
+    if settings["task"] == "sgcls":
+        head_meta["object_accuracy"] = object_accuracy(graphs, predictions)
+    predictions.meta = {**head_meta, "dataset": prepared.name, "split": split, "task": settings["task"],
+                        "head": settings["head"], "run": settings["run"], "num_images": graphs.num_images,
                         "vocabulary_fingerprint": vocabulary_fingerprint(prepared.vocab)}
     return predictions
 
