@@ -26,12 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.synth import prepare_synth
+from sgtool.detect import load_detector
 from sgtool.detect.train import train_detector
+from sgtool.engine.objects import detector_source
 from sgtool.engine.train import retask, train
 from sgtool.eval.run_eval import evaluate_predictions
 from sgtool.workspace import Workspace
@@ -53,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=None, help="keep dataset, detector and features here")
     parser.add_argument("--detector", default=None, help="reuse this detector run of the workspace")
-    parser.add_argument("--detector-minutes", type=float, default=5.0)
+    parser.add_argument("--detector-minutes", type=float, default=6.0)
     parser.add_argument("--images", type=int, default=300, help="synthetic images (70%% train)")
     parser.add_argument("--size", type=int, default=128, help="synthetic image side (pixels)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -61,6 +64,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--t-end", type=float, nargs="+", default=[0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--only", nargs="+", default=None, metavar="ODE:SEED:T_END",
+                        help="train just these runs into --workspace and print nothing (to share the work out)")
     return parser.parse_args()
 
 
@@ -74,6 +79,14 @@ def prepared_workspace(ws: Workspace, args: argparse.Namespace) -> str:
         train_detector(ws, dataset=DATASET, name=DETECTOR, time_budget=args.detector_minutes, epochs=100, seed=0,
                        device="cpu", threads=args.threads)
     return DETECTOR
+
+
+def detector_object_accuracy(ws: Workspace, detector: str) -> float:
+    """SGCls object accuracy of the detector's own box classifier on the test split (argmax of its classes)."""
+    prepared = load_prepared(ws, DATASET)
+    test = prepared.graphs.split_subset("test")
+    source = detector_source(load_detector(ws, detector, prepared.vocab, "cpu"), prepared, "sgcls")
+    return round(100 * float(np.mean(source(test).labels == test.labels)), 2)
 
 
 def scores(ws: Workspace, run: str, task: str) -> dict:
@@ -93,18 +106,15 @@ def one_run(ws: Workspace, detector: str, args: argparse.Namespace, ode: str, se
             first: bool) -> dict:
     name = f"nodis-{ode}-t{t_end:g}-s{seed}"
     if not (ws.run_dir(name) / "run.json").is_file():
-        started = time.perf_counter()
         train(ws, head="nodis", dataset=DATASET, task="sgcls", name=name, epochs=args.epochs, t_end=t_end,
               overrides=[f"ode={ode}", "features=visual", f"hidden={args.hidden}", "embed=32", "mask_size=16",
                          "val_metric=R@50"], detector=detector, seed=seed, device="cpu", cache_features=first)
-        train_s = time.perf_counter() - started
-    else:
-        train_s = None
     if not (ws.run_dir(name + "-predcls") / "run.json").is_file():
         retask(ws, name, task="predcls", name=name + "-predcls", device="cpu")
+    epochs = [json.loads(line) for line in (ws.run_dir(name) / "log.jsonl").read_text().splitlines()]
     return {"ode": ode, "seed": seed, "t_end": t_end, "sgcls": scores(ws, name, "sgcls"),
             "predcls": scores(ws, name + "-predcls", "predcls"),
-            "train_seconds": None if train_s is None else round(train_s, 1)}
+            "train_seconds": round(sum(r.get("seconds", 0) for r in epochs if r.get("event") == "epoch"), 1)}
 
 
 def mean_sd(values: list[float]) -> list[float]:
@@ -128,17 +138,24 @@ def main() -> None:
         ws = Workspace(args.workspace or Path(tmp) / "ws")
         detector = prepared_workspace(ws, args)
         detector_seconds = round(time.perf_counter() - started, 1)
+        if args.only:
+            for job in args.only:
+                ode, seed, t_end = job.split(":")
+                one_run(ws, detector, args, ode, int(seed), float(t_end), first=False)
+            return
         runs = [one_run(ws, detector, args, ode, seed, 1.5, first=(ode, seed) == (ROWS[0], 0))
                 for seed in range(args.seeds) for ode in ROWS]
         sweep = [next((r for r in runs if r["ode"] == "both" and r["seed"] == 0 and t == 1.5), None)
                  or one_run(ws, detector, args, "both", 0, t, first=False) for t in args.t_end]
         detector_metrics = json.loads((ws.run_dir(detector) / "metrics.json").read_text()) \
             if (ws.run_dir(detector) / "metrics.json").is_file() else None
+        detector_accuracy = detector_object_accuracy(ws, detector)
     print(json.dumps({
         "benchmark": "ablate_nodis", "dataset": "synth", "images": args.images, "size": args.size,
         "epochs": args.epochs, "seeds": args.seeds, "hidden": args.hidden, "front_end": "fc", "features": "visual",
         "solver": "dopri5, atol = rtol = 0.01", "split": "test", "threads": args.threads,
-        "detector": {"run": detector, "minutes": args.detector_minutes, "metrics": detector_metrics},
+        "detector": {"run": detector, "minutes": args.detector_minutes, "sgcls_object_accuracy": detector_accuracy,
+                     "test_mAP@.5": (detector_metrics or {}).get("metrics", {}).get("mAP@.5")},
         "seconds": {"detector_and_data": detector_seconds, "total": round(time.perf_counter() - started, 1)},
         "table2": table2(runs), "fig3": [{"t_end": r["t_end"], "sgcls_R@50": r["sgcls"]["R@50"],
                                           "nfe_object": r["sgcls"].get("nfe_object"),
