@@ -66,6 +66,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--only", nargs="+", default=None, metavar="ODE:SEED:T_END",
                         help="train just these runs into --workspace and print nothing (to share the work out)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: report the complete runs of --workspace (rows list the seeds they hold)")
     return parser.parse_args()
 
 
@@ -89,6 +91,14 @@ def detector_object_accuracy(ws: Workspace, detector: str) -> float:
     return round(100 * float(np.mean(source(test).labels == test.labels)), 2)
 
 
+def detector_minutes(ws: Workspace, detector: str) -> float | None:
+    """The time budget the detector run was trained with."""
+    import yaml
+
+    budget = (yaml.safe_load((ws.run_dir(detector) / "config.yaml").read_text()).get("options") or {}).get("time_budget")
+    return None if budget is None else round(float(budget) / 60, 2)
+
+
 def scores(ws: Workspace, run: str, task: str) -> dict:
     prepared = load_prepared(ws, DATASET)
     test = prepared.graphs.split_subset("test")
@@ -102,18 +112,28 @@ def scores(ws: Workspace, run: str, task: str) -> dict:
     return out
 
 
+def complete(ws: Workspace, name: str) -> bool:
+    path = ws.run_dir(name) / "run.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
+
+
 def one_run(ws: Workspace, detector: str, args: argparse.Namespace, ode: str, seed: int, t_end: float,
-            first: bool) -> dict:
+            first: bool) -> dict | None:
+    """Train (unless done) and score one run; --collect: score it only if it is complete, else None."""
     name = f"nodis-{ode}-t{t_end:g}-s{seed}"
-    if not (ws.run_dir(name) / "run.json").is_file():
+    predcls = t_end == 1.5  # Fig. 3 needs SGCls only
+    if args.collect:
+        if not complete(ws, name) or (predcls and not complete(ws, name + "-predcls")):
+            return None
+    elif not (ws.run_dir(name) / "run.json").is_file():
         train(ws, head="nodis", dataset=DATASET, task="sgcls", name=name, epochs=args.epochs, t_end=t_end,
               overrides=[f"ode={ode}", "features=visual", f"hidden={args.hidden}", "embed=32", "mask_size=16",
                          "val_metric=R@50"], detector=detector, seed=seed, device="cpu", cache_features=first)
-    if not (ws.run_dir(name + "-predcls") / "run.json").is_file():
+    if predcls and not (ws.run_dir(name + "-predcls") / "run.json").is_file():
         retask(ws, name, task="predcls", name=name + "-predcls", device="cpu")
     epochs = [json.loads(line) for line in (ws.run_dir(name) / "log.jsonl").read_text().splitlines()]
     return {"ode": ode, "seed": seed, "t_end": t_end, "sgcls": scores(ws, name, "sgcls"),
-            "predcls": scores(ws, name + "-predcls", "predcls"),
+            "predcls": scores(ws, name + "-predcls", "predcls") if predcls else None,
             "train_seconds": round(sum(r.get("seconds", 0) for r in epochs if r.get("event") == "epoch"), 1)}
 
 
@@ -122,11 +142,14 @@ def mean_sd(values: list[float]) -> list[float]:
 
 
 def table2(runs: list[dict]) -> dict:
+    """Per row and task: [mean, sd] of each score over the seeds, and the seeds it holds."""
     out = {}
     for ode in ROWS:
         mine = [r for r in runs if r["ode"] == ode]
-        out[ode] = {task: {key: mean_sd([r[task][key] for r in mine]) for key in mine[0][task]}
-                    for task in ("sgcls", "predcls")}
+        if mine:
+            out[ode] = {task: {key: mean_sd([r[task][key] for r in mine]) for key in mine[0][task]}
+                        for task in ("sgcls", "predcls")}
+            out[ode]["seeds"] = [r["seed"] for r in mine]
     return out
 
 
@@ -145,8 +168,10 @@ def main() -> None:
             return
         runs = [one_run(ws, detector, args, ode, seed, 1.5, first=(ode, seed) == (ROWS[0], 0))
                 for seed in range(args.seeds) for ode in ROWS]
+        runs = [r for r in runs if r is not None]
         sweep = [next((r for r in runs if r["ode"] == "both" and r["seed"] == 0 and t == 1.5), None)
                  or one_run(ws, detector, args, "both", 0, t, first=False) for t in args.t_end]
+        sweep = [r for r in sweep if r is not None]
         detector_metrics = json.loads((ws.run_dir(detector) / "metrics.json").read_text()) \
             if (ws.run_dir(detector) / "metrics.json").is_file() else None
         detector_accuracy = detector_object_accuracy(ws, detector)
@@ -154,8 +179,9 @@ def main() -> None:
         "benchmark": "ablate_nodis", "dataset": "synth", "images": args.images, "size": args.size,
         "epochs": args.epochs, "seeds": args.seeds, "hidden": args.hidden, "front_end": "fc", "features": "visual",
         "solver": "dopri5, atol = rtol = 0.01", "split": "test", "threads": args.threads,
-        "detector": {"run": detector, "minutes": args.detector_minutes, "sgcls_object_accuracy": detector_accuracy,
+        "detector": {"run": detector, "minutes": detector_minutes(ws, detector), "sgcls_object_accuracy": detector_accuracy,
                      "test_mAP@.5": (detector_metrics or {}).get("metrics", {}).get("mAP@.5")},
+        "collected_only": args.collect,
         "seconds": {"detector_and_data": detector_seconds, "total": round(time.perf_counter() - started, 1)},
         "table2": table2(runs), "fig3": [{"t_end": r["t_end"], "sgcls_R@50": r["sgcls"]["R@50"],
                                           "nfe_object": r["sgcls"].get("nfe_object"),
