@@ -14,7 +14,7 @@ SGCls needs a detector: one is trained with a time budget (`--detector-minutes`)
 (`--workspace DIR` keeps it, with the dataset and the cached ROI features, for the next call) or an
 existing one is reused with `--detector RUN`. The heads use its frozen backbone's ROI features.
 
-    nice -n 10 python benchmarks/ablate_nodis.py --workspace /tmp/nodis-ws      # about 20 min on 2 cores
+    nice -n 10 python benchmarks/ablate_nodis.py --workspace /tmp/nodis-ws      # sized for ~25 min on 2 idle cores
     python benchmarks/ablate_nodis.py --images 120 --epochs 1 --seeds 1 --t-end 0.5 1.5   # a quick look
 """
 from __future__ import annotations
