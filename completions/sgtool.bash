@@ -47,6 +47,7 @@ _sgtool() {
         --samples) return;;
         --t-end) return;;
         --front-end) return;;
+        --ode) return;;
         --losses) return;;
         --rank) return;;
         --max-nodes) return;;
@@ -70,7 +71,7 @@ _sgtool() {
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --val-pick --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --name --config --set --resume --from --cache-features --epochs --batch-size --overlap --no-overlap --samples --t-end --front-end --losses --rank --k --max-nodes --supervised --no-supervised --seeds --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --name --config --set --resume --from --cache-features --epochs --batch-size --overlap --no-overlap --samples --t-end --front-end --ode --losses --rank --k --max-nodes --supervised --no-supervised --seeds --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi

@@ -1,6 +1,8 @@
-"""The nodis head (neural ODE scene understanding): shapes, NFE, adjoint, front ends, validation, training."""
+"""The nodis head (neural ODE scene understanding): shapes, NFE, adjoint, front ends, validation, training,
+SGCls labels from the O-ODE without any GT label, the ODE switches and the frequency bias."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,9 +11,11 @@ import torch
 
 from sgg_fixtures import losses_over_steps, save_tiny, tiny_graphs
 from sgtool.data.graphs import ordered_pairs
+from sgtool.data.predictions import read_predictions
 from sgtool.errors import SgtoolError
-from sgtool.heads import TrainData, get_head, gt_objects, make_config
-from sgtool.heads.nodis import NodisHead
+from sgtool.heads import ObjectPredictions, TrainData, get_head, gt_objects, make_config
+from sgtool.heads._relbatch import predict_batches
+from sgtool.heads.nodis import NodisHead, fixed_adjacency_product, noisy_distributions
 from sgtool.workspace import Workspace
 
 C, P = 5, 4  # tiny vocabulary sizes with background
@@ -83,7 +87,7 @@ def test_adjoint_and_plain_solve_give_the_same_forward_output():
 def test_each_front_end_lowers_the_loss_in_a_few_steps(front_end):
     head, graphs = built(front_end=front_end)
     batch = first_batch(head, graphs)
-    losses, _ = losses_over_steps(head, batch)
+    losses, _ = losses_over_steps(head, batch, steps=12)
     assert losses[-1] < 0.8 * losses[0]
 
 
@@ -107,16 +111,12 @@ def test_predictions_layout_stats_and_checkpoint_round_trip():
         bare.predict(gt_objects(test))
 
 
-def test_relabel_replaces_labels_with_the_object_classifier():
-    head, graphs = built(relabel=True)
-    pred = head.predict(gt_objects(graphs.split_subset("test")))
-    assert pred.labels.min() >= 1 and pred.labels.max() < C and np.all((pred.scores > 0) & (pred.scores <= 1))
-
-
 @pytest.mark.parametrize("settings, words", [
     ({"t_end": 0}, "--t-end must be positive"),
     ({"t_end": -1.0}, "--t-end must be positive"),
     ({"front_end": "rnn"}, "Unknown NODIS front end 'rnn'"),
+    ({"ode": "all"}, "Unknown NODIS ode setting 'all'"),
+    ({"label_noise": 1.5}, "label_noise must be from 0.0 to 1.0"),
     ({"atol": 0}, "atol and rtol must be positive"),
 ])
 def test_bad_settings_are_one_sentence(settings, words):
@@ -150,3 +150,132 @@ def test_trains_through_the_cli_and_logs_nfe(tmp_path, cli):
 
     options = yaml.safe_load((run / "config.yaml").read_text())["options"]
     assert (options["t_end"], options["front_end"]) == (0.5, "gcn")
+
+
+# ---------------------------------------------------------------- SGCls: labels from the O-ODE, no GT label
+
+def fake_detector_scores(graphs, seed: int = 3) -> np.ndarray:
+    """A box classifier that sees only the boxes (a fixed random function of their coordinates)."""
+    weights = np.random.default_rng(seed).normal(size=(4, C))
+    logits = graphs.boxes / 50 @ weights
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def sgcls_objects(graphs, class_scores=None) -> ObjectPredictions:
+    """SGCls objects as a careless source might give them: its `labels` field holds the GT labels."""
+    scores = fake_detector_scores(graphs) if class_scores is None else class_scores
+    return ObjectPredictions(graphs.image_ids, graphs.box_offsets, graphs.boxes, graphs.labels.copy(),
+                             scores[np.arange(len(scores)), graphs.labels], labels_given=False, class_scores=scores)
+
+
+def trained(steps: int = 10, **settings) -> tuple[NodisHead, object]:
+    head, graphs = built(visual=True, **settings)
+    torch.manual_seed(0)
+    losses_over_steps(head, first_batch(head, graphs), steps=steps)
+    return head, graphs
+
+
+def test_sgcls_predictions_do_not_change_when_the_gt_labels_are_randomised():
+    head, graphs = trained()
+    test = graphs.split_subset("test")
+    before = head.predict(sgcls_objects(test))
+    shuffled = dataclasses.replace(test, labels=np.random.default_rng(1).integers(1, C, len(test.labels)))
+    assert (shuffled.labels != test.labels).mean() > 0.5
+    after = head.predict(sgcls_objects(shuffled))
+    np.testing.assert_array_equal(after.labels, before.labels)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    np.testing.assert_array_equal(after.rel_scores, before.rel_scores)
+    np.testing.assert_array_equal(after.pairs, before.pairs)
+
+
+def test_sgcls_labels_are_the_o_ode_classifiers_and_follow_its_input_distribution():
+    head, graphs = trained()
+    test = graphs.split_subset("test")
+    objects = sgcls_objects(test)
+    pred = head.predict(objects)
+    assert NodisHead.labels_objects
+    batch = next(iter(predict_batches(test.image_ids, test.box_offsets, test.boxes, test.labels, objects.scores,
+                                      len(test.image_ids), head._visual())))
+    batch.extra = {"class_dist": torch.from_numpy(objects.class_scores),
+                   "order_noise": torch.zeros(len(batch.pairs), dtype=torch.float64)}
+    with torch.no_grad():
+        logits = head.model(batch, own_labels=True)["object_logits"]
+    np.testing.assert_array_equal(pred.labels, logits[:, 1:].argmax(1).numpy() + 1)
+    np.testing.assert_allclose(pred.scores, torch.softmax(logits, 1).max(1).values.numpy(), atol=1e-6)
+    noise = np.random.default_rng(5).dirichlet(np.ones(C), len(test.labels)).astype(np.float32)
+    changed = head.predict(sgcls_objects(test, noise))
+    assert not np.allclose(changed.rel_scores, pred.rel_scores)  # the detector's distribution reaches the O-ODE
+    gt = head.predict(gt_objects(test))
+    np.testing.assert_array_equal(gt.labels, test.labels)  # PredCls keeps the GT labels
+
+
+def test_the_o_ode_is_trained_on_corrupted_not_clean_gt_distributions():
+    labels = np.random.default_rng(0).integers(1, C, 4000)
+    dist = noisy_distributions(labels, C, 0.3, np.random.default_rng(1))
+    np.testing.assert_allclose(dist.sum(1), 1, atol=1e-5)
+    peak = dist.argmax(1)
+    assert 0.25 < (peak != labels).mean() < 0.35 and (peak == 0).mean() < 0.02
+    assert (dist.max(1) < 0.999).mean() > 0.99  # hardly ever the clean one-hot
+    head, graphs = built()
+    batch = first_batch(head, graphs)
+    assert not np.allclose(batch.extra["class_dist"].numpy(), np.eye(C, dtype=np.float32)[batch.labels.numpy()])
+
+
+# ---------------------------------------------------------------- switches: ode, frequency bias, front ends
+
+def test_ode_switches_bypass_each_ode_and_change_the_numbers():
+    outputs = {}
+    for ode in ("none", "object", "pair", "both"):
+        head, graphs = trained(steps=4, ode=ode)
+        pred = head.predict(sgcls_objects(graphs.split_subset("test")))
+        outputs[ode] = pred
+        assert (pred.meta["nfe_object"] > 0) == (ode in ("object", "both"))
+        assert (pred.meta["nfe_pair"] > 0) == (ode in ("pair", "both"))
+        assert pred.meta["nfe_per_image"] == pred.meta["nfe_object"] + pred.meta["nfe_pair"]
+    assert not np.allclose(outputs["none"].rel_scores, outputs["both"].rel_scores, atol=1e-3)
+    assert not np.allclose(outputs["object"].rel_scores, outputs["pair"].rel_scores, atol=1e-3)
+
+
+def test_frequency_bias_is_switchable():
+    head, graphs = trained(steps=2)
+    test = gt_objects(graphs.split_subset("test"))
+    with_bias = head.predict(test).rel_scores
+    head.config.freq_bias = False
+    without = head.predict(test).rel_scores
+    assert not np.allclose(with_bias, without, atol=1e-3)
+    assert float(head.model.log_freq.abs().sum()) > 0  # built from the training split when no priors are given
+
+
+def test_gcn_front_end_uses_the_papers_fixed_adjacency():
+    x = torch.tensor([[1.0], [2.0], [4.0], [8.0]])
+    image = torch.tensor([0, 0, 0, 1])
+    out = fixed_adjacency_product(x, image, 2)
+    torch.testing.assert_close(out[:, 0], torch.tensor([0.8 + 0.1 * 6, 1.6 + 0.1 * 5, 3.2 + 0.1 * 3, 8.0]))
+
+
+def test_lstm_front_end_reads_the_pairs_in_the_given_random_order():
+    head, graphs = built(front_end="lstm")
+    batch = first_batch(head, graphs)
+    with torch.no_grad():
+        a = head.model(batch)["predicate_logits"]
+        batch.extra["order_noise"] = torch.from_numpy(np.random.default_rng(9).random(len(batch.pairs)))
+        b = head.model(batch)["predicate_logits"]
+        c = head.model(batch)["predicate_logits"]
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(b, c)
+
+
+def test_ode_none_and_both_through_the_cli_give_different_numbers(tmp_path, cli):
+    ws = Workspace(tmp_path / "ws")
+    save_tiny(ws, splits=(8, 3, 3))
+    scores = {}
+    for ode in ("none", "both"):
+        result = cli("-w", ws.root, "--quiet", "train", "--head", "nodis", "--epochs", "1", "--t-end", "0.5",
+                     "--set", f"ode={ode}", "--set", "hidden=16", "--set", "mask_size=8", "--json")
+        assert result.code == 0, result.err
+        pred = read_predictions(ws.run_dir(json.loads(result.out)["run"]) / "predictions" / "test.h5")
+        scores[ode] = pred
+        assert pred.meta["head_meta"]["ode"] == ode and pred.meta["head"] == "nodis"  # the head's meta survives the engine's
+    assert scores["none"].meta["head_meta"]["nfe_per_image"] == 0 and scores["both"].meta["head_meta"]["nfe_per_image"] > 0
+    assert not np.allclose(scores["none"].rel_scores, scores["both"].rel_scores, atol=1e-3)

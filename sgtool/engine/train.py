@@ -356,6 +356,9 @@ def write_outputs(folder: Path, model: RelationHead, run: RunData, reporter: Rep
         graphs = run.prepared.graphs.split_subset(split)
         predictions = predict_split(model, graphs, split, run)
         write_predictions(folder / "predictions" / f"{split}.h5", predictions)
+        accuracy = predictions.meta.get("head_meta", {}).get("object_accuracy")
+        if accuracy is not None:
+            reporter.info(f"Object accuracy ({split}, SGCls): {100 * accuracy:.1f}%.")
         if split == "val" and len(graphs.relations):
             result = evaluate_predictions(graphs, predictions, run.record.task, run.priors, run.prepared.vocab,
                                           reporter=reporter)
@@ -380,12 +383,16 @@ def _record_failure(folder: Path, record: RunRecord, exc: BaseException) -> None
 
 
 def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: RunData) -> Predictions:
-    """The head's predictions of a split; what the head put in `meta` (NFE, sampling statistics) is kept
-    under "head_meta", beside the run's identity."""
+    """The head's predictions of a split; what the head put in `meta` (NFE, sampling statistics) and, in
+    SGCls, the object accuracy are kept under "head_meta", beside the run's identity."""
+    from sgtool.eval.objects import object_accuracy
+
     objects = run.source(graphs)
     predictions = model.predict(objects)
     head_meta = json.loads(json.dumps(predictions.meta or {}, default=_plain))  # plain JSON for the h5 attribute
     record = run.record
+    if record.task == "sgcls":
+        head_meta["object_accuracy"] = object_accuracy(graphs, predictions)
     predictions.meta = {"dataset": run.prepared.name, "split": split, "task": record.task, "head": record.head,
                         "run": record.run, "num_images": graphs.num_images,
                         "vocabulary_fingerprint": vocabulary_fingerprint(run.prepared.vocab)}

@@ -41,6 +41,7 @@ class RelBatch:
     targets: torch.Tensor | None = None  # (M,) predicate, 0 = no relation
     rows: np.ndarray | None = None  # (N,) rows of the source (split / ObjectPredictions)
     visual: dict[str, torch.Tensor] = field(default_factory=dict)  # "objects" (N, D), "union" (M, D)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # a head's own per-batch tensors
 
     @property
     def num_images(self) -> int:
@@ -55,7 +56,8 @@ class RelBatch:
         move = dict(boxes=self.boxes, labels=self.labels, scores=self.scores, pairs=self.pairs, targets=self.targets)
         moved = {k: None if v is None else v.to(device) for k, v in move.items()}
         return RelBatch(self.image_ids, self.box_offsets, rows=self.rows,
-                        visual={k: v.to(device) for k, v in self.visual.items()}, **moved)
+                        visual={k: v.to(device) for k, v in self.visual.items()},
+                        extra={k: v.to(device) for k, v in self.extra.items()}, **moved)
 
     @property
     def box_image(self) -> torch.Tensor:
@@ -104,12 +106,14 @@ def image_chunks(num_images: int, batch_size: int, shuffle: bool, rng: np.random
 def sample_pairs(box_offsets: np.ndarray, rel_pairs: np.ndarray, rel_predicates: np.ndarray, bg_ratio: float,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(M, 2) local rows and (M,) targets: all annotated pairs + up to bg_ratio x as many others per image
-    (at least one). A pair annotated with several predicates keeps one of them."""
+    (at least one). A pair annotated with several predicates trains on one of them, drawn at random
+    from rng on every call (so on each of them over the epochs)."""
     image, subj, obj = ordered_pairs(box_offsets)
     n = int(box_offsets[-1])
     key = subj * n + obj
     target_of_key = np.zeros(n * n, dtype=np.int64)
-    target_of_key[rel_pairs[:, 0] * n + rel_pairs[:, 1]] = rel_predicates
+    chosen = one_predicate_per_pair(rel_pairs[:, 0] * n + rel_pairs[:, 1], rng)
+    target_of_key[(rel_pairs[:, 0] * n + rel_pairs[:, 1])[chosen]] = rel_predicates[chosen]
     targets = target_of_key[key]
     fg = targets > 0
     num_images = len(box_offsets) - 1
@@ -120,6 +124,15 @@ def sample_pairs(box_offsets: np.ndarray, rel_pairs: np.ndarray, rel_predicates:
     keep_sorted = fg[order] | (rank < budget[image[order]])
     keep = np.sort(order[keep_sorted])
     return np.stack([subj[keep], obj[keep]], 1), targets[keep]
+
+
+def one_predicate_per_pair(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of relations to keep: one per distinct pair key, drawn uniformly among its duplicates."""
+    order = np.lexsort((rng.random(len(keys)), keys))
+    sorted_keys = keys[order]
+    first = np.ones(len(order), bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return order[first]
 
 
 RelationFilter = Callable[[SceneGraphs, np.ndarray, np.random.Generator], np.ndarray]
@@ -162,8 +175,23 @@ def _batch(image_ids: np.ndarray, offsets: np.ndarray, boxes: np.ndarray, labels
                      torch.as_tensor(pairs, dtype=torch.int64).reshape(-1, 2),
                      None if targets is None else torch.as_tensor(targets, dtype=torch.int64), rows)
     if visual is not None:
-        batch.visual = visual_features(visual(image_ids, offsets, boxes, pairs), batch.pairs, len(batch.labels))
+        asked = np.concatenate([np.asarray(pairs, np.int64).reshape(-1, 2), covering_pairs(offsets, pairs)])
+        feats = visual_features(visual(image_ids, offsets, boxes, asked), torch.from_numpy(asked), len(batch.labels))
+        batch.visual = {"objects": feats["objects"], "union": feats["union"][:len(batch.pairs)]}
     return batch
+
+
+def covering_pairs(offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """(K, 2) one extra pair per box that is in none of `pairs` (a sampled training batch leaves some
+    out), so that every box gets its own ROI vector: partnered with another box of its image, or itself."""
+    num_objects = int(offsets[-1])
+    covered = np.zeros(num_objects, bool)
+    covered[np.asarray(pairs, np.int64).ravel()] = True
+    lonely = np.flatnonzero(~covered)
+    owner = owner_of_rows(offsets)[lonely]
+    start, count = offsets[:-1][owner], np.diff(offsets)[owner]
+    partner = np.where(count > 1, np.where(lonely == start, start + 1, start), lonely)
+    return np.stack([lonely, partner], 1).astype(np.int64)
 
 
 def visual_features(pair_feats: dict[str, torch.Tensor], pairs: torch.Tensor, num_objects: int) -> dict[str, torch.Tensor]:

@@ -1,33 +1,44 @@
-"""NODIS (Cong et al., "NODIS: Neural Ordinary Differential Scene Understanding", ECCV 2020).
+"""NODIS: neural ODE layers for scene graphs.
 
-Objects:  x_i = FC([box geometry, label embedding, score, visual ROI vector?])
-          O-ODE: dh/dt = tanh(W_s h_i + W_n mean_{j in image(i)} h_j)   (a one-layer GCN over the image's objects)
-          h_i = odeint(O-ODE, x_i, [0, t_end]) -> object classifier (SGCls relabelling; PredCls keeps the labels)
-Pairs:    f_ij = [h_i, h_j, union geometry (+ union ROI vector), RelDN spatial (22), conv(pair masks), emb(l_i), emb(l_j)]
-          front end: fc (Linear + ReLU) | gcn (pairs sharing a subject / an object exchange messages) |
-                     lstm (bidirectional LSTM over each image's pairs)
-          P-ODE: dp/dt = W_2 tanh(W_1 p);  p = odeint(P-ODE, front_end(f), [0, t_end])
-          logits = Linear(ReLU(Linear(p)))  -> softmax over the P predicate columns (0 = no relation)
-Both ODEs: dopri5, atol = rtol = 0.01 (torchdiffeq); `adjoint` uses odeint_adjoint (memory O(1) in depth).
-All images of a batch are solved as one state, so every image of the batch sees the same number of
-function evaluations (NFE); `loss` returns it ("nfe", O-ODE + P-ODE forward evaluations) and
-`predict` keeps the image-weighted average in `self.predict_stats["nfe_per_image"]`.
-Loss: cross entropy on predicates (+ `object_loss` x cross entropy on objects).
+Paper: Yuren Cong, Hanno Ackermann, Wentong Liao, Michael Ying Yang and Bodo Rosenhahn,
+"NODIS: Neural Ordinary Differential Scene Understanding", ECCV 2020 (code: github.com/yrcong/NODIS).
+docs/methods/nodis.md maps each equation to the code and lists every deviation.
+
+Objects (eq. 7):  x_u = FC([visual ROI vector of the box (when the head has visual features), box geometry,
+                            class distribution of the object source])
+          class distribution: PredCls the one-hot GT label; SGCls the detector's box classifier
+          (`ObjectPredictions.class_scores`); SGDet the detection's score on its label; training: the GT
+          one-hot corrupted (`label_noise`), never the clean GT, so the classifier cannot learn to echo it.
+          O-ODE: dh/dt = tanh(W_s h_u + W_n mean_{u' in image(u)} h_u');  h_u = odeint(O-ODE, x_u, [0, t_end])
+          object logits = Linear(h_u): the labels and scores returned in SGCls / SGDet (`labels_objects`).
+Pairs (eq. 8):    visual part   v = [ROI(s), ROI(o), ROI(union)] (when visual) + box geometry of s, o, union
+                                    + RelDN spatial (22) + conv(2 x S x S pair masks)
+                  semantic part e = [emb(l_s), emb(l_o)], l = the O-ODE classifier's labels in SGCls / SGDet,
+                                    the GT labels in PredCls and in training (the paper's teacher forcing)
+          front end: fc   FC(v) || FC(e) (two separate layers)
+                     gcn  ReLU(A [v, e] W), A = 0.8 on the diagonal, 0.2 spread over the row (each image's pairs)
+                     lstm BiLSTM(v) || BiLSTM(e) over each image's pairs in random order
+          P-ODE: dp/dt = W_2 tanh(W_1 p);  p = odeint(P-ODE, front_end, [0, t_end])
+          logits = Linear(ReLU(Linear(p))) (+ log p(predicate | l_s, l_o) from the training split: `freq_bias`)
+`ode`: none | object | pair | both: which ODEs run; a switched-off ODE is the identity (h = x).
+Both ODEs: dopri5, atol = rtol = 0.01 (torchdiffeq); `adjoint` uses odeint_adjoint. All images of a batch are
+solved as one state; `predict` writes the image-weighted mean NFE of each ODE into the predictions' meta.
+Loss: cross entropy on predicates + `object_loss` x cross entropy on objects (GT targets).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sgtool.config import check_options, option
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
-from sgtool.config import option
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
@@ -36,21 +47,28 @@ from sgtool.heads._relbatch import (
 )
 
 FRONT_ENDS = ("fc", "gcn", "lstm")
+ODE_MODES = ("none", "object", "pair", "both")
 
 
 @dataclass
 class NodisConfig(VisualHeadConfig):
-    t_end: float = option(1.5, "Integrate both ODEs over [0, T] (positive).")
-    atol: float = 0.01
-    rtol: float = 0.01
-    front_end: str = option("fc", "P-ODE front end.", choices=FRONT_ENDS)
-    adjoint: bool = False  # torchdiffeq.odeint_adjoint instead of odeint
-    hidden: int = 128
-    embed: int = 32  # class embedding size
-    mask_size: int = 32  # side of the 2 x S x S pair masks fed to the spatial conv
-    bg_ratio: float = 3.0  # unannotated pairs sampled per annotated pair of an image (training)
-    object_loss: float = 1.0  # weight of the object cross entropy
-    relabel: bool = False  # replace the given labels / scores by the O-ODE classifier's (SGCls)
+    t_end: float = option(1.5, "integrate both ODEs over [0, t_end] (the paper: 1.5)")
+    atol: float = option(0.01, "dopri5 absolute tolerance", flag=False)
+    rtol: float = option(0.01, "dopri5 relative tolerance", flag=False)
+    front_end: str = option("fc", "P-ODE front end: fc (two FC layers), gcn (fixed adjacency), lstm (pairs in random order)",
+                            choices=FRONT_ENDS)
+    ode: str = option("both", "which neural ODEs run (a switched-off one is the identity): none, object, pair or both",
+                      choices=ODE_MODES)
+    freq_bias: bool = option(True, "add the training split's log frequency prior log p(predicate | subject, object class) "
+                                   "to the predicate logits", flag=False)
+    label_noise: float = option(0.3, "training: chance that an object's input class distribution peaks on a wrong class "
+                                     "(the O-ODE never sees the clean GT label)", min=0.0, max=1.0, flag=False)
+    adjoint: bool = option(False, "solve with torchdiffeq.odeint_adjoint (memory O(1) in the solver's depth)", flag=False)
+    hidden: int = option(128, "width of the object state and of each half of the pair state", min=1, flag=False)
+    embed: int = option(32, "class embedding size (the semantic vectors)", min=1, flag=False)
+    mask_size: int = option(32, "side of the 2 x S x S pair masks fed to the spatial conv", min=4, flag=False)
+    bg_ratio: float = option(3.0, "training: unannotated pairs sampled per annotated pair of an image", min=0.0, flag=False)
+    object_loss: float = option(1.0, "weight of the object cross entropy", min=0.0, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -58,15 +76,62 @@ class NodisConfig(VisualHeadConfig):
             (self.t_end > 0, f"--t-end must be positive, not {self.t_end}.", "Use e.g. --t-end 1.5."),
             (self.front_end in FRONT_ENDS, f"Unknown NODIS front end '{self.front_end}' (known: {', '.join(FRONT_ENDS)}).",
              "Pass --front-end fc, gcn or lstm."),
+            (self.ode in ODE_MODES, f"Unknown NODIS ode setting '{self.ode}' (known: {', '.join(ODE_MODES)}).",
+             "Pass --set ode=none, object, pair or both."),
             (self.atol > 0 and self.rtol > 0, f"atol and rtol must be positive, not {self.atol} and {self.rtol}.",
              "Use --set atol=0.01 --set rtol=0.01."),
-            (self.hidden >= 1 and self.embed >= 1, "hidden and embed must be at least 1.", "Use --set hidden=128."),
-            (self.mask_size >= 4, f"mask_size must be at least 4, not {self.mask_size}.", "Use --set mask_size=32."),
-            (self.bg_ratio >= 0, f"bg_ratio must not be negative, not {self.bg_ratio}.", "Use --set bg_ratio=3."),
         ]
         for ok, message, hint in checks:
             if not ok:
                 raise SgtoolError(message, hint)
+        check_options(self)
+
+    @property
+    def object_ode_on(self) -> bool:
+        return self.ode in ("object", "both")
+
+    @property
+    def pair_ode_on(self) -> bool:
+        return self.ode in ("pair", "both")
+
+
+# ---------------------------------------------------------------- object class distributions
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(labels), num_classes), np.float32)
+    out[np.arange(len(labels)), labels] = 1
+    return out
+
+
+def noisy_distributions(labels: np.ndarray, num_classes: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Training input in place of a detector's class distribution: with chance `noise` the peak sits on
+    a wrong foreground class; its mass is drawn from U(0.5, 1), the rest spread over the other columns
+    with Dirichlet(1) weights. Never the clean one-hot of the GT label (unless noise = 0 and mass 1)."""
+    n = len(labels)
+    wrong = (labels - 1 + rng.integers(1, max(num_classes - 1, 2), n)) % max(num_classes - 1, 1) + 1
+    peak = np.where(rng.random(n) < noise, wrong, labels)
+    mass = rng.uniform(0.5, 1.0, n)
+    rest = rng.gamma(1.0, size=(n, num_classes))
+    rest[np.arange(n), peak] = 0
+    rest = rest / np.maximum(rest.sum(1, keepdims=True), 1e-12) * (1 - mass)[:, None]
+    rest[np.arange(n), peak] = mass
+    return rest.astype(np.float32)
+
+
+def source_distributions(objects: ObjectPredictions, num_classes: int) -> np.ndarray:
+    """(N, C) the O-ODE's class input at inference: one-hot GT (PredCls), the detector's box classifier
+    (SGCls), or the detection's score on its label and the rest on background (SGDet)."""
+    if objects.labels_given:
+        return one_hot(objects.labels, num_classes)
+    if objects.class_scores is not None:
+        scores = np.asarray(objects.class_scores, np.float32)
+        if scores.shape != (len(objects.labels), num_classes):
+            raise SgtoolError(f"The object source gives {scores.shape[1]}-column class scores; this NODIS head "
+                              f"knows {num_classes} classes.", "Use a detector trained on this dataset.")
+        return scores
+    out = one_hot(objects.labels, num_classes) * objects.scores[:, None]
+    out[:, 0] += 1 - objects.scores
+    return out
 
 
 # ---------------------------------------------------------------- ODE functions and the solve
@@ -137,52 +202,63 @@ def solve(func: CountedODE, x0: torch.Tensor, t_end: float, atol: float, rtol: f
 # ---------------------------------------------------------------- front ends of the P-ODE
 
 class FrontEnd(nn.Module):
-    """fc | gcn | lstm over the pairs of a batch (pairs grouped by image)."""
+    """The paper's three pre-processings of (visual, semantic) pair vectors; output 2 x dim."""
 
-    def __init__(self, kind: str, in_dim: int, dim: int) -> None:
+    def __init__(self, kind: str, visual_in: int, semantic_in: int, dim: int) -> None:
         super().__init__()
         self.kind = kind
-        self.input = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
-        if kind == "gcn":
-            self.self_map, self.neighbour_map = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
-        elif kind == "lstm":
-            self.lstm = nn.LSTM(dim, dim // 2 + dim % 2, batch_first=True, bidirectional=True)
-            self.out = nn.Linear(2 * (dim // 2 + dim % 2), dim)
+        if kind == "fc":
+            self.visual = nn.Sequential(nn.Linear(visual_in, dim), nn.ReLU())
+            self.semantic = nn.Sequential(nn.Linear(semantic_in, dim), nn.ReLU())
+            self.out_dim = 2 * dim
+        elif kind == "gcn":
+            self.weight = nn.Linear(visual_in + semantic_in, 2 * dim)
+            self.out_dim = 2 * dim
+        else:
+            half = (dim + 1) // 2
+            self.visual = nn.LSTM(visual_in, half, batch_first=True, bidirectional=True)
+            self.semantic = nn.LSTM(semantic_in, half, batch_first=True, bidirectional=True)
+            self.out_dim = 4 * half
 
-    def forward(self, f: torch.Tensor, pairs: torch.Tensor, pair_image: torch.Tensor, num_objects: int,
-                num_images: int) -> torch.Tensor:
-        x = self.input(f)
+    def forward(self, visual: torch.Tensor, semantic: torch.Tensor, pair_image: torch.Tensor, num_images: int,
+                order_noise: torch.Tensor) -> torch.Tensor:
+        if self.kind == "fc":
+            return torch.cat([self.visual(visual), self.semantic(semantic)], 1)
         if self.kind == "gcn":
-            return F.relu(self.self_map(x) + self.neighbour_map(_shared_end_mean(x, pairs, num_objects)))
-        if self.kind == "lstm":
-            return self._lstm(x, pair_image, num_images)
-        return x
-
-    def _lstm(self, x: torch.Tensor, pair_image: torch.Tensor, num_images: int) -> torch.Tensor:
-        lengths = torch.bincount(pair_image, minlength=num_images)
-        starts = torch.cumsum(lengths, 0) - lengths
-        position = torch.arange(len(x), device=x.device) - starts[pair_image]
-        padded = x.new_zeros(num_images, int(lengths.max()) if len(x) else 0, x.shape[1])
-        padded[pair_image, position] = x
-        used = lengths > 0
-        packed = nn.utils.rnn.pack_padded_sequence(padded[used], lengths[used].cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=padded.shape[1])
-        full = out.new_zeros(num_images, padded.shape[1], out.shape[2])
-        full[used] = out
-        return self.out(full[pair_image, position])
+            return F.relu(fixed_adjacency_product(self.weight(torch.cat([visual, semantic], 1)), pair_image, num_images))
+        return torch.cat([_lstm_over_images(self.visual, visual, pair_image, num_images, order_noise),
+                          _lstm_over_images(self.semantic, semantic, pair_image, num_images, order_noise)], 1)
 
 
-def _shared_end_mean(x: torch.Tensor, pairs: torch.Tensor, num_objects: int) -> torch.Tensor:
-    """Per pair: mean of the features of the pairs with the same subject plus those with the same object."""
-    out = torch.zeros_like(x)
-    for end in (0, 1):
-        rows = pairs[:, end]
-        total = x.new_zeros(num_objects, x.shape[1]).index_add_(0, rows, x)
-        count = torch.bincount(rows, minlength=num_objects).clamp(min=1).to(x.dtype)[:, None]
-        out = out + (total / count)[rows]
-    return out / 2
+def fixed_adjacency_product(x: torch.Tensor, pair_image: torch.Tensor, num_images: int) -> torch.Tensor:
+    """A x per image: 0.8 on the diagonal, 0.2 spread evenly over the row's other pairs (1.0 for a lone pair)."""
+    total = x.new_zeros(num_images, x.shape[1]).index_add_(0, pair_image, x)[pair_image]
+    count = torch.bincount(pair_image, minlength=num_images).to(x.dtype)[pair_image][:, None]
+    others = (total - x) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, 0.8 * x + 0.2 * others, x)
+
+
+def _lstm_over_images(lstm: nn.LSTM, x: torch.Tensor, pair_image: torch.Tensor, num_images: int,
+                      order_noise: torch.Tensor) -> torch.Tensor:
+    """The LSTM over each image's pairs as one sequence, the pairs in the random order given by order_noise."""
+    if len(x) == 0:
+        return x.new_zeros(0, 2 * lstm.hidden_size)
+    order = torch.from_numpy(np.lexsort((order_noise.cpu().numpy(), pair_image.cpu().numpy()))).to(x.device)
+    image = pair_image[order]
+    lengths = torch.bincount(image, minlength=num_images)
+    starts = torch.cumsum(lengths, 0) - lengths
+    position = torch.arange(len(x), device=x.device) - starts[image]
+    padded = x.new_zeros(num_images, int(lengths.max()), x.shape[1])
+    padded[image, position] = x[order]
+    used = lengths > 0
+    packed = nn.utils.rnn.pack_padded_sequence(padded[used], lengths[used].cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=padded.shape[1])
+    full = out.new_zeros(num_images, padded.shape[1], out.shape[2])
+    full[used] = out
+    result = torch.empty(len(x), out.shape[2], dtype=out.dtype, device=x.device)
+    result[order] = full[image, position]
+    return result
 
 
 # ---------------------------------------------------------------- the network
@@ -191,48 +267,57 @@ class NodisNet(nn.Module):
     def __init__(self, config: NodisConfig, num_object_classes: int, num_predicate_classes: int,
                  visual_dim: int = 0) -> None:
         super().__init__()
-        h, e = config.hidden, config.embed
+        h, e, c = config.hidden, config.embed, num_object_classes
         self.config, self.visual_dim = config, visual_dim
-        self.embedding = nn.Embedding(num_object_classes, e)
-        self.object_in = nn.Sequential(nn.Linear(OBJECT_GEOMETRY_DIM + e + 1 + visual_dim, h), nn.ReLU())
+        self.object_in = nn.Sequential(nn.Linear(visual_dim + OBJECT_GEOMETRY_DIM + c, h), nn.ReLU())
         self.object_ode = ObjectODE(h)
-        self.object_classifier = nn.Linear(h, num_object_classes)
+        self.object_classifier = nn.Linear(h, c)
+        self.embedding = nn.Embedding(c, e)
         self.mask_conv = nn.Sequential(
             nn.Conv2d(2, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, e), nn.ReLU())
-        pair_in = 2 * h + OBJECT_GEOMETRY_DIM + visual_dim + SPATIAL_DIM + e + 2 * e
-        self.front_end = FrontEnd(config.front_end, pair_in, h)
-        self.pair_ode = PairODE(h)
-        self.predicate_classifier = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, num_predicate_classes))
+        visual_in = 3 * visual_dim + 3 * OBJECT_GEOMETRY_DIM + SPATIAL_DIM + e
+        self.front_end = FrontEnd(config.front_end, visual_in, 2 * e, h)
+        self.pair_ode = PairODE(self.front_end.out_dim)
+        self.predicate_classifier = nn.Sequential(nn.Linear(self.front_end.out_dim, h), nn.ReLU(),
+                                                  nn.Linear(h, num_predicate_classes))
+        self.register_buffer("log_freq", torch.zeros(c, c, num_predicate_classes))
 
-    def _solve(self, func: CountedODE, x0: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _solve(self, func: CountedODE, x0: torch.Tensor, on: bool) -> tuple[torch.Tensor, int]:
+        if not on:
+            return x0, 0  # the identity bypass of a switched-off ODE
         c = self.config
         return solve(func, x0, c.t_end, c.atol, c.rtol, c.adjoint)
 
     def objects(self, batch: RelBatch) -> tuple[torch.Tensor, int]:
-        parts = [batch.object_geometry(), self.embedding(batch.labels), batch.scores[:, None]]
-        if self.visual_dim:
-            parts.append(batch.visual["objects"])
+        """Object logits from [ROI vector, geometry, class distribution] through the O-ODE, and its NFE."""
+        parts = [batch.visual["objects"]] if self.visual_dim else []
+        parts += [batch.object_geometry(), batch.extra["class_dist"]]
         self.object_ode.set_graph(batch.box_image, batch.num_images)
-        return self._solve(self.object_ode, self.object_in(torch.cat(parts, 1)))
+        h, nfe = self._solve(self.object_ode, self.object_in(torch.cat(parts, 1)), self.config.object_ode_on)
+        return self.object_classifier(h), nfe
 
-    def pair_features(self, batch: RelBatch, h: torch.Tensor) -> torch.Tensor:
+    def pair_inputs(self, batch: RelBatch, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (visual, semantic) vectors of each pair."""
         s, o = batch.pairs[:, 0], batch.pairs[:, 1]
         boxes = batch.boxes.cpu()
         masks = pair_masks(boxes[s.cpu()], boxes[o.cpu()], size=self.config.mask_size).to(batch.device)
-        parts = [h[s], h[o], batch.union_geometry()]
-        if self.visual_dim:
-            parts.append(batch.visual["union"])
-        parts += [batch.pair_geometry(), self.mask_conv(masks), self.embedding(batch.labels[s]),
-                  self.embedding(batch.labels[o])]
-        return torch.cat(parts, 1)
+        geometry = batch.object_geometry()
+        visual = [batch.visual["objects"][s], batch.visual["objects"][o], batch.visual["union"]] if self.visual_dim else []
+        visual += [geometry[s], geometry[o], batch.union_geometry(), batch.pair_geometry(), self.mask_conv(masks)]
+        return torch.cat(visual, 1), torch.cat([self.embedding(labels[s]), self.embedding(labels[o])], 1)
 
-    def forward(self, batch: RelBatch) -> dict[str, Any]:
-        h, object_nfe = self.objects(batch)
-        f = self.front_end(self.pair_features(batch, h), batch.pairs, batch.pair_image, len(batch.labels),
-                           batch.num_images)
-        p, pair_nfe = self._solve(self.pair_ode, f)
-        return {"object_logits": self.object_classifier(h), "predicate_logits": self.predicate_classifier(p),
+    def forward(self, batch: RelBatch, own_labels: bool = False) -> dict[str, Any]:
+        """own_labels: the pairs embed the O-ODE classifier's labels (SGCls / SGDet inference), else batch.labels."""
+        object_logits, object_nfe = self.objects(batch)
+        labels = object_logits[:, 1:].argmax(1) + 1 if own_labels else batch.labels
+        visual, semantic = self.pair_inputs(batch, labels)
+        f = self.front_end(visual, semantic, batch.pair_image, batch.num_images, batch.extra["order_noise"])
+        p, pair_nfe = self._solve(self.pair_ode, f, self.config.pair_ode_on)
+        logits = self.predicate_classifier(p)
+        if self.config.freq_bias:
+            logits = logits + self.log_freq[labels[batch.pairs[:, 0]], labels[batch.pairs[:, 1]]]
+        return {"object_logits": object_logits, "labels": labels, "predicate_logits": logits,
                 "object_nfe": object_nfe, "pair_nfe": pair_nfe, "pair_state": p}
 
 
@@ -240,9 +325,10 @@ class NodisNet(nn.Module):
 
 @register_head("nodis")
 class NodisHead(NetworkHelpers, TrainableHead):
-    """NODIS: object and pair features refined by neural ODEs (see the module docstring)."""
+    """NODIS (Cong et al., ECCV 2020): object and pair features refined by neural ODEs (module docstring)."""
 
     Config = NodisConfig
+    labels_objects: ClassVar[bool] = True
 
     def __init__(self, config: NodisConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)
@@ -254,10 +340,27 @@ class NodisHead(NetworkHelpers, TrainableHead):
         torch.manual_seed(data.seed)
         dim = int(self.visual_source.dim) if self.wants_visual() else 0
         self.model = NodisNet(self.config, self.num_object_classes, self.num_predicate_classes, dim).to(data.device)
+        self.model.log_freq.copy_(torch.as_tensor(self._log_freq(data)))
         return self.model
 
+    def _log_freq(self, data: TrainData) -> np.ndarray:
+        shape = (self.num_object_classes, self.num_object_classes, self.num_predicate_classes)
+        log_freq = data.priors.get("log_freq") if data.priors else None
+        if log_freq is None:
+            from sgtool.priors import compute_priors
+
+            log_freq = compute_priors(data.train, *shape[1:])["log_freq"]
+        if tuple(log_freq.shape) != shape:
+            raise SgtoolError(f"The priors have shape {tuple(log_freq.shape)}, which does not fit the vocabulary {shape}.",
+                              "Run `sgtool prepare` for this dataset again.")
+        return np.asarray(log_freq, np.float32)
+
     def batches(self, graphs: SceneGraphs, *, shuffle: bool, rng: np.random.Generator) -> Any:
-        return train_batches(graphs, self.config.batch_size, self.config.bg_ratio, shuffle, rng, self._visual())
+        for batch in train_batches(graphs, self.config.batch_size, self.config.bg_ratio, shuffle, rng, self._visual()):
+            batch.extra["class_dist"] = torch.from_numpy(noisy_distributions(
+                batch.labels.numpy(), self.num_object_classes, self.config.label_noise, rng))
+            batch.extra["order_noise"] = torch.from_numpy(rng.random(len(batch.pairs)))
+            yield batch
 
     def loss(self, batch: RelBatch) -> dict[str, Any]:
         batch = batch.to(self._device())
@@ -272,20 +375,32 @@ class NodisHead(NetworkHelpers, TrainableHead):
 
     @torch.no_grad()
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
+        """PredCls keeps the given labels; SGCls / SGDet return the O-ODE classifier's labels and scores,
+        and never read `objects.labels` beyond the class distribution they come with (SGDet)."""
         model = self._require_model()
         model.eval()
-        labels, scores = objects.labels.copy(), objects.scores.astype(np.float32).copy()
-        results, nfe_images = [], 0.0
-        for batch in predict_batches(objects.image_ids, objects.box_offsets, objects.boxes, objects.labels,
-                                     objects.scores, self.config.batch_size, self._visual()):
-            out = model(batch.to(self._device()))
+        own = not objects.labels_given
+        dist = source_distributions(objects, self.num_object_classes)
+        guess = dist[:, 1:].argmax(1) + 1 if len(dist) else np.zeros(0, np.int64)
+        labels = objects.labels.copy() if not own else guess.astype(np.int64)
+        scores = objects.scores.astype(np.float32).copy()
+        rng = np.random.default_rng(0)  # the LSTM front end's pair order: fixed, so predictions repeat
+        results, nfe = [], np.zeros(2)
+        for batch in predict_batches(objects.image_ids, objects.box_offsets, objects.boxes, labels, scores,
+                                     self.config.batch_size, self._visual()):
+            batch.extra = {"class_dist": torch.from_numpy(dist[batch.rows]),
+                           "order_noise": torch.from_numpy(rng.random(len(batch.pairs)))}
+            out = model(batch.to(self._device()), own_labels=own)
             results.append((batch, F.softmax(out["predicate_logits"], 1).cpu().numpy()))
-            nfe_images += (out["object_nfe"] + out["pair_nfe"]) * batch.num_images
-            if self.config.relabel and len(batch.rows):
-                probs = F.softmax(out["object_logits"][:, 1:], 1).cpu()
-                best, index = probs.max(1)
-                labels[batch.rows], scores[batch.rows] = index.numpy() + 1, best.numpy()
-        self.predict_stats = {"nfe_per_image": nfe_images / max(objects.num_images, 1), "images": objects.num_images}
+            nfe += np.array([out["object_nfe"], out["pair_nfe"]]) * batch.num_images
+            if own and len(batch.rows):
+                probs = F.softmax(out["object_logits"], 1).cpu()
+                chosen = out["labels"].cpu()
+                labels[batch.rows] = chosen.numpy()
+                scores[batch.rows] = probs[torch.arange(len(chosen)), chosen].numpy()
+        per_image = nfe / max(objects.num_images, 1)
+        self.predict_stats = {"nfe_object": float(per_image[0]), "nfe_pair": float(per_image[1]),
+                              "nfe_per_image": float(per_image.sum()), "images": objects.num_images, "ode": self.config.ode}
         predictions = assemble(objects.image_ids, objects.box_offsets, objects.boxes, labels, scores, results,
                                self.num_predicate_classes)
         predictions.meta = dict(self.predict_stats)
@@ -304,4 +419,3 @@ class NodisHead(NetworkHelpers, TrainableHead):
         except RuntimeError as exc:
             raise SgtoolError("The NODIS checkpoint does not fit this dataset's vocabulary or these settings.",
                               "Evaluate it on the dataset and with the settings it was trained with.") from exc
-
