@@ -34,7 +34,7 @@ from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.synth import prepare_synth
-from sgtool.detect.train import train_detector
+from sgtool.engine.train_detector import train_detector
 from sgtool.engine.train import train
 from sgtool.eval.run_eval import evaluate_predictions
 from sgtool.workspace import Workspace
