@@ -1,4 +1,5 @@
-"""The one training loop for every `TrainableHead`; everything besides stepping is a hook (`engine/hooks.py`).
+"""The one training loop for every `TrainableHead` and the detector (`engine/train_detector.py`); everything
+besides stepping is a hook (`engine/hooks.py`).
 
     for each phase of the head (most have one):  head.begin_phase(name); a fresh optimiser + schedule
         for each epoch:  for batch in head.batches(train):  hooks; loss = head.loss(batch)["loss"]; step (clipped)
