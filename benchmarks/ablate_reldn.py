@@ -37,7 +37,7 @@ from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.recipes import load_recipe
 from sgtool.data.synth import prepare_synth
 from sgtool.data.synth_confusion import scene_kinds
-from sgtool.detect.train import train_detector
+from sgtool.engine.train_detector import train_detector
 from sgtool.engine.train import train
 from sgtool.eval.confusion import confusion_metrics, select_predictions
 from sgtool.eval.run_eval import evaluate_predictions

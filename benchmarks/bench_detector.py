@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from sgtool.data.synth import prepare_synth
-from sgtool.detect.train import train_detector
+from sgtool.engine.train_detector import train_detector
 from sgtool.ui import Reporter
 from sgtool.workspace import Workspace
 

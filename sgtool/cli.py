@@ -352,7 +352,8 @@ def train_detector(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")] = None,
 ) -> None:
     """Train a Faster R-CNN object detector (for SGCls / SGDet) and report COCO mAP on the test split."""
-    from sgtool.detect.train import show_detector, train_detector as stage
+    from sgtool.detect.train import show_detector
+    from sgtool.engine.train_detector import train_detector as stage
 
     s = _settings(ctx)
     result = stage(s.workspace, dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -13,6 +13,8 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth import prepare_synth
 from sgtool.detect import load_detector
 from sgtool.detect.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
+from sgtool.engine.checkpoint import load_state
+from sgtool.engine.hooks import read_log
 from sgtool.errors import SgtoolError
 from sgtool.workspace import Workspace
 
@@ -86,12 +88,12 @@ def test_one_epoch_run_writes_checkpoint_and_metrics(trained_ws):
 def test_resume_continues_from_checkpoint_epoch(trained_ws, tmp_path, cli):
     shutil.copytree(trained_ws, tmp_path / "ws")
     ws = tmp_path / "ws"
-    before = torch.load(ws / "runs/d1/checkpoints/last.pt", weights_only=True)
+    before, logged = load_state(ws / "runs/d1/checkpoints/last.pt")["loop"], read_log(ws / "runs/d1/log.jsonl")
     result = cli("-w", ws, "-q", "--json", "train-detector", "--resume", "d1", "--epochs", "2")
     assert result.code == 0, result.err
-    after = torch.load(ws / "runs/d1/checkpoints/last.pt", weights_only=True)
+    after, log = load_state(ws / "runs/d1/checkpoints/last.pt")["loop"], read_log(ws / "runs/d1/log.jsonl")
     assert (before["epoch"], after["epoch"]) == (1, 2) and after["step"] == 2 * before["step"]
-    assert [r["epoch"] for r in after["log"]] == [1, 2] and after["log"][0] == before["log"][0]
+    assert [r["epoch"] for r in log] == [1, 2] and log[0] == logged[0]
     assert json.loads(result.out)["run"] == "d1"
     again = cli("-w", ws, "train-detector", "--resume", "d1", "--epochs", "2")
     assert again.code == 2 and "already trained 2 of 2 epochs" in again.err
@@ -182,7 +184,7 @@ def test_same_seed_same_weights_and_weights_file_start(trained_ws, tmp_path, cli
         result = cli("-w", ws, "-q", "--seed", "5", "train-detector", "--epochs", "1", "--batch-size", "4",
                      "--name", name, "--weights", start)
         assert result.code == 0, result.err
-    a, b = (torch.load(ws / f"runs/{n}/checkpoints/model.pt", weights_only=True)["model"] for n in ("a", "b"))
+    a, b = (torch.load(ws / f"runs/{n}/checkpoints/model.pt", weights_only=True)["state"]["model"] for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((ws / "runs/a/metrics.json").read_text()) ["metrics"]["mAP"] == \
         json.loads((ws / "runs/b/metrics.json").read_text())["metrics"]["mAP"]
@@ -205,7 +207,7 @@ def test_torchvision_archs_build_offline_and_take_weights(tmp_path):
 
 
 def test_progress_total_follows_the_time_budget():
-    from sgtool.detect.train import _expected_steps
+    from sgtool.detect.train import expected_steps as _expected_steps
 
     assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=None) == 5000  # no budget: every step
     assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=90.0) == 100  # 1 step/s, 90 s left

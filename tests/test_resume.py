@@ -30,10 +30,10 @@ def _start(ws: Path, name: str) -> subprocess.Popen:
 
 
 def _kill_after_first_checkpoint(proc: subprocess.Popen, last: Path) -> None:
-    deadline = time.time() + 60
+    deadline = time.time() + 300  # generous: a loaded CI machine can be slow to import torch
     while not last.exists():
         assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint within a minute"
+        assert time.time() < deadline, "no checkpoint within five minutes"
         time.sleep(0.02)
     time.sleep(random.uniform(0.0, 2.0))  # a random step of a later epoch
     proc.send_signal(signal.SIGKILL)
@@ -120,11 +120,16 @@ def test_the_same_seed_gives_the_same_predictions_and_metrics(tmp_path, cli):
 
 # ---------------------------------------------------------------- every kind on the one loop
 
+HEAD = ["--batch-size", "8", "--set", "val_every=100"]
 KINDS = {  # small networks, 3 batches per epoch, validation at the end only: seconds per run
-    "tensor": ["--epochs", "12", "--set", "sel_epochs=1", "--set", "hidden=16"],
-    "reldn": ["--epochs", "12", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
-    "nodis": ["--epochs", "12", "--set", "hidden=16", "--set", "embed=8", "--set", "mask_size=8"],
-    "iwsl": ["--epochs", "12", "--samples", "2", "--set", "hidden=16"],
+    "tensor": ["train", "--head", "tensor", *HEAD, "--epochs", "12", "--set", "sel_epochs=1", "--set", "hidden=16"],
+    "reldn": ["train", "--head", "reldn", *HEAD, "--epochs", "12", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
+    "nodis": ["train", "--head", "nodis", *HEAD, "--epochs", "12", "--set", "hidden=16", "--set", "embed=8",
+              "--set", "mask_size=8"],
+    "iwsl": ["train", "--head", "iwsl", *HEAD, "--epochs", "12", "--samples", "2", "--set", "hidden=16"],
+    # the tiny Faster R-CNN on 8 blank 100-px images, 4 batches per epoch; an epoch budget (a time budget's
+    # lr follows the clock, so it cannot repeat exactly)
+    "detector": ["train-detector", "--epochs", "6", "--batch-size", "2", "--threads", "1"],
 }
 
 
@@ -142,8 +147,8 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, cli, kind):
     ws = Workspace(tmp_path / "ws")
-    save_tiny(ws)
-    args = ["train", "--head", kind, "--batch-size", "8", "--set", "val_every=100", *KINDS[kind]]
+    save_tiny(ws, **({"with_images": True, "splits": (8, 1, 2)} if kind == "detector" else {}))
+    args = KINDS[kind]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "-w", str(ws.root), "-q", *args, "--name", "killed"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -157,13 +162,21 @@ def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, c
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
-    assert json.loads((ws.run_dir("killed") / "run.json").read_text())["status"] == "running"
+    assert not (ws.run_dir("killed") / "metrics.json").exists()
+    if kind != "detector":  # a detector run's run.json holds no status
+        assert json.loads((ws.run_dir("killed") / "run.json").read_text())["status"] == "running"
 
     straight = cli("-w", ws.root, "-q", *args, "--name", "straight")
-    resumed = cli("-w", ws.root, "-q", "train", "--resume", "killed")
+    resumed = cli("-w", ws.root, "-q", args[0], "--resume", "killed")
     assert straight.code == 0 and resumed.code == 0, resumed.err
     a, b = (torch.load(ws.run_dir(r) / "checkpoints" / "model.pt", weights_only=False)["state"] for r in ("straight", "killed"))
+    if kind == "detector":  # its state holds the seconds trained, which differ; the rest is exact
+        a, b = ({k: v for k, v in state.items() if k != "train_seconds"} for state in (a, b))
     assert _same(a, b)  # exact on CPU
+    if kind == "detector":
+        metrics = [json.loads((ws.run_dir(r) / "metrics.json").read_text())["metrics"] for r in ("straight", "killed")]
+        assert metrics[0]["mAP"] == metrics[1]["mAP"] and metrics[0]["AP_per_class"] == metrics[1]["AP_per_class"]
+        return
     for split in ("val", "test"):
         p, q = (read_predictions(ws.run_dir(r) / "predictions" / f"{split}.h5") for r in ("straight", "killed"))
         assert np.array_equal(p.rel_scores, q.rel_scores) and np.array_equal(p.labels, q.labels)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -146,12 +146,20 @@ def checkpoint_path(run_dir: Path) -> Path:
     raise SgtoolError(f"The run {run_dir.name} holds no detector checkpoint.", "Train one with `sgtool train-detector`.")
 
 
+def unwrap(payload: Any) -> Any:
+    """The detector's state inside a checkpoint of the one checkpointer ({"head": "detector", "state": ...})."""
+    if isinstance(payload, dict) and payload.get("head") == LATEST_KIND and isinstance(payload.get("state"), dict):
+        return payload["state"]
+    return payload
+
+
 def read_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise SgtoolError(f"{path} is not a readable detector checkpoint ({type(exc).__name__}).",
                           "Train the detector again, or --resume it from an intact run.") from exc
+    payload = unwrap(payload)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise SgtoolError(f"{path} is not an sgtool detector checkpoint.", "Pass a run made by `sgtool train-detector`.")
     return payload

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sgtool import ui
 from sgtool.data.synth import prepare_synth
 from sgtool.data.shapes import prepare_shapes
-from sgtool.detect.train import train_detector
+from sgtool.engine.train_detector import train_detector
 from sgtool.engine.kinds import TrainRequest, get_kind
 from sgtool.ui import Reporter
 from sgtool.viz.draw import draw_graph

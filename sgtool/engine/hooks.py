@@ -1,6 +1,6 @@
 """What the one training loop (`engine/loop.py`) does besides stepping, each a hook called at fixed points:
 
-    before_train(loop)   after_step(loop, terms)   after_epoch(loop, record)   after_train(loop)
+    before_train(loop)   before_step(loop)   after_step(loop, terms)   after_epoch(loop, record)   after_train(loop)
 
 AmpHook (bfloat16 autocast on CUDA, `--set amp=true`), BudgetHook (`--set max_steps=N`, `--set minutes=M`),
 ValidationHook (val metrics, the best checkpoint by `val_metric`), LogHook (log.jsonl), CheckpointHook
@@ -27,6 +27,8 @@ Validator = Callable[[], dict[str, float]]  # predicts the val split with the he
 
 class Hook:
     def before_train(self, loop: Any) -> None: ...
+
+    def before_step(self, loop: Any) -> None: ...
 
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None: ...
 

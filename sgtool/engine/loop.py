@@ -1,7 +1,8 @@
-"""The one training loop for every `TrainableHead`; everything besides stepping is a hook (`engine/hooks.py`).
+"""The one training loop for every `TrainableHead` and the detector (`engine/train_detector.py`); everything
+besides stepping is a hook (`engine/hooks.py`).
 
     for each phase of the head (most have one):  head.begin_phase(name); a fresh optimiser + schedule
-        for each epoch:  for batch in head.batches(train):  loss = head.loss(batch)["loss"]; step (clipped)
+        for each epoch:  for batch in head.batches(train):  hooks; loss = head.loss(batch)["loss"]; step (clipped)
                          hooks: validation + best checkpoint, log.jsonl, last.pt, TensorBoard, progress
 
 Checkpoints (`engine/checkpoint.py`, atomic, in <run>/checkpoints/): last.pt after every epoch (all a resume
@@ -27,7 +28,7 @@ from sgtool import distributed
 from sgtool.engine.checkpoint import BEST, LAST, STATE_FORMAT, load_state, resume_point  # noqa: F401 (re-exported)
 from sgtool.engine.hooks import Hook, Validator, default_hooks, read_log, write_log  # noqa: F401 (re-exported)
 from sgtool.errors import SgtoolError
-from sgtool.heads import HeadConfig, TrainableHead, TrainData
+from sgtool.heads import TrainableHead, TrainData
 from sgtool.ui import SILENT, Reporter
 
 
@@ -69,8 +70,9 @@ class Loop:
 
 
 def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Validator,
-             reporter: Reporter = SILENT, resume: bool = False) -> list[dict]:
-    """Train head on data.train in the run folder; return the log records. The head ends with the best weights."""
+             reporter: Reporter = SILENT, resume: bool = False, make_hooks: Any = default_hooks) -> list[dict]:
+    """Train head on data.train in the run folder; return the log records. The head ends with the best weights.
+    make_hooks(config, validate, bar) -> the hooks (a relation head's by default; the detector brings its own)."""
     seed_everything(data.seed)
     if head.config.deterministic:
         use_deterministic_kernels()
@@ -82,7 +84,7 @@ def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Valid
         loop.state = LoopState(**saved["loop"])
         loop.log = [r for r in read_log(loop.folder / "log.jsonl") if r.get("event") == "epoch" and r["epoch"] <= loop.state.epoch]
     with reporter.progress() as bar:
-        hooks = default_hooks(head.config, validate, bar)
+        hooks = make_hooks(head.config, validate, bar)
         for hook in hooks:
             hook.before_train(loop)
         first = 0
@@ -114,6 +116,8 @@ def train_epoch(loop: Loop, hooks: list[Hook]) -> dict[str, float]:
     sums: dict[str, float] = {}
     loop.batches_done = 0
     for batch in distributed.shard(head.batches(loop.data.train, shuffle=True, rng=loop.rng)):
+        for hook in hooks:
+            hook.before_step(loop)
         with loop.autocast():
             terms = loop.loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -147,13 +151,15 @@ def check_finite(what: str, value: torch.Tensor, state: LoopState) -> None:
 
 # ---------------------------------------------------------------- optimiser, schedule, seeds
 
-def make_optimizer(config: HeadConfig, model: torch.nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
+def make_optimizer(config: Any, model: torch.nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
     """The configured optimiser over the parameters that require gradients, and its per-epoch schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise SgtoolError("The head has no trainable parameters in this phase.", "This is a bug in the head.")
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    elif config.optimizer == "adamw":  # the detector's
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.schedule == "step":

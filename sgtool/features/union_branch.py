@@ -18,16 +18,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.ops import roi_align
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sgtool.detect.data import to_float
 from sgtool.features.spatial import union_boxes
 from sgtool.features.visual import DEFAULT_OUTPUT_SIZE
+from sgtool.vision import require_torchvision
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
     """The module with every BatchNorm2d replaced by a FrozenBatchNorm2d holding its statistics."""
+    require_torchvision()
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
@@ -71,6 +73,9 @@ class UnionBranch(nn.Module):
     def forward(self, images: Tensor, rois: Tensor) -> Tensor:
         maps = self.backbone(images)
         fmap = maps["0"] if "0" in maps else next(iter(maps.values()))
+        require_torchvision()
+        from torchvision.ops import roi_align
+
         pooled = roi_align(fmap, rois, output_size=DEFAULT_OUTPUT_SIZE, spatial_scale=fmap.shape[-1] / images.shape[-1],
                            sampling_ratio=2, aligned=True)
         return nn.functional.adaptive_avg_pool2d(pooled, self.grid).flatten(1)
