@@ -62,6 +62,10 @@ def predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, devic
     return to_predictions(data, out["coords"], out["edge_prob"], model.pairs.cpu().numpy())
 
 
+def model_for(config: AEConfig) -> GraphAutoEncoder:
+    return GraphAutoEncoder(config.max_nodes, config.width, edge_input=config.edge_input)
+
+
 def save_model(path: Path, model: GraphAutoEncoder, config: AEConfig) -> None:
     with atomic.atomic_path(path) as tmp:
         torch.save({"head": HEAD, "config": asdict(config), "state": model.state_dict()}, tmp)
@@ -72,6 +76,6 @@ def load_model(path: Path) -> tuple[GraphAutoEncoder, AEConfig]:
         raise SgtoolError(f"No auto-encoder checkpoint at {path}.", "Train the run again.")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     config = build(AEConfig, saved["config"])
-    model = GraphAutoEncoder(config.max_nodes, config.width)
+    model = model_for(config)
     model.load_state_dict(saved["state"])
     return model.eval(), config
