@@ -235,10 +235,11 @@ def test_the_two_supervised_baselines_differ_and_freezing_leaves_only_the_edges(
     assert paper["loss"].item() == pytest.approx(paper["heatmap"].item() + paper["bce"].item())
 
 
-@pytest.mark.parametrize("freeze_at, encoder_moves", [(0.0, False), (1.0, True)])
-def test_the_paper_baseline_freezes_its_attention(shapes_ws, freeze_at, encoder_moves):
+@pytest.mark.parametrize("freeze_epochs, encoder_moves", [(0.0, False), (1.0, True)])
+def test_the_paper_baseline_freezes_its_attention(shapes_ws, freeze_epochs, encoder_moves):
     data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
-    config = AEConfig(supervised=True, steps=3, batch_size=16, width=8, freeze_attention_at=freeze_at, log_every=1000)
+    config = AEConfig(supervised=True, steps=3, batch_size=16, width=8, freeze_attention_epochs=freeze_epochs,
+                      log_every=1000)
     torch.manual_seed(0)
     model = GraphAutoEncoder(4, 8)
     before = {k: v.clone() for k, v in model.state_dict().items()}

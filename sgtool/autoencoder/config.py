@@ -2,9 +2,9 @@
 
 The defaults are the paper's (Lu & Dubbelman, "Image-Graph-Image Translation via Auto-Encoding"):
 the Eq. 5 auxiliary loss, the image-only edge classifier, the MSE + matched cross-entropy baseline with
-its attention frozen after 2 of 15 epochs, Adam beta = (0.6, 0.9), batch 128, 30 epochs with the
-learning rate / 10 for the last third. The schedule is stated as fractions of the training, so a step
-budget (`--set steps=N`, the CPU scaling) keeps its shape. Today's earlier forms are named options.
+its attention frozen after 2 epochs, Adam beta = (0.6, 0.9), batch 128, 30 epochs with the learning
+rate / 10 for the last third. The drop is a fraction of the training, so a step budget
+(`--set steps=N`, the CPU scaling) keeps its shape. Today's earlier forms are named options.
 """
 from __future__ import annotations
 
@@ -47,9 +47,8 @@ class AEConfig:
     baseline: str = option("paper", "Supervised loss: MSE heat map + matched cross entropy, attention frozen "
                            "(paper), or KL heat map + L1 coordinates + cross entropy (strong).",
                            choices=BASELINES, flag=False)
-    freeze_attention_at: float = option(2 / 15, "Paper baseline: fraction of training after which the node "
-                                        "attention is frozen and only the edge classifier learns.",
-                                        min=0, max=1, flag=False)
+    freeze_attention_epochs: float = option(2.0, "Paper baseline: epochs of node-attention training, after which "
+                                            "it is frozen and only the edge classifier learns.", min=0, flag=False)
     recon: str = option("msssim", "Reconstruction loss.", choices=RECON_LOSSES, flag=False)
     loss_on: str = option("refined", "Which drawing the loss compares.", choices=("refined", "coarse"), flag=False)
     sigma_start: float = option(1.5, "Line template profile at the start, pixels at the working resolution.", flag=False)

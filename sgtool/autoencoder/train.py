@@ -4,7 +4,7 @@ Paper: Lu & Dubbelman, "Image-Graph-Image Translation via Auto-Encoding" (docs/m
 The auto-encoder is an image-level model, not a relation head, so it has its own loop here: Adam
 (beta = (0.6, 0.9)), a step budget (`--set steps=N`, else the epochs) with a time cap
 (`--set minutes=M`), the learning rate / 10 after `lr_drop_at` of training, the paper baseline's
-attention frozen after `freeze_attention_at`, the edge template's line width annealed from
+attention frozen after `freeze_attention_epochs` epochs, the edge template's line width annealed from
 sigma_start to sigma_end over the first half, a progress bar, one log record every `log_every` steps.
 
 A seed that ends on the blank-drawing plateau (no validation edge found) is named; with
@@ -137,6 +137,7 @@ def fit(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, seed: int
     """Train in place for the step budget (or until the time cap); returns the log records (also passed to echo)."""
     optimiser = make_optimiser(model, config)
     total, budget = total_steps(config, len(data)), config.minutes * 60
+    freeze_step = config.freeze_attention_epochs * max(1, len(data) // config.batch_size)
     start, log, step, skipped, frozen = time.time(), [], 0, 0, False
     model.train()
     batches = batch_indices(len(data), config.batch_size, np.random.default_rng(seed))
@@ -149,7 +150,7 @@ def fit(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, seed: int
             progress = max(step / total, elapsed / budget if budget else 0.0)
             for group in optimiser.param_groups:
                 group["lr"] = config.learning_rate * (0.1 if progress >= config.lr_drop_at else 1.0)
-            if freezes_attention(config) and not frozen and progress >= config.freeze_attention_at:
+            if freezes_attention(config) and not frozen and step >= freeze_step:
                 freeze_attention(model, frozen := True)
             epoch, index = next(batches)
             parts = step_loss(model, config, data, index, sigma_at(config, progress), device, frozen)
