@@ -299,3 +299,16 @@ def test_a_plateau_seed_is_restarted_with_the_next_seed(shapes_ws, monkeypatch):
     monkeypatch.setattr(ae_train, "on_plateau", lambda scores: True)
     kept = ae_train.train_autoencoder(shapes_ws, dataset="shapes", name="kept", seed=5, overrides=options)
     assert (kept.seeds, kept.restarts, kept.stuck_seeds) == ([5], 0, [5])  # no restarts asked: named, kept
+
+
+def test_a_checkpoint_from_before_the_paper_forms_still_loads(tmp_path):
+    from dataclasses import asdict
+
+    from sgtool.autoencoder.inference import load_model
+
+    model = GraphAutoEncoder(4, 8, edge_input="image+segment")
+    earlier = {k: v for k, v in asdict(AEConfig(width=8)).items()
+               if k not in ("edge_input", "aux", "baseline", "steps", "beta1", "beta2")}
+    torch.save({"head": "ae", "config": earlier, "state": model.state_dict()}, tmp_path / "old.pt")
+    loaded, config = load_model(tmp_path / "old.pt")
+    assert config.edge_input == "image+segment" and loaded.edges.with_segment

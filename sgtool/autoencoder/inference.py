@@ -21,6 +21,7 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 
 HEAD = "ae"
+EARLIER_FORMS = {"edge_input": "image+segment", "aux": "overlap", "baseline": "strong"}  # checkpoints before these options
 NODE_BOX = 4.0  # side of the box written around each predicted node, pixels
 
 
@@ -75,7 +76,7 @@ def load_model(path: Path) -> tuple[GraphAutoEncoder, AEConfig]:
     if not path.exists():
         raise SgtoolError(f"No auto-encoder checkpoint at {path}.", "Train the run again.")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    config = build(AEConfig, saved["config"])
+    config = build(AEConfig, {**EARLIER_FORMS, **saved["config"]})
     model = model_for(config)
     model.load_state_dict(saved["state"])
     return model.eval(), config
