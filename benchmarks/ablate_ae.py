@@ -12,7 +12,7 @@ written to --out), then a markdown table.
 Budgets (per seed):
   small: 400 steps of batch 32 on <= 4,000 training images, lr x 4 of the paper's (2e-3 / 1.2e-3:
          the CPU scaling, few steps of a quarter batch), 3 seeds, 2 plateau restarts per row;
-         about 60 min with --jobs 2 on 2 idle CPU cores.
+         sized for about an hour with --jobs 2 on 2 idle CPU cores (not yet run in full: README).
   paper: the paper's batch 128, lr 5e-4 (baseline 3e-4), 30 epochs of 40,000 training images
          (9,360 steps, lr / 10 for the last third), 10 seeds; needs a 50,000-image dataset.
 
