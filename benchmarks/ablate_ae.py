@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
                    for r, f in futures.items()}
     payload = {"benchmark": "ablate_ae", "dataset": args.dataset, "budget": args.budget, "steps_per_seed": steps,
                "seeds": seeds, "first_seed": args.seed, "batch_size": budget["batch_size"],
-               "train_images": budget["train_images"], "plateau_restarts": budget["plateau_restarts"], "jobs": args.jobs, "threads_per_job": 1,
+               "train_images": budget["train_images"], "plateau_restarts": budget["plateau_restarts"],
+               "jobs": args.jobs, "threads_per_job": 1,
                "wall_minutes": round((time.time() - start) / 60, 1), "results": results}
     text = json.dumps(payload, indent=2)
     print(text)
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(payload: dict) -> str:
-    lines = ["| row | P (%) | R (%) | F1 (%) | paper F1 | seeds | restarts |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | P (%) | R (%) | F1 (%) | paper F1 | seeds | restarts |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in payload["results"].items():
         s = r["summary"]
         cell = [f"{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}" for k in ("precision", "recall", "f1")]
