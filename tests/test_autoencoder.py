@@ -165,3 +165,150 @@ def test_a_seed_stuck_on_the_plateau_is_named(capsys, tmp_path):
     assert "seed(s) 3 found no edge on the validation split" in err and "another --seed" in err
     show_ae_train(AETrainResult("r", tmp_path, "shapes", [4], {**metrics, "recall": 0.5}, 1.0))
     assert "found no edge" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the paper's forms (issue 18)
+
+def test_eq5_auxiliary_loss_on_a_hand_case():
+    from sgtool.autoencoder.losses import auxiliary_loss, stacking
+
+    first = torch.tensor([[[0.4, 0.2], [0.2, 0.2]], [[0.1, 0.1], [0.1, 0.7]]])  # two slots, 2 x 2 maps
+    second = torch.full((2, 2, 2), 0.25)  # flat maps: max-normalised to all ones
+    attention = torch.stack([first, second])
+    # image 0 by hand: max-normalised [[1, .5], [.5, .5]] + [[1/7, 1/7], [1/7, 1]] = [[8/7, 9/14], [9/14, 3/2]]
+    by_hand = ((8 / 7 - 1) ** 2 + 0 + 0 + (3 / 2 - 1) ** 2) / 4
+    assert stacking(attention)[0].item() == pytest.approx(by_hand)
+    assert stacking(attention)[1].item() == pytest.approx(1.0)  # 1 + 1 - 1 = 1 everywhere
+    # only the images whose similarity is below the batch mean pay; the batch mean of that
+    assert auxiliary_loss(attention, torch.tensor([0.2, 0.9])).item() == pytest.approx(by_hand / 2)
+    assert auxiliary_loss(attention, torch.tensor([0.9, 0.2])).item() == pytest.approx(1.0 / 2)
+    apart = torch.zeros(1, 2, 4, 4)
+    apart[0, 0, 0, 0] = apart[0, 1, 3, 3] = 1.0
+    assert stacking(apart).item() == 0.0  # distinct nodes: no penalty
+
+
+def test_switching_the_auxiliary_loss_changes_the_loss():
+    from sgtool.autoencoder.losses import self_supervised_loss
+
+    torch.manual_seed(0)
+    attention = torch.rand(4, 4, 8, 8).flatten(2).softmax(-1).view(4, 4, 8, 8)
+    image = (torch.rand(4, 1, 64, 64) > 0.9).float()
+    out = {"attention": attention, "refined": torch.rand(4, 1, 64, 64), "coarse": torch.rand(4, 1, 64, 64)}
+    paper = self_supervised_loss(out, image, aux="paper")
+    overlap_form = self_supervised_loss(out, image, aux="overlap")
+    off = self_supervised_loss(out, image, aux_weight=0.0)
+    assert paper["aux"].item() > 0 and paper["aux"].item() != pytest.approx(overlap_form["aux"].item())
+    assert paper["loss"].item() == pytest.approx(off["loss"].item() + paper["aux"].item())
+    assert self_supervised_loss(out, image, on="coarse")["loss"].item() != pytest.approx(paper["loss"].item())
+    assert self_supervised_loss(out, image, kind="ssim")["loss"].item() != pytest.approx(paper["loss"].item())
+
+
+def test_the_image_only_edge_classifier_does_not_see_the_candidate_segment():
+    from sgtool.autoencoder.model import EdgeClassifier
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 1, 32, 32)
+    coords = torch.tensor([[[-0.5, -0.5], [0.5, 0.4], [0.0, 0.6]]]).expand(2, 3, 2)
+    pairs = node_pairs(3)
+    lines, other = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    for edge_input, sees in (("image", False), ("image+segment", True)):
+        classifier = EdgeClassifier(edge_input).eval()
+        a, b = classifier(image, lines, coords, pairs), classifier(image, other, coords, pairs)
+        assert torch.allclose(a, b) != sees, edge_input
+        assert not torch.allclose(a, classifier(torch.rand(2, 1, 32, 32), lines, coords, pairs))  # the image matters
+    assert EdgeClassifier("image").conv[0].in_channels == 1 and EdgeClassifier("image").conv[4].out_channels == 16
+
+
+def test_the_two_supervised_baselines_differ_and_freezing_leaves_only_the_edges(shapes_ws):
+    from sgtool.autoencoder.losses import supervised_loss
+
+    data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
+    torch.manual_seed(0)
+    model = GraphAutoEncoder(4, 8)
+    index = np.arange(8)
+    out = model(torch.from_numpy(data.images[index]).float()[:, None] / 255, 1.0)
+    points, edges = [data.points[i] for i in index], [data.edges[i] for i in index]
+    paper, strong = supervised_loss(out, points, edges, "paper"), supervised_loss(out, points, edges, "strong")
+    assert "coord" in strong and "coord" not in paper and paper["loss"].item() != pytest.approx(strong["loss"].item())
+    frozen = supervised_loss(out, points, edges, "paper", frozen=True)
+    assert frozen["loss"].item() == pytest.approx(paper["bce"].item())
+    assert paper["loss"].item() == pytest.approx(paper["heatmap"].item() + paper["bce"].item())
+
+
+@pytest.mark.parametrize("freeze_epochs, encoder_moves", [(0.0, False), (1.0, True)])
+def test_the_paper_baseline_freezes_its_attention(shapes_ws, freeze_epochs, encoder_moves):
+    data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
+    config = AEConfig(supervised=True, steps=3, batch_size=16, width=8, freeze_attention_epochs=freeze_epochs,
+                      log_every=1000)
+    torch.manual_seed(0)
+    model = GraphAutoEncoder(4, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, data, config, 0, "cpu")
+    after = model.state_dict()
+    encoder_changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    edges_changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("edges."))
+    assert encoder_changed == encoder_moves and edges_changed
+
+
+def test_the_paper_optimiser_and_schedule(shapes_ws):
+    from sgtool.autoencoder.train import make_optimiser
+
+    model = GraphAutoEncoder(4, 8)
+    group = make_optimiser(model, AEConfig()).param_groups[0]
+    assert group["betas"] == (0.6, 0.9) and group["lr"] == 5e-4
+    assert make_optimiser(model, AEConfig(supervised=True)).param_groups[0]["lr"] == 3e-4
+    assert (AEConfig().batch_size, AEConfig().epochs) == (128, 30)
+    data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
+    log = fit(model, data, AEConfig(steps=6, batch_size=16, lr=1e-3, lr_drop_at=0.5, log_every=1), 0, "cpu")
+    assert [r["lr"] for r in log if r["event"] == "train"] == pytest.approx([1e-3] * 3 + [1e-4] * 3)
+
+
+# ---------------------------------------------------------------- step budget, time cap, plateau restarts
+
+def test_the_step_budget_is_the_exact_number_of_optimiser_steps(shapes_ws, monkeypatch):
+    from sgtool.autoencoder import train as ae_train
+
+    data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
+    assert len(data) // 16 < 7  # the budget crosses an epoch boundary (and outlasts --epochs 1)
+    optimisers = []
+    original = ae_train.optimise
+    monkeypatch.setattr(ae_train, "optimise", lambda m, o, loss: optimisers.append(o) or original(m, o, loss))
+    torch.manual_seed(0)
+    log = fit(GraphAutoEncoder(4, 8), data, AEConfig(steps=7, epochs=1, batch_size=16, log_every=1000), 0, "cpu")
+    assert log[-1]["steps"] == 7 and len(optimisers) == 7
+    assert {int(state["step"]) for state in optimisers[-1].state.values()} == {7}  # Adam's own count
+    capped = fit(GraphAutoEncoder(4, 8), data, AEConfig(steps=10_000, batch_size=16, minutes=1e-4), 0, "cpu")
+    assert capped[-1]["steps"] < 10_000  # the time cap still ends training
+
+
+def test_a_plateau_seed_is_restarted_with_the_next_seed(shapes_ws, monkeypatch):
+    import json
+
+    from sgtool.autoencoder import train as ae_train
+
+    calls = []
+    monkeypatch.setattr(ae_train, "on_plateau", lambda scores: calls.append(1) or len(calls) == 1)
+    options = ["steps=1", "batch_size=16", "width=8", "train_images=32", "threads=1"]
+    result = ae_train.train_autoencoder(shapes_ws, dataset="shapes", name="restarted", seed=5,
+                                        overrides=[*options, "plateau_restarts=1"])
+    assert (result.seeds, result.restarts, result.plateau_seeds, result.stuck_seeds) == ([6], 1, [5], [])
+    saved = json.loads((result.path / "metrics.json").read_text())
+    assert saved["plateau_restarts"] == 1 and saved["seeds"] == [6]
+    assert (result.path / "checkpoints" / "model-seed6.pt").exists()
+    assert not (result.path / "checkpoints" / "model-seed5.pt").exists()
+    monkeypatch.setattr(ae_train, "on_plateau", lambda scores: True)
+    kept = ae_train.train_autoencoder(shapes_ws, dataset="shapes", name="kept", seed=5, overrides=options)
+    assert (kept.seeds, kept.restarts, kept.stuck_seeds) == ([5], 0, [5])  # no restarts asked: named, kept
+
+
+def test_a_checkpoint_from_before_the_paper_forms_still_loads(tmp_path):
+    from dataclasses import asdict
+
+    from sgtool.autoencoder.inference import load_model
+
+    model = GraphAutoEncoder(4, 8, edge_input="image+segment")
+    earlier = {k: v for k, v in asdict(AEConfig(width=8)).items()
+               if k not in ("edge_input", "aux", "baseline", "steps", "beta1", "beta2")}
+    torch.save({"head": "ae", "config": earlier, "state": model.state_dict()}, tmp_path / "old.pt")
+    loaded, config = load_model(tmp_path / "old.pt")
+    assert config.edge_input == "image+segment" and loaded.edges.with_segment

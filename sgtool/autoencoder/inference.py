@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 
 HEAD = "ae"
+EARLIER_FORMS = {"edge_input": "image+segment", "aux": "overlap", "baseline": "strong"}  # checkpoints before these options
 NODE_BOX = 4.0  # side of the box written around each predicted node, pixels
 
 
@@ -62,6 +62,10 @@ def predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, devic
     return to_predictions(data, out["coords"], out["edge_prob"], model.pairs.cpu().numpy())
 
 
+def model_for(config: AEConfig) -> GraphAutoEncoder:
+    return GraphAutoEncoder(config.max_nodes, config.width, edge_input=config.edge_input)
+
+
 def save_model(path: Path, model: GraphAutoEncoder, config: AEConfig) -> None:
     with atomic.atomic_path(path) as tmp:
         torch.save({"head": HEAD, "config": asdict(config), "state": model.state_dict()}, tmp)
@@ -71,7 +75,7 @@ def load_model(path: Path) -> tuple[GraphAutoEncoder, AEConfig]:
     if not path.exists():
         raise SgtoolError(f"No auto-encoder checkpoint at {path}.", "Train the run again.")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    config = build(AEConfig, saved["config"])
-    model = GraphAutoEncoder(config.max_nodes, config.width)
+    config = build(AEConfig, {**EARLIER_FORMS, **saved["config"]})
+    model = model_for(config)
     model.load_state_dict(saved["state"])
     return model.eval(), config

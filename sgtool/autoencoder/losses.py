@@ -1,14 +1,19 @@
-"""Losses of the auto-encoder (self-supervised) and of its supervised twin.
+"""Losses of the auto-encoder (self-supervised) and of its supervised baseline.
 
-Self-supervised: 1 - MS-SSIM(reconstruction, input) per image (pytorch-msssim) + lambda x the
-auxiliary overlap loss on the node-attention maps, the latter only for the images whose MS-SSIM
-is below the batch mean. pytorch-msssim always downsamples 4 times and asserts that the image
-side exceeds (win_size - 1) * 16, so the Gaussian window is 3 pixels at 64 px, 7 at 128 px
-(the paper's 11 needs 161+ px); the five default scale weights are kept.
+Paper: Lu & Dubbelman, "Image-Graph-Image Translation via Auto-Encoding" (docs/methods/ae.md).
 
-Supervised: the same encoder with ground truth: a Gaussian heat-map loss on the channel-summed
-attention, an L1 loss on the coordinates of the node slots matched to ground-truth nodes
-(Hungarian, scipy), and binary cross entropy on the adjacency of the matched slots.
+Self-supervised (Eq. 4-6): 1 - MS-SSIM(refined, input) per image (pytorch-msssim) + lambda x the
+auxiliary loss on the node-attention maps, applied only to the images whose MS-SSIM is below the
+batch mean. `aux="paper"` is Eq. 5: mean over pixels of ReLU(sum of the max-normalised maps - 1)^2;
+`aux="overlap"` is the earlier pairwise shared-mass penalty. pytorch-msssim always downsamples 4
+times and asserts that the image side exceeds (win_size - 1) * 16, so the Gaussian window is 3
+pixels at 64 px, 7 at 128 px (the paper's 11 needs 161+ px); the five default scale weights are kept.
+
+Supervised baseline, `baseline="paper"` (Sec. 4): MSE between the channel-summed (max-normalised)
+attention and a Gaussian heat map at the ground-truth nodes, and binary cross entropy on the
+adjacency of the slots matched to ground-truth nodes (Hungarian, scipy); the attention is trained
+first and then frozen (train.py). `baseline="strong"`: KL heat-map loss + 10 x L1 on the matched
+coordinates + the cross entropy, nothing frozen.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from torch import Tensor
 from sgtool.autoencoder.model import node_pairs, pixel_centres
 
 RECON_LOSSES = ("msssim", "ssim")
+AUX_LOSSES = ("paper", "overlap")
+BASELINES = ("paper", "strong")
 
 
 def window_for(size: int) -> int:
@@ -65,14 +72,32 @@ def overlap(attention: Tensor) -> Tensor:
     return shared.mean(-1)
 
 
+def max_normalised(attention: Tensor) -> Tensor:
+    """(B, K, H, W) maps scaled so that each channel's largest cell is 1 (Eq. 5's M_att)."""
+    return attention / attention.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+
+
+def stacking(attention: Tensor) -> Tensor:
+    """(B,) Eq. 5 per image: mean over pixels of ReLU(sum_i M_att[i] - 1)^2, M_att max-normalised."""
+    return F.relu(max_normalised(attention).sum(1) - 1).pow(2).flatten(1).mean(1)
+
+
+def auxiliary_loss(attention: Tensor, sim: Tensor, kind: str = "paper") -> Tensor:
+    """Eq. 5: the per-image penalty where the image's similarity is below the batch mean, 0 elsewhere;
+    the batch mean of that (`kind="overlap"`: the pairwise shared mass, averaged over the images below)."""
+    below = (sim < sim.mean()).float().detach()
+    if kind == "overlap":
+        return (overlap(attention) * below).sum() / below.sum().clamp(min=1)
+    return (stacking(attention) * below).mean()
+
+
 def self_supervised_loss(out: dict[str, Tensor], image: Tensor, *, kind: str = "msssim", on: str = "refined",
-                         aux_weight: float = 1.0) -> dict[str, Tensor]:
+                         aux_weight: float = 1.0, aux: str = "paper") -> dict[str, Tensor]:
     sim = similarity(out[on], image, kind)
     recon = 1 - sim
-    below = (sim < sim.mean()).float().detach()
-    aux = (overlap(out["attention"]) * below).sum() / below.sum().clamp(min=1)
-    loss = recon.mean() + aux_weight * aux if aux_weight else recon.mean()
-    return {"loss": loss, "recon": recon.mean().detach(), "aux": aux.detach(), "msssim": sim.mean().detach()}
+    penalty = auxiliary_loss(out["attention"], sim, aux)
+    loss = recon.mean() + aux_weight * penalty if aux_weight else recon.mean()
+    return {"loss": loss, "recon": recon.mean().detach(), "aux": penalty.detach(), "msssim": sim.mean().detach()}
 
 
 # ---------------------------------------------------------------- supervised twin
@@ -89,34 +114,50 @@ def match_slots(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return assigned
 
 
-def gaussian_heatmap(points: list[np.ndarray], size: int, sigma: float, device: torch.device) -> Tensor:
-    """(B, 1, size, size) the sum of Gaussians at each image's nodes, normalised to sum 1."""
+def gaussian_heatmap(points: list[np.ndarray], size: int, sigma: float, device: torch.device,
+                     peak: bool = False) -> Tensor:
+    """(B, 1, size, size) Gaussians (sigma in pixels of this map) at each image's nodes: their sum
+    normalised to sum 1, or (peak=True) their pointwise maximum, each Gaussian peaking at 1."""
     c = pixel_centres(size, device)
     maps = []
     for pts in points:
         p = torch.as_tensor(pts, dtype=torch.float32, device=device)
         d2 = (c[None, None, :] - p[:, 0, None, None]) ** 2 + (c[None, :, None] - p[:, 1, None, None]) ** 2
-        m = torch.exp(-d2 / (2 * (2 * sigma / size) ** 2)).sum(0)
-        maps.append(m / m.sum())
+        g = torch.exp(-d2 / (2 * (2 * sigma / size) ** 2))
+        maps.append(g.amax(0) if peak else g.sum(0) / g.sum())
     return torch.stack(maps)[:, None]
 
 
-def supervised_loss(out: dict[str, Tensor], points: list[np.ndarray], edges: list[np.ndarray]) -> dict[str, Tensor]:
-    """points: per image (n, 2) normalised GT nodes; edges: per image (e, 2) node pairs."""
-    attention, coords, prob = out["attention"], out["coords"], out["edge_prob"]
-    b, k, h, _ = attention.shape
-    target = gaussian_heatmap(points, h, 1.0, attention.device)
-    summed = attention.sum(1, keepdim=True) / k
-    heat = -(target * torch.log(summed + 1e-8)).flatten(1).sum(1).mean() + (target * torch.log(target + 1e-8)).flatten(1).sum(1).mean()
-    pairs = node_pairs(k).numpy()
-    assigned = [match_slots(c, p) for c, p in zip(coords.detach().cpu().numpy(), points)]
-    matched = torch.as_tensor(np.stack([p[a] for p, a in zip(points, assigned)]), dtype=torch.float32)
-    coord = (coords - matched.to(coords.device)).abs().sum(-1).mean()
-    adjacency = np.zeros((b, len(pairs)), dtype=np.float32)
+def matched_adjacency(assigned: list[np.ndarray], points: list[np.ndarray], edges: list[np.ndarray],
+                      pairs: np.ndarray) -> np.ndarray:
+    """(B, P) the temporary ground-truth adjacency of the slot pairs, in the slots' matched order."""
+    adjacency = np.zeros((len(assigned), len(pairs)), dtype=np.float32)
     for i, (a, e) in enumerate(zip(assigned, edges)):
         adj = np.zeros((len(points[i]),) * 2, dtype=bool)
         adj[e[:, 0], e[:, 1]] = adj[e[:, 1], e[:, 0]] = True
         adjacency[i] = adj[a[pairs[:, 0]], a[pairs[:, 1]]]
-    bce = F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), torch.as_tensor(adjacency, device=prob.device))
+    return adjacency
+
+
+def supervised_loss(out: dict[str, Tensor], points: list[np.ndarray], edges: list[np.ndarray],
+                    baseline: str = "paper", frozen: bool = False) -> dict[str, Tensor]:
+    """points: per image (n, 2) normalised GT nodes; edges: per image (e, 2) node pairs. `frozen`: the
+    paper baseline's second stage, the attention fixed, only the edges' cross entropy."""
+    attention, coords, prob = out["attention"], out["coords"], out["edge_prob"]
+    b, k, h, _ = attention.shape
+    pairs = node_pairs(k).numpy()
+    assigned = [match_slots(c, p) for c, p in zip(coords.detach().cpu().numpy(), points)]
+    target = torch.as_tensor(matched_adjacency(assigned, points, edges, pairs), device=prob.device)
+    bce = F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), target)
+    if baseline == "paper":
+        peaks = gaussian_heatmap(points, h, 1.0, attention.device, peak=True)
+        heat = F.mse_loss(max_normalised(attention).sum(1, keepdim=True), peaks)
+        loss = bce if frozen else heat + bce
+        return {"loss": loss, "heatmap": heat.detach(), "bce": bce.detach()}
+    target_map = gaussian_heatmap(points, h, 1.0, attention.device)
+    summed = attention.sum(1, keepdim=True) / k
+    heat = (target_map * (torch.log(target_map + 1e-8) - torch.log(summed + 1e-8))).flatten(1).sum(1).mean()
+    matched = torch.as_tensor(np.stack([p[a] for p, a in zip(points, assigned)]), dtype=torch.float32)
+    coord = (coords - matched.to(coords.device)).abs().sum(-1).mean()
     loss = heat + 10 * coord + bce
     return {"loss": loss, "heatmap": heat.detach(), "coord": coord.detach(), "bce": bce.detach()}

@@ -1,4 +1,7 @@
-"""The image -> graph -> image auto-encoder for line drawings (and the encoder its supervised twin uses).
+"""The image -> graph -> image auto-encoder for line drawings (and the encoder its supervised baseline uses).
+
+Paper: Chenyang Lu and Gijs Dubbelman, "Image-Graph-Image Translation via Auto-Encoding"
+(docs/methods/ae.md maps its equations to this code and lists the deviations).
 
 Coordinates are normalised to [-1, 1] with the align_corners=False convention of `F.grid_sample`:
 pixel i of a side of S pixels has its centre at (2i + 1) / S - 1.
@@ -6,7 +9,8 @@ pixel i of a side of S pixels has its centre at (2i + 1) / S - 1.
 Encoder:  residual conv blocks (CoordConv input, dilated blocks for a canvas-wide view) -> one
           attention map per node slot (2-D softmax) -> DSNT coordinates (expected x, y; no weights)
           -> for every node pair the ROI spanned by the two points (plus a margin), ROIAligned to
-          16x16 from [image, the candidate segment] -> edge classifier -> edge probability.
+          16x16 from the image (the paper; `edge_input="image+segment"` adds the decoder's candidate
+          segment as a second channel) -> edge classifier -> edge probability.
 Decoder:  per pair, a horizontal-line template placed by an affine spatial transformer so it runs
           from node i to node j, weighted by the edge probability, united on a blank canvas
           (1 - prod(1 - p * line)) -> refinement CNN (three 3x3 conv layers, 16 channels, PReLU).
@@ -20,6 +24,7 @@ from torch import Tensor, nn
 from sgtool.vision import require_torchvision
 
 ROI_SIZE = 16
+EDGE_INPUTS = ("image", "image+segment")
 TEMPLATE_ROWS, TEMPLATE_COLS = 17, 8
 TEMPLATE_REACH = 4.0  # the template's half height is this many line sigmas
 
@@ -89,16 +94,20 @@ class NodeEncoder(nn.Module):
 
 
 class EdgeClassifier(nn.Module):
-    """ROI of [image, candidate segment] between two nodes -> probability that they are joined."""
+    """ROI between two nodes -> probability that they are joined. `edge_input="image"` (the paper): the
+    ROI is pooled from the image alone, two conv layers of 32 and 16 channels (BN, ReLU, max-pool),
+    two FC layers; "image+segment": [image, candidate segment], 16 and 32 channels (the earlier form)."""
 
-    def __init__(self, channels: int = 2, margin: float = 3.0) -> None:
+    def __init__(self, edge_input: str = "image", margin: float = 3.0) -> None:
         super().__init__()
-        self.margin = margin
+        self.margin, self.with_segment = margin, edge_input == "image+segment"
+        c1, c2 = (16, 32) if self.with_segment else (32, 16)
         self.conv = nn.Sequential(
-            nn.Conv2d(channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(1 + self.with_segment, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(32 * (ROI_SIZE // 4) ** 2, 64), nn.ReLU(inplace=True),
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c2 * (ROI_SIZE // 4) ** 2, 64), nn.ReLU(inplace=True),
                                 nn.Linear(64, 1))
 
     def rois(self, coords: Tensor, pairs: Tensor, size: int) -> Tensor:
@@ -111,7 +120,8 @@ class EdgeClassifier(nn.Module):
 
     def forward(self, image: Tensor, lines: Tensor, coords: Tensor, pairs: Tensor) -> Tensor:
         b, p, h, w = lines.shape
-        stacked = torch.stack([image.expand(b, p, h, w), lines.detach()], 2).reshape(b * p, 2, h, w)
+        channels = [image.expand(b, p, h, w), lines.detach()] if self.with_segment else [image.expand(b, p, h, w)]
+        stacked = torch.stack(channels, 2).reshape(b * p, len(channels), h, w)
         require_torchvision()
         from torchvision.ops import roi_align
 
@@ -174,11 +184,11 @@ class Refiner(nn.Module):
 # ---------------------------------------------------------------- the whole model
 
 class GraphAutoEncoder(nn.Module):
-    def __init__(self, max_nodes: int = 4, width: int = 24, roi_margin: float = 3.0) -> None:
+    def __init__(self, max_nodes: int = 4, width: int = 24, roi_margin: float = 3.0, edge_input: str = "image") -> None:
         super().__init__()
         self.max_nodes = max_nodes
         self.encoder = NodeEncoder(max_nodes, width)
-        self.edges = EdgeClassifier(2, roi_margin)
+        self.edges = EdgeClassifier(edge_input, roi_margin)
         self.refiner = Refiner()
         self.register_buffer("pairs", node_pairs(max_nodes), persistent=False)
 
