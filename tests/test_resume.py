@@ -121,9 +121,10 @@ def test_the_same_seed_gives_the_same_predictions_and_metrics(tmp_path, cli):
 # ---------------------------------------------------------------- every kind on the one loop
 
 HEAD = ["--batch-size", "8", "--set", "val_every=100"]
-KINDS = {  # small networks, 3 batches per epoch, validation at the end only: seconds per run
-    "tensor": ["train", "--head", "tensor", *HEAD, "--epochs", "12", "--set", "sel_epochs=1", "--set", "hidden=16"],
-    "reldn": ["train", "--head", "reldn", *HEAD, "--epochs", "12", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
+KINDS = {  # small networks, 3 batches per epoch, validation at the end only: seconds per run; enough
+    # epochs that a fast machine is still training when the kill comes
+    "tensor": ["train", "--head", "tensor", *HEAD, "--epochs", "40", "--set", "sel_epochs=1", "--set", "hidden=16"],
+    "reldn": ["train", "--head", "reldn", *HEAD, "--epochs", "30", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
     "nodis": ["train", "--head", "nodis", *HEAD, "--epochs", "12", "--set", "hidden=16", "--set", "embed=8",
               "--set", "mask_size=8"],
     "iwsl": ["train", "--head", "iwsl", *HEAD, "--epochs", "12", "--samples", "2", "--set", "hidden=16"],
@@ -158,7 +159,7 @@ def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, c
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline, "no checkpoint within two minutes"
         time.sleep(0.01)
-    time.sleep(random.uniform(0.0, 0.2))  # a random step of a later epoch
+    time.sleep(random.uniform(0.0, 0.03))  # a random step of a later epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
