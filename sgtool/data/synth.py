@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_from_counts
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
+from sgtool.data import synth_multimodal
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 from sgtool.priors import GroupRule
@@ -49,6 +50,7 @@ class SynthSpec:
     gen: dict
     annotation: dict
     size: int
+    multimodal: dict = field(default_factory=dict)  # the recipe's multimodal section (synth_multimodal.py)
 
     def px(self, value: float) -> float:
         return value * self.size / REFERENCE_SIZE
@@ -69,6 +71,7 @@ def load_spec(size: int, recipe: dict | None = None) -> SynthSpec:
         roles=roles, colours=np.array(list(recipe["colours"].values()), dtype=np.int64),
         link_colour=tuple(recipe["link_colour"]), background=tuple(recipe["background"]),
         gen=recipe["generation"], annotation=recipe["annotation"], size=size,
+        multimodal=dict(recipe.get("multimodal") or {}),
     )
 
 
@@ -341,13 +344,21 @@ def _pairs_of(mask: np.ndarray) -> np.ndarray:
 
 def _render_chunk(args: tuple) -> list[tuple]:
     spec, seed, indices, images_dir = args
+    fraction = float(spec.multimodal.get("fraction", 0.0))
     out = []
     for index in indices:
         rng = np.random.default_rng([seed, index])
-        scene = make_scene(spec, rng)
-        truth = true_predicates(spec, scene)
-        annotated = annotate(spec, scene, truth, rng)
-        render(spec, scene).save(Path(images_dir) / f"{index + 1}.png", optimize=False, compress_level=1)
+        scene = (synth_multimodal.make_scene(spec, spec.multimodal, rng)
+                 if synth_multimodal.is_multimodal(seed, index, fraction) else None)
+        if scene is not None and len(scene.labels):  # the subset: every true predicate annotated
+            truth = annotated = true_predicates(spec, scene)
+            image = synth_multimodal.render(spec, scene)
+        else:
+            scene = make_scene(spec, rng)
+            truth = true_predicates(spec, scene)
+            annotated = annotate(spec, scene, truth, rng)
+            image = render(spec, scene)
+        image.save(Path(images_dir) / f"{index + 1}.png", optimize=False, compress_level=1)
         out.append((scene.boxes, scene.labels + 1, _pairs_of(annotated), _pairs_of(truth)))
     return out
 
@@ -404,8 +415,11 @@ def assemble(results: list[tuple], size: int, split_fractions: dict) -> SceneGra
 
 
 def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int = 0, name: str = "synth",
-                  workers: int = 0, force: bool = False, reporter: Reporter = SILENT) -> PreparedDataset:
-    """Render the synthetic dataset into the workspace (stage function behind `sgtool prepare synth`)."""
+                  workers: int = 0, force: bool = False, reporter: Reporter = SILENT,
+                  multimodal: float | None = None) -> PreparedDataset:
+    """Render the synthetic dataset into the workspace (stage function behind `sgtool prepare synth`).
+
+    multimodal: the share of images in the multimodal subset (default: the recipe's, 0 = none)."""
     if not 1 <= images <= MAX_IMAGES:
         raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 2000.")
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -413,10 +427,14 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
                           "Shapes and links need room; the default is 128.")
     if workers < 0:
         raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
-    recipe = load_recipe("synth")
+    if multimodal is not None and not 0 <= multimodal <= 1:
+        raise SgtoolError(f"The multimodal share must be between 0 and 1, not {multimodal}.", "Try 0.5.")
+    recipe = synth_multimodal.with_multimodal(load_recipe("synth"), multimodal)
     spec = load_spec(size, recipe)
     workers = workers or os.cpu_count() or 1
     parameters = {"images": images, "size": size, "seed": seed}
+    if synth_multimodal.enabled(recipe):
+        parameters["multimodal"] = float(recipe["multimodal"]["fraction"])
 
     def build(staging: Path) -> Staged:
         reporter.info(f"Rendering {images} synthetic images ({size}x{size}) with seed {seed} ...")

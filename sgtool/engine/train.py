@@ -103,7 +103,7 @@ def train(ws: Workspace, *, head: str, dataset: str | None = None, task: str = "
     reporter = reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, dataset)
     source, objects_run = ((object_source, detector) if object_source is not None
-                           else task_objects(ws, prepared, task, detector, device, reporter))
+                           else task_objects(ws, prepared, task, detector, device, reporter, head_cls.labels_objects))
     visual, visual_run = visual_source(ws, prepared, head_cls, config, objects_run or detector, device,
                                        cache_features, reporter)
     detector = objects_run or visual_run
@@ -155,7 +155,8 @@ def resume_train(ws: Workspace, run: str, *, head: str | None = None, dataset: s
     device = distributed.setup(resolve_device(device))
     reporter = reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, settings["dataset"])
-    source = object_source or task_objects(ws, prepared, settings["task"], settings.get("detector"), device, reporter)[0]
+    source = object_source or task_objects(ws, prepared, settings["task"], settings.get("detector"), device, reporter,
+                                           head_cls.labels_objects)[0]
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, int(settings.get("seed") or 0))
     ws.check_writable()
@@ -190,7 +191,8 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     if detector is not None and visual_run is not None and detector != visual_run:
         raise SgtoolError(f"The run '{run}' uses the ROI features of the detector '{visual_run}', not '{detector}'.",
                           f"Pass --detector {visual_run}, or leave it out.")
-    source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter)
+    source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter,
+                                       head_cls.labels_objects)
     priors = load_prepared_priors(ws, prepared.name)
     new = ws.claim_run_name(name, f"{settings['head']}-{prepared.name}-{task}")
     ws.check_writable()
@@ -325,6 +327,8 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, prepare
     try:
         run_loop(model, data, folder, _validator(model, data.val, source, prepared, priors, settings), reporter,
                  resume=resume)
+        if main:
+            _select_k(folder, model, data.val, source, prepared, priors, settings)
         metrics = write_outputs(folder, model, prepared, priors, source, settings, reporter) if main else {}
     except BaseException as exc:
         if main:
@@ -349,6 +353,31 @@ def _validator(model: RelationHead, val: SceneGraphs, source: ObjectSource, prep
         return evaluate_predictions(val, predictions, settings["task"], priors, prepared.vocab).metrics
 
     return validate
+
+
+def _select_k(folder: Path, model: RelationHead, val: SceneGraphs, source: ObjectSource, prepared: PreparedDataset,
+              priors: dict, settings: dict) -> None:
+    """A head with a free k per pair (`select_k`, the tensor head's k=free) picks it on the val split by
+    R@50 of each k of its grid; the choice is part of the head state, so the best checkpoint is rewritten."""
+    if not hasattr(model, "select_k") or getattr(model.config, "k", None) != "free" or len(val.relations) == 0:
+        return
+    from sgtool.engine.loop import BEST, load_state
+    from sgtool.eval import evaluate
+
+    def measure(grid: list[int]) -> dict[int, float]:
+        predictions = predict_split(model, val, source, "val", prepared, settings)
+        result = evaluate(val, predictions, task=settings["task"], num_predicates=prepared.vocab.num_predicate_classes,
+                          ks=(50,), top_k_per_pair=tuple(grid))
+        return {k: result.metrics[f"k{k}-R@50"] for k in grid}
+
+    recalls = model.select_k(measure)
+    best = folder / "checkpoints" / BEST
+    saved = load_state(best)
+    saved.update(state=model.state_dict(), free_k={str(k): v for k, v in recalls.items()})
+    import torch
+
+    with atomic.atomic_path(best) as tmp:
+        torch.save(saved, tmp)
 
 
 def write_outputs(folder: Path, model: RelationHead, prepared: PreparedDataset, priors: dict,

@@ -127,6 +127,29 @@ def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarra
     return Candidates(rel[keep], pair[keep], rel_ok[keep], phr_ok[keep])
 
 
+def match_candidates_by_row_labels(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarray,
+                                   pair_labels: np.ndarray, pred: BatchBoxes, iou_threshold: float,
+                                   legacy: bool) -> Candidates:
+    """Like `match_candidates`, for predictions whose rows carry their own (subject, object) labels
+    (`Predictions.pair_labels`): candidates join on (image, subject label, object label)."""
+    width = int(max(gt.labels.max(initial=0), pair_labels.max(initial=0))) + 1
+    pred_image = pred.image_of()[pred_pairs[:, 0]] if len(pred_pairs) else np.zeros(0, np.int64)
+    pred_key = (pred_image * width + pair_labels[:, 0]) * width + pair_labels[:, 1]
+    gt_image = gt.image_of()[gt_pairs[:, 0]] if len(gt_pairs) else np.zeros(0, np.int64)
+    gt_key = (gt_image * width + gt.labels[gt_pairs[:, 0]]) * width + gt.labels[gt_pairs[:, 1]]
+    order = np.argsort(pred_key, kind="stable")
+    start = np.searchsorted(pred_key[order], gt_key, side="left")
+    count = np.searchsorted(pred_key[order], gt_key, side="right") - start
+    rel, rows = expand_ranges(start, count)
+    pair = order[rows]
+    g_s, g_o = gt.boxes[gt_pairs[rel, 0]], gt.boxes[gt_pairs[rel, 1]]
+    p_s, p_o = pred.boxes[pred_pairs[pair, 0]], pred.boxes[pred_pairs[pair, 1]]
+    rel_ok = (rowwise_iou(g_s, p_s, legacy) >= iou_threshold) & (rowwise_iou(g_o, p_o, legacy) >= iou_threshold)
+    phr_ok = rowwise_iou(union_boxes(g_s, g_o), union_boxes(p_s, p_o), legacy) >= iou_threshold
+    keep = rel_ok | phr_ok
+    return Candidates(rel[keep], pair[keep], rel_ok[keep], phr_ok[keep])
+
+
 def min_rank(n: int, rows: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """(n,) smallest rank per row index (NO_HIT where none)."""
     out = np.full(n, NO_HIT, dtype=np.int64)

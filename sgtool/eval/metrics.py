@@ -16,7 +16,9 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
-from sgtool.eval.matching import NO_HIT, BatchBoxes, PairIndex, match_candidates, min_rank
+from sgtool.eval.matching import (
+    NO_HIT, BatchBoxes, Candidates, PairIndex, match_candidates, match_candidates_by_row_labels, min_rank,
+)
 from sgtool.eval.ranking import EntryRanking, GraphRanking, candidate_entries, full_rank, graph_ranking
 
 TASKS = ("predcls", "sgcls", "sgdet")
@@ -269,14 +271,18 @@ def _has_identical_boxes(pb: BatchBoxes) -> tuple[bool, np.ndarray]:
 
 
 def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray, unique_pairs: bool,
-                 num_predicates: int) -> np.ndarray:
-    """Graph rank after dropping duplicates (same predicate, identical subject and object boxes and labels)."""
+                 num_predicates: int, row_labels: np.ndarray | None = None) -> np.ndarray:
+    """Graph rank after dropping duplicates (same predicate, identical subject and object boxes and labels;
+    with `row_labels`, the rows' own labels)."""
     identical, canon = _has_identical_boxes(pb)
     if unique_pairs and not identical:
         return gc.rank.copy()
     rank = full_rank(gc.score, image)
     n = max(len(canon), 1)
     triplet = (canon[pairs[:, 0]] * n + canon[pairs[:, 1]]) * num_predicates + gc.predicate
+    if row_labels is not None:
+        width = int(row_labels.max(initial=0)) + 1
+        triplet = (triplet * width + row_labels[:, 0]) * width + row_labels[:, 1]
     _, group = np.unique(triplet, return_inverse=True)
     group = group.ravel()
     dup = rank != min_rank(int(group.max(initial=-1)) + 1, group, rank)[group]
@@ -287,6 +293,15 @@ def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.
     unique = np.empty(len(rank), np.int64)
     unique[sort] = rank[sort] - before
     return np.where(dup, NO_HIT, unique)
+
+
+def _candidates(s: _Setup, gt_pairs: np.ndarray, gb: BatchBoxes, pairs: np.ndarray, pb: BatchBoxes,
+                index: PairIndex, p0: int, p1: int) -> Candidates:
+    """(GT relation, predicted row) candidates: by box labels, or by the rows' own labels when given."""
+    if s.pred.pair_labels is None:
+        return match_candidates(gt_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    return match_candidates_by_row_labels(gt_pairs, gb, pairs, s.pred.pair_labels[p0:p1], pb, s.iou_threshold,
+                                          s.legacy_iou)
 
 
 def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
@@ -313,7 +328,7 @@ def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
     g0, g1 = int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1])
     gt_pairs = gt.relations.pairs[g0:g1] - gt.box_offsets[i0]
     gt_pred = gt.relations.predicates[g0:g1]
-    cand = match_candidates(gt_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    cand = _candidates(s, gt_pairs, gb, pairs, pb, index, p0, p1)
     same = gc.predicate[cand.pair] == gt_pred[cand.gt]
     hit = cand.rel_ok & same
     n = g1 - g0
@@ -327,17 +342,17 @@ def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
         on_pair = hit & flag[cand.pair]
         t.acc[g0:g1] = min_rank(n, cand.gt[on_pair], frank[cand.pair[on_pair]])
 
-    _entry_lists(s, t, gc, rel_scores, scale, i0, g0, g1, cand, gt_pred)
+    _entry_lists(s, t, gc, rel_scores, scale, i0, g0, g1, cand, gt_pred, index.key(pairs[:, 0], pairs[:, 1]))
     if gt.complete is not None:
         _complete(s, t, gc, pairs, pb, image, index, i0, i1, p0, p1)
 
 
 def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, rel_scores: np.ndarray, scale: np.ndarray, i0: int,
-                 g0: int, g1: int, cand, gt_pred: np.ndarray) -> None:
-    """No-graph-constraint ranking and the k-predictions-per-pair lists."""
+                 g0: int, g1: int, cand, gt_pred: np.ndarray, box_pair: np.ndarray) -> None:
+    """No-graph-constraint ranking and the k-predictions-per-box-pair lists."""
     P = s.num_predicates
     first_row = s.pred.pair_offsets[i0:i0 + len(gc.counts)] - s.pred.pair_offsets[i0]
-    entries = candidate_entries(gc, rel_scores, scale, first_row, s.kmax)
+    entries = candidate_entries(gc, rel_scores, scale, first_row, s.kmax, box_pair)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]
@@ -357,9 +372,10 @@ def _complete(s: _Setup, t: _Table, gc: GraphRanking, pairs: np.ndarray, pb: Bat
     c0, c1 = int(rels.offsets[i0]), int(rels.offsets[i1])
     gb = _slice_boxes(s.gt.boxes, s.gt.labels, s.gt.box_offsets, i0, i1)
     c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[i0]
-    cand = match_candidates(c_pairs, gb, pairs, pb, index, s.iou_threshold, s.legacy_iou)
+    cand = _candidates(s, c_pairs, gb, pairs, pb, index, p0, p1)
     hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
-    unique_rank = _unique_rank(gc, pairs, pb, image, index.unique, s.num_predicates)
+    row_labels = None if s.pred.pair_labels is None else s.pred.pair_labels[p0:p1]
+    unique_rank = _unique_rank(gc, pairs, pb, image, index.unique, s.num_predicates, row_labels)
     t.pred_unique_rank[p0:p1] = unique_rank
     t.pred_complete_hit[p0 + cand.pair[hit]] = True
     t.complete[c0:c1] = min_rank(c1 - c0, cand.gt[hit], unique_rank[cand.pair[hit]])

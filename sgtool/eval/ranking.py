@@ -125,8 +125,12 @@ class Entries:
 
 
 def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, first_row: np.ndarray,
-                      m: int) -> Entries:
+                      m: int, box_pair: np.ndarray | None = None) -> Entries:
     """Every entry that can be in the top m of the no-graph ranking or of a top-k-per-pair list.
+
+    `box_pair` (rows,) identifies each row's box pair: several rows of one box pair (a head that
+    labels each pair itself writes one row per labelling) share it, and the within-pair rank counts
+    over all of them, so "k per pair" is k per box pair. Default: every row is its own box pair.
 
     If (c, p) is in such a top m, each pair ranked before c by graph score owns an entry ranked
     before (c, p) (its best one), so c is among the m best pairs. And when an image has at least
@@ -160,8 +164,9 @@ def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.n
     exact = score >= t0[b]
     b, row, q, prob, score = b[exact], row[exact], q[exact], prob[exact], score[exact]
     within = np.empty(len(row), np.int64)
-    by_pair = np.lexsort((q, -prob, row))
-    pair_sorted = row[by_pair]
+    group = row if box_pair is None else box_pair[row]
+    by_pair = np.lexsort((q, row, -prob, group))
+    pair_sorted = group[by_pair]
     within[by_pair] = np.arange(len(row)) - np.searchsorted(pair_sorted, pair_sorted)
     order = np.lexsort((-score, b))
     return Entries(b[order], row[order], q[order] + 1, within[order])
