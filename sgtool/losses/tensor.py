@@ -1,4 +1,4 @@
-"""Low-rank non-negative CP likelihood of the tensor head (Hwang et al., CVPR 2018).
+"""Low-rank non-negative CP likelihood of the tensor head (Dupty, Zhang, Lee, AAAI 2020, eq. 3-6).
 
 Per box pair the network emits R score vectors for subject (S), predicate (P) and object (O)
 classes; φ = exp(score) and the unnormalised triplet tensor is
@@ -7,8 +7,9 @@ classes; φ = exp(score) and the unnormalised triplet tensor is
     Z          = Σ_r (Σ_i φ_s[r, i]) (Σ_j φ_p[r, j]) (Σ_k φ_o[r, k]).
 
 Everything is computed in log space from the (B, R, C) score tensors, so the loss and its
-gradient cost O(B·R·(S+P+O)) and never build the S×P×O tensor. Only top-k search over the
-product builds it, a few pairs at a time (`chunk`).
+gradient cost O(B·R·(S+P+O)) and never build the S×P×O tensor. The top-k search over the
+product (`topk_triplets`) is exact and builds it only for pairs whose pruned search cannot prove
+its result, a few pairs at a time (`chunk`).
 """
 from __future__ import annotations
 
