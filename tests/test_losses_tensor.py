@@ -137,3 +137,18 @@ def test_bad_inputs_raise_sgtool_errors():
         factored_nll(s, p[:, :1], o, make_targets(2))
     with pytest.raises(SgtoolError, match="reduction"):
         factored_nll(s, p, o, make_targets(2), reduction="max")
+
+
+@pytest.mark.parametrize("use_prior", [False, True])
+def test_pruned_topk_is_exact_when_it_keeps_few_classes(use_prior):
+    """The pruned search over a few subject / object classes proves or falls back: always the brute-force top-k."""
+    sizes = (9, 4, 8)
+    s, p, o = (t.detach() for t in make_scores(40, 3, seed=11, scale=2.5, sizes=sizes))
+    gen = torch.Generator().manual_seed(12)
+    sparse = torch.rand(sizes, generator=gen) < 0.03  # +1-smoothed counts of a few seen triplets
+    prior = (torch.randint(1, 30, sizes, generator=gen) * sparse + 1).double() if use_prior else None
+    ref_values, ref_triplets = brute_topk(s, p, o, 5, prior)
+    for prune in (0, 1, 2, 4, 16):
+        values, triplets = topk_triplets(s, p, o, 5, prior=prior, prune=prune)
+        assert torch.equal(triplets, ref_triplets), prune
+        torch.testing.assert_close(values, ref_values)

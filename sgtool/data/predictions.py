@@ -3,6 +3,11 @@
 Per image (ragged through offsets): boxes (xyxy, original pixels), labels, object scores, and
 candidate pairs (global rows into `boxes`, like the SGG h5) with the full predicate
 distribution per pair (column 0 = no relation). Pairs are stored ranked by triplet score.
+
+Optional `pair_labels` (M, 2): the subject and object labels a pair row is scored with, for a head
+that labels each pair itself (the tensor head's phrase classification: one row per kept (s, o)
+labelling of a box pair, so a box pair may have several rows). Without it a row takes its boxes'
+labels. The evaluator counts k predictions per *box pair* either way.
 """
 from __future__ import annotations
 
@@ -38,6 +43,13 @@ class Predictions:
     pairs: np.ndarray  # (M, 2) int64, global rows into boxes
     rel_scores: np.ndarray  # (M, P) float32, P = predicates + 1, column 0 = no relation
     meta: dict = field(default_factory=dict)  # dataset, split, task, head, run, vocabulary fingerprint
+    pair_labels: np.ndarray | None = None  # (M, 2) int64 1-based: labels of each row's subject / object
+
+    def row_labels(self) -> np.ndarray:
+        """(M, 2) the subject and object label each pair row is scored with."""
+        if self.pair_labels is not None:
+            return self.pair_labels
+        return self.labels[self.pairs] if len(self.pairs) else np.zeros((0, 2), np.int64)
 
     @property
     def num_images(self) -> int:
@@ -56,7 +68,8 @@ class Predictions:
         image = self.image_of_pair()
         order = np.lexsort((-self.triplet_scores(), image))
         return Predictions(self.image_ids, self.box_offsets, self.boxes, self.labels, self.scores,
-                           self.pair_offsets, self.pairs[order], self.rel_scores[order], dict(self.meta))
+                           self.pair_offsets, self.pairs[order], self.rel_scores[order], dict(self.meta),
+                           None if self.pair_labels is None else self.pair_labels[order])
 
 
 def write_predictions(path: Path, predictions: Predictions) -> None:
@@ -66,6 +79,8 @@ def write_predictions(path: Path, predictions: Predictions) -> None:
         with h5py.File(tmp, "w") as h5:
             for name in _ARRAYS:
                 h5.create_dataset(name, data=getattr(ranked, name), track_times=False)
+            if ranked.pair_labels is not None:
+                h5.create_dataset("pair_labels", data=ranked.pair_labels.astype(np.int64), track_times=False)
             h5.attrs["meta"] = json.dumps(ranked.meta)
 
 
@@ -80,6 +95,8 @@ def read_predictions(path: Path) -> Predictions:
                 raise SgtoolError(f"{path} lacks {', '.join(missing)}: it is not an sgtool predictions file.",
                                   "Predictions are written by `sgtool train` and `sgtool predict`.")
             arrays = {name: h5[name][()] for name in _ARRAYS}
+            if "pair_labels" in h5:
+                arrays["pair_labels"] = h5["pair_labels"][()]
             meta = json.loads(h5.attrs.get("meta", "{}"))
     except OSError as exc:
         raise SgtoolError(f"{path} cannot be read as HDF5 ({exc}).", "The file may be truncated; predict again.") from exc
@@ -99,6 +116,9 @@ def _validate(p: Predictions, path: Path) -> None:
         raise bad("boxes, labels and scores differ in length")
     if len(p.rel_scores) != len(p.pairs) or p.pairs.shape[1:] != (2,):
         raise bad("pairs and rel_scores differ in length")
+    if p.pair_labels is not None and (p.pair_labels.shape != p.pairs.shape or
+                                      (len(p.pair_labels) and p.pair_labels.min() < 1)):
+        raise bad("pair_labels do not give a 1-based (subject, object) label per pair")
     for name in ("boxes", "scores", "rel_scores"):
         if not np.isfinite(getattr(p, name)).all():
             raise bad(f"some {name} are not finite (NaN or infinite)")

@@ -8,7 +8,6 @@ and mentions only some of each pair's true predicates, which gives the annotated
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,10 @@ from PIL import Image, ImageDraw
 from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_from_counts
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
+from sgtool.data import synth_multimodal
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth_confusion import annotate_links, make_confusion_scene, scene_kind
-from sgtool.data.synth_scene import Scene, box_of, overlaps_any, shape_extent
+from sgtool.data.synth_scene import Scene, box_of, draw_link, draw_shape, overlaps_any, shape_extent
 from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
 from sgtool.geometry import box_gap, clip_boxes, overlap_sides
@@ -53,6 +53,7 @@ class SynthSpec:
     annotation: dict
     size: int
     confusion: dict = field(default_factory=dict)  # the recipe's confusion-scene section (synth_confusion.py)
+    multimodal: dict = field(default_factory=dict)  # the recipe's multimodal section (synth_multimodal.py)
 
     def px(self, value: float) -> float:
         return value * self.size / REFERENCE_SIZE
@@ -73,6 +74,7 @@ def load_spec(size: int, recipe: dict | None = None) -> SynthSpec:
         roles=roles, colours=np.array(list(recipe["colours"].values()), dtype=np.int64),
         link_colour=tuple(recipe["link_colour"]), background=tuple(recipe["background"]),
         gen=recipe["generation"], annotation=recipe["annotation"], size=size, confusion=recipe.get("confusion") or {},
+        multimodal=dict(recipe.get("multimodal") or {}),
     )
 
 
@@ -218,87 +220,14 @@ def annotate(spec: SynthSpec, scene: Scene, truth: np.ndarray, rng: np.random.Ge
 
 # ---------------------------------------------------------------- drawing
 
-def _polygon(drawing: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    def regular(k: int, radius: float, phase: float) -> list[tuple[float, float]]:
-        return [(cx + radius * math.cos(phase + 2 * math.pi * i / k), cy + radius * math.sin(phase + 2 * math.pi * i / k))
-                for i in range(k)]
-
-    if drawing == "triangle":
-        return [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
-    if drawing == "diamond":
-        return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
-    if drawing == "hexagon":
-        return regular(6, r, 0)
-    if drawing == "pentagon":
-        return regular(5, r, -math.pi / 2)
-    if drawing == "trapezoid":
-        h = 0.7 * r
-        return [(cx - 0.55 * r, cy - h), (cx + 0.55 * r, cy - h), (cx + r, cy + h), (cx - r, cy + h)]
-    if drawing == "star":
-        outer, inner = regular(5, r, -math.pi / 2), regular(5, 0.45 * r, -math.pi / 2 + math.pi / 5)
-        return [pt for pair in zip(outer, inner) for pt in pair]
-    if drawing == "cross":
-        t = 0.33 * r
-        return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
-                (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
-                (cx - r, cy - t), (cx - t, cy - t)]
-    raise ValueError(drawing)
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, drawing: str, box: np.ndarray, centre: np.ndarray, r: float, colour: tuple) -> None:
-    x1, y1, x2, y2 = (int(v) for v in box)
-    outline = max(2, round(r / 6))
-    if drawing == "circle":
-        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=colour)
-    elif drawing == "ellipse":
-        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=colour)
-    elif drawing in ("square", "bar"):
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=colour)
-    elif drawing == "ring":
-        draw.ellipse([x1, y1, x2 - 1, y2 - 1], outline=colour, width=outline)
-    elif drawing == "frame":
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=outline)
-    elif drawing == "heart":
-        cx, cy = centre
-        draw.ellipse([cx - r, cy - r, cx, cy], fill=colour)
-        draw.ellipse([cx, cy - r, cx + r, cy], fill=colour)
-        draw.polygon([(cx - r, cy - r / 2), (cx + r, cy - r / 2), (cx, cy + r)], fill=colour)
-    else:
-        draw.polygon(_polygon(drawing, centre[0], centre[1], r), fill=colour)
-
-
-def _edge_point(centre: np.ndarray, r: float, towards: np.ndarray) -> np.ndarray:
-    d = towards - centre
-    return centre + d / max(np.linalg.norm(d), 1e-6) * r
-
-
-def _draw_link(draw: ImageDraw.ImageDraw, spec: SynthSpec, scene: Scene, s: int, o: int, kind: str) -> None:
-    a = _edge_point(scene.centres[s], scene.radii[s], scene.centres[o])
-    b = _edge_point(scene.centres[o], scene.radii[o] + spec.px(1), scene.centres[s])
-    width = max(1, round(spec.px(1.5)))
-    if kind == "plays with":
-        steps = max(2, int(np.linalg.norm(b - a) / spec.px(4)))
-        points = [a + (b - a) * t for t in np.linspace(0, 1, steps + 1)]
-        for p, q in zip(points[0::2], points[1::2]):
-            draw.line([tuple(p), tuple(q)], fill=spec.link_colour, width=width)
-        return
-    draw.line([tuple(a), tuple(b)], fill=spec.link_colour, width=width)
-    if kind == "points at":
-        d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
-        normal = np.array([-d[1], d[0]])
-        head = spec.px(5)
-        draw.polygon([tuple(b), tuple(b - d * head + normal * head * 0.6), tuple(b - d * head - normal * head * 0.6)],
-                     fill=spec.link_colour)
-
-
 def render(spec: SynthSpec, scene: Scene) -> Image.Image:
     image = Image.new("RGB", (spec.size, spec.size), spec.background)
     draw = ImageDraw.Draw(image)
     for s, o, kind in scene.links:
-        _draw_link(draw, spec, scene, s, o, kind)
+        draw_link(draw, spec, scene, s, o, kind)
     for i, label in enumerate(scene.labels):
         colour = tuple(int(c) for c in spec.colours[scene.colours[i]])
-        _draw_shape(draw, spec.drawings[label], scene.boxes[i], scene.centres[i], scene.radii[i], colour)
+        draw_shape(draw, spec.drawings[label], scene.boxes[i], scene.centres[i], scene.radii[i], colour)
     return image
 
 
@@ -312,14 +241,22 @@ def _pairs_of(mask: np.ndarray) -> np.ndarray:
 
 def _render_chunk(args: tuple) -> list[tuple]:
     spec, seed, indices, images_dir = args
+    fraction = float(spec.multimodal.get("fraction", 0.0))
     out = []
     for index in indices:
         rng = np.random.default_rng([seed, index])
-        kind = scene_kind(spec.confusion, seed, index)  # None: an ordinary scene
-        scene = make_scene(spec, rng) if kind is None else make_confusion_scene(spec, rng, kind)
-        truth = true_predicates(spec, scene)
-        annotated = annotate(spec, scene, truth, rng) if kind is None else annotate_links(spec, truth)
-        render(spec, scene).save(Path(images_dir) / f"{index + 1}.png", optimize=False, compress_level=1)
+        scene = (synth_multimodal.make_scene(spec, spec.multimodal, rng)
+                 if synth_multimodal.is_multimodal(seed, index, fraction) else None)
+        if scene is not None and len(scene.labels):  # the multimodal subset: every true predicate annotated
+            truth = annotated = true_predicates(spec, scene)
+            image = synth_multimodal.render(spec, scene)
+        else:
+            kind = scene_kind(spec.confusion, seed, index)  # None: an ordinary scene
+            scene = make_scene(spec, rng) if kind is None else make_confusion_scene(spec, rng, kind)
+            truth = true_predicates(spec, scene)
+            annotated = annotate(spec, scene, truth, rng) if kind is None else annotate_links(spec, truth)
+            image = render(spec, scene)
+        image.save(Path(images_dir) / f"{index + 1}.png", optimize=False, compress_level=1)
         out.append((scene.boxes, scene.labels + 1, _pairs_of(annotated), _pairs_of(truth)))
     return out
 
@@ -377,10 +314,11 @@ def assemble(results: list[tuple], size: int, split_fractions: dict) -> SceneGra
 
 def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int = 0, name: str = "synth",
                   workers: int = 0, force: bool = False, reporter: Reporter = SILENT,
-                  confusion: dict | None = None) -> PreparedDataset:
+                  confusion: dict | None = None, multimodal: float | None = None) -> PreparedDataset:
     """Render the synthetic dataset into the workspace (stage function behind `sgtool prepare synth`).
 
-    confusion: overrides of the recipe's `confusion` section (e.g. {"instance_fraction": 0.3})."""
+    confusion: overrides of the recipe's `confusion` section (e.g. {"instance_fraction": 0.3}).
+    multimodal: the share of images in the multimodal subset (default: the recipe's, 0 = none)."""
     if not 1 <= images <= MAX_IMAGES:
         raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 2000.")
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -388,12 +326,16 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
                           "Shapes and links need room; the default is 128.")
     if workers < 0:
         raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
-    recipe = load_recipe("synth")
+    if multimodal is not None and not 0 <= multimodal <= 1:
+        raise SgtoolError(f"The multimodal share must be between 0 and 1, not {multimodal}.", "Try 0.5.")
+    recipe = synth_multimodal.with_multimodal(load_recipe("synth"), multimodal)
     if confusion:
         recipe["confusion"] = {**(recipe.get("confusion") or {}), **confusion}
     spec = load_spec(size, recipe)
     workers = workers or os.cpu_count() or 1
     parameters = {"images": images, "size": size, "seed": seed, **({"confusion": confusion} if confusion else {})}
+    if synth_multimodal.enabled(recipe):
+        parameters["multimodal"] = float(recipe["multimodal"]["fraction"])
 
     def build(staging: Path) -> Staged:
         reporter.info(f"Rendering {images} synthetic images ({size}x{size}) with seed {seed} ...")

@@ -82,11 +82,28 @@ def detector_source(detector: Detector, prepared: PreparedDataset, task: str,
     return source
 
 
+def unlabelled_gt_objects(graphs: SceneGraphs) -> ObjectPredictions:
+    """SGCls for a head that labels the objects itself (phrase classification): the ground-truth boxes
+    with score 1 and no label information (every label a placeholder 1, labels_given False)."""
+    n = len(graphs.labels)
+    return ObjectPredictions(graphs.image_ids, graphs.box_offsets, graphs.boxes, np.ones(n, np.int64),
+                             np.ones(n, np.float32), labels_given=False)
+
+
+def labels_from_boxes(head: type) -> bool:
+    """Whether the head labels objects from the boxes alone (SGCls then needs no detector for its objects)."""
+    return bool(getattr(head, "labels_objects", False)) and not getattr(head, "reads_class_scores", False)
+
+
 def object_source(ws: Workspace, prepared: PreparedDataset, task: str, detector_run: str | None = None,
-                  device: str = "cpu", reporter: Reporter = SILENT) -> tuple[ObjectSource, str | None]:
-    """The task's object source and the detector run it uses (None in PredCls)."""
+                  device: str = "cpu", reporter: Reporter = SILENT,
+                  boxes_alone: bool = False) -> tuple[ObjectSource, str | None]:
+    """The task's object source and the detector run it uses (None in PredCls, and in SGCls with
+    `boxes_alone`, for a head that labels the objects from the GT boxes alone: annotation-only data too)."""
     if task == "predcls":
         return gt_objects, None
+    if task == "sgcls" and boxes_alone:
+        return unlabelled_gt_objects, None
     if not prepared.has_images:
         raise SgtoolError(f"--task {task} needs images, and the dataset '{prepared.name}' holds annotations only.",
                           "Use --task predcls on annotation-only datasets.")

@@ -28,7 +28,7 @@ from sgtool.config import merge, parse_overrides, read_yaml, resolve_device
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
-from sgtool.engine.objects import object_source as task_objects
+from sgtool.engine.objects import labels_from_boxes, object_source as task_objects
 from sgtool.engine.record import STATUS_KEYS, RunRecord, TrainRequest, read_status
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
@@ -113,7 +113,8 @@ def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSou
     reporter = request.reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, request.dataset)
     source, objects_run = ((object_source, request.detector) if object_source is not None
-                           else task_objects(ws, prepared, task, request.detector, device, reporter))
+                           else task_objects(ws, prepared, task, request.detector, device, reporter,
+                                         labels_from_boxes(head_cls)))
     visual, visual_run = visual_source(ws, prepared, head_cls, config, objects_run or request.detector, device,
                                        request.cache_features, reporter)
     priors = load_prepared_priors(ws, prepared.name)
@@ -189,7 +190,8 @@ def resume_train(ws: Workspace, run: str, request: TrainRequest,
     device = distributed.setup(resolve_device(request.device))
     reporter = request.reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, record.dataset)
-    source = object_source or task_objects(ws, prepared, record.task, record.detector, device, reporter)[0]
+    source = object_source or task_objects(ws, prepared, record.task, record.detector, device, reporter,
+                                           labels_from_boxes(head_cls))[0]
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, int(record.seed or 0), reporter)
     ws.check_writable()
@@ -224,7 +226,8 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     if detector is not None and visual_run is not None and detector != visual_run:
         raise SgtoolError(f"The run '{run}' uses the ROI features of the detector '{visual_run}', not '{detector}'.",
                           f"Pass --detector {visual_run}, or leave it out.")
-    source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter)
+    source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter,
+                                       labels_from_boxes(head_cls))
     priors = load_prepared_priors(ws, prepared.name)
     new = ws.claim_run_name(name, f"{record.head}-{prepared.name}-{task}")
     ws.check_writable()
@@ -319,6 +322,8 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, run: Ru
         if main:
             record.write_status(folder, "running")
         run_loop(model, data, folder, _validator(model, data.val, run), reporter, resume=resume)
+        if main:
+            _select_k(folder, model, data.val, run)
         metrics = write_outputs(folder, model, run, reporter) if main else {}
     except BaseException as exc:
         if main:
@@ -345,6 +350,27 @@ def _validator(model: RelationHead, val: SceneGraphs, run: RunData) -> Callable[
         return evaluate_predictions(val, predictions, run.record.task, run.priors, run.prepared.vocab).metrics
 
     return validate
+
+
+def _select_k(folder: Path, model: RelationHead, val: SceneGraphs, run: RunData) -> None:
+    """A head with a free k per pair (`select_k`, the tensor head's k=free) picks it on the val split by
+    R@50 of each k of its grid; the choice is part of the head state, so the best checkpoint is rewritten."""
+    if not hasattr(model, "select_k") or getattr(model.config, "k", None) != "free" or len(val.relations) == 0:
+        return
+    from sgtool.engine.checkpoint import BEST, load_state, save
+    from sgtool.eval import evaluate
+
+    def measure(grid: list[int]) -> dict[int, float]:
+        predictions = predict_split(model, val, "val", run)
+        result = evaluate(val, predictions, task=run.record.task,
+                          num_predicates=run.prepared.vocab.num_predicate_classes, ks=(50,), top_k_per_pair=tuple(grid))
+        return {k: result.metrics[f"k{k}-R@50"] for k in grid}
+
+    recalls = model.select_k(measure)
+    best = folder / "checkpoints" / BEST
+    saved = load_state(best)
+    saved.update(state=model.state_dict(), free_k={str(k): v for k, v in recalls.items()})
+    save(best, saved)
 
 
 def write_outputs(folder: Path, model: RelationHead, run: RunData, reporter: Reporter) -> dict[str, float]:

@@ -59,19 +59,28 @@ def _label_pair_keys(pairs: np.ndarray, boxes: BatchBoxes, image: np.ndarray, wi
 
 
 def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarray, pred: BatchBoxes,
-                     rows: np.ndarray, iou_threshold: float, legacy: bool) -> Candidates:
+                     rows: np.ndarray, iou_threshold: float, legacy: bool,
+                     pair_labels: np.ndarray | None = None) -> Candidates:
     """Every (GT relation, predicted pair among `rows`) with equal labels, with its box tests.
 
     Only the pairs given in `rows` are matched (the caller passes those a ranking can still put in
     its top max(K)), so the work is (those pairs x GT relations of their label pair), whatever the
-    number of same-label boxes in the image.
+    number of same-label boxes in the image. `pair_labels` (pairs, 2): each row's own (subject,
+    object) labels (`Predictions.pair_labels`, a head that labels every pair row itself); they
+    replace the boxes' labels in the join.
     """
-    width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
+    own = None if pair_labels is None else pair_labels[rows]
+    label_max = pred.labels.max(initial=0) if own is None else own.max(initial=0)
+    width = int(max(gt.labels.max(initial=0), label_max)) + 1
     gt_key = _label_pair_keys(gt_pairs, gt, gt.image_of()[gt_pairs[:, 0]], width)
     order = np.argsort(gt_key, kind="stable")
     sorted_key = gt_key[order]
     chosen = pred_pairs[rows]
-    pred_key = _label_pair_keys(chosen, pred, pred.image_of()[chosen[:, 0]], width)
+    image = pred.image_of()[chosen[:, 0]]
+    if own is None:
+        pred_key = _label_pair_keys(chosen, pred, image, width)
+    else:
+        pred_key = (image * width + own[:, 0]) * width + own[:, 1]
     start = np.searchsorted(sorted_key, pred_key, side="left")
     stop = np.searchsorted(sorted_key, pred_key, side="right")
     query, at = expand_ranges(start, stop - start)

@@ -18,7 +18,9 @@ from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, match_candidates, min_rank
-from sgtool.eval.ranking import EntryRanking, GraphRanking, candidate_entries, full_rank, graph_ranking
+from sgtool.eval.ranking import (
+    EntryRanking, GraphRanking, box_pair_rank, candidate_entries, full_rank, graph_ranking,
+)
 
 TASKS = ("predcls", "sgcls", "sgdet")
 BATCH_PAIRS = 60_000  # predicted pairs matched together (numpy work arrays stay cache-sized)
@@ -279,14 +281,18 @@ def _has_identical_boxes(pb: BatchBoxes) -> tuple[bool, np.ndarray]:
 
 
 def _unique_rank(gc: GraphRanking, pairs: np.ndarray, pb: BatchBoxes, image: np.ndarray, unique_pairs: bool,
-                 num_predicates: int) -> np.ndarray:
-    """Graph rank after dropping duplicates (same predicate, identical subject and object boxes and labels)."""
+                 num_predicates: int, row_labels: np.ndarray | None = None) -> np.ndarray:
+    """Graph rank after dropping duplicates (same predicate, identical subject and object boxes and labels;
+    with `row_labels`, the rows' own labels)."""
     identical, canon = _has_identical_boxes(pb)
     if unique_pairs and not identical:
         return gc.rank.copy()
     rank = gc.full_rank()
     n = max(len(canon), 1)
     triplet = (canon[pairs[:, 0]] * n + canon[pairs[:, 1]]) * num_predicates + gc.predicate
+    if row_labels is not None:
+        width = int(row_labels.max(initial=0)) + 1
+        triplet = (triplet * width + row_labels[:, 0]) * width + row_labels[:, 1]
     _, group = np.unique(triplet, return_inverse=True)
     group = group.ravel()
     dup = rank != min_rank(int(group.max(initial=-1)) + 1, group, rank)[group]
@@ -315,6 +321,8 @@ class _Batch:
     image: np.ndarray  # batch image of each pair
     rel_scores: np.ndarray
     scale: np.ndarray  # subject score x object score (1 in PredCls)
+    pair_labels: np.ndarray | None = None  # (pairs, 2) each row's own labels (Predictions.pair_labels)
+    box_pairs: np.ndarray | None = None  # (pairs,) box-pair id of each row, given with pair_labels
 
 
 def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
@@ -326,10 +334,14 @@ def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
         obj_scores = np.ones(len(pb.labels))
     else:
         obj_scores = pred.scores[pred.box_offsets[i0]:pred.box_offsets[i1]].astype(np.float64)
+    pair_labels = box_pairs = None
+    if pred.pair_labels is not None:  # several rows (labellings) per box pair
+        pair_labels = pred.pair_labels[p0:p1]
+        box_pairs = np.unique(pairs[:, 0] * max(len(pb.labels), 1) + pairs[:, 1], return_inverse=True)[1].ravel()
     return _Batch(i0, i1, p0, p1, int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1]), pb,
                   _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1), pairs,
                   owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0), pred.rel_scores[p0:p1],
-                  obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]])
+                  obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]], pair_labels, box_pairs)
 
 
 def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
@@ -356,7 +368,10 @@ def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple
         flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.image, b.pb, b.gb)
         frank = _filtered_rank(flag, gc.score, b.image)
         ranked |= frank < s.kmax
-    cand = match_candidates(gt_pairs, b.gb, b.pairs, b.pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou)
+    if b.box_pairs is not None:  # k per box pair: a row counts only if its box pair is among the top max(K)
+        ranked |= box_pair_rank(gc, b.box_pairs, s.kmax).row_rank < s.kmax
+    cand = match_candidates(gt_pairs, b.gb, b.pairs, b.pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou,
+                            b.pair_labels)
     same = gc.predicate[cand.pair] == gt_pred[cand.gt]
     hit = cand.rel_ok & same
     phrase = cand.phr_ok & same
@@ -371,10 +386,10 @@ def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple
 
 
 def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch, cand: Candidates, gt_pred: np.ndarray) -> None:
-    """No-graph-constraint ranking and the k-predictions-per-pair lists."""
+    """No-graph-constraint ranking and the k-predictions-per-(box) pair lists."""
     P = s.num_predicates
     list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
-    entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks)
+    entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks, b.box_pairs)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]
@@ -401,9 +416,10 @@ def _complete(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> None:
     rels = s.gt.complete
     c0, c1 = int(rels.offsets[b.i0]), int(rels.offsets[b.i1])
     c_pairs = rels.pairs[c0:c1] - s.gt.box_offsets[b.i0]
-    unique_rank = _unique_rank(gc, b.pairs, b.pb, b.image, not _has_duplicate_pairs(b.pairs, b.pb), s.num_predicates)
+    unique_rank = _unique_rank(gc, b.pairs, b.pb, b.image, not _has_duplicate_pairs(b.pairs, b.pb), s.num_predicates,
+                               b.pair_labels)
     rows = np.flatnonzero(unique_rank < s.kmax)  # only these can enter a top-K list without duplicates
-    cand = match_candidates(c_pairs, b.gb, b.pairs, b.pb, rows, s.iou_threshold, s.legacy_iou)
+    cand = match_candidates(c_pairs, b.gb, b.pairs, b.pb, rows, s.iou_threshold, s.legacy_iou, b.pair_labels)
     hit = cand.rel_ok & (gc.predicate[cand.pair] == rels.predicates[c0:c1][cand.gt])
     t.pred_unique_rank[b.p0:b.p1] = unique_rank
     t.pred_complete_hit[b.p0 + cand.pair[hit]] = True

@@ -173,9 +173,13 @@ class Entries:
 
 
 def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, m: int,
-                      list_ks: tuple[int, ...] = ()) -> Entries:
+                      list_ks: tuple[int, ...] = (), box_pair: np.ndarray | None = None) -> Entries:
     """Every entry that can be in the top m of the no-graph ranking or of a top-k-per-pair list
     (list_ks: the k of each list, the number of foreground predicates for "all").
+
+    `box_pair` (rows,) identifies each row's box pair: several rows of one box pair (a head that
+    labels each pair itself writes one row per labelling) share it, and the within-pair rank counts
+    over all of them, so "k per pair" is k per box pair. Default: every row is its own box pair.
 
     If (c, p) is in such a top m, each pair ranked before c by graph score owns an entry ranked
     before (c, p) (its best one), so c is among the m best pairs. And when an image has at least
@@ -185,6 +189,8 @@ def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.n
     Images with fewer than m pairs have no such t0; their entries are cut per list instead
     (`_small_image_entries`).
     """
+    if box_pair is not None:
+        return _box_pair_entries(gc, rel_scores, pair_scale, m, box_pair)
     rows = np.flatnonzero(gc.rank < m)  # the m best pairs of each image, in input order
     t0 = np.full(len(gc.counts), -np.inf)
     last = rows[gc.rank[rows] == m - 1]  # images with at least m pairs get a threshold
@@ -199,8 +205,9 @@ def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.n
 
 
 def _thresholded_entries(rows: np.ndarray, img: np.ndarray, t0: np.ndarray, rel_scores: np.ndarray,
-                         pair_scale: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Entries scoring at least t0 of their image: (image, row, predicate - 1, within-pair rank, score)."""
+                         pair_scale: np.ndarray, box_pair: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Entries scoring at least t0 of their image: (image, row, predicate - 1, within-pair rank, score);
+    with `box_pair`, the within-pair rank counts over every row of the row's box pair."""
     scale, floor = pair_scale[rows], t0[img]
     with np.errstate(divide="ignore", invalid="ignore"):
         loose = np.where(scale > 0, floor / scale * (1 - 1e-6), np.where(floor <= 0, -np.inf, np.inf))
@@ -212,13 +219,65 @@ def _thresholded_entries(rows: np.ndarray, img: np.ndarray, t0: np.ndarray, rel_
     exact = score >= t0[b]
     b, row, q, prob, score = b[exact], row[exact], q[exact], prob[exact], score[exact]
     within = np.empty(len(row), np.int64)
-    if probs.dtype == np.float32 and (not len(prob) or prob.min() >= 0):  # one int64 key; ties: q ascending
-        by_pair = np.argsort(_pair_then_probability(row, prob), kind="stable")
+    if box_pair is not None:  # several rows per box pair: rank within the box pair
+        group = box_pair[row]
+        by_pair = np.lexsort((q, row, -prob, group))
+        pair_sorted = group[by_pair]
     else:
-        by_pair = np.lexsort((q, -prob, row))
-    pair_sorted = row[by_pair]
+        if probs.dtype == np.float32 and (not len(prob) or prob.min() >= 0):  # one int64 key; ties: q ascending
+            by_pair = np.argsort(_pair_then_probability(row, prob), kind="stable")
+        else:
+            by_pair = np.lexsort((q, -prob, row))
+        pair_sorted = row[by_pair]
     within[by_pair] = np.arange(len(row)) - np.searchsorted(pair_sorted, pair_sorted)
     return b, row, q, within, score
+
+
+@dataclass
+class BoxPairRanking:
+    """Box pairs (several rows each) ranked by their best row's graph score, ties in row order."""
+
+    row_rank: np.ndarray  # (C,) rank of each row's box pair within the image; NO_RANK outside the top m
+    t0: np.ndarray  # (B,) score of the m-th best box pair of each image; -inf with fewer than m
+
+
+def box_pair_rank(gc: GraphRanking, box_pair: np.ndarray, m: int) -> BoxPairRanking:
+    """Rank of each row's box pair (box_pair: (C,) ids 0..n-1) among its image's box pairs."""
+    if not len(box_pair):
+        return BoxPairRanking(np.zeros(0, np.int64), np.full(len(gc.counts), -np.inf))
+    order = grouped_descending(gc.score, box_pair)  # by box pair, best row first (first row on ties)
+    grouped = box_pair[order]
+    best = order[np.concatenate([[True], grouped[1:] != grouped[:-1]])]  # best row of box pair 0..n-1
+    by_row = np.argsort(best, kind="stable")  # box pairs in the order of their best row: grouped by image
+    rep = best[by_row]
+    image = gc.image[rep]
+    counts = np.bincount(image, minlength=len(gc.counts))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(best), np.int64)
+    rank[by_row] = rank_top(gc.score[rep], image, counts, first, m)
+    t0 = np.full(len(gc.counts), -np.inf)
+    last = by_row[rank[by_row] == m - 1]
+    t0[gc.image[best[last]]] = gc.score[best[last]]
+    return BoxPairRanking(rank[box_pair], t0)
+
+
+def _box_pair_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, m: int,
+                      box_pair: np.ndarray) -> Entries:
+    """`candidate_entries` when several rows share a box pair and k counts per box pair.
+
+    If (c, p) is in the top m of a list, each other box pair whose best row scores above it has its
+    best entry (within-box-pair rank 0) in that list ranked before (c, p), so c's box pair is among
+    the m best box pairs (by best row score); with at least m box pairs, every list holds the best
+    entries of those m, so its m-th score is at least t0 = the m-th best box pair's score. All rows
+    of the m best box pairs are kept (every row of a box pair shares its subject x object score, so
+    the more probable predicates of the other rows score at least as high and stay, and within-box-
+    pair ranks are exact); images with fewer than m box pairs keep every entry.
+    """
+    bp = box_pair_rank(gc, box_pair, m)
+    rows = np.flatnonzero(bp.row_rank < m)
+    b, row, q, within, score = _thresholded_entries(rows, gc.image[rows], bp.t0, rel_scores, pair_scale, box_pair)
+    order = grouped_descending(score, b)
+    return Entries(b[order], row[order], q[order] + 1, within[order])
 
 
 def _small_image_entries(rows: np.ndarray, img: np.ndarray, rel_scores: np.ndarray, pair_scale: np.ndarray,

@@ -162,6 +162,10 @@ class RelationHead(ABC):
     # True: in SGCls / SGDet (objects.labels_given is False) `predict` returns the head's own object
     # labels and scores in its Predictions (the paper's model predicts them); PredCls keeps the GT labels.
     labels_objects: ClassVar[bool] = False
+    # A head that labels objects and reads the detector's class distribution (objects.class_scores) in
+    # SGCls gets the detector's classified GT boxes; one that labels them from the boxes alone (False)
+    # gets the GT boxes without labels, and needs no detector for its objects.
+    reads_class_scores: ClassVar[bool] = False
 
     def __init__(self, config: HeadConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         self.config = config

@@ -329,6 +329,7 @@ class NodisHead(NetworkHelpers, TrainableHead):
 
     Config = NodisConfig
     labels_objects: ClassVar[bool] = True
+    reads_class_scores: ClassVar[bool] = True  # the O-ODE's input: the detector's class distribution
 
     def __init__(self, config: NodisConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)

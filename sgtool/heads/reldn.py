@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,10 +43,12 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM
-from sgtool.features.union_branch import UnionBranch
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
 from sgtool.losses.contrastive import BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
+
+if TYPE_CHECKING:  # torchvision is imported only where it is used (a broken pair must not stop freq)
+    from sgtool.features.union_branch import UnionBranch
 
 _CHUNK_PAIRS = 200_000  # candidate pairs scored at once in predict
 
@@ -238,6 +240,8 @@ class ReldnHead(VisualInputs, TrainableHead):
                               "has no detector features.",
                               "Train a detector with `sgtool train-detector` and use --set features=visual, "
                               "or use --set predicate_branch=frozen.")
+        from sgtool.features.union_branch import UnionBranch
+
         return UnionBranch(detector, getattr(self.visual_source, "grid", 2))
 
     def build(self, data: TrainData) -> ReldnNet:
