@@ -30,17 +30,18 @@ def declared(field: dataclasses.Field) -> dict | None:
     return field.metadata.get("sgtool")
 
 
-def describe_range(meta: dict) -> str:
-    """'one of a, b', '>= 1', '1 to 64' or '' for a declared option."""
+def describe_range(meta: dict, prose: bool = False) -> str:
+    """A declared option's valid values: 'one of a, b', '>= 1', '1 to 64' (help) or, with prose, 'at least 1',
+    'from 1 to 64' (error messages); '' when it declares none."""
     if meta.get("choices"):
         return "one of " + ", ".join(str(c) for c in meta["choices"])
     low, high = meta.get("min"), meta.get("max")
     if low is not None and high is not None:
-        return f"{low} to {high}"
+        return f"from {low} to {high}" if prose else f"{low} to {high}"
     if low is not None:
-        return f">= {low}"
+        return f"at least {low}" if prose else f">= {low}"
     if high is not None:
-        return f"<= {high}"
+        return f"at most {high}" if prose else f"<= {high}"
     return ""
 
 
@@ -60,15 +61,6 @@ def declarations(cls: type) -> dict[str, tuple[dataclasses.Field, dict]]:
     return found
 
 
-def _allowed(meta: dict) -> str:
-    if meta.get("choices"):
-        return "one of " + ", ".join(str(c) for c in meta["choices"])
-    low, high = meta.get("min"), meta.get("max")
-    if low is not None and high is not None:
-        return f"from {low} to {high}"
-    return f"at least {low}" if low is not None else f"at most {high}"
-
-
 def check_options(config: Any) -> None:
     """One sentence (SgtoolError) for the first declared option whose value is out of its range."""
     for name, (field, meta) in declarations(type(config)).items():
@@ -80,7 +72,7 @@ def check_options(config: Any) -> None:
             default = field.default if field.default is not dataclasses.MISSING else None
             flag = "--" + name.replace("_", "-")
             what, fix = (flag, f"{flag} {default}") if meta["flag"] else (f"The setting {name}", f"--set {name}={default}")
-            raise SgtoolError(f"{what} must be {_allowed(meta)}, not {value!r}.", f"Use {fix} (its default).")
+            raise SgtoolError(f"{what} must be {describe_range(meta, prose=True)}, not {value!r}.", f"Use {fix} (its default).")
 
 
 # ---------------------------------------------------------------- YAML and overrides

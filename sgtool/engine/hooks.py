@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from sgtool import atomic
-from sgtool.engine import checkpoint, distributed
+from sgtool import distributed
+from sgtool.engine import checkpoint
 from sgtool.errors import SgtoolError
 
 Validator = Callable[[], dict[str, float]]  # predicts the val split with the head, returns its metrics
