@@ -23,19 +23,21 @@ TRAIN = ["train", "--head", "tensor", "--epochs", "30", "--batch-size", "1", "--
 LAUNCH = "import sys, torch; torch.set_num_threads(1); from sgtool.cli import main; main(sys.argv[1:])"
 
 
-def _start(ws: Path, name: str) -> subprocess.Popen:
+def _launch(ws: Path, args: list[str], name: str, nice: bool = False) -> subprocess.Popen:
+    """`sgtool -w WS -q ARGS --name NAME` in a process of its own, on one thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(["nice", sys.executable, "-c", LAUNCH, "-w", str(ws), "-q", *TRAIN, "--name", name],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([*(["nice"] if nice else []), sys.executable, "-c", LAUNCH, "-w", str(ws), "-q", *args,
+                             "--name", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_after_first_checkpoint(proc: subprocess.Popen, last: Path) -> None:
+def _kill_after_checkpoint(proc: subprocess.Popen, last: Path, pause: float, epoch: int = 1) -> None:
+    """SIGKILL the run a random 0..pause seconds after last.pt holds epoch `epoch` (a random later step)."""
     deadline = time.time() + 300  # generous: a loaded CI machine can be slow to import torch
-    while not last.exists():
+    while not (last.exists() and load_state(last)["loop"]["epoch"] >= epoch):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline, "no checkpoint within five minutes"
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 2.0))  # a random step of a later epoch
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, pause))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -47,9 +49,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_a_sigkilled_run_resumes_to_the_same_weights_and_metrics(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws)
-    proc = _start(ws.root, "killed")
+    proc = _launch(ws.root, TRAIN, "killed", nice=True)
     killed = ws.run_dir("killed")
-    _kill_after_first_checkpoint(proc, killed / "checkpoints" / LAST)
+    _kill_after_checkpoint(proc, killed / "checkpoints" / LAST, pause=2.0)
     assert proc.returncode == -signal.SIGKILL
     status = json.loads((killed / "run.json").read_text())["status"]
     assert status == "running" and not (killed / "metrics.json").exists()
@@ -150,18 +152,8 @@ def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, c
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws, **({"with_images": True, "splits": (8, 1, 2)} if kind == "detector" else {}))
     args = KINDS[kind]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "-w", str(ws.root), "-q", *args, "--name", "killed"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last, after = ws.run_dir("killed") / "checkpoints" / LAST, random.randint(1, 3)
-    deadline = time.time() + 120
-    while not (last.exists() and load_state(last)["loop"]["epoch"] >= after):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint within two minutes"
-        time.sleep(0.01)
-    time.sleep(random.uniform(0.0, 0.03))  # a random step of a later epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = _launch(ws.root, args, "killed")
+    _kill_after_checkpoint(proc, ws.run_dir("killed") / "checkpoints" / LAST, pause=0.03, epoch=random.randint(1, 3))
     assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
     assert not (ws.run_dir("killed") / "metrics.json").exists()
     if kind != "detector":  # a detector run's run.json holds no status
