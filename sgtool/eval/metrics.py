@@ -19,7 +19,7 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, match_candidates, min_rank
 from sgtool.eval.ranking import (
-    EntryRanking, GraphRanking, box_pair_rank, candidate_entries, full_rank, graph_ranking,
+    BoxPairRanking, EntryRanking, GraphRanking, box_pair_rank, candidate_entries, full_rank, graph_ranking,
 )
 
 TASKS = ("predcls", "sgcls", "sgdet")
@@ -323,6 +323,7 @@ class _Batch:
     scale: np.ndarray  # subject score x object score (1 in PredCls)
     pair_labels: np.ndarray | None = None  # (pairs, 2) each row's own labels (Predictions.pair_labels)
     box_pairs: np.ndarray | None = None  # (pairs,) box-pair id of each row, given with pair_labels
+    box_pair_ranking: BoxPairRanking | None = None  # box_pairs ranked (set while matching, read by the lists)
 
 
 def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
@@ -369,7 +370,8 @@ def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple
         frank = _filtered_rank(flag, gc.score, b.image)
         ranked |= frank < s.kmax
     if b.box_pairs is not None:  # k per box pair: a row counts only if its box pair is among the top max(K)
-        ranked |= box_pair_rank(gc, b.box_pairs, s.kmax).row_rank < s.kmax
+        b.box_pair_ranking = box_pair_rank(gc, b.box_pairs, s.kmax)  # kept for the k-per-box-pair lists
+        ranked |= b.box_pair_ranking.row_rank < s.kmax
     cand = match_candidates(gt_pairs, b.gb, b.pairs, b.pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou,
                             b.pair_labels)
     same = gc.predicate[cand.pair] == gt_pred[cand.gt]
@@ -389,7 +391,7 @@ def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch, cand: Candid
     """No-graph-constraint ranking and the k-predictions-per-(box) pair lists."""
     P = s.num_predicates
     list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
-    entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks, b.box_pairs)
+    entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks, b.box_pair_ranking)
     ok = cand.rel_ok
     keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
     gts = cand.gt[ok]

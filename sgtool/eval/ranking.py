@@ -173,11 +173,11 @@ class Entries:
 
 
 def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, m: int,
-                      list_ks: tuple[int, ...] = (), box_pair: np.ndarray | None = None) -> Entries:
+                      list_ks: tuple[int, ...] = (), box_pairs: BoxPairRanking | None = None) -> Entries:
     """Every entry that can be in the top m of the no-graph ranking or of a top-k-per-pair list
     (list_ks: the k of each list, the number of foreground predicates for "all").
 
-    `box_pair` (rows,) identifies each row's box pair: several rows of one box pair (a head that
+    `box_pairs` (`box_pair_rank` of the rows) groups rows by box pair: several rows of one box pair (a head that
     labels each pair itself writes one row per labelling) share it, and the within-pair rank counts
     over all of them, so "k per pair" is k per box pair. Default: every row is its own box pair.
 
@@ -189,8 +189,8 @@ def candidate_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.n
     Images with fewer than m pairs have no such t0; their entries are cut per list instead
     (`_small_image_entries`).
     """
-    if box_pair is not None:
-        return _box_pair_entries(gc, rel_scores, pair_scale, m, box_pair)
+    if box_pairs is not None:
+        return _box_pair_entries(gc, rel_scores, pair_scale, m, box_pairs)
     rows = np.flatnonzero(gc.rank < m)  # the m best pairs of each image, in input order
     t0 = np.full(len(gc.counts), -np.inf)
     last = rows[gc.rank[rows] == m - 1]  # images with at least m pairs get a threshold
@@ -237,6 +237,7 @@ def _thresholded_entries(rows: np.ndarray, img: np.ndarray, t0: np.ndarray, rel_
 class BoxPairRanking:
     """Box pairs (several rows each) ranked by their best row's graph score, ties in row order."""
 
+    box_pair: np.ndarray  # (C,) box-pair id of each row
     row_rank: np.ndarray  # (C,) rank of each row's box pair within the image; NO_RANK outside the top m
     t0: np.ndarray  # (B,) score of the m-th best box pair of each image; -inf with fewer than m
 
@@ -244,7 +245,7 @@ class BoxPairRanking:
 def box_pair_rank(gc: GraphRanking, box_pair: np.ndarray, m: int) -> BoxPairRanking:
     """Rank of each row's box pair (box_pair: (C,) ids 0..n-1) among its image's box pairs."""
     if not len(box_pair):
-        return BoxPairRanking(np.zeros(0, np.int64), np.full(len(gc.counts), -np.inf))
+        return BoxPairRanking(box_pair, np.zeros(0, np.int64), np.full(len(gc.counts), -np.inf))
     order = grouped_descending(gc.score, box_pair)  # by box pair, best row first (first row on ties)
     grouped = box_pair[order]
     best = order[np.concatenate([[True], grouped[1:] != grouped[:-1]])]  # best row of box pair 0..n-1
@@ -258,11 +259,11 @@ def box_pair_rank(gc: GraphRanking, box_pair: np.ndarray, m: int) -> BoxPairRank
     t0 = np.full(len(gc.counts), -np.inf)
     last = by_row[rank[by_row] == m - 1]
     t0[gc.image[best[last]]] = gc.score[best[last]]
-    return BoxPairRanking(rank[box_pair], t0)
+    return BoxPairRanking(box_pair, rank[box_pair], t0)
 
 
 def _box_pair_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.ndarray, m: int,
-                      box_pair: np.ndarray) -> Entries:
+                      bp: BoxPairRanking) -> Entries:
     """`candidate_entries` when several rows share a box pair and k counts per box pair.
 
     If (c, p) is in the top m of a list, each other box pair whose best row scores above it has its
@@ -273,9 +274,8 @@ def _box_pair_entries(gc: GraphRanking, rel_scores: np.ndarray, pair_scale: np.n
     the more probable predicates of the other rows score at least as high and stay, and within-box-
     pair ranks are exact); images with fewer than m box pairs keep every entry.
     """
-    bp = box_pair_rank(gc, box_pair, m)
     rows = np.flatnonzero(bp.row_rank < m)
-    b, row, q, within, score = _thresholded_entries(rows, gc.image[rows], bp.t0, rel_scores, pair_scale, box_pair)
+    b, row, q, within, score = _thresholded_entries(rows, gc.image[rows], bp.t0, rel_scores, pair_scale, bp.box_pair)
     order = grouped_descending(score, b)
     return Entries(b[order], row[order], q[order] + 1, within[order])
 
