@@ -31,7 +31,7 @@ import torch
 
 from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.synth import prepare_synth
-from sgtool.detect.train import train_detector
+from sgtool.engine.train_detector import train_detector
 from sgtool.engine.loop import read_log
 from sgtool.engine.objects import object_source
 from sgtool.engine.train import load_trained_head, train

@@ -33,7 +33,7 @@ from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.synth import prepare_synth
 from sgtool.detect import load_detector
-from sgtool.detect.train import train_detector
+from sgtool.engine.train_detector import train_detector
 from sgtool.engine.objects import detector_source
 from sgtool.engine.train import retask, train
 from sgtool.eval.run_eval import evaluate_predictions
@@ -77,7 +77,7 @@ def prepared_workspace(ws: Workspace, args: argparse.Namespace) -> str:
         prepare_synth(ws, images=args.images, size=args.size, seed=0, name=DATASET, workers=1)
     if args.detector:
         return args.detector
-    if not (ws.run_dir(DETECTOR) / "run.json").is_file():
+    if not (ws.run_dir(DETECTOR) / "metrics.json").is_file():  # a finished detector run
         train_detector(ws, dataset=DATASET, name=DETECTOR, time_budget=args.detector_minutes, epochs=100, seed=0,
                        device="cpu", threads=args.threads)
     return DETECTOR

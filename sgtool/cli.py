@@ -352,14 +352,15 @@ def train_detector(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")] = None,
 ) -> None:
     """Train a Faster R-CNN object detector (for SGCls / SGDet) and report COCO mAP on the test split."""
-    from sgtool.detect.train import show_detector
-    from sgtool.engine.train_detector import train_detector as stage
+    from sgtool.engine.commands import TrainRequest, run_detector_training
 
     s = _settings(ctx)
-    result = stage(s.workspace, dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-                   weights=weights, resume=resume, name=name, time_budget=time_budget, seed=s.seed,
-                   device=s.device, threads=threads, reporter=s.reporter)
-    show_detector(result, as_json=s.json)
+    options = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weights": weights,
+               "time_budget": time_budget, "threads": threads}
+    request = TrainRequest(kind="detector", dataset=dataset, name=name, options=options, seed=s.seed, device=s.device,
+                           reporter=s.reporter)
+    result, kind = run_detector_training(s.workspace, request, resume)
+    kind.show_train(result, s.json)
 
 
 @app.command("eval")

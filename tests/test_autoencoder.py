@@ -154,6 +154,14 @@ def test_cli_train_eval_draw(cli, shapes_ws, tmp_path):
     r = cli("-w", shapes_ws.root, "draw", pred_graph, "--out", tmp_path / "g.png")
     assert r.code == 0, r.err
     assert (tmp_path / "g.png").stat().st_size > 0
+    assert (run / "training-curves.png").stat().st_size > 0
+    r = cli("-w", shapes_ws.root, "train", "--resume", "tiny")
+    assert r.code == 2 and "is complete; there is nothing to resume" in r.err
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "status": "running"}))
+    r = cli("-w", shapes_ws.root, "eval", "--run", "tiny")
+    assert r.code == 2 and "has not finished training" in r.err and "--resume tiny" in r.err
+    r = cli("-w", shapes_ws.root, "train", "--resume", "tiny", "--head", "tensor")
+    assert r.code == 2 and "trains the ae head, not tensor" in r.err
 
 
 def test_a_seed_stuck_on_the_plateau_is_named(capsys, tmp_path):
@@ -251,32 +259,40 @@ def test_the_paper_baseline_freezes_its_attention(shapes_ws, freeze_epochs, enco
 
 
 def test_the_paper_optimiser_and_schedule(shapes_ws):
-    from sgtool.autoencoder.train import make_optimiser
+    from sgtool.autoencoder.trainee import AETrainee
+    from sgtool.engine.loop import make_optimizer
 
     model = GraphAutoEncoder(4, 8)
-    group = make_optimiser(model, AEConfig()).param_groups[0]
-    assert group["betas"] == (0.6, 0.9) and group["lr"] == 5e-4
-    assert make_optimiser(model, AEConfig(supervised=True)).param_groups[0]["lr"] == 3e-4
-    assert (AEConfig().batch_size, AEConfig().epochs) == (128, 30)
     data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
+
+    def first_group(config: AEConfig) -> dict:  # the optimiser the one loop builds for the trainee
+        trainee = AETrainee(config, model, data, "cpu")
+        optimizer, _ = make_optimizer(trainee.config, model, trainee.config.epochs)
+        assert isinstance(optimizer, torch.optim.Adam) and trainee.config.grad_clip == 5.0
+        return optimizer.param_groups[0]
+
+    group = first_group(AEConfig())
+    assert group["betas"] == (0.6, 0.9) and group["lr"] == 5e-4
+    assert first_group(AEConfig(supervised=True))["lr"] == 3e-4
+    assert (AEConfig().batch_size, AEConfig().epochs) == (128, 30)
     log = fit(model, data, AEConfig(steps=6, batch_size=16, lr=1e-3, lr_drop_at=0.5, log_every=1), 0, "cpu")
     assert [r["lr"] for r in log if r["event"] == "train"] == pytest.approx([1e-3] * 3 + [1e-4] * 3)
 
 
 # ---------------------------------------------------------------- step budget, time cap, plateau restarts
 
-def test_the_step_budget_is_the_exact_number_of_optimiser_steps(shapes_ws, monkeypatch):
-    from sgtool.autoencoder import train as ae_train
+def test_the_step_budget_is_the_exact_number_of_optimiser_steps(shapes_ws, tmp_path):
+    from sgtool.engine.loop import LAST, load_state
 
     data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64)
     assert len(data) // 16 < 7  # the budget crosses an epoch boundary (and outlasts --epochs 1)
-    optimisers = []
-    original = ae_train.optimise
-    monkeypatch.setattr(ae_train, "optimise", lambda m, o, loss: optimisers.append(o) or original(m, o, loss))
     torch.manual_seed(0)
-    log = fit(GraphAutoEncoder(4, 8), data, AEConfig(steps=7, epochs=1, batch_size=16, log_every=1000), 0, "cpu")
-    assert log[-1]["steps"] == 7 and len(optimisers) == 7
-    assert {int(state["step"]) for state in optimisers[-1].state.values()} == {7}  # Adam's own count
+    log = fit(GraphAutoEncoder(4, 8), data, AEConfig(steps=7, epochs=1, batch_size=16, log_every=1), 0, "cpu",
+              folder=tmp_path)
+    assert log[-1]["steps"] == 7 and [r["step"] for r in log if r["event"] == "train"] == list(range(1, 8))
+    saved = load_state(tmp_path / "checkpoints" / LAST)
+    assert saved["loop"]["step"] == 7
+    assert {int(state["step"]) for state in saved["optimizer"]["state"].values()} == {7}  # Adam's own count
     capped = fit(GraphAutoEncoder(4, 8), data, AEConfig(steps=10_000, batch_size=16, minutes=1e-4), 0, "cpu")
     assert capped[-1]["steps"] < 10_000  # the time cap still ends training
 

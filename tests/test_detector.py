@@ -207,7 +207,7 @@ def test_torchvision_archs_build_offline_and_take_weights(tmp_path):
 
 
 def test_progress_total_follows_the_time_budget():
-    from sgtool.detect.train import expected_steps as _expected_steps
+    from sgtool.engine.hooks import expected_steps as _expected_steps
 
     assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=None) == 5000  # no budget: every step
     assert _expected_steps(10, 5000, 0, took=10.0, seconds_left=90.0) == 100  # 1 step/s, 90 s left

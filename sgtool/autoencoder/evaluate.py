@@ -17,6 +17,7 @@ from sgtool.config import read_yaml
 from sgtool.data.graphs import SPLIT_CODES
 from sgtool.data.predictions import Predictions, read_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared
+from sgtool.engine.record import read_status
 from sgtool.data.shapes import node_points
 from sgtool.errors import SgtoolError
 from sgtool.eval.point_graph import DEFAULT_THRESHOLD, PointGraphs, triplet_scores
@@ -78,6 +79,9 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
     run = run if run is not None else ws.latest_run()
     folder = ws.require_run(run)
     settings = read_yaml(folder / "config.yaml")
+    if read_status(folder) not in (None, "complete"):
+        raise SgtoolError(f"The ae run '{run}' has not finished training ({read_status(folder)}).",
+                          f"Finish it with `sgtool train --resume {run}`.")
     prepared = load_prepared(ws, settings["dataset"])
     data = load_split(prepared, split, int(settings["options"]["resolution"]))
     if len(data) == 0:

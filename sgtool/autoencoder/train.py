@@ -1,46 +1,49 @@
-"""`sgtool train --head ae`: the image -> graph -> image auto-encoder's own short training stage.
+"""`sgtool train --head ae`: the image -> graph -> image auto-encoder's stage, trained through the one
+training loop (`engine/loop.py`, driving `autoencoder/trainee.py`).
 
 Paper: Lu & Dubbelman, "Image-Graph-Image Translation via Auto-Encoding" (docs/methods/ae.md).
-The auto-encoder is an image-level model, not a relation head, so it has its own loop here: Adam
-(beta = (0.6, 0.9)), a step budget (`--set steps=N`, else the epochs) with a time cap
-(`--set minutes=M`), the learning rate / 10 after `lr_drop_at` of training, the paper baseline's
-attention frozen after `freeze_attention_epochs` epochs, the edge template's line width annealed from
-sigma_start to sigma_end over the first half, a progress bar, one log record every `log_every` steps.
+A step budget (`--set steps=N`, else the epochs) with a time cap (`--set minutes=M`), the schedule of
+`trainee.AEClock`, a progress bar, one log record every `log_every` steps.
 
 A seed that ends on the blank-drawing plateau (no validation edge found) is named; with
 `--set plateau_restarts=N` it is retrained with the next unused seed, at most N times per run.
 
-<ws>/runs/<run>/ config.yaml, run.json, checkpoints/model-seed<S>.pt, log.jsonl, metrics.json,
-predictions/{val,test}.h5 (the first seed) and predictions/seed<S>/{val,test}.h5 (every seed).
+<ws>/runs/<run>/ config.yaml, run.json ("status": "running", then "complete"), training/seed<S>/ (the
+loop's checkpoints/last.pt + model.pt and log.jsonl of each seed: what `--resume` continues from),
+training/progress.json (the seeds done so far), checkpoints/model-seed<S>.pt, log.jsonl, metrics.json,
+training-curves.png, predictions/{val,test}.h5 (the first seed) and predictions/seed<S>/{val,test}.h5.
 `--seeds N` trains N models (seeds S, S+1, ...) into one run; `sgtool eval` reports their mean ± std.
 """
 from __future__ import annotations
 
-import itertools
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from sgtool import __version__, atomic
+from sgtool import atomic
 from sgtool.autoencoder.config import AEConfig
 from sgtool.autoencoder.data import LineDrawings, load_split
-from sgtool.autoencoder.inference import HEAD, as_batch, load_model, model_for, predict, save_model  # noqa: F401 (re-exported)
-from sgtool.autoencoder.losses import self_supervised_loss, supervised_loss
+from sgtool.autoencoder.inference import HEAD, load_model, model_for, predict, save_model  # noqa: F401 (re-exported)
 from sgtool.autoencoder.model import GraphAutoEncoder
+from sgtool.autoencoder.trainee import AEClock, AETrainee, step_loss, total_steps  # noqa: F401 (re-exported)
 from sgtool.config import build, check_options, merge, parse_overrides, read_yaml, resolve_device
 from sgtool.data.predictions import vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared
+from sgtool.engine.checkpoint import LAST
+from sgtool.engine.hooks import CheckpointHook, Hook, LogHook, StepProgressHook, ValidationHook, write_log
+from sgtool.engine.loop import run_loop
+from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
 from sgtool.errors import SgtoolError
+from sgtool.heads import TrainData
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
-
 
 
 @dataclass
@@ -73,101 +76,24 @@ def ae_config(config_path: Path | None, overrides: list[str], explicit: dict[str
     return config
 
 
-# ---------------------------------------------------------------- the loop
-
-def sigma_at(config: AEConfig, progress: float) -> float:
-    t = min(1.0, progress / 0.5)
-    return config.sigma_start + (config.sigma_end - config.sigma_start) * t
-
-
-def freezes_attention(config: AEConfig) -> bool:
-    return config.supervised and config.baseline == "paper"
-
-
-def step_loss(model: GraphAutoEncoder, config: AEConfig, data: LineDrawings, index: np.ndarray, sigma: float,
-              device: str, frozen: bool = False) -> dict[str, torch.Tensor]:
-    image = as_batch(data, index, device)
-    out = model(image, sigma)
-    if config.supervised:
-        return supervised_loss(out, [data.points[i] for i in index], [data.edges[i] for i in index],
-                               config.baseline, frozen)
-    return self_supervised_loss(out, image, kind=config.recon, on=config.loss_on, aux_weight=config.aux_weight,
-                                aux=config.aux)
-
-
-def batch_indices(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[int, np.ndarray]]:
-    """(epoch, image indices) of every full batch, reshuffled each epoch, without end."""
-    for epoch in itertools.count():
-        order = rng.permutation(n)
-        for b in range(max(1, n // batch_size)):
-            yield epoch, order[b * batch_size:(b + 1) * batch_size]
-
-
-def total_steps(config: AEConfig, n: int) -> int:
-    """The step budget: `steps`, or `epochs` full passes over n images."""
-    return config.steps or max(1, n // config.batch_size) * config.epochs
-
-
-def make_optimiser(model: GraphAutoEncoder, config: AEConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(config.beta1, config.beta2))
-
-
-def optimise(model: GraphAutoEncoder, optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
-    """One update; a non-finite loss is skipped (False)."""
-    if not torch.isfinite(loss):
-        return False
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    optimiser.step()
-    return True
-
-
-def freeze_attention(model: GraphAutoEncoder, frozen: bool) -> None:
-    """The paper baseline's second stage: the node attention fixed (no gradient, batch norm in eval mode)."""
-    model.encoder.requires_grad_(not frozen)
-    model.encoder.train(not frozen)
-
-
-MAX_SKIPPED = 50  # non-finite losses in a row before a seed gives up
-
+# ---------------------------------------------------------------- one seed through the loop
 
 def fit(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, seed: int, device: str,
-        reporter: Reporter = SILENT, echo: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train in place for the step budget (or until the time cap); returns the log records (also passed to echo)."""
-    optimiser = make_optimiser(model, config)
-    total, budget = total_steps(config, len(data)), config.minutes * 60
-    freeze_step = config.freeze_attention_epochs * max(1, len(data) // config.batch_size)
-    start, log, step, skipped, frozen = time.time(), [], 0, 0, False
-    model.train()
-    batches = batch_indices(len(data), config.batch_size, np.random.default_rng(seed))
-    with reporter.progress() as bar:
-        task = bar.add_task(f"train ae (seed {seed})", total=total, status="")
-        while step < total and skipped < MAX_SKIPPED:
-            elapsed = time.time() - start
-            if budget and elapsed >= budget:
-                break
-            progress = max(step / total, elapsed / budget if budget else 0.0)
-            for group in optimiser.param_groups:
-                group["lr"] = config.learning_rate * (0.1 if progress >= config.lr_drop_at else 1.0)
-            if freezes_attention(config) and not frozen and step >= freeze_step:
-                freeze_attention(model, frozen := True)
-            epoch, index = next(batches)
-            parts = step_loss(model, config, data, index, sigma_at(config, progress), device, frozen)
-            done = optimise(model, optimiser, parts["loss"])
-            step, skipped = step + done, 0 if done else skipped + 1
-            # the bar follows whichever ends first: the step budget or the time cap
-            bar.update(task, completed=max(step, int(total * elapsed / budget)) if budget else step,
-                       status=f"loss {parts['loss'].item():.4f}")
-            if done and step % config.log_every == 0:
-                log.append({"event": "train", "seed": seed, "epoch": epoch, "step": step,
-                            "lr": optimiser.param_groups[0]["lr"], "seconds": round(time.time() - start, 1),
-                            **{k: round(float(v.detach()), 5) for k, v in parts.items()}})
-                if echo:
-                    echo(log[-1])
-    freeze_attention(model, False)
-    log.append({"event": "trained", "seed": seed, "steps": step, "seconds": round(time.time() - start, 1)})
-    return log
+        reporter: Reporter = SILENT, folder: Path | None = None, resume: bool = False) -> list[dict]:
+    """Train in place through the one loop for the step budget (or until the time cap); the log records,
+    the last one {"event": "trained", "steps": ...}. `folder` keeps the loop's checkpoints and log.jsonl
+    (a temporary folder when None); `resume` continues from its last.pt."""
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="sgtool-ae-") as tmp:
+            return fit(model, data, config, seed, device, reporter, Path(tmp))
+    trainee = AETrainee(config, model, data, device)
+
+    def hooks(settings: Any, validate: Any, bar: Any) -> list[Hook]:
+        return [AEClock(seed), ValidationHook(validate), LogHook(), CheckpointHook(),
+                StepProgressHook(bar, f"train ae (seed {seed})", trainee.total, config.minutes * 60 or None)]
+
+    train = TrainData(data, data, None, {}, device, seed)  # the trainee reads its own drawings
+    return run_loop(trainee, train, folder, dict, reporter, resume=resume, make_hooks=hooks)  # dict: no val metric
 
 
 # ---------------------------------------------------------------- the stage
@@ -177,88 +103,175 @@ def train_autoencoder(ws: Workspace, *, dataset: str | None = None, name: str | 
                       device: str = "auto", reporter: Reporter = SILENT, **options: Any) -> AETrainResult:
     """Train `seeds` auto-encoders into one run; `options` are AEConfig fields (max_nodes, epochs, ...)."""
     config = ae_config(config_path, overrides or [], options)
-    n_seeds = config.seeds
     prepared = load_prepared(ws, dataset)
     device = resolve_device(device)
+    splits = _load_splits(prepared, config)
     kind = "supervised" if config.supervised else "ae"
+    run = ws.claim_run_name(name, f"{kind}-{prepared.name}-k{config.max_nodes}")
+    ws.check_writable()
+    record = RunRecord(run=run, head=HEAD, dataset=prepared.name, task="sgdet", seed=seed, device=device,
+                       options=asdict(config), seeds=[seed + i for i in range(config.seeds)])
+    folder = ws.run_dir(run)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()  # the atomic claim of the name
+    except FileExistsError:
+        raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.") from None
+    record.write_config(folder)
+    reporter.info(f"Training the {'supervised ' if config.supervised else ''}auto-encoder (max {config.max_nodes} "
+                  f"nodes) on '{prepared.name}' as run {run}, seeds {record.seeds}.")
+    result = _train_in_place(folder, record, config, splits, prepared, SeedProgress.start(record.seeds), reporter)
+    ws.set_latest("run", run)
+    return result
+
+
+def resume_autoencoder(ws: Workspace, run: str, request: TrainRequest) -> AETrainResult:
+    """`sgtool train --resume RUN` of an ae run: the seeds left, the current one from its last checkpoint."""
+    given = request.given_flags()
+    if given:
+        raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
+                          "Leave that option out, or start a new run without --resume.")
+    folder = ws.require_run(run)
+    record = RunRecord.read(folder)
+    if read_status(folder) == "complete":
+        raise SgtoolError(f"The run '{run}' is complete; there is nothing to resume.", "Train a new run instead.")
+    if request.kind is not None and request.kind != HEAD:
+        raise SgtoolError(f"The run '{run}' trains the ae head, not {request.kind}.", "Leave out --head.")
+    if request.dataset is not None and request.dataset != record.dataset:
+        raise SgtoolError(f"The run '{run}' trains on '{record.dataset}', not '{request.dataset}'.", "Leave out --dataset.")
+    progress = SeedProgress.read(folder, record.seeds or [record.seed])
+    if not progress.kept and not progress.replaced and not (seed_folder(folder, progress.queue[0]) / "checkpoints" / LAST).is_file():
+        raise SgtoolError(f"The run '{run}' stopped before its first checkpoint, so it cannot be resumed.",
+                          "Train a new run instead.")
+    config = build(AEConfig, record.options)
+    prepared = load_prepared(ws, record.dataset)
+    splits = _load_splits(prepared, config)
+    ws.check_writable()
+    atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
+    request.reporter.info(f"Resuming ae run {run}: seed(s) {progress.queue} left.")
+    result = _train_in_place(folder, record.replace(device=resolve_device(request.device)), config, splits, prepared,
+                             progress, request.reporter)
+    ws.set_latest("run", run)
+    return result
+
+
+def _load_splits(prepared: PreparedDataset, config: AEConfig) -> dict[str, LineDrawings]:
     splits = {s: load_split(prepared, s, config.resolution, config.train_images if s == "train" else 0)
               for s in ("train", "val", "test")}
     if len(splits["train"]) < config.batch_size:
         raise SgtoolError(f"The train split of '{prepared.name}' holds {len(splits['train'])} images, fewer than "
                           f"one batch of {config.batch_size}.", "Prepare more images or lower --batch-size.")
-    run = ws.claim_run_name(name, f"{kind}-{prepared.name}-k{config.max_nodes}")
-    ws.check_writable()
-    settings = {"run": run, "head": HEAD, "dataset": prepared.name, "task": "sgdet", "seed": seed,
-                "seeds": [seed + i for i in range(n_seeds)], "device": device, "options": asdict(config),
-                "sgtool_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    reporter.info(f"Training the {'supervised ' if config.supervised else ''}auto-encoder (max {config.max_nodes} "
-                  f"nodes) on '{prepared.name}' as run {run}, seeds {settings['seeds']}.")
+    return splits
+
+
+def seed_folder(folder: Path, seed: int) -> Path:
+    return Path(folder) / "training" / f"seed{seed}"
+
+
+@dataclass
+class SeedProgress:
+    """The seeds of a run so far (training/progress.json, rewritten after each seed): those left, kept and
+    replaced (plateau restarts), the kept seeds' validation scores and the run's log records."""
+
+    queue: list[int]
+    next_seed: int
+    kept: list[int] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
+    per_seed: list[dict] = field(default_factory=list)
+    log: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, seeds: list[int]) -> SeedProgress:
+        return cls(list(seeds), max(seeds) + 1)
+
+    @classmethod
+    def read(cls, folder: Path, seeds: list[int]) -> SeedProgress:
+        path = Path(folder) / "training" / "progress.json"
+        return cls(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else cls.start(seeds)
+
+    def write(self, folder: Path) -> None:
+        atomic.write_json(Path(folder) / "training" / "progress.json", asdict(self))
+
+
+def _train_in_place(folder: Path, record: RunRecord, config: AEConfig, splits: dict[str, LineDrawings],
+                    prepared: PreparedDataset, progress: SeedProgress, reporter: Reporter) -> AETrainResult:
+    """Train the seeds left into the run folder; run.json's status says how far it got."""
     start, threads = time.time(), torch.get_num_threads()
     try:
         torch.set_num_threads(config.threads or threads)
-        with atomic.atomic_directory(ws.run_dir(run)) as staging:
-            metrics, per_seed, replaced = _fill_run(staging, splits, prepared, config, settings, device, reporter)
+        record.write_status(folder, "running")
+        while progress.queue:
+            _next_seed(folder, splits, prepared, config, record, progress, reporter)
+        metrics = _finish(folder, record, progress)
+    except BaseException as exc:
+        resumable = progress.kept or any((folder / "training").glob(f"seed*/checkpoints/{LAST}"))
+        record_failure(folder, record, exc, bool(resumable))
+        raise
     finally:
         torch.set_num_threads(threads)
-    ws.set_latest("run", run)
-    stuck = [s for s, m in zip(settings["seeds"], per_seed) if on_plateau(m)]
-    return AETrainResult(run, ws.run_dir(run), prepared.name, settings["seeds"], metrics, (time.time() - start) / 60,
-                         stuck, len(replaced), replaced)
+    stuck = [s for s, m in zip(progress.kept, progress.per_seed) if on_plateau(m)]
+    return AETrainResult(record.run, folder, prepared.name, progress.kept, metrics, (time.time() - start) / 60,
+                         stuck, len(progress.replaced), progress.replaced)
 
 
-def _train_seed(splits: dict[str, LineDrawings], prepared: PreparedDataset, config: AEConfig, settings: dict,
-                seed: int, device: str, reporter: Reporter) -> tuple[GraphAutoEncoder, list[dict], dict]:
-    """One seed trained; its log and its val / test predictions."""
-    torch.manual_seed(seed)
-    model = model_for(config).to(device)
-    log = fit(model, splits["train"], config, seed, device, reporter)
-    predictions = {}
-    for split in ("val", "test"):
-        predictions[split] = predict(model, splits[split], config, device)
-        predictions[split].meta = {"dataset": prepared.name, "split": split, "task": "sgdet", "head": HEAD,
-                                   "run": settings["run"], "seed": seed, "num_images": len(splits[split]),
-                                   "vocabulary_fingerprint": vocabulary_fingerprint(prepared.vocab)}
-    return model, log, predictions
-
-
-def _fill_run(staging: Path, splits: dict[str, LineDrawings], prepared: PreparedDataset, config: AEConfig,
-              settings: dict, device: str, reporter: Reporter) -> tuple[dict[str, float], list[dict], list[int]]:
-    """Train every seed into staging (a plateau seed retrained with the next unused seed while restarts
-    last); the mean validation P / R / F1, each kept seed's, and the seeds replaced."""
+def _next_seed(folder: Path, splits: dict[str, LineDrawings], prepared: PreparedDataset, config: AEConfig,
+               record: RunRecord, progress: SeedProgress, reporter: Reporter) -> None:
+    """Train (or finish) the first seed of the queue; keep it, or replace it by the next unused seed when it
+    ended on the plateau and restarts are left."""
     from sgtool.autoencoder.evaluate import score_split
 
-    log: list[dict] = []
-    per_seed, kept, replaced = [], [], []
-    queue, next_seed = list(settings["seeds"]), max(settings["seeds"]) + 1
-    while queue:
-        s = queue.pop(0)
-        model, seed_log, predictions = _train_seed(splits, prepared, config, settings, s, device, reporter)
-        log.extend(seed_log)
-        scores = score_split(splits["val"], predictions["val"])
-        if on_plateau(scores) and len(replaced) < config.plateau_restarts:
-            log.append({"event": "plateau_restart", "seed": s, "next_seed": next_seed})
-            reporter.info(f"Seed {s} ended on the blank-drawing plateau; restarting with seed {next_seed}.")
-            replaced.append(s)
-            queue.insert(0, next_seed)
-            next_seed += 1
-            continue
-        save_model(staging / "checkpoints" / f"model-seed{s}.pt", model, config)
+    s = progress.queue.pop(0)
+    where = seed_folder(folder, s)
+    torch.manual_seed(s)
+    model = model_for(config).to(record.device)
+    log = fit(model, splits["train"], config, s, record.device, reporter, where, (where / "checkpoints" / LAST).is_file())
+    write_log(where / "log.jsonl", log)
+    predictions = {split: _predict(model, splits[split], config, record, prepared, split, s) for split in ("val", "test")}
+    scores = score_split(splits["val"], predictions["val"])
+    progress.log.extend(log)
+    if on_plateau(scores) and len(progress.replaced) < config.plateau_restarts:
+        progress.log.append({"event": "plateau_restart", "seed": s, "next_seed": progress.next_seed})
+        reporter.info(f"Seed {s} ended on the blank-drawing plateau; restarting with seed {progress.next_seed}.")
+        progress.replaced.append(s)
+        progress.queue.insert(0, progress.next_seed)
+        progress.next_seed += 1
+    else:
+        save_model(folder / "checkpoints" / f"model-seed{s}.pt", model, config)
         for split, p in predictions.items():
-            write_predictions(staging / "predictions" / f"seed{s}" / f"{split}.h5", p)
-            if not kept:
-                write_predictions(staging / "predictions" / f"{split}.h5", p)
-        kept.append(s)
-        per_seed.append(scores)
-    settings.update(seeds=kept, plateau_restarts=len(replaced), plateau_seeds=replaced)
-    metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
-    log.append({"event": "val", "metrics": metrics, "per_seed": per_seed})
-    atomic.write_text(staging / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-    atomic.write_json(staging / "run.json", {k: settings[k] for k in ("run", "head", "dataset", "task", "seed", "seeds")})
-    atomic.write_text(staging / "log.jsonl", "".join(json.dumps({"time": time.time(), **r}) + "\n" for r in log))
-    atomic.write_json(staging / "metrics.json", {"split": "val", "task": "point-graph", "metrics": metrics,
-                                                 "per_seed": per_seed, "seeds": kept, "plateau_restarts": len(replaced),
-                                                 "plateau_seeds": replaced})
-    return metrics, per_seed, replaced
+            write_predictions(folder / "predictions" / f"seed{s}" / f"{split}.h5", p)
+            if not progress.kept:
+                write_predictions(folder / "predictions" / f"{split}.h5", p)
+        progress.kept.append(s)
+        progress.per_seed.append(scores)
+    progress.write(folder)  # the seed counts as done only now
+    if s in progress.replaced:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, record: RunRecord,
+             prepared: PreparedDataset, split: str, seed: int) -> Any:
+    predictions = predict(model, data, config, record.device)
+    predictions.meta = {"dataset": prepared.name, "split": split, "task": "sgdet", "head": HEAD, "run": record.run,
+                        "seed": seed, "num_images": len(data), "vocabulary_fingerprint": vocabulary_fingerprint(prepared.vocab)}
+    return predictions
+
+
+def _finish(folder: Path, record: RunRecord, progress: SeedProgress) -> dict[str, float]:
+    """The mean validation P / R / F1 of the kept seeds into metrics.json; the record, log and curves."""
+    from sgtool.viz.curves import CURVES_NAME, draw_training_curves
+
+    metrics = {k: float(np.mean([m[k] for m in progress.per_seed])) for k in progress.per_seed[0]}
+    write_log(folder / "log.jsonl", [*progress.log, {"time": time.time(), "event": "val", "metrics": metrics,
+                                                     "per_seed": progress.per_seed}])
+    atomic.write_json(folder / "metrics.json", {"split": "val", "task": "point-graph", "metrics": metrics,
+                                                "per_seed": progress.per_seed, "seeds": progress.kept,
+                                                "plateau_restarts": len(progress.replaced),
+                                                "plateau_seeds": progress.replaced})
+    draw_training_curves(seed_folder(folder, progress.kept[0]) / "log.jsonl", folder / CURVES_NAME)
+    record = record.replace(seeds=progress.kept)
+    record.write_config(folder)
+    record.write_status(folder, "complete")
+    return metrics
 
 
 def show_ae_train(result: AETrainResult, as_json: bool = False) -> None:

@@ -108,15 +108,6 @@ def run_settings(state: DetectorRunState, device: str) -> dict:
 
 # ---------------------------------------------------------------- progress and rates
 
-def expected_steps(step: int, total: int, first_step: int, took: float, seconds_left: float | None) -> int:
-    """The steps this run will end at: all `total`, or as many as the time budget leaves room for at the
-    pace since `first_step` (so the progress bar's ETA follows the budget)."""
-    if seconds_left is None or took <= 0:
-        return total
-    pace = (step - first_step) / took
-    return int(min(total, step + max(0.0, seconds_left) * pace))
-
-
 def mean_rate(log: list[dict]) -> float | None:
     rates = [r["images_per_s"] for r in log if r.get("event") == "epoch"]
     return round(float(np.mean(rates)), 2) if rates else None

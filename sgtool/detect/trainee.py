@@ -4,39 +4,18 @@ everything `detect/api.py` needs to load them: spec, vocabulary, dataset, config
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
+from sgtool.config import LoopSettings
 from sgtool.data.prepared import PreparedDataset
 from sgtool.detect.api import CHECKPOINT_FORMAT
 from sgtool.detect.config import DetectorConfig
 from sgtool.detect.data import SplitImages, train_batches
 from sgtool.detect.model import DetectorSpec
-
-
-@dataclass
-class DetectorLoopSettings:
-    """The loop's settings (HeadConfig's names) for a detector run: AdamW, clipping, no per-epoch schedule
-    (the lr follows the steps and the time budget, set before each step), validation = the latest epoch."""
-
-    lr: float
-    weight_decay: float
-    grad_clip: float
-    epochs: int
-    amp: bool
-    optimizer: str = "adamw"
-    schedule: str = "none"
-    step_size: int = 0
-    gamma: float = 1.0
-    val_metric: str = "latest"
-    val_every: int = 1
-    deterministic: bool = False
-    max_steps: int = 0
-    minutes: float = 0.0
-    tensorboard: bool = False
 
 
 def lr_factor(step: int, total: int, warmup: int, elapsed: float, budget: float | None) -> float:
@@ -57,8 +36,10 @@ class DetectorTrainee:
     def __init__(self, config: DetectorConfig, spec: DetectorSpec, prepared: PreparedDataset, seed: int,
                  model: torch.nn.Module, device: str) -> None:
         self.detector_config, self.spec, self.prepared, self.seed, self.model = config, spec, prepared, seed, model
-        self.config = DetectorLoopSettings(config.lr, config.weight_decay, config.grad_clip, config.epochs,
-                                           amp=str(device).startswith("cuda"))
+        # AdamW, clipping, no per-epoch schedule (the lr follows the steps and the time budget, set before
+        # each step), validation = the latest epoch
+        self.config = LoopSettings(config.lr, config.epochs, config.grad_clip, config.weight_decay, "adamw",
+                                   amp=str(device).startswith("cuda"))
         self.images = SplitImages(prepared.path, prepared.graphs.split_subset("train"))
         self.device, self.train_seconds = device, 0.0
 

@@ -22,7 +22,7 @@ def run_training(ws: Workspace, request: TrainRequest, resume: str | None = None
                 **{"from": from_run})
     if resume is not None:
         kind = kind_of_run(ws, resume) if (ws.run_dir(resume) / "config.yaml").is_file() else None
-        if kind is None or kind.resume is None:
+        if kind is None or kind.resume is None or kind.command != "train":
             refuse_resume(ws, resume, kind)
         return kind.resume(ws, resume, request), kind
     if from_run is not None:
@@ -39,13 +39,19 @@ def run_training(ws: Workspace, request: TrainRequest, resume: str | None = None
     return kind.train(ws, dataclasses.replace(request, kind=kind.name)), kind
 
 
+def run_detector_training(ws: Workspace, request: TrainRequest, resume: str | None = None) -> tuple[Any, RunKind]:
+    """`sgtool train-detector`: a new detector run, or `resume` continued, through the detector's kind."""
+    kind = get_kind("detector")
+    return (kind.resume(ws, resume, request) if resume is not None else kind.train(ws, request)), kind
+
+
 def refuse_resume(ws: Workspace, run: str, kind: RunKind | None) -> None:
     """One sentence for a run that `sgtool train --resume` cannot continue."""
     ws.require_run(run)
     if kind is not None and kind.command != "train":
         raise SgtoolError(f"The run '{run}' is a {kind.name} run.", f"Resume it with `sgtool {kind.command} --resume {run}`.")
     raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
-                      "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl`.")
+                      "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl|ae`.")
 
 
 def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", passed: tuple[str, ...] = (),

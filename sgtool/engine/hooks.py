@@ -53,6 +53,10 @@ class BudgetHook(Hook):
     def __init__(self, max_steps: int, minutes: float) -> None:
         self.max_steps, self.seconds, self.started = max_steps, 60 * minutes, time.time()
 
+    def before_train(self, loop: Any) -> None:
+        if self.max_steps and loop.state.step >= self.max_steps:  # resumed after the last step: nothing to add
+            loop.stopped = True
+
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
         if (self.max_steps and loop.state.step >= self.max_steps) or \
                 (self.seconds and time.time() - self.started >= self.seconds):
@@ -176,6 +180,37 @@ class ProgressHook(Hook):
             if name in record["train"]:
                 shown += f"  {name} {record['train'][name]:.3g}"
         self.bar.update(self.task, completed=loop.state.epoch, status=shown)
+
+
+class StepProgressHook(Hook):
+    """A bar over the optimiser steps (the detector, the auto-encoder), its total the steps a time budget
+    leaves room for at the pace so far; the trainee's `train_seconds` counts every session."""
+
+    def __init__(self, bar: Any, label: str, total: int, budget: float | None) -> None:
+        self.bar, self.label, self.total, self.budget = bar, label, total, budget
+
+    def before_train(self, loop: Any) -> None:
+        self.first_step, self.started = loop.state.step, time.perf_counter()
+        self.task = self.bar.add_task(self.label, total=self.total, completed=self.first_step, status="")
+
+    def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
+        took = time.perf_counter() - self.started
+        left = self.budget - loop.head.train_seconds if self.budget else None
+        total = expected_steps(loop.state.step, self.total, self.first_step, took, left)
+        self.bar.update(self.task, completed=loop.state.step, total=total,
+                        status=f"epoch {loop.state.epoch + 1}/{loop.phase_end} loss {float(terms['loss'].detach()):.3f}")
+
+    def after_train(self, loop: Any) -> None:
+        self.bar.update(self.task, total=loop.state.step)  # a budget that ended training early: the bar ends full
+
+
+def expected_steps(step: int, total: int, first_step: int, took: float, seconds_left: float | None) -> int:
+    """The steps this run will end at: all `total`, or as many as the time budget leaves room for at the
+    pace since `first_step` (so the progress bar's ETA follows the budget)."""
+    if seconds_left is None or took <= 0:
+        return total
+    pace = (step - first_step) / took
+    return int(min(total, step + max(0.0, seconds_left) * pace))
 
 
 def default_hooks(config: Any, validate: Validator, bar: Any) -> list[Hook]:

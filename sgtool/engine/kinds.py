@@ -206,6 +206,12 @@ def _ae_train(ws: Workspace, request: TrainRequest) -> Any:
                              reporter=request.reporter, **request.given())
 
 
+def _ae_resume(ws: Workspace, run: str, request: TrainRequest) -> Any:
+    from sgtool.autoencoder.train import resume_autoencoder
+
+    return resume_autoencoder(ws, run, request)
+
+
 def _ae_show(result: Any, as_json: bool) -> None:
     from sgtool.autoencoder.train import show_ae_train
 
@@ -227,6 +233,21 @@ def _ae_show_eval(outcome: Any, as_json: bool) -> None:
     show_ae_eval(outcome, as_json=as_json)
 
 
+def _detector_train(ws: Workspace, request: TrainRequest, resume: str | None = None) -> Any:
+    from sgtool.engine.train_detector import train_detector
+
+    options = request.given()
+    return train_detector(ws, resume=resume, dataset=request.dataset, name=request.name, seed=request.seed,
+                          device=request.device, threads=options.pop("threads", None), reporter=request.reporter,
+                          **options)
+
+
+def _detector_show(result: Any, as_json: bool) -> None:
+    from sgtool.detect.train import show_detector
+
+    show_detector(result, as_json=as_json)
+
+
 def _detector_refuses(what: str) -> Callable[..., Any]:
     def refuse(ws: Workspace, run: str, *rest: Any) -> Any:
         raise SgtoolError(f"The run '{run}' is a detector run ({what}).",
@@ -244,9 +265,9 @@ def _declare_builtin_kinds() -> None:
 
     register_kind(RunKind(
         name="ae", config=AEConfig, summary="The image -> graph -> image auto-encoder (Simple Shape dataset).",
-        train=_ae_train, show_train=_ae_show, evaluate=_ae_evaluate, show_eval=_ae_show_eval))
+        train=_ae_train, show_train=_ae_show, evaluate=_ae_evaluate, show_eval=_ae_show_eval, resume=_ae_resume))
     register_kind(RunKind(
         name="detector", config=DetectorConfig, summary="Faster R-CNN object detector (`sgtool train-detector`).",
-        train=lambda ws, request: None, show_train=lambda result, as_json: None,
+        train=_detector_train, show_train=_detector_show,
         evaluate=_detector_refuses("`sgtool eval` scores relation and ae runs"), show_eval=lambda outcome, as_json: None,
-        resume=_detector_refuses("`sgtool train --resume` continues relation-head runs"), command="train-detector"))
+        resume=lambda ws, run, request: _detector_train(ws, request, resume=run), command="train-detector"))

@@ -1,5 +1,5 @@
-"""The one training loop for every `TrainableHead` and the detector (`engine/train_detector.py`); everything
-besides stepping is a hook (`engine/hooks.py`).
+"""The one training loop for every `TrainableHead`, the detector (`engine/train_detector.py`) and the
+auto-encoder (`autoencoder/train.py`); everything besides stepping is a hook (`engine/hooks.py`).
 
     for each phase of the head (most have one):  head.begin_phase(name); a fresh optimiser + schedule
         for each epoch:  for batch in head.batches(train):  hooks; loss = head.loss(batch)["loss"]; step (clipped)
@@ -82,7 +82,8 @@ def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Valid
     if resume:  # the head's weights and every RNG from last.pt; epochs logged after it are dropped
         saved = resume_point(head, loop.checkpoints, loop.rng)
         loop.state = LoopState(**saved["loop"])
-        loop.log = [r for r in read_log(loop.folder / "log.jsonl") if r.get("event") == "epoch" and r["epoch"] <= loop.state.epoch]
+        loop.log = [r for r in read_log(loop.folder / "log.jsonl")  # epoch records and a trainee's step records
+                    if r.get("event") in ("epoch", "train") and r["epoch"] <= loop.state.epoch]
     with reporter.progress() as bar:
         hooks = make_hooks(head.config, validate, bar)
         for hook in hooks:
@@ -156,12 +157,13 @@ def make_optimizer(config: Any, model: torch.nn.Module, epochs: int) -> tuple[to
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise SgtoolError("The head has no trainable parameters in this phase.", "This is a bug in the head.")
+    betas = tuple(getattr(config, "betas", (0.9, 0.999)))  # the auto-encoder's paper: (0.6, 0.9)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     elif config.optimizer == "adamw":  # the detector's
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
     if config.schedule == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.step_size or max(1, epochs // 3), config.gamma)
     elif config.schedule == "cosine":

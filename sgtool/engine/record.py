@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,19 @@ def read_status(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return payload.get("status") if isinstance(payload, dict) else None
+
+
+def record_failure(folder: Path, record: RunRecord, exc: BaseException, resumable: bool) -> None:
+    """run.json says why the run stopped, even on a full disk (written in place); a run folder that cannot
+    say so and holds no checkpoint to resume from (`resumable`) is removed, so no run is left 'running'."""
+    status = "failed" if isinstance(exc, Exception) else "interrupted"
+    reason = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {exc.filename or folder}"
+    try:
+        payload = {key: getattr(record, key) for key in STATUS_KEYS}
+        atomic.write_json_or_overwrite(Path(folder) / "run.json", {**payload, "status": status, "error": reason})
+    except OSError:
+        if not resumable:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def flag_name(field_name: str) -> str:

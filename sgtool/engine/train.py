@@ -29,7 +29,7 @@ from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
 from sgtool.engine.objects import labels_from_boxes, object_source as task_objects
-from sgtool.engine.record import STATUS_KEYS, RunRecord, TrainRequest, read_status
+from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
@@ -270,7 +270,7 @@ def _resumable_record(folder: Path, run: str, head: str | None, dataset: str | N
     name = str(settings.get("head"))
     if not settings or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
         raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
-                          "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl`.")
+                          "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl|ae`.")
     if status == "complete":
         raise SgtoolError(f"The run '{run}' is complete; there is nothing to resume.", "Train a new run instead.")
     if head is not None and head != name:
@@ -327,7 +327,9 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, run: Ru
         metrics = write_outputs(folder, model, run, reporter) if main else {}
     except BaseException as exc:
         if main:
-            _record_failure(folder, record, exc)
+            from sgtool.engine.checkpoint import LAST
+
+            record_failure(folder, record, exc, (folder / "checkpoints" / LAST).exists())
         raise
     if main:
         log = read_log(folder / "log.jsonl")
@@ -391,21 +393,6 @@ def write_outputs(folder: Path, model: RelationHead, run: RunData, reporter: Rep
             metrics = result.metrics
     atomic.write_json(folder / "metrics.json", {"split": "val", "task": run.record.task, "metrics": metrics})
     return metrics
-
-
-def _record_failure(folder: Path, record: RunRecord, exc: BaseException) -> None:
-    """run.json says why the run stopped, even on a full disk (written in place); a run folder that cannot
-    say so and holds no checkpoint to resume from is removed, so no run is left 'running'."""
-    status = "failed" if isinstance(exc, Exception) else "interrupted"
-    reason = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {exc.filename or folder}"
-    try:
-        payload = {key: getattr(record, key) for key in STATUS_KEYS}
-        atomic.write_json_or_overwrite(folder / "run.json", {**payload, "status": status, "error": reason})
-    except OSError:
-        from sgtool.engine.checkpoint import LAST
-
-        if not (folder / "checkpoints" / LAST).exists():
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: RunData) -> Predictions:

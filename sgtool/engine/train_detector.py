@@ -3,7 +3,7 @@ COCO mAP on the test split (`detect/train.py`). The loop drives `detect/trainee.
 
 The detector's own hooks: DetectorClock (the lr per step: warm-up then cosine over the steps or the time
 budget, whichever ends first; the budget counts the seconds of every resumed session; each epoch's
-images/s) and DetectorProgress (a bar over the steps the budget leaves room for). Checkpoints, log.jsonl
+images/s) and the step bar (`hooks.StepProgressHook`). Checkpoints, log.jsonl
 and the best (= latest) model.pt come from the loop's hooks. The run folder exists while training so a
 killed run can be resumed; a run that fails before its first checkpoint is removed again.
 """
@@ -24,11 +24,11 @@ from sgtool.detect.api import LATEST_KIND, Detector
 from sgtool.detect.config import DetectorConfig
 from sgtool.detect.data import num_batches, require_images
 from sgtool.detect.model import DetectorSpec, build_model, check_arch
-from sgtool.detect.train import (DetectorResult, DetectorRunState, check_options, evaluate_detector, expected_steps,
-                                 mean_rate, new_state, run_settings)
+from sgtool.detect.train import (DetectorResult, DetectorRunState, check_options, evaluate_detector, mean_rate,
+                                 new_state, run_settings)
 from sgtool.detect.trainee import DetectorTrainee, lr_factor
 from sgtool.engine import checkpoint
-from sgtool.engine.hooks import AmpHook, CheckpointHook, Hook, LogHook, ValidationHook, read_log
+from sgtool.engine.hooks import AmpHook, CheckpointHook, Hook, LogHook, StepProgressHook, ValidationHook, read_log
 from sgtool.engine.loop import run_loop
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainData
@@ -143,7 +143,8 @@ def _fit(run_dir: Path, state: DetectorRunState, device: str, reporter: Reporter
 
     def hooks(config: Any, validate: Any, bar: Any) -> list[Hook]:
         return [AmpHook(), DetectorClock(state.config, per_epoch), ValidationHook(validate), LogHook(),
-                CheckpointHook(), DetectorProgress(bar, per_epoch * state.config.epochs, state.config.time_budget)]
+                CheckpointHook(), StepProgressHook(bar, "train-detector", per_epoch * state.config.epochs,
+                                                    state.config.time_budget)]
 
     run_loop(trainee, data, run_dir, lambda: {}, reporter, resume=state.checkpoint is not None, make_hooks=hooks)
     return trainee
@@ -182,24 +183,3 @@ class DetectorClock(Hook):
         losses = {k: v for k, v in record["train"].items() if k != "grad_norm"}
         record.update(partial=loop.batches_done < self.per_epoch, seconds=round(took, 3),
                       images_per_s=round(images / max(took, 1e-9), 2), lr=self.last_lr, **losses)
-
-
-class DetectorProgress(Hook):
-    """A bar over the steps, its total the steps the time budget leaves room for at the pace so far."""
-
-    def __init__(self, bar: Any, total: int, budget: float | None) -> None:
-        self.bar, self.total, self.budget = bar, total, budget
-
-    def before_train(self, loop: Any) -> None:
-        self.first_step, self.started = loop.state.step, time.perf_counter()
-        self.task = self.bar.add_task("train-detector", total=self.total, completed=self.first_step, status="")
-
-    def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
-        took = time.perf_counter() - self.started
-        left = self.budget - loop.head.train_seconds if self.budget else None
-        total = expected_steps(loop.state.step, self.total, self.first_step, took, left)
-        self.bar.update(self.task, completed=loop.state.step, total=total,
-                        status=f"epoch {loop.state.epoch + 1}/{loop.phase_end} loss {float(terms['loss'].detach()):.3f}")
-
-    def after_train(self, loop: Any) -> None:
-        self.bar.update(self.task, total=loop.state.step)  # a budget that ended training early: the bar ends full
