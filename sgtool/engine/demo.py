@@ -50,7 +50,8 @@ def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
 PLANS = {
     False: DemoPlan(images=2000, dataset="demo", detector_minutes=4.0, epochs=5, relation_runs=_runs(5),
                     shapes=2000, ae_minutes=1.0),
-    True: DemoPlan(images=300, dataset="demo-quick", detector_minutes=1.0, epochs=1, relation_runs=_runs(1)),
+    True: DemoPlan(images=300, dataset="demo-quick", detector_minutes=0.8, epochs=1, relation_runs=_runs(1),
+                   ae_minutes=0.25),
 }
 
 
