@@ -649,6 +649,21 @@ def test_resume_from_a_damaged_last_checkpoint_is_refused_and_changes_nothing(ws
     assert snapshot(ws.root) == before  # run.json still says running: a refused resume is no failed run
 
 
+@pytest.mark.parametrize("head", ["freq", "tensor"])  # model.npz and model.pt
+def test_reusing_a_damaged_model_checkpoint_is_one_sentence(ws, cli, head, tmp_path):
+    options = ["--epochs", "1", "--set", "sel_epochs=0"] if head == "tensor" else []
+    assert cli("-w", ws.root, "-q", "train", "--head", head, "--name", "r", *options).code == 0
+    weights = next((ws.run_dir("r") / "checkpoints").glob("model.*"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = snapshot(ws.root)
+    refused(cli("-w", ws.root, "train", "--from", "r", "--task", "sgcls"), "model.")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "img.png")
+    refused(cli("-w", ws.root, "predict", tmp_path / "img.png", "--run", "r"), "model.")
+    assert snapshot(ws.root) == before
+
+
 def test_predict_and_draw_of_a_decompression_bomb_are_one_sentence(ws, cli, tmp_path):
     image = _huge_png(tmp_path / "huge.png")
     before = snapshot(ws.root)

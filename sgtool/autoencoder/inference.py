@@ -74,8 +74,14 @@ def save_model(path: Path, model: GraphAutoEncoder, config: AEConfig) -> None:
 def load_model(path: Path) -> tuple[GraphAutoEncoder, AEConfig]:
     if not path.exists():
         raise SgtoolError(f"No auto-encoder checkpoint at {path}.", "Train the run again.")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    config = build(AEConfig, {**EARLIER_FORMS, **saved["config"]})
-    model = model_for(config)
-    model.load_state_dict(saved["state"])
+    from sgtool.engine.checkpoint import load_state
+
+    saved = load_state(path)  # unreadable bytes: one sentence
+    try:
+        config = build(AEConfig, {**EARLIER_FORMS, **saved["config"]})
+        model = model_for(config)
+        model.load_state_dict(saved["state"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise SgtoolError(f"{path} is not an auto-encoder checkpoint ({type(exc).__name__}).",
+                          "Train the run again.") from exc
     return model.eval(), config

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,16 +460,29 @@ def load_trained_head(ws: Workspace, run: str, images: Mapping[int, Any] | None 
     model = head_cls(make_config(head_cls, record.options or {}),
                      prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
     reattach(ws, model, record, prepared, images, device)
-    model.load_state_dict(load_checkpoint(folder / "checkpoints"))
+    try:
+        model.load_state_dict(load_checkpoint(folder / "checkpoints"))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # weights of another shape or head
+        raise SgtoolError(f"The checkpoint of run '{run}' does not fit its {record.head} head ({type(exc).__name__}).",
+                          "Train the run again; its checkpoint was replaced or damaged.") from exc
     return model, record, prepared
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """The head state in a run's checkpoints/ (model.npz or model.pt); a damaged file is one sentence."""
+    damaged = SgtoolError(f"{folder / 'model.npz'} is damaged or not an sgtool head checkpoint.",
+                          "Train the head again (or restore the run folder from a copy).")
     if (folder / "model.npz").exists():
-        with np.load(folder / "model.npz", allow_pickle=False) as data:
-            return {key: data[key] for key in data.files if key != "__head__"}
+        try:
+            with np.load(folder / "model.npz", allow_pickle=False) as data:
+                return {key: data[key] for key in data.files if key != "__head__"}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated or random bytes
+            raise damaged from exc
     if (folder / "model.pt").exists():
-        import torch
+        from sgtool.engine.checkpoint import load_state
 
-        return torch.load(folder / "model.pt", map_location="cpu", weights_only=False)["state"]
+        saved = load_state(folder / "model.pt")
+        if not isinstance(saved.get("state"), dict):
+            raise SgtoolError(f"{folder / 'model.pt'} is not an sgtool head checkpoint.", "Train the head again.")
+        return saved["state"]
     raise SgtoolError(f"The run folder {folder.parent} holds no checkpoint.", "Train the head again.")
