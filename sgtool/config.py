@@ -204,25 +204,3 @@ def resolve_device(name: str) -> str:
         raise SgtoolError(f"Unknown device '{name}'.", "Use auto, cpu or cuda.")
     return name
 
-
-@dataclasses.dataclass
-class LoopSettings:
-    """The one training loop's settings (HeadConfig's names) for a trainable that is not a relation head
-    (the detector, the auto-encoder): what `engine/loop.py` reads from `trainee.config`."""
-
-    lr: float
-    epochs: int
-    grad_clip: float = 0.0
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw | sgd
-    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw
-    schedule: str = "none"  # a trainee with its own per-step lr sets it in a hook
-    step_size: int = 0
-    gamma: float = 1.0
-    val_metric: str = "latest"
-    val_every: int = 1
-    deterministic: bool = False
-    amp: bool = False
-    max_steps: int = 0
-    minutes: float = 0.0
-    tensorboard: bool = False

@@ -23,8 +23,8 @@ from sgtool.autoencoder.data import LineDrawings
 from sgtool.autoencoder.inference import HEAD, as_batch
 from sgtool.autoencoder.losses import self_supervised_loss, supervised_loss
 from sgtool.autoencoder.model import GraphAutoEncoder
-from sgtool.config import LoopSettings
 from sgtool.engine.hooks import Hook
+from sgtool.trainee import LoopSettings, Trainee
 
 GRAD_CLIP = 5.0
 
@@ -60,7 +60,7 @@ def step_loss(model: GraphAutoEncoder, config: AEConfig, data: LineDrawings, ind
                                 aux=config.aux)
 
 
-class AETrainee:
+class AETrainee(Trainee):
     """The auto-encoder as a trainable of the loop: one phase of enough epochs for the step budget."""
 
     name = HEAD
@@ -76,9 +76,6 @@ class AETrainee:
     def phases(self) -> list[tuple[str, int]]:
         return [("train", self.config.epochs)]
 
-    def begin_phase(self, phase: str) -> None:
-        self.model.to(self.device)
-
     def batches(self, split: Any, shuffle: bool, rng: np.random.Generator) -> Any:
         """One epoch: the image indices of every full batch, reshuffled from the loop's generator."""
         order, size = rng.permutation(len(self.data)), self.ae.batch_size
@@ -90,15 +87,6 @@ class AETrainee:
     def state_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.ae), "model": self.model.state_dict(), "train_seconds": self.train_seconds}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.train_seconds = float(state["train_seconds"])
-
-    def random_state(self) -> dict:
-        return {}
-
-    def set_random_state(self, state: dict) -> None:
-        pass
 
 
 class AEClock(Hook):

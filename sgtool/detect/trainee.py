@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgtool.config import LoopSettings
 from sgtool.data.prepared import PreparedDataset
 from sgtool.detect.api import CHECKPOINT_FORMAT
 from sgtool.detect.config import DetectorConfig
 from sgtool.detect.data import SplitImages, train_batches
 from sgtool.detect.model import DetectorSpec
+from sgtool.trainee import LoopSettings, Trainee
 
 
 def lr_factor(step: int, total: int, warmup: int, elapsed: float, budget: float | None) -> float:
@@ -28,7 +28,7 @@ def lr_factor(step: int, total: int, warmup: int, elapsed: float, budget: float 
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-class DetectorTrainee:
+class DetectorTrainee(Trainee):
     """The detector as a trainable of the loop: name, config, model, phases, batches, loss, state."""
 
     name = "detector"
@@ -45,9 +45,6 @@ class DetectorTrainee:
 
     def phases(self) -> list[tuple[str, int]]:
         return [("train", self.detector_config.epochs)]
-
-    def begin_phase(self, phase: str) -> None:
-        self.model.to(self.device)
 
     def batches(self, split: Any, shuffle: bool, rng: np.random.Generator) -> Any:
         """One epoch: order and flips from a seed drawn from the loop's generator (part of last.pt)."""
@@ -66,13 +63,3 @@ class DetectorTrainee:
                 "vocabulary": {"objects": list(vocab.objects), "predicates": list(vocab.predicates)},
                 "dataset": self.prepared.name, "config": asdict(self.detector_config), "seed": self.seed,
                 "train_seconds": self.train_seconds, "model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.train_seconds = float(state["train_seconds"])
-
-    def random_state(self) -> dict:
-        return {}
-
-    def set_random_state(self, state: dict) -> None:
-        pass
