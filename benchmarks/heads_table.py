@@ -1,8 +1,9 @@
 """Every relation head in PredCls, SGCls and SGDet on one prepared dataset: one JSON object + a markdown table.
 
 Each head is trained once (on ground-truth pairs, as every task trains it) with `sgtool train`;
-its SGCls and SGDet numbers come from the same weights scoring the detector's classified GT boxes
-and its detections. Needs a workspace holding the dataset and a detector run, e.g. after
+its SGCls and SGDet numbers come from the same weights as `sgtool train --from RUN --task T` scores
+them (the task's objects: the detector's classified GT boxes, the GT boxes alone for a head that
+labels objects from boxes, the detections), each run scored by `sgtool eval` on the test split. Needs a workspace holding the dataset and a detector run, e.g. after
 `sgtool -w WS demo`:
 
     nice python benchmarks/heads_table.py --workspace WS --dataset demo --epochs 3
@@ -17,10 +18,8 @@ from pathlib import Path
 
 import torch
 
-from sgtool.data.prepared import load_prepared_priors
-from sgtool.engine.objects import object_source
-from sgtool.engine.train import load_trained_head, train
-from sgtool.eval.run_eval import evaluate_predictions
+from sgtool.engine.train import retask, train
+from sgtool.eval.run_eval import run_eval
 from sgtool.heads import TrainableHead, get_head
 from sgtool.workspace import Workspace
 
@@ -31,22 +30,21 @@ METRICS = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")
 
 def head_rows(ws: Workspace, head: str, dataset: str, epochs: int, seed: int, detector: str | None,
               features: str) -> list[dict]:
+    """Train in PredCls, score the same weights in SGCls / SGDet (`train --from`), `eval` each on test."""
     head_cls = get_head(head)
     options: dict = {"epochs": epochs} if issubclass(head_cls, TrainableHead) else {}
     if "features" in head_cls.Config.__dataclass_fields__:
         options["overrides"] = [f"features={features}"]
     started = time.time()
-    trained = train(ws, head=head, dataset=dataset, task="predcls", seed=seed, device="cpu", **options)
+    trained = train(ws, head=head, dataset=dataset, task="predcls", seed=seed, device="cpu", detector=detector,
+                    **options)
     seconds = round(time.time() - started, 1)
-    model, _, prepared = load_trained_head(ws, trained.run)
-    priors = load_prepared_priors(ws, prepared.name)
-    test = prepared.graphs.split_subset("test")
     rows = []
     for task in TASKS:
-        source, _ = object_source(ws, prepared, task, detector, "cpu")
-        result = evaluate_predictions(test, model.predict(source(test)), task, priors, prepared.vocab)
-        rows.append({"head": head, "task": task, "run": trained.run, "train_seconds": seconds,
-                     **{m: result.metrics[m] for m in METRICS}})
+        run = trained.run if task == "predcls" else retask(ws, trained.run, task=task, detector=detector).run
+        metrics = run_eval(ws, run=run, split="test").result.metrics
+        rows.append({"head": head, "task": task, "run": run, "train_seconds": seconds,
+                     **{m: metrics[m] for m in METRICS}})
     return rows
 
 

@@ -39,16 +39,6 @@ class AEEvalOutcome:
     report_dir: Path
 
 
-def is_ae_run(ws: Workspace, run: str | None) -> bool:
-    """True when the run (the latest when None) was trained by `sgtool train --head ae`."""
-    try:
-        name = run if run is not None else ws.latest_run()
-        path = ws.run_dir(name) / "config.yaml"
-        return path.exists() and read_yaml(path).get("head") == "ae"
-    except SgtoolError:
-        return False
-
-
 def gt_point_graphs(data: LineDrawings) -> PointGraphs:
     g = data.graphs
     return PointGraphs(g.box_offsets, node_points(g.boxes), g.relations.pairs)

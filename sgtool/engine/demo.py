@@ -94,7 +94,8 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
         def stage() -> dict:
             kind = get_kind(head)
             request = TrainRequest(kind=head, dataset=plan.dataset, task=task, options=options, seed=seed, device=device,
-                                   cache_features=kind.name != "freq", reporter=reporter)
+                                   cache_features="features" in kind.config.__dataclass_fields__,
+                                   reporter=reporter)
             if task == "predcls":
                 trained = kind.train(ws, request)
                 predcls_runs[head] = trained.run
