@@ -22,7 +22,7 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
 
 MAX_GRAPH_BYTES = 256 << 20  # bounds the memory json takes to read one (a 51 MB graph takes about 0.5 GB)
-_HINT = "See the graph.json format in the README: objects with id, label and box; relations with subject, predicate and object."
+_HINT = "See the graph.json format in docs/training.md (Drawing graphs): objects with id, label and box; relations with subject, predicate and object."
 
 
 def build_graph(*, image: str | None, width: int, height: int, boxes: np.ndarray, labels: np.ndarray,

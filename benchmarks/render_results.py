@@ -1,0 +1,178 @@
+"""Render docs/results.md from benchmarks/results/*.json alone.
+
+Every result becomes one section: what ran (command, commit, date, machine, step budgets, seeds), a
+computed "stale" mark when the sgtool sources it exercised have changed since (their sha256 no longer
+matches `source_hash`), then its numbers and the paper's numbers as tables. Summaries written by
+`results_io.summarise` print as mean ± sd (n); Welch verdicts print as resolved / not resolved with p.
+A dict whose values are dicts with the same keys becomes one table (rows x columns); anything else is
+listed as path | value. Nothing here is typed by hand: tests/test_results_doc.py fails when
+docs/results.md differs from what this script renders.
+
+    python benchmarks/render_results.py            # writes docs/results.md
+    python benchmarks/render_results.py --check    # exit 1 when docs/results.md is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_io  # noqa: E402
+
+DOC = results_io.REPO / "docs" / "results.md"
+INTRO = """# Results
+
+Every number on this page comes from a JSON file in `benchmarks/results/`, written by the benchmark
+script named in its section, and is rendered by `python benchmarks/render_results.py` (a test fails
+when this page differs from what the script renders). Means and sample standard deviations (n − 1)
+are computed by the scripts; "resolved" means Welch's t-test gives p < 0.05. A section marked
+**stale** was measured on sgtool sources that have changed since: its numbers describe older code
+and are due to be measured again.
+"""
+SUMMARY_KEYS = {"n", "mean", "sd", "values"}
+VERDICT_KEYS = {"p", "resolved"}
+
+
+def fmt_number(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "—"}[value]
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2e}"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    return str(value)
+
+
+def is_summary(value) -> bool:
+    return isinstance(value, dict) and SUMMARY_KEYS <= value.keys()
+
+
+def is_verdict(value) -> bool:
+    return isinstance(value, dict) and VERDICT_KEYS <= value.keys()
+
+
+def fmt_cell(value) -> str:
+    if is_summary(value):
+        if value["mean"] is None:
+            return "—"
+        return f"{fmt_number(value['mean'])} ± {fmt_number(value['sd'])} (n={value['n']})"
+    if is_verdict(value):
+        p = "—" if value["p"] is None else fmt_number(value["p"])
+        return f"{'resolved' if value['resolved'] else 'not resolved'} (p={p})"
+    if isinstance(value, list):
+        return ", ".join(fmt_cell(v) for v in value) if len(value) <= 12 else f"{len(value)} values"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {fmt_cell(v)}" for k, v in value.items())
+    return fmt_number(value).replace("|", "\\|").replace("\n", " ")
+
+
+def is_leaf(value) -> bool:
+    return not isinstance(value, dict) or is_summary(value) or is_verdict(value)
+
+
+def as_matrix(value) -> list[str] | None:
+    """The shared column keys when `value` is {row: {column: leaf}} with one set of columns, else None."""
+    if not isinstance(value, dict) or not value or is_leaf(value):
+        return None
+    rows = list(value.values())
+    if not all(isinstance(r, dict) and not is_leaf(r) and r for r in rows):
+        return None
+    columns = list(rows[0].keys())
+    if any(list(r.keys()) != columns or not all(is_leaf(c) for c in r.values()) for r in rows):
+        return None
+    return columns
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def flatten(value, prefix: str = "") -> list[tuple[str, object]]:
+    if is_leaf(value):
+        return [(prefix or "value", value)]
+    out: list[tuple[str, object]] = []
+    for key, item in value.items():
+        out += flatten(item, f"{prefix} / {key}" if prefix else str(key))
+    return out
+
+
+def render_numbers(value, depth: int = 4) -> list[str]:
+    """Tables for one `numbers` (or `paper`) object: matrices as tables, nested groups as headings."""
+    columns = as_matrix(value)
+    if columns is not None:
+        return table([""] + [str(c) for c in columns],
+                     [[str(name)] + [fmt_cell(cell) for cell in row.values()] for name, row in value.items()]) + [""]
+    if is_leaf(value):
+        return [fmt_cell(value), ""]
+    leaves = {k: v for k, v in value.items() if is_leaf(v)}
+    lines = table(["", "value"], [[str(k), fmt_cell(v)] for k, v in leaves.items()]) + [""] if leaves else []
+    for key, item in value.items():
+        if key in leaves:
+            continue
+        if depth > 6:
+            lines += table(["", "value"], [[path, fmt_cell(v)] for path, v in flatten(item, str(key))]) + [""]
+            continue
+        lines += ["#" * depth + f" {key}", ""] + render_numbers(item, depth + 1)
+    return lines
+
+
+def freshness(record: dict) -> str:
+    try:
+        current = results_io.source_hash(record.get("sources", []))
+    except FileNotFoundError as missing:
+        return f"**stale** ({missing})"
+    if current != record.get("source_hash"):
+        return "**stale**: the sources it exercised have changed since it ran"
+    return "current: the sources it exercised are unchanged"
+
+
+def render_record(record: dict) -> list[str]:
+    machine = record.get("machine", {})
+    where = ", ".join(f"{k} {v}" for k, v in machine.items() if v is not None)
+    lines = [f"## {record['name']}", "",
+             f"- command: `{record.get('command', '')}`",
+             f"- commit {record.get('commit', 'unknown')[:12]}, {record.get('date', '')}; {where}",
+             f"- budgets: {fmt_cell(record.get('budgets', {})) or '—'}; seeds: {fmt_cell(record.get('seeds', [])) or '—'}",
+             f"- {freshness(record)}", ""]
+    if record.get("notes"):
+        lines += [record["notes"].strip(), ""]
+    lines += render_numbers(record.get("numbers", {}), 3)
+    if record.get("paper"):
+        lines += ["### The paper's numbers", ""] + render_numbers(record["paper"], 4)
+    return lines
+
+
+def render(results: Path = results_io.RESULTS) -> str:
+    lines = [INTRO]
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+    if not records:
+        lines.append("No result has been written yet.\n")
+    for record in records:
+        lines += render_record(record)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md is out of date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = DOC.read_text() if DOC.exists() else ""
+        print("docs/results.md is up to date" if current == text else "docs/results.md is out of date")
+        return 0 if current == text else 1
+    DOC.write_text(text)
+    print(f"wrote {DOC.relative_to(results_io.REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
