@@ -436,13 +436,19 @@ def demo(
 
 # ---------------------------------------------------------------- entry point
 
-@app.command("completions", hidden=True)
-def completions(folder: Annotated[Path, typer.Argument(help="Folder for sgtool.bash / .zsh / .fish.")] = Path("completions")) -> None:
-    """Regenerate the shell completion scripts from this app (every kind's flags included)."""
-    from sgtool.completions import write
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
 
-    for path in write(folder, loaded_app()):
-        print(path)
+
+@app.command("completions")
+def completions(shell: Annotated[Shell, typer.Argument(help="The shell to complete in.")]) -> None:
+    """Print a shell completion script made from this installation's commands and every kind's flags,
+    e.g. `sgtool completions bash > ~/.local/share/bash-completion/completions/sgtool`."""
+    from sgtool.completions import script
+
+    sys.stdout.write(script(loaded_app(), shell.value))
 
 
 def _command_of(argv: list[str]) -> str | None:
