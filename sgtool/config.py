@@ -181,11 +181,9 @@ def build(cls: type[T], data: dict | None, where: str = "") -> T:
     return cls(**values)
 
 
-def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None,
-                defaults: dict | None = None) -> T:
-    data = merge(defaults or {}, read_yaml(path) if path else {})
-    data = merge(data, parse_overrides(overrides or []))
-    return build(cls, data)
+def user_settings(path: Path | None, overrides: list[str] | None) -> dict:
+    """What the user set: the --config YAML (if any), then the --set overrides on top."""
+    return merge(read_yaml(path) if path else {}, parse_overrides(overrides or []))
 
 
 def to_dict(config: Any) -> dict:

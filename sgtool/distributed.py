@@ -166,11 +166,6 @@ def wrap_loss(model: nn.Module, loss_fn: Callable[[Any], T]) -> Callable[[Any], 
     return _ddp(_LossModule(model, loss_fn), find_unused_parameters=True)
 
 
-def wrap_model(model: nn.Module) -> nn.Module:
-    """model in DDP when training is distributed (its forward averages gradients), else model itself."""
-    return _ddp(model, find_unused_parameters=False) if active() else model
-
-
 def _ddp(module: nn.Module, find_unused_parameters: bool) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 

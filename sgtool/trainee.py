@@ -1,7 +1,8 @@
 """What the one training loop (`engine/loop.py`) needs of a trainable that is not a relation head (the
 detector, the auto-encoder): its loop settings under HeadConfig's names, and a base class for the parts of
 the trainee interface they share (weights + seconds trained in the state, no generator of their own).
-It sits below both detect/ and autoencoder/, which never import the engine's loop."""
+It sits below both detect/ and autoencoder/, so their trainees need no engine module to declare what they are
+(the stages that train them, engine/train_detector.py and autoencoder/train.py, call the loop)."""
 from __future__ import annotations
 
 import dataclasses

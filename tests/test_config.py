@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sgtool.config import load_config, parse_overrides
+from sgtool.config import build, parse_overrides, user_settings
 from sgtool.errors import SgtoolError
 
 
@@ -26,7 +26,7 @@ class Config:
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: run\noptim:\n  lr: 0.5\n")
-    config = load_config(Config, path, ["optim.epochs=7", "flag=true", "losses=[L0, L1]"])
+    config = build(Config, user_settings(path, ["optim.epochs=7", "flag=true", "losses=[L0, L1]"]))
     assert config == Config(name="run", flag=True, optim=Optim(lr=0.5, epochs=7), losses=["L0", "L1"])
 
 
@@ -39,7 +39,7 @@ def test_yaml_then_overrides(tmp_path):
 ])
 def test_bad_overrides_are_user_errors(override, words):
     with pytest.raises(SgtoolError, match=words):
-        load_config(Config, None, [override])
+        build(Config, user_settings(None, [override]))
 
 
 def test_parse_overrides_nests_dotted_keys():

@@ -33,7 +33,7 @@ from sgtool.autoencoder.data import LineDrawings, load_split
 from sgtool.autoencoder.inference import HEAD, load_model, model_for, predict, save_model  # noqa: F401 (re-exported)
 from sgtool.autoencoder.model import GraphAutoEncoder
 from sgtool.autoencoder.trainee import AEClock, AETrainee, step_loss, total_steps  # noqa: F401 (re-exported)
-from sgtool.config import build, check_options, merge, parse_overrides, read_yaml, resolve_device
+from sgtool.config import build, check_options, resolve_device, user_settings
 from sgtool.data.predictions import vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared
 from sgtool.engine.checkpoint import LAST
@@ -68,7 +68,7 @@ def on_plateau(val_scores: dict[str, float]) -> bool:
 
 def ae_config(config_path: Path | None, overrides: list[str], explicit: dict[str, Any]) -> AEConfig:
     """Defaults < --config YAML < --set overrides < the flags given (--max-nodes, --epochs, ...), checked."""
-    settings = merge(read_yaml(config_path) if config_path else {}, parse_overrides(overrides))
+    settings = user_settings(config_path, overrides)
     settings.update({k: v for k, v in explicit.items() if v is not None})
     config = build(AEConfig, settings)
     config.validate()

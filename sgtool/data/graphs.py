@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
 
 
 def offsets_from_counts(counts: np.ndarray) -> np.ndarray:

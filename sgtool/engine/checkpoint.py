@@ -1,4 +1,4 @@
-"""The one checkpointer: everything a resumed run needs, written atomically.
+"""The training checkpointer of the one loop: everything a resumed run needs, written atomically.
 
 `last.pt` (after every epoch): the head's state, optimiser, scheduler, phase, loop counters, best so far,
 and every random generator — python, numpy, torch, CUDA, the batch-order generator and any generator the
@@ -57,12 +57,26 @@ def save_last(path: Path, head: Any, training: dict[str, Any], rng: np.random.Ge
                 "rng": rng_states(rng, head)})
 
 
+def _numpy_globals() -> list:
+    """What a checkpoint may hold besides tensors and plain containers: numpy arrays, scalars and dtypes
+    (the random states)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    dtypes = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+              np.float16, np.float32, np.float64)
+    return [np.dtype, np.ndarray, multiarray._reconstruct, multiarray.scalar, *(type(np.dtype(t)) for t in dtypes)]
+
+
 def load_state(path: Path) -> dict:
+    """A checkpoint read with torch's weights-only unpickler: nothing in the file is ever executed."""
     if not path.exists():
         raise SgtoolError(f"No checkpoint at {path}.", "The run was not trained far enough to resume; train again.")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - truncated, random or empty bytes raise many kinds
+        with torch.serialization.safe_globals(_numpy_globals()):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, random, empty or code-carrying bytes raise many kinds
         raise SgtoolError(f"{path} is not a readable checkpoint ({type(exc).__name__}).",
                           "It may be truncated or overwritten; train a new run instead.") from exc
     if not isinstance(saved, dict):

@@ -8,7 +8,6 @@ ValidationHook (val metrics, the best checkpoint by `val_metric`), LogHook (log.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -239,5 +238,3 @@ def _plain(value: Any) -> Any:
         return value.item()
     return str(value)
 
-
-no_autocast = contextlib.nullcontext

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,13 @@ def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Valid
              reporter: Reporter = SILENT, resume: bool = False, make_hooks: Any = default_hooks) -> list[dict]:
     """Train head on data.train in the run folder; return the log records. The head ends with the best weights.
     make_hooks(config, validate, bar) -> the hooks (a relation head's by default; the detector brings its own)."""
+    with deterministic_kernels(head.config.deterministic):
+        return _train(head, data, folder, validate, reporter, resume, make_hooks)
+
+
+def _train(head: TrainableHead, data: TrainData, folder: Path, validate: Validator, reporter: Reporter,
+           resume: bool, make_hooks: Any) -> list[dict]:
     seed_everything(data.seed)
-    if head.config.deterministic:
-        use_deterministic_kernels()
     if head.model is None:
         head.build(data)
     loop, saved = Loop(head, data, folder), None
@@ -152,25 +157,35 @@ def check_finite(what: str, value: torch.Tensor, state: LoopState) -> None:
 
 # ---------------------------------------------------------------- optimiser, schedule, seeds
 
+OPTIMISERS = {
+    "adam": lambda params, config, betas: torch.optim.Adam(params, lr=config.lr, betas=betas,
+                                                          weight_decay=config.weight_decay),
+    "adamw": lambda params, config, betas: torch.optim.AdamW(params, lr=config.lr, betas=betas,  # the detector's
+                                                            weight_decay=config.weight_decay),
+    "sgd": lambda params, config, betas: torch.optim.SGD(params, lr=config.lr, momentum=0.9,
+                                                        weight_decay=config.weight_decay),
+}
+SCHEDULES = {
+    "none": lambda optimizer, config, epochs: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+    "step": lambda optimizer, config, epochs: torch.optim.lr_scheduler.StepLR(
+        optimizer, config.step_size or max(1, epochs // 3), config.gamma),
+    "cosine": lambda optimizer, config, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs)),
+}
+
+
 def make_optimizer(config: Any, model: torch.nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
-    """The configured optimiser over the parameters that require gradients, and its per-epoch schedule."""
+    """The configured optimiser over the parameters that require gradients, and its per-epoch schedule; a name
+    outside OPTIMISERS / SCHEDULES is refused (never silently replaced)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise SgtoolError("The head has no trainable parameters in this phase.", "This is a bug in the head.")
+    for setting, table in (("optimizer", OPTIMISERS), ("schedule", SCHEDULES)):
+        if getattr(config, setting) not in table:
+            raise SgtoolError(f"Unknown {setting} '{getattr(config, setting)}'.",
+                              f"Use one of: {', '.join(sorted(table))}.")
     betas = tuple(getattr(config, "betas", (0.9, 0.999)))  # the auto-encoder's paper: (0.6, 0.9)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    elif config.optimizer == "adamw":  # the detector's
-        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
-    if config.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.step_size or max(1, epochs // 3), config.gamma)
-    elif config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    return optimizer, scheduler
+    optimizer = OPTIMISERS[config.optimizer](params, config, betas)
+    return optimizer, SCHEDULES[config.schedule](optimizer, config, epochs)
 
 
 def seed_everything(seed: int) -> None:
@@ -179,9 +194,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_deterministic_kernels() -> None:
-    """`--set deterministic=true`: cuDNN / cuBLAS pick deterministic algorithms (an op without one raises)."""
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """`--set deterministic=true`: cuDNN / cuBLAS pick deterministic algorithms (an op without one raises) while
+    the run trains; the process-wide flags and CUBLAS_WORKSPACE_CONFIG are put back afterwards."""
+    if not enabled:
+        yield
+        return
+    kept = (os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        if kept[0] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = kept[1], kept[2]
+        torch.use_deterministic_algorithms(kept[3])

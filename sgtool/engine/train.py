@@ -25,7 +25,7 @@ import numpy as np
 
 
 from sgtool import atomic
-from sgtool.config import merge, parse_overrides, read_yaml, resolve_device
+from sgtool.config import read_yaml, resolve_device, user_settings
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
@@ -68,7 +68,7 @@ def check_task(task: str, head: type[RelationHead]) -> None:
 def head_config(head: type[RelationHead], config_path: Path | None, overrides: list[str],
                 explicit: dict[str, Any]) -> HeadConfig:
     """Head defaults < --config YAML < --set overrides < explicit options (--epochs, --overlap, ...)."""
-    settings = merge(read_yaml(config_path) if config_path else {}, parse_overrides(overrides))
+    settings = user_settings(config_path, overrides)
     fields = set(head.Config.__dataclass_fields__)
     for key, value in explicit.items():
         if value is None:
