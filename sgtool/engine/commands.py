@@ -78,15 +78,15 @@ def show_evaluation(outcome: Any, kind: Any, as_json: bool = False) -> None:
 
 def predict_run(ws: Workspace, images: list[Path], *, run: str | None = None, reporter: Reporter = SILENT,
                 **options: Any) -> Any:
-    """`sgtool predict`: a relation-head run (the kind says whether it predicts images) on the user's images."""
-    from sgtool.engine.predict import predict_images, read_inputs
+    """`sgtool predict`: a run whose kind predicts images (the relation heads) on the user's images."""
+    from sgtool.engine.predict import read_inputs
 
     check_names(run=run)
     pixels = read_inputs(images, options.get("top", 20))  # a bad image is named before a missing run
     name = run if run is not None else ws.latest_run()
     kind = kind_of_run(ws, name)
-    if not kind.predicts_images:
+    if kind.predict is None:
         article = "an" if kind.name[0] in "aeiou" else "a"
         raise SgtoolError(f"The run '{name}' is {article} {kind.name} run; `sgtool predict` runs a relation head on your images.",
                           "Pass --run with a relation-head run (see `sgtool info`).")
-    return predict_images(ws, images, run=name, pixels=pixels, reporter=reporter, **options)
+    return kind.predict(ws, images, run=name, pixels=pixels, reporter=reporter, **options)

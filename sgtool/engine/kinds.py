@@ -1,95 +1,62 @@
-"""Run kinds: the registry of everything sgtool trains (each relation head, the auto-encoder, the detector).
-
-A kind declares its config dataclass (fields declared with `sgtool.config.option`) and its entry
-points; `sgtool train` (new, `--resume`, `--from`), `eval`, `predict` and `info` ask this registry
-what to call, so no stage dispatches on a kind's name. Relation heads become kinds by registering
-with `@register_head` (sgtool/heads/); the auto-encoder and the detector are declared below.
-
-    train(ws, request) -> result         show_train(result, as_json)
-    resume(ws, run, request) -> result   retask(ws, run, request) -> result  (None: not supported)
-    evaluate(ws, run, split, passed, options) -> outcome   show_eval(outcome, as_json)
+"""Run kinds as the CLI and the stages see them: lookup with the built-in kinds loaded, `sgtool train`'s
+flags and help. The registry itself is sgtool/kinds.py; each kind registers where it is defined (relation
+heads by `@register_head`, the auto-encoder in autoencoder/kind.py, the detector in detect/kind.py), so
+`sgtool train`, `--resume`, `--from`, `eval`, `predict` and `info` ask the registry what to call and no
+stage dispatches on a kind's name.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sgtool.config import declarations, describe_range
+from sgtool.config import build, check_options, declarations, describe_range
 from sgtool.engine.record import TrainRequest, flag_name  # noqa: F401 (part of the registry's API)
 from sgtool.errors import SgtoolError
-from sgtool.ui import SILENT
+from sgtool.kinds import RunKind, register_kind, registered_kind, registered_kinds  # noqa: F401 (re-exported)
 from sgtool.workspace import Workspace
 
 DEFAULT_KIND = "freq"
+KIND_MODULES = ("sgtool.autoencoder.kind", "sgtool.detect.kind")  # built-in kinds other than the heads
 
 
-@dataclass(frozen=True)
-class RunKind:
-    name: str
-    config: type  # the config dataclass
-    summary: str  # one line for `sgtool train --help`
-    train: Callable[[Workspace, TrainRequest], Any]
-    show_train: Callable[[Any, bool], None]
-    evaluate: Callable[..., Any]
-    show_eval: Callable[[Any, bool], None]
-    resume: Callable[[Workspace, str, TrainRequest], Any] | None = None
-    retask: Callable[[Workspace, str, TrainRequest], Any] | None = None
-    predicts_images: bool = False  # `sgtool predict` runs it on the user's images (with a detector)
-    command: str = "train"  # the command that trains it (its flags are that command's)
-    run_flags: tuple[str, ...] = ("--dataset", "--name", "--config", "--set")  # run-level flags it takes
-    labels_objects: bool = False  # in SGCls / SGDet it returns its own object labels
+def load_builtin_kinds() -> None:
+    """Import every module that registers a built-in kind (each once: they import torch)."""
+    from sgtool.heads import available_heads
 
-
-# ---------------------------------------------------------------- the registry
-
-_KINDS: dict[str, RunKind] = {}
-
-
-def register_kind(kind: RunKind) -> RunKind:
-    if kind.name in _KINDS and _KINDS[kind.name] != kind:
-        raise ValueError(f"Two run kinds are registered as '{kind.name}'.")
-    _KINDS[kind.name] = kind
-    return kind
+    available_heads()
+    for module in KIND_MODULES:
+        importlib.import_module(module)
 
 
 def get_kind(name: str) -> RunKind:
-    """The kind called `name`: a declared kind, else the relation head of that name."""
-    _declare_builtin_kinds()
-    if name in _KINDS:
-        return _KINDS[name]
+    """The kind registered as `name` (a relation head's module is imported by name first)."""
     from sgtool.heads import get_head
 
-    try:
-        head = get_head(name)
-    except SgtoolError as exc:
-        known = [n for n in kind_names() if n not in _KINDS or _KINDS[n].command == "train"]
+    if registered_kind(name) is None:
+        try:
+            get_head(name)
+        except SgtoolError:
+            load_builtin_kinds()
+    kind = registered_kind(name)
+    if kind is None:
+        known = [k.name for k in registered_kinds() if k.command == "train"]
         raise SgtoolError(f"Unknown relation head '{name}' (known heads: {', '.join(known)}).",
-                          "Pass one of them to --head.") from exc
-    return relation_kind(head)
+                          "Pass one of them to --head.")
+    return kind
 
 
 def kind_names() -> list[str]:
-    from sgtool.heads import available_heads
-
-    _declare_builtin_kinds()
-    return sorted({*available_heads(), *_KINDS})
-
-
-def registered_kinds() -> list[RunKind]:
-    """The kinds registered so far, importing nothing (the CLI builds `train`'s flags from them)."""
-    import sys
-
-    heads = sys.modules.get("sgtool.heads")
-    relation = [relation_kind(head) for _, head in sorted(heads._REGISTRY.items())] if heads is not None else []
-    return [*relation, *(kind for _, kind in sorted(_KINDS.items()))]
+    load_builtin_kinds()
+    return [kind.name for kind in registered_kinds()]
 
 
 def all_kinds() -> list[RunKind]:
-    """Every kind, each head module imported once."""
-    return [get_kind(name) for name in kind_names()]
+    """Every kind, each module imported once."""
+    load_builtin_kinds()
+    return registered_kinds()
 
 
 def kind_of_run(ws: Workspace, run: str) -> RunKind:
@@ -101,22 +68,6 @@ def kind_of_run(ws: Workspace, run: str) -> RunKind:
         raise SgtoolError(f"The run '{run}' has no config.yaml, so sgtool cannot tell what it is.",
                           "Train it again; a killed first epoch leaves such a folder.")
     return get_kind(str(RunRecord.read(folder).head))
-
-
-def relation_kind(head: type) -> RunKind:
-    from sgtool.engine import train as stage
-    from sgtool.eval import run_eval
-    from sgtool.eval.report import show_eval
-    from sgtool.heads import TrainableHead
-
-    trainable = issubclass(head, TrainableHead)
-    return RunKind(
-        name=head.name, config=head.Config, summary=(head.__doc__ or "").strip().splitlines()[0],
-        train=stage.train_request, show_train=stage.show_train, evaluate=run_eval.evaluate_run, show_eval=show_eval,
-        resume=stage.resume_train if trainable else None, retask=stage.retask_request,
-        run_flags=("--dataset", "--task", "--detector", "--name", "--config", "--set", "--cache-features"),
-        predicts_images=True,
-        labels_objects=bool(getattr(head, "labels_objects", False)))
 
 
 # ---------------------------------------------------------------- the options every kind declares
@@ -182,7 +133,8 @@ def kinds_overview() -> str:
 
 
 def refuse_foreign(kind: RunKind, request: TrainRequest) -> None:
-    """One sentence for the first given flag that the kind does not take."""
+    """One sentence for the first given flag that the kind does not take, or whose value is outside its declared
+    range or choices (checked here for every kind, before its train stage writes anything)."""
     fields = set(kind.config.__dataclass_fields__)
     for key in request.given():
         if key not in fields:
@@ -194,80 +146,4 @@ def refuse_foreign(kind: RunKind, request: TrainRequest) -> None:
         if flag not in kind.run_flags:
             raise SgtoolError(f"The {kind.name} head does not take {flag}.",
                               f"It takes {', '.join(kind.run_flags)} and its own options; leave {flag} out.")
-
-
-# ---------------------------------------------------------------- the auto-encoder and the detector
-
-def _ae_train(ws: Workspace, request: TrainRequest) -> Any:
-    from sgtool.autoencoder.train import train_autoencoder
-
-    return train_autoencoder(ws, dataset=request.dataset, name=request.name, config_path=request.config_path,
-                             overrides=request.overrides, seed=request.seed, device=request.device,
-                             reporter=request.reporter, **request.given())
-
-
-def _ae_resume(ws: Workspace, run: str, request: TrainRequest) -> Any:
-    from sgtool.autoencoder.train import resume_autoencoder
-
-    return resume_autoencoder(ws, run, request)
-
-
-def _ae_show(result: Any, as_json: bool) -> None:
-    from sgtool.autoencoder.train import show_ae_train
-
-    show_ae_train(result, as_json=as_json)
-
-
-def _ae_evaluate(ws: Workspace, run: str, split: str, passed: tuple[str, ...], options: dict) -> Any:
-    from sgtool.autoencoder.evaluate import run_ae_eval
-
-    if passed:
-        raise SgtoolError(f"{passed[0]} does not apply to an ae run, which reports triplet precision, recall and F1.",
-                          f"Leave {passed[0]} out.")
-    return run_ae_eval(ws, run=run, split=split, reporter=options.get("reporter", SILENT))
-
-
-def _ae_show_eval(outcome: Any, as_json: bool) -> None:
-    from sgtool.autoencoder.evaluate import show_ae_eval
-
-    show_ae_eval(outcome, as_json=as_json)
-
-
-def _detector_train(ws: Workspace, request: TrainRequest, resume: str | None = None) -> Any:
-    from sgtool.engine.train_detector import train_detector
-
-    options = request.given()
-    return train_detector(ws, resume=resume, dataset=request.dataset, name=request.name, seed=request.seed,
-                          device=request.device, threads=options.pop("threads", None), reporter=request.reporter,
-                          **options)
-
-
-def _detector_show(result: Any, as_json: bool) -> None:
-    from sgtool.detect.train import show_detector
-
-    show_detector(result, as_json=as_json)
-
-
-def _detector_refuses(what: str) -> Callable[..., Any]:
-    def refuse(ws: Workspace, run: str, *rest: Any) -> Any:
-        raise SgtoolError(f"The run '{run}' is a detector run ({what}).",
-                          f"Resume it with `sgtool train-detector --resume {run}`; its COCO mAP is in metrics.json.")
-
-    return refuse
-
-
-def _declare_builtin_kinds() -> None:
-    """The auto-encoder and the detector (declared on first use: their modules import torch)."""
-    if "ae" in _KINDS:
-        return
-    from sgtool.autoencoder.config import AEConfig
-    from sgtool.detect.config import DetectorConfig
-
-    register_kind(RunKind(
-        name="ae", config=AEConfig, summary="The image -> graph -> image auto-encoder (Simple Shape dataset).",
-        train=_ae_train, show_train=_ae_show, evaluate=_ae_evaluate, show_eval=_ae_show_eval, resume=_ae_resume))
-    register_kind(RunKind(
-        name="detector", config=DetectorConfig, summary="Faster R-CNN object detector (`sgtool train-detector`).",
-        train=_detector_train, show_train=_detector_show,
-        evaluate=_detector_refuses("`sgtool eval` scores relation and ae runs"), show_eval=lambda outcome, as_json: None,
-        resume=lambda ws, run, request: _detector_train(ws, request, resume=run), command="train-detector"))
+    check_options(build(kind.config, request.given()))

@@ -183,3 +183,15 @@ class DetectorClock(Hook):
         losses = {k: v for k, v in record["train"].items() if k != "grad_norm"}
         record.update(partial=loop.batches_done < self.per_epoch, seconds=round(took, 3),
                       images_per_s=round(images / max(took, 1e-9), 2), lr=self.last_lr, **losses)
+
+
+def train_request(ws: Workspace, request: Any, resume: str | None = None) -> DetectorResult:
+    """The detector kind's entry point (sgtool/detect/kind.py): `sgtool train-detector` as a TrainRequest."""
+    options = request.given()
+    return train_detector(ws, resume=resume, dataset=request.dataset, name=request.name, seed=request.seed,
+                          device=request.device, threads=options.pop("threads", None), reporter=request.reporter,
+                          **options)
+
+
+def resume_request(ws: Workspace, run: str, request: Any) -> DetectorResult:
+    return train_request(ws, request, resume=run)

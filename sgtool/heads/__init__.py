@@ -25,6 +25,7 @@ from sgtool.data.predictions import Predictions
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.config import check_options, option
 from sgtool.errors import SgtoolError
+from sgtool.kinds import RELATION_FLAGS, EntryPoint, RunKind, register_kind, unregister_kind
 
 TASKS = ("predcls", "sgcls", "sgdet")
 OPTIMIZERS = ("adam", "sgd")
@@ -242,14 +243,35 @@ _REGISTRY: dict[str, type[RelationHead]] = {}
 
 
 def register_head(name: str) -> Callable[[type[RelationHead]], type[RelationHead]]:
+    """Register a head under `name`, and with it its run kind (trained, evaluated and run on images by the
+    relation-head stages, named here by entry point so that heads never import the engine)."""
     def decorate(cls: type[RelationHead]) -> type[RelationHead]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"Two relation heads are registered as '{name}'.")
         cls.name = name
         _REGISTRY[name] = cls
+        register_kind(relation_kind(cls))
         return cls
 
     return decorate
+
+
+def unregister_head(name: str) -> None:
+    """Forget a head and its kind (a test's toy head once the test is over)."""
+    _REGISTRY.pop(name, None)
+    unregister_kind(name)
+
+
+def relation_kind(head: type[RelationHead]) -> RunKind:
+    trainable = issubclass(head, TrainableHead)
+    return RunKind(
+        name=head.name, config=head.Config, summary=(head.__doc__ or "").strip().splitlines()[0],
+        train=EntryPoint("sgtool.engine.train:train_request"), show_train=EntryPoint("sgtool.engine.train:show_train"),
+        evaluate=EntryPoint("sgtool.eval.run_eval:evaluate_run"), show_eval=EntryPoint("sgtool.eval.report:show_eval"),
+        resume=EntryPoint("sgtool.engine.train:resume_train") if trainable else None,
+        retask=EntryPoint("sgtool.engine.train:retask_request"),
+        predict=EntryPoint("sgtool.engine.predict:predict_images"),
+        run_flags=RELATION_FLAGS, labels_objects=bool(getattr(head, "labels_objects", False)))
 
 
 def _head_modules() -> list[str]:

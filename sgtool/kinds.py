@@ -1,0 +1,75 @@
+"""The registry of run kinds: everything sgtool trains registers here, where it is defined.
+
+A relation head becomes a kind when `@register_head` decorates it (sgtool/heads/__init__.py), the
+auto-encoder in sgtool/autoencoder/kind.py, the detector in sgtool/detect/kind.py, a plug-in or a test in
+its own module. A kind names its config dataclass (fields declared with `sgtool.config.option`) and its
+entry points; an entry point is a callable or an `EntryPoint("module:function")` imported on first call,
+so a low module can name a stage above it without importing it. engine/kinds.py adds what the CLI needs
+(lookup with the built-in kinds loaded, flags, help); this module imports nothing of sgtool.
+
+    train(ws, request) -> result         show_train(result, as_json)
+    resume(ws, run, request) -> result   retask(ws, run, request) -> result  (None: not supported)
+    evaluate(ws, run, split, passed, options) -> outcome   show_eval(outcome, as_json)
+    predict(ws, images, *, run, pixels, reporter, **options) -> result  (None: `sgtool predict` refuses it)
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+RELATION_FLAGS = ("--dataset", "--task", "--detector", "--name", "--config", "--set", "--cache-features")
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """A function named "package.module:function", imported when first called."""
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class RunKind:
+    name: str
+    config: type  # the config dataclass
+    summary: str  # one line for `sgtool train --help`
+    train: Callable[..., Any]
+    show_train: Callable[[Any, bool], None]
+    evaluate: Callable[..., Any]
+    show_eval: Callable[[Any, bool], None]
+    resume: Callable[..., Any] | None = None
+    retask: Callable[..., Any] | None = None
+    predict: Callable[..., Any] | None = None  # `sgtool predict` on the user's images
+    command: str = "train"  # the command that trains it (its flags are that command's)
+    run_flags: tuple[str, ...] = ("--dataset", "--name", "--config", "--set")  # run-level flags it takes
+    labels_objects: bool = False  # in SGCls / SGDet it returns its own object labels
+
+
+_KINDS: dict[str, RunKind] = {}
+
+
+def register_kind(kind: RunKind) -> RunKind:
+    """Add `kind` under its name; registering the same kind again is harmless, another under that name is not."""
+    if kind.name in _KINDS and _KINDS[kind.name] != kind:
+        raise ValueError(f"Two run kinds are registered as '{kind.name}'.")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def unregister_kind(name: str) -> None:
+    """Forget a kind (a test's toy kind once the test is over)."""
+    _KINDS.pop(name, None)
+
+
+def registered_kind(name: str) -> RunKind | None:
+    return _KINDS.get(name)
+
+
+def registered_kinds() -> list[RunKind]:
+    """The kinds registered so far, by name, importing nothing."""
+    return [kind for _, kind in sorted(_KINDS.items())]
