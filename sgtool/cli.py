@@ -23,11 +23,6 @@ prepare_app = typer.Typer(no_args_is_help=True, help="Prepare a dataset into the
 app.add_typer(prepare_app, name="prepare")
 
 
-class ValPick(str, Enum):
-    first = "first"
-    random = "random"
-
-
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -92,105 +87,70 @@ def info(
 
 # ---------------------------------------------------------------- prepare
 
-@prepare_app.command("synth")
-def prepare_synth(
-    ctx: typer.Context,
-    images: Annotated[int, typer.Option(help="Number of images to render.")] = 2000,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
-    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "synth",
-    workers: Annotated[int, typer.Option(help="Processes that render images (0 = one per CPU core).")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
-) -> None:
-    """The embedded synthetic scene-graph dataset: shapes, colours, drawn links; nothing downloaded."""
-    from sgtool.data.synth import prepare_synth as stage
-    from sgtool.engine.info import show_prepared
+def _format_parameter(fmt_name: str, name: str, field: object, meta: dict, hint: object) -> inspect.Parameter:
+    """One `sgtool prepare FORMAT` option from one declared field of the format's options dataclass."""
+    import typing
 
-    s = _settings(ctx)
-    prepared = stage(s.workspace, images=images, size=size, seed=s.seed, name=name,
-                     workers=workers, force=force, reporter=s.reporter)
-    show_prepared(prepared, as_json=s.json)
+    from sgtool.config import describe_range
 
-
-@prepare_app.command("shapes")
-def prepare_shapes(
-    ctx: typer.Context,
-    images: Annotated[int, typer.Option(help="Number of line drawings to draw.")] = 50_000,
-    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "shapes",
-    workers: Annotated[int, typer.Option(help="Processes that draw images (0 = one per CPU core).")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
-) -> None:
-    """The Simple Shape dataset (line, triangle or rectangle per image) for the ae auto-encoder."""
-    from sgtool.data.shapes import prepare_shapes as stage
-    from sgtool.engine.info import show_prepared
-
-    s = _settings(ctx)
-    prepared = stage(s.workspace, images=images, seed=s.seed, name=name, workers=workers, force=force,
-                     reporter=s.reporter)
-    show_prepared(prepared, as_json=s.json)
+    bare = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = bare[0] if typing.get_origin(hint) is not None and bare else hint
+    if meta["choices"]:
+        kind = Enum(f"{fmt_name}_{name}", {str(c): str(c) for c in meta["choices"]}, type=str)
+    decls = (meta["spelling"] or "--" + name.replace("_", "-"),)
+    shown = describe_range(meta) if not meta["choices"] else ""
+    help_text = meta["help"] + (f" ({shown})" if shown else "")
+    required = meta["required"]
+    annotation = Annotated[kind if required or field.default is not None else Optional[kind],
+                           typer.Option(*decls, help=help_text)]
+    default = inspect.Parameter.empty if required else field.default
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
-@prepare_app.command("vg")
-def prepare_vg(
-    ctx: typer.Context,
-    source: Annotated[Path, typer.Option(help="Folder with VG-SGG(-with-attri).h5 + dicts + image_data.json, or raw VG objects.json + relationships.json + image_data.json.")],
-    split: Annotated[str, typer.Option("--split", help="Recipe in data_recipes/ (vocabulary, filters, split rules).")] = "vg150",
-    name: Annotated[Optional[str], typer.Option(help="Dataset name in the workspace (default: the recipe name).")] = None,
-    val: Annotated[Optional[int], typer.Option(help="Validation images taken from train (default: the recipe's, 5000).")] = None,
-    val_pick: Annotated[Optional[ValPick], typer.Option(help="Which train images become val: the first N, as the community loader (default), or N at random with the seed.")] = None,
-    filter_empty: Annotated[Optional[bool], typer.Option("--filter-empty/--keep-empty", help="Drop images without relations (community default: drop).")] = None,
-    filter_duplicates: Annotated[Optional[bool], typer.Option("--filter-duplicates/--keep-duplicate-rels", help="Train: keep one predicate per ordered pair, picked with the seed.")] = None,
-    filter_non_overlap: Annotated[Optional[bool], typer.Option("--filter-non-overlap/--keep-non-overlap", help="Train: drop relations whose boxes do not overlap.")] = None,
-    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
-) -> None:
-    """Visual Genome (VG150 or another recipe) from the community h5 files or the raw VG JSON."""
-    from sgtool.data.vg import prepare_vg as stage
-    from sgtool.engine.info import show_prepared
+class _PrepareCallback:
+    """`sgtool prepare FORMAT`'s function: its signature (hence its flags) comes from the format's declarations."""
 
-    s = _settings(ctx)
-    filters = {"filter_empty_rels": filter_empty, "filter_duplicate_rels": filter_duplicates,
-               "filter_non_overlap": filter_non_overlap}
-    prepared = stage(s.workspace, source, recipe=split, name=name, val=val, seed=s.seed,
-                     filters={k: v for k, v in filters.items() if v is not None}, force=force, reporter=s.reporter,
-                     val_pick=val_pick.value if val_pick else None)
-    show_prepared(prepared, as_json=s.json)
+    __module__ = __name__
+    __annotations__: dict = {}
 
+    def __init__(self, fmt: object) -> None:
+        self.fmt = fmt
+        self.__name__ = self.__qualname__ = f"prepare_{fmt.name}"
+        self.__doc__ = fmt.summary
 
-@prepare_app.command("vrd")
-def prepare_vrd(
-    ctx: typer.Context,
-    source: Annotated[Path, typer.Option(help="Folder with annotations_train.json, annotations_test.json, objects.json, predicates.json.")],
-    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "vrd",
-    keep_duplicates: Annotated[bool, typer.Option(help="Keep exact duplicate triplets (merged by default).")] = False,
-    val: Annotated[int, typer.Option(help="Validation images taken from the 4,000 train images with the seed.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
-) -> None:
-    """Visual Relationship Detection (Lu et al. 2016), official 4,000 / 1,000 split."""
-    from sgtool.data.vrd import prepare_vrd as stage
-    from sgtool.engine.info import show_prepared
+    @property
+    def __signature__(self) -> inspect.Signature:
+        import typing
 
-    s = _settings(ctx)
-    prepared = stage(s.workspace, source, name=name, keep_duplicates=keep_duplicates, val=val, seed=s.seed, force=force)
-    show_prepared(prepared, as_json=s.json)
+        from sgtool.config import declarations
+
+        hints = typing.get_type_hints(self.fmt.options)
+        return inspect.Signature([
+            inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+            *(_format_parameter(self.fmt.name, name, field, meta, hints[name])
+              for name, (field, meta) in declarations(self.fmt.options).items())])
+
+    def __call__(self, ctx: typer.Context, **values: object) -> None:
+        from sgtool.data.formats import prepare_dataset
+        from sgtool.engine.info import show_prepared
+
+        s = _settings(ctx)
+        values = {key: getattr(value, "value", value) for key, value in values.items()}  # choices arrive as enums
+        prepared = prepare_dataset(s.workspace, self.fmt.name, values, seed=s.seed, reporter=s.reporter)
+        show_prepared(prepared, as_json=s.json)
 
 
-@prepare_app.command("custom")
-def prepare_custom(
-    ctx: typer.Context,
-    source: Annotated[Path, typer.Option(help="Your JSON file: sgtool's custom schema or COCO-style with relations.")],
-    name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "custom",
-    images: Annotated[Optional[Path], typer.Option(help="Folder the image file names are relative to (default: the JSON's folder).")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of images in val when records carry no split.")] = 0.1,
-    test_fraction: Annotated[float, typer.Option(help="Share of images in test when records carry no split.")] = 0.2,
-    force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
-) -> None:
-    """Your own scene graphs (schema in docs/custom-format.md)."""
-    from sgtool.data.custom import prepare_custom as stage
-    from sgtool.engine.info import show_prepared
+def add_prepare_commands() -> None:
+    """`sgtool prepare FORMAT` for every registered dataset format not yet a command (sgtool/data/formats.py)."""
+    from sgtool.data.formats import dataset_formats
 
-    s = _settings(ctx)
-    prepared = stage(s.workspace, source, name=name, images=images, val_fraction=val_fraction,
-                     test_fraction=test_fraction, seed=s.seed, force=force)
-    show_prepared(prepared, as_json=s.json)
+    present = {info.name for info in prepare_app.registered_commands}
+    for fmt in dataset_formats():
+        if fmt.name not in present:
+            prepare_app.command(fmt.name, help=fmt.summary)(_PrepareCallback(fmt))
+
+
+add_prepare_commands()
 
 
 # ---------------------------------------------------------------- train / eval / draw
@@ -483,10 +443,12 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def loaded_app() -> typer.Typer:
-    """The app with every run kind registered, so that `train` has every kind's flags (completions, `train`)."""
+    """The app with every run kind and dataset format registered, so that `train` has every kind's flags and
+    `prepare` every format (completions, the CLI reference, `train`)."""
     from sgtool.engine.kinds import all_kinds
 
     all_kinds()
+    add_prepare_commands()
     return app
 
 
@@ -494,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and exit code 2, never a traceback."""
     argv = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     try:
+        add_prepare_commands()  # formats registered since this module was imported (a plug-in, a test)
         if _command_of(argv) == "train":  # `train`'s flags come from every kind (importing the heads: torch)
             loaded_app()
         app(args=argv, prog_name="sgtool")

@@ -17,11 +17,13 @@ T = TypeVar("T")
 # ---------------------------------------------------------------- declared options
 
 def option(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-           max: float | None = None, flag: bool = True) -> Any:
+           max: float | None = None, flag: bool = True, spelling: str | None = None, required: bool = False) -> Any:
     """A config field that declares itself: its help, its valid range or choices, and whether it is a
-    command-line flag (`--name-with-dashes`; otherwise only `--set name=value`). `check_options`
-    validates a config against these declarations; the CLI and completions are built from them."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max, "flag": flag}
+    command-line flag (`--name-with-dashes`, or `spelling` such as "--filter-empty/--keep-empty"; otherwise
+    only `--set name=value`), and whether the command needs it (`required`). `check_options` validates a
+    config against these declarations; the CLI and completions are built from them."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max, "flag": flag,
+            "spelling": spelling, "required": required}
     return dataclasses.field(default=default, metadata={"sgtool": meta})
 
 
@@ -65,7 +67,7 @@ def check_options(config: Any) -> None:
     """One sentence (SgtoolError) for the first declared option whose value is out of its range."""
     for name, (field, meta) in declarations(type(config)).items():
         value = getattr(config, name)
-        bad = (meta["choices"] is not None and value not in meta["choices"]) or \
+        bad = (meta["choices"] is not None and value is not None and value not in meta["choices"]) or \
               (meta["min"] is not None and value is not None and value < meta["min"]) or \
               (meta["max"] is not None and value is not None and value > meta["max"])
         if bad:

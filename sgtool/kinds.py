@@ -5,7 +5,7 @@ auto-encoder in sgtool/autoencoder/kind.py, the detector in sgtool/detect/kind.p
 its own module. A kind names its config dataclass (fields declared with `sgtool.config.option`) and its
 entry points; an entry point is a callable or an `EntryPoint("module:function")` imported on first call,
 so a low module can name a stage above it without importing it. engine/kinds.py adds what the CLI needs
-(lookup with the built-in kinds loaded, flags, help); this module imports nothing of sgtool.
+(lookup with the built-in kinds loaded, flags, help); this module imports only sgtool.registry.
 
     train(ws, request) -> result         show_train(result, as_json)
     resume(ws, run, request) -> result   retask(ws, run, request) -> result  (None: not supported)
@@ -18,6 +18,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sgtool.registry import Registry
 
 RELATION_FLAGS = ("--dataset", "--task", "--detector", "--name", "--config", "--set", "--cache-features")
 
@@ -50,26 +52,8 @@ class RunKind:
     labels_objects: bool = False  # in SGCls / SGDet it returns its own object labels
 
 
-_KINDS: dict[str, RunKind] = {}
-
-
-def register_kind(kind: RunKind) -> RunKind:
-    """Add `kind` under its name; registering the same kind again is harmless, another under that name is not."""
-    if kind.name in _KINDS and _KINDS[kind.name] != kind:
-        raise ValueError(f"Two run kinds are registered as '{kind.name}'.")
-    _KINDS[kind.name] = kind
-    return kind
-
-
-def unregister_kind(name: str) -> None:
-    """Forget a kind (a test's toy kind once the test is over)."""
-    _KINDS.pop(name, None)
-
-
-def registered_kind(name: str) -> RunKind | None:
-    return _KINDS.get(name)
-
-
-def registered_kinds() -> list[RunKind]:
-    """The kinds registered so far, by name, importing nothing."""
-    return [kind for _, kind in sorted(_KINDS.items())]
+KINDS: Registry[RunKind] = Registry("run kinds")
+register_kind = KINDS.register
+unregister_kind = KINDS.unregister
+registered_kind = KINDS.get
+registered_kinds = KINDS.all

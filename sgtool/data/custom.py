@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
+from sgtool.config import option
+from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.normalize import (
     FlatGraphs, assemble, clean_relations, drop_boxes, link_images, split_counts,
 )
@@ -341,3 +344,25 @@ def prepare_custom(ws: Workspace, source: Path, name: str = "custom", images: Pa
     return save_prepared(ws, name, "custom", parameters,
                          lambda staging: build_custom(source, images, val_fraction, test_fraction, seed, staging),
                          GroupRule(method="thirds"), force)
+
+
+@dataclass
+class CustomOptions:
+    """`sgtool prepare custom`'s options."""
+
+    source: Path = option(None, "Your JSON file: sgtool's custom schema or COCO-style with relations.", required=True)
+    name: str = option("custom", "Dataset name in the workspace.")
+    images: Optional[Path] = option(None, "Folder the image file names are relative to (default: the JSON's folder).")
+    val_fraction: float = option(0.1, "Share of images in val when records carry no split.", min=0.0, max=1.0)
+    test_fraction: float = option(0.2, "Share of images in test when records carry no split.", min=0.0, max=1.0)
+    force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")
+
+
+def _prepare_custom_options(ws: Workspace, options: CustomOptions, seed: int, reporter: Any) -> PreparedDataset:
+    return prepare_custom(ws, options.source, name=options.name, images=options.images,
+                          val_fraction=options.val_fraction, test_fraction=options.test_fraction, seed=seed,
+                          force=options.force)
+
+
+register_format(DatasetFormat("custom", "Your own scene graphs (schema in docs/custom-format.md).",
+                              CustomOptions, _prepare_custom_options))

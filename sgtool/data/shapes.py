@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_from_counts
+from sgtool.config import option
+from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
@@ -180,3 +182,23 @@ def prepare_shapes(ws: Workspace, images: int = 50_000, seed: int = 0, name: str
                       {"image_size": spec.canvas, "kind": "shapes"})
 
     return save_prepared(ws, name, RECIPE, {"images": images, "seed": seed}, build, None, force)
+
+
+@dataclass
+class ShapesOptions:
+    """`sgtool prepare shapes`'s options."""
+
+    images: int = option(50_000, "Number of line drawings to draw.", min=1, max=MAX_IMAGES)
+    name: str = option("shapes", "Dataset name in the workspace.")
+    workers: int = option(0, "Processes that draw images (0 = one per CPU core).", min=0)
+    force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")
+
+
+def _prepare_shapes_options(ws: Workspace, options: ShapesOptions, seed: int, reporter: Reporter) -> PreparedDataset:
+    return prepare_shapes(ws, images=options.images, seed=seed, name=options.name, workers=options.workers,
+                          force=options.force, reporter=reporter)
+
+
+register_format(DatasetFormat(
+    "shapes", "The Simple Shape dataset (line, triangle or rectangle per image) for the ae auto-encoder.",
+    ShapesOptions, _prepare_shapes_options))

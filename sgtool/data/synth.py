@@ -19,6 +19,8 @@ from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_fr
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data import synth_multimodal
+from sgtool.config import option
+from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth_confusion import annotate_links, make_confusion_scene, scene_kind
 from sgtool.data.synth_scene import Scene, box_of, draw_link, draw_shape, overlaps_any, shape_extent
@@ -347,3 +349,24 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
         return Staged(graphs, vocab, {"image_size": size})
 
     return save_prepared(ws, name, "synth", parameters, build, GroupRule.from_dict(recipe.get("predicate_groups")), force)
+
+
+@dataclass
+class SynthOptions:
+    """`sgtool prepare synth`'s options."""
+
+    images: int = option(2000, "Number of images to render.", min=1)
+    size: int = option(128, "Image side in pixels.", min=16)
+    name: str = option("synth", "Dataset name in the workspace.")
+    workers: int = option(0, "Processes that render images (0 = one per CPU core).", min=0)
+    force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")
+
+
+def _prepare_synth_options(ws: Workspace, options: SynthOptions, seed: int, reporter: Reporter) -> PreparedDataset:
+    return prepare_synth(ws, images=options.images, size=options.size, seed=seed, name=options.name,
+                         workers=options.workers, force=options.force, reporter=reporter)
+
+
+register_format(DatasetFormat(
+    "synth", "The embedded synthetic scene-graph dataset: shapes, colours, drawn links; nothing downloaded.",
+    SynthOptions, _prepare_synth_options))

@@ -19,11 +19,15 @@ split 1: by default the first N filtered train images, as the community loader t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
 from sgtool.data import vg_raw
+from sgtool.config import option
+from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.normalize import VAL_PICKS, carve_val, default_val_count, link_images, split_counts
 from sgtool.data.prepared import PreparedDataset, Staged, check_labels_in_vocabulary, save_prepared
@@ -242,3 +246,36 @@ def prepare_vg(ws: Workspace, source: Path, recipe: str = "vg150", name: str | N
 
     return save_prepared(ws, name if name is not None else recipe, f"vg:{recipe}", parameters, build,
                          GroupRule.from_dict(spec.get("predicate_groups")), force)
+
+
+@dataclass
+class VGOptions:
+    """`sgtool prepare vg`'s options (None: the recipe's choice)."""
+
+    source: Path = option(None, "Folder with VG-SGG(-with-attri).h5 + dicts + image_data.json, or raw VG "
+                                "objects.json + relationships.json + image_data.json.", required=True)
+    split: str = option("vg150", "Recipe in data_recipes/ (vocabulary, filters, split rules).")
+    name: Optional[str] = option(None, "Dataset name in the workspace (default: the recipe name).")
+    val: Optional[int] = option(None, "Validation images taken from train (default: the recipe's, 5000).", min=0)
+    val_pick: Optional[str] = option(None, "Which train images become val: the first N, as the community loader "
+                                           "(default), or N at random with the seed.", choices=VAL_PICKS)
+    filter_empty: Optional[bool] = option(None, "Drop images without relations (community default: drop).",
+                                          spelling="--filter-empty/--keep-empty")
+    filter_duplicates: Optional[bool] = option(None, "Train: keep one predicate per ordered pair, picked with the seed.",
+                                               spelling="--filter-duplicates/--keep-duplicate-rels")
+    filter_non_overlap: Optional[bool] = option(None, "Train: drop relations whose boxes do not overlap.",
+                                                spelling="--filter-non-overlap/--keep-non-overlap")
+    force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")
+
+
+def _prepare_vg_options(ws: Workspace, options: VGOptions, seed: int, reporter: Any) -> PreparedDataset:
+    filters = {"filter_empty_rels": options.filter_empty, "filter_duplicate_rels": options.filter_duplicates,
+               "filter_non_overlap": options.filter_non_overlap}
+    return prepare_vg(ws, options.source, recipe=options.split, name=options.name, val=options.val, seed=seed,
+                      filters={k: v for k, v in filters.items() if v is not None}, force=options.force,
+                      reporter=reporter, val_pick=options.val_pick)
+
+
+register_format(DatasetFormat(
+    "vg", "Visual Genome (VG150 or another recipe) from the community h5 files or the raw VG JSON.",
+    VGOptions, _prepare_vg_options))

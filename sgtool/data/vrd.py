@@ -13,11 +13,15 @@ training images chosen with the seed become split 1.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sgtool import atomic
+from sgtool.config import option
+from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.normalize import (
     FlatGraphs, assemble, carve_val, clean_relations, drop_boxes, first_occurrences,
     link_images, split_counts,
@@ -251,3 +255,24 @@ def prepare_vrd(ws: Workspace, source: Path, name: str = "vrd", keep_duplicates:
 
     groups = GroupRule.from_dict(load_recipe("vrd").get("predicate_groups", {"method": "thirds"}))
     return save_prepared(ws, name, "vrd", parameters, build, groups, force)
+
+
+@dataclass
+class VRDOptions:
+    """`sgtool prepare vrd`'s options."""
+
+    source: Path = option(None, "Folder with annotations_train.json, annotations_test.json, objects.json, "
+                                "predicates.json.", required=True)
+    name: str = option("vrd", "Dataset name in the workspace.")
+    keep_duplicates: bool = option(False, "Keep exact duplicate triplets (merged by default).")
+    val: int = option(0, "Validation images taken from the 4,000 train images with the seed.", min=0)
+    force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")
+
+
+def _prepare_vrd_options(ws: Workspace, options: VRDOptions, seed: int, reporter: Any) -> PreparedDataset:
+    return prepare_vrd(ws, options.source, name=options.name, keep_duplicates=options.keep_duplicates,
+                       val=options.val, seed=seed, force=options.force)
+
+
+register_format(DatasetFormat("vrd", "Visual Relationship Detection (Lu et al. 2016), official 4,000 / 1,000 split.",
+                              VRDOptions, _prepare_vrd_options))
