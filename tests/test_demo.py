@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from sgtool.engine import demo
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_summarises(cli, tmp_path, monkeypatch):
     tiny = demo.DemoPlan(images=40, dataset="demo-tiny", detector_epochs=1, epochs=1, relation_runs=demo._runs(1),
                          shapes=60, ae_steps=4)
@@ -27,6 +30,7 @@ def test_demo_runs_every_stage_and_summarises(cli, tmp_path, monkeypatch):
     assert Path(summary["steps"][-1]["path"]).stat().st_size > 1000  # the drawing
 
 
+@pytest.mark.slow
 def test_two_demos_with_the_same_seed_print_the_same_numbers(cli, tmp_path, monkeypatch):
     """The quick plan's code path on a smaller plan: detector and ae on step budgets, one head in two tasks."""
     small = demo.DemoPlan(images=40, dataset="demo-small", detector_epochs=2, epochs=1,

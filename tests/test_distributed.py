@@ -53,6 +53,7 @@ def torchrun(ws: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_train_the_same_weights_as_one_process_with_the_global_batch(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
     save_one_relation_per_image(ws)
@@ -82,6 +83,7 @@ def test_shard_gives_each_rank_every_nth_batch_of_full_groups(monkeypatch):
     assert distributed.sharded_count(8) == 2
 
 
+@pytest.mark.slow
 def test_train_detector_under_torchrun_writes_one_run_from_rank_0(tmp_path):
     from sgg_fixtures import save_tiny
 

@@ -61,6 +61,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "model.pt", map_location="cpu", weights_only=False)["state"]["model"]
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_resumes_to_the_same_weights_and_metrics(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws)
@@ -172,6 +173,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kind_sigkilled_at_a_step_mid_epoch_resumes_bit_identical(tmp_path, cli, kind):
     ws = Workspace(tmp_path / "ws")
