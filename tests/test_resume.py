@@ -19,25 +19,40 @@ from sgtool.data.predictions import read_predictions
 from sgtool.engine.loop import LAST, load_state
 from sgtool.workspace import Workspace
 
-TRAIN = ["train", "--head", "tensor", "--epochs", "30", "--batch-size", "1", "--set", "sel_epochs=2"]
-LAUNCH = "import sys, torch; torch.set_num_threads(1); from sgtool.cli import main; main(sys.argv[1:])"
+TRAIN = ["train", "--head", "tensor", "--epochs", "3", "--batch-size", "1", "--set", "sel_epochs=2"]  # 24 steps an epoch
+# The run in a process of its own, on one thread, that stops after optimiser step STEP of the loop whose folder is
+# FOLDER, writes MARKER and waits there to be killed: the kill comes at that step on any machine, fast or slow.
+LAUNCH = """
+import sys, time, torch
+from pathlib import Path
+from sgtool.engine.hooks import CheckpointHook
+folder, step, marker = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+def wait_at_step(self, loop, terms):
+    if Path(loop.folder) == folder and loop.state.step == step:
+        marker.write_text(str(step))
+        time.sleep(600)  # the test kills the process here
+        sys.exit(1)
+CheckpointHook.after_step = wait_at_step
+torch.set_num_threads(1)
+from sgtool.cli import main
+main(sys.argv[4:])
+"""
 
 
-def _launch(ws: Path, args: list[str], name: str, nice: bool = False) -> subprocess.Popen:
-    """`sgtool -w WS -q ARGS --name NAME` in a process of its own, on one thread."""
+def _launch_until(folder: Path, step: int, marker: Path, ws: Path, args: list[str], name: str) -> subprocess.Popen:
+    """`sgtool -w WS -q ARGS --name NAME`, held after optimiser step `step` of the loop in `folder`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*(["nice"] if nice else []), sys.executable, "-c", LAUNCH, "-w", str(ws), "-q", *args,
-                             "--name", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", LAUNCH, str(folder), str(step), str(marker), "-w", str(ws), "-q",
+                             *args, "--name", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_after_checkpoint(proc: subprocess.Popen, last: Path, pause: float, epoch: int = 1) -> None:
-    """SIGKILL the run a random 0..pause seconds after last.pt holds epoch `epoch` (a random later step)."""
+def _kill_at_step(proc: subprocess.Popen, marker: Path) -> None:
+    """SIGKILL the run once it waits at its step (the marker exists)."""
     deadline = time.time() + 300  # generous: a loaded CI machine can be slow to import torch
-    while not (last.exists() and load_state(last)["loop"]["epoch"] >= epoch):
+    while not marker.exists():
         assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint within five minutes"
+        assert time.time() < deadline, "the run did not reach its step within five minutes"
         time.sleep(0.01)
-    time.sleep(random.uniform(0.0, pause))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -46,17 +61,18 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "model.pt", map_location="cpu", weights_only=False)["state"]["model"]
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_resumes_to_the_same_weights_and_metrics(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws)
-    proc = _launch(ws.root, TRAIN, "killed", nice=True)
-    killed = ws.run_dir("killed")
-    _kill_after_checkpoint(proc, killed / "checkpoints" / LAST, pause=2.0)
+    killed, marker = ws.run_dir("killed"), tmp_path / "at-step"
+    proc = _launch_until(killed, 3 * 24 + 12, marker, ws.root, TRAIN, "killed")  # mid X_sel phase, after epoch 3
+    _kill_at_step(proc, marker)
     assert proc.returncode == -signal.SIGKILL
     status = json.loads((killed / "run.json").read_text())["status"]
     assert status == "running" and not (killed / "metrics.json").exists()
-    stopped_at = load_state(killed / "checkpoints" / LAST)["loop"]["epoch"]
-    assert 1 <= stopped_at < 32
+    saved = load_state(killed / "checkpoints" / LAST)["loop"]
+    assert (saved["epoch"], saved["step"]) == (3, 72)  # the kill lost the 12 steps after the last checkpoint
     # atomic writes: a kill mid-write may leave a temp file beside it, never a half-written checkpoint
     assert all(path.suffix == ".tmp" for path in killed.rglob(".*"))
 
@@ -72,7 +88,7 @@ def test_a_sigkilled_run_resumes_to_the_same_weights_and_metrics(tmp_path, cli):
         assert np.array_equal(p.rel_scores, q.rel_scores) and np.array_equal(p.pairs, q.pairs)
     epochs = [json.loads(line)["epoch"] for line in (killed / "log.jsonl").read_text().splitlines()
               if json.loads(line)["event"] == "epoch"]
-    assert epochs == list(range(1, 33))
+    assert epochs == list(range(1, 6))
     assert json.loads((killed / "run.json").read_text())["status"] == "complete"
     assert not list(killed.rglob(".*.tmp"))  # resume removes what the kill left
 
@@ -123,21 +139,27 @@ def test_the_same_seed_gives_the_same_predictions_and_metrics(tmp_path, cli):
 # ---------------------------------------------------------------- every kind on the one loop
 
 HEAD = ["--batch-size", "8", "--set", "val_every=100"]
-KINDS = {  # small networks, 3 batches per epoch, validation at the end only: seconds per run; enough
-    # epochs that a fast machine is still training when the kill comes
-    "tensor": ["train", "--head", "tensor", *HEAD, "--epochs", "40", "--set", "sel_epochs=1", "--set", "hidden=16"],
-    "reldn": ["train", "--head", "reldn", *HEAD, "--epochs", "30", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
-    "nodis": ["train", "--head", "nodis", *HEAD, "--epochs", "12", "--set", "hidden=16", "--set", "embed=8",
+KINDS = {  # small networks, 3 batches per epoch, validation at the end only: seconds per run
+    "tensor": ["train", "--head", "tensor", *HEAD, "--epochs", "4", "--set", "sel_epochs=1", "--set", "hidden=16"],
+    "reldn": ["train", "--head", "reldn", *HEAD, "--epochs", "4", "--set", "spatial_hidden=16", "--set", "visual_hidden=16"],
+    "nodis": ["train", "--head", "nodis", *HEAD, "--epochs", "4", "--set", "hidden=16", "--set", "embed=8",
               "--set", "mask_size=8"],
-    "iwsl": ["train", "--head", "iwsl", *HEAD, "--epochs", "12", "--samples", "2", "--set", "hidden=16"],
+    "iwsl": ["train", "--head", "iwsl", *HEAD, "--epochs", "4", "--samples", "2", "--set", "hidden=16"],
     # two seeds of a narrow auto-encoder on 56 Simple Shape drawings (3 batches per epoch); the kill comes
     # in the second seed, so the first is kept from the run's progress and the second resumed
-    "ae": ["train", "--head", "ae", "--epochs", "8", "--batch-size", "16", "--seeds", "2", "--set", "width=8",
+    "ae": ["train", "--head", "ae", "--epochs", "4", "--batch-size", "16", "--seeds", "2", "--set", "width=8",
            "--set", "threads=1"],
     # the tiny Faster R-CNN on 8 blank 100-px images, 4 batches per epoch; an epoch budget (a time budget's
     # lr follows the clock, so it cannot repeat exactly)
-    "detector": ["train-detector", "--epochs", "6", "--batch-size", "2", "--threads", "1"],
+    "detector": ["train-detector", "--epochs", "4", "--batch-size", "2", "--threads", "1"],
 }
+BATCHES = {"ae": 3, "detector": 4}  # per epoch; 3 for the relation heads
+
+
+def _kill_step(kind: str) -> int:
+    """The step a kind is killed after: from a generator seeded by its name, in epoch 2 or 3 (after a checkpoint)."""
+    per_epoch = BATCHES.get(kind, 3)
+    return random.Random(kind).randint(per_epoch + 1, 3 * per_epoch)
 
 
 def _same(a, b) -> bool:
@@ -151,8 +173,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, cli, kind):
+def test_every_kind_sigkilled_at_a_step_mid_epoch_resumes_bit_identical(tmp_path, cli, kind):
     ws = Workspace(tmp_path / "ws")
     if kind == "ae":
         from sgtool.data.shapes import prepare_shapes
@@ -161,10 +184,13 @@ def test_every_kind_sigkilled_at_a_random_step_resumes_bit_identical(tmp_path, c
     else:
         save_tiny(ws, **({"with_images": True, "splits": (8, 1, 2)} if kind == "detector" else {}))
     args = KINDS[kind]
-    proc = _launch(ws.root, args, "killed")
-    last = ws.run_dir("killed") / ("training/seed1/checkpoints" if kind == "ae" else "checkpoints") / LAST
-    _kill_after_checkpoint(proc, last, pause=0.03, epoch=random.randint(1, 3))
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    folder = ws.run_dir("killed") / ("training/seed1" if kind == "ae" else "")  # ae: the second seed's loop
+    marker = tmp_path / "at-step"
+    step = _kill_step(kind)
+    proc = _launch_until(folder, step, marker, ws.root, args, "killed")
+    _kill_at_step(proc, marker)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_state(folder / "checkpoints" / LAST)["loop"]["epoch"] == (step - 1) // BATCHES.get(kind, 3)
     assert not (ws.run_dir("killed") / "metrics.json").exists()
     if kind != "detector":  # a detector run's run.json holds no status
         assert json.loads((ws.run_dir("killed") / "run.json").read_text())["status"] == "running"
@@ -201,7 +227,7 @@ def _same_ae_runs(straight: Path, killed: Path) -> None:
     assert metrics[0] == metrics[1]
     epochs = [(r["seed"], r["epoch"]) for r in map(json.loads, (killed / "log.jsonl").read_text().splitlines())
               if r["event"] == "epoch"]
-    assert epochs == [(seed, epoch) for seed in (0, 1) for epoch in range(1, 9)]
+    assert epochs == [(seed, epoch) for seed in (0, 1) for epoch in range(1, 5)]
     assert json.loads((killed / "run.json").read_text())["status"] == "complete"
 
 

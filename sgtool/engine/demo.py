@@ -3,6 +3,9 @@
 prepare synth -> train-detector -> train freq / tensor / reldn / nodis / iwsl (PredCls) -> the same
 weights scored in SGCls and SGDet (`train --from`) -> eval each run on the test split -> prepare
 shapes -> train + eval the ae auto-encoder -> draw one predicted graph.
+
+Every budget is optimiser steps or epochs of the fixed synthetic data, never the clock, so the same seed
+prints the same numbers on any machine (the seconds column aside).
 """
 from __future__ import annotations
 
@@ -27,11 +30,11 @@ AE_METRICS = ("precision", "recall", "f1")
 class DemoPlan:
     images: int
     dataset: str
-    detector_minutes: float
+    detector_epochs: int  # of the plan's training images, 8 per step
     epochs: int  # for the heads that train
     relation_runs: tuple[tuple[str, str, dict], ...]  # (head, task, train options); sgcls / sgdet reuse predcls
     shapes: int = 400  # Simple Shape drawings for the auto-encoder
-    ae_minutes: float = 0.3  # its training budget
+    ae_steps: int = 150  # its optimiser steps, 16 drawings each
 
 
 HEADS = ("freq", "tensor", "reldn", "nodis", "iwsl")  # every relation head; the detector and ae run beside them
@@ -47,11 +50,11 @@ def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
                            if task != "sgdet" or head not in NO_SGDET)
 
 
-PLANS = {
-    False: DemoPlan(images=2000, dataset="demo", detector_minutes=4.0, epochs=5, relation_runs=_runs(5),
-                    shapes=2000, ae_minutes=1.0),
-    True: DemoPlan(images=300, dataset="demo-quick", detector_minutes=0.8, epochs=1, relation_runs=_runs(1),
-                   ae_minutes=0.25),
+PLANS = {  # sized from one-thread CPU seconds per step, as docs/demo.md shows
+    False: DemoPlan(images=2000, dataset="demo", detector_epochs=8, epochs=5, relation_runs=_runs(5),
+                    shapes=2000, ae_steps=500),
+    True: DemoPlan(images=300, dataset="demo-quick", detector_epochs=12, epochs=1, relation_runs=_runs(1),
+                   ae_steps=150),
 }
 
 
@@ -83,9 +86,9 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
                 "path": str(prepared.path)}
 
     def detector() -> dict:
-        result = train_detector(ws, dataset=plan.dataset, time_budget=plan.detector_minutes, epochs=100, seed=seed,
+        result = train_detector(ws, dataset=plan.dataset, epochs=plan.detector_epochs, batch_size=8, seed=seed,
                                 device=device, threads=1, reporter=reporter)
-        return {"result": f"tiny Faster R-CNN, {plan.detector_minutes:g} min: test mAP@.5 {100 * result.metrics['mAP@.5']:.1f}",
+        return {"result": f"tiny Faster R-CNN, {plan.detector_epochs} epochs: test mAP@.5 {100 * result.metrics['mAP@.5']:.1f}",
                 "path": str(result.path)}
 
     predcls_runs: dict[str, str] = {}  # head -> its PredCls run, whose weights SGCls / SGDet reuse
@@ -116,13 +119,13 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
         shapes = prepare_shapes(ws, images=plan.shapes, seed=seed, name=f"{plan.dataset}-shapes", workers=1,
                                 force=True, reporter=reporter)
         kind = get_kind("ae")
-        request = TrainRequest(kind="ae", dataset=shapes.name, overrides=[f"minutes={plan.ae_minutes}"],
-                               options={"epochs": 100, "batch_size": 16}, seed=seed, device=device, reporter=reporter)
+        request = TrainRequest(kind="ae", dataset=shapes.name, overrides=[f"steps={plan.ae_steps}"],
+                               options={"batch_size": 16}, seed=seed, device=device, reporter=reporter)
         trained = kind.train(ws, request)
         outcome = kind.evaluate(ws, trained.run, "test", (), {"reporter": reporter})
         scores = {name: outcome.summary[name]["mean"] for name in AE_METRICS}
         log.auto_encoder = {"run": trained.run, **scores}
-        return {"result": f"{plan.shapes} drawings, {plan.ae_minutes:g} min: test triplet "
+        return {"result": f"{plan.shapes} drawings, {plan.ae_steps} steps: test triplet "
                           + ", ".join(f"{n} {100 * v:.1f}" for n, v in scores.items()),
                 "path": str(outcome.report_dir / "report.md")}
 
