@@ -17,26 +17,19 @@ observed nodes, clamped to their one-hot.
 Local log marginal score of node n (Eq. 11-12): log s(x_n, z_n) = l_n . z_n, where l_n collects n's unary
 and the messages of its neighbours at their current pi (`Potentials.local_logits`).
 
-Variational distribution: per node a Gumbel-Softmax (concrete) q_pi (Eq. 5-6); a sample is
-y = softmax((log pi + g) / tau), g ~ Gumbel(0, 1); its log density on the simplex (K classes) is
-
-    log q(y; pi, tau) = log Gamma(K) + (K - 1) log tau + sum_k (log pi_k - (tau + 1) log y_k)
-                        - K logsumexp_k (log pi_k - tau log y_k)
-
-(Jang et al. 2017 / Maddison et al. 2017; our deviation from Eq. 16, see docs/methods/iwsl.md). Per node
-the s-sample importance weighted lower bound (Eq. 13-15)
-
-    L_s^n = log (1/s) sum_j exp(l_n . y_nj - log q(y_nj)),  y_nj = g_pi_n(sigma_nj),
-
-L_1 being the one-sample ELBO estimate. pi (random on the simplex at the start, Alg. 1 step 3) maximises
-sum_n L_s^n by entropic mirror descent (Alg. 2): pi <- pi exp(eta_i grad_pi L_s) / Z, eta_i = gamma / sqrt(i),
-stopping when |Delta L_s| < epsilon or after M iterations; the Gumbel noise is fixed during one descent and
-a step that would lower an image's bound is not taken (its gamma is halved instead), so the bound never falls.
+Variational distribution: per node a categorical pi, sampled through the Gumbel-Softmax (Eq. 5-6)
+y = softmax((log pi + g) / tau), g ~ Gumbel(0, 1), with log q(y) = y . log pi (Eq. 16 with log pi as its logits).
+The inference step (Alg. 1 steps 3-7) starts pi at random on the simplex and climbs, per image, one
+deterministic function of pi by entropic mirror ascent (Alg. 2) with Armijo steps until a step gains less than
+epsilon: `estimator=exact` (default) the bound's expectation in closed form, E_q log s(x, z) + H(q) (the ELBO
+of the discrete model; each node's optimum given its neighbours, softmax(l_n), maximises its s-sample bound
+for every s); `estimator=sampled` the image's s-sample bound (Eq. 8, 15) with its Gumbel noise drawn once per
+inference (common random numbers). Per node L_s^n (Eq. 13-15) is then evaluated at pi*.
 
 Learning (Eq. 17-19): surrogate logits phi_n = l_n(pi*) - L_s^n, log-softmax, cross entropy against the
-annotation (objects and sampled predicate pairs). Temperature annealing per training step t, as Alg. 1
-writes it: tau <- max(tau exp(-beta t), tau_min). Prediction: softmax(phi) after the descent with
-`samples` draws, the same s as in training.
+annotation (objects and sampled predicate pairs), with s = learn_samples. Temperature annealing per training
+step t, as Alg. 1 writes it: tau <- max(tau exp(-beta t), tau_min), beta such that tau_min is reached at step
+anneal_steps. Prediction: softmax(phi) after the inference with s = samples (docs/methods/iwsl.md).
 Optional bi-level resampling for the long tail (`resample`, as in BGNN, Li et al. CVPR 2021): image-level
 repeat factors r_i from threshold t, instance-level drop rate gamma_d (see `repeat_factors`, `instance_filter`).
 """
