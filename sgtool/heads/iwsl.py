@@ -17,26 +17,19 @@ observed nodes, clamped to their one-hot.
 Local log marginal score of node n (Eq. 11-12): log s(x_n, z_n) = l_n . z_n, where l_n collects n's unary
 and the messages of its neighbours at their current pi (`Potentials.local_logits`).
 
-Variational distribution: per node a Gumbel-Softmax (concrete) q_pi (Eq. 5-6); a sample is
-y = softmax((log pi + g) / tau), g ~ Gumbel(0, 1); its log density on the simplex (K classes) is
-
-    log q(y; pi, tau) = log Gamma(K) + (K - 1) log tau + sum_k (log pi_k - (tau + 1) log y_k)
-                        - K logsumexp_k (log pi_k - tau log y_k)
-
-(Jang et al. 2017 / Maddison et al. 2017; our deviation from Eq. 16, see docs/methods/iwsl.md). Per node
-the s-sample importance weighted lower bound (Eq. 13-15)
-
-    L_s^n = log (1/s) sum_j exp(l_n . y_nj - log q(y_nj)),  y_nj = g_pi_n(sigma_nj),
-
-L_1 being the one-sample ELBO estimate. pi (random on the simplex at the start, Alg. 1 step 3) maximises
-sum_n L_s^n by entropic mirror descent (Alg. 2): pi <- pi exp(eta_i grad_pi L_s) / Z, eta_i = gamma / sqrt(i),
-stopping when |Delta L_s| < epsilon or after M iterations; the Gumbel noise is fixed during one descent and
-a step that would lower an image's bound is not taken (its gamma is halved instead), so the bound never falls.
+Variational distribution: per node a categorical pi, sampled through the Gumbel-Softmax (Eq. 5-6)
+y = softmax((log pi + g) / tau), g ~ Gumbel(0, 1), with log q(y) = y . log pi (Eq. 16 with log pi as its logits).
+The inference step (Alg. 1 steps 3-7) starts pi at random on the simplex and climbs, per image, one
+deterministic function of pi by entropic mirror ascent (Alg. 2) with Armijo steps until a step gains less than
+epsilon: `estimator=exact` (default) the bound's expectation in closed form, E_q log s(x, z) + H(q) (the ELBO
+of the discrete model; each node's optimum given its neighbours, softmax(l_n), maximises its s-sample bound
+for every s); `estimator=sampled` the image's s-sample bound (Eq. 8, 15) with its Gumbel noise drawn once per
+inference (common random numbers). Per node L_s^n (Eq. 13-15) is then evaluated at pi*.
 
 Learning (Eq. 17-19): surrogate logits phi_n = l_n(pi*) - L_s^n, log-softmax, cross entropy against the
-annotation (objects and sampled predicate pairs). Temperature annealing per training step t, as Alg. 1
-writes it: tau <- max(tau exp(-beta t), tau_min). Prediction: softmax(phi) after the descent with
-`samples` draws, the same s as in training.
+annotation (objects and sampled predicate pairs), with s = learn_samples. Temperature annealing per training
+step t, as Alg. 1 writes it: tau <- max(tau exp(-beta t), tau_min), beta such that tau_min is reached at step
+anneal_steps. Prediction: softmax(phi) after the inference with s = samples (docs/methods/iwsl.md).
 Optional bi-level resampling for the long tail (`resample`, as in BGNN, Li et al. CVPR 2021): image-level
 repeat factors r_i from threshold t, instance-level drop rate gamma_d (see `repeat_factors`, `instance_filter`).
 """
@@ -62,22 +55,25 @@ from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
 
-MOVED = 1e-4  # pi counts as moved when some probability changed by more than this
-
-
 @dataclass
 class IwslConfig(VisualHeadConfig):
-    samples: int = option(50, "Importance samples s (Gumbel-Softmax draws per node), in training and at inference.",
+    samples: int = option(50, "Importance samples s of the inference step (prediction; the paper's Table 4 varies it).",
                           min=1, max=100000)
-    emd_iters: int = option(10, "Mirror descent iterations M at most (0: pi stays at its random start).",
-                            min=0, max=1000, flag=False)
-    emd_step: float = option(0.003, "Initial mirror descent step gamma (step i is gamma / sqrt(i), halved where it "
-                                  "would lower the bound).", min=1e-8, flag=False)
-    emd_tol: float = option(1e-3, "Tolerance epsilon: stop when |Delta L_s| per image is below it.", min=0.0, flag=False)
+    learn_samples: int = option(100, "Importance samples s of the learning step (training; the paper: 5000-8000).",
+                                min=1, max=100000, flag=False)
+    estimator: str = option("exact", "What the mirror ascent climbs: 'exact' (the bound's expectation in closed form, "
+                                     "the maximiser of every s) or 'sampled' (s fixed Gumbel draws per node).",
+                            choices=("exact", "sampled"), flag=False)
+    emd_iters: int = option(300, "Mirror descent iterations M at most (0: pi stays at its random start).",
+                            min=0, max=10000, flag=False)
+    emd_step: float = option(1.0, "Initial mirror descent step eta (Armijo: doubled after a step taken, halved "
+                                  "after one refused).", min=1e-8, flag=False)
+    emd_tol: float = option(1e-4, "Tolerance epsilon: an image has converged when a step gains less than it.",
+                            min=0.0, flag=False)
     tau: float = option(1.0, "Initial Gumbel-Softmax temperature.", min=1e-3, flag=False)
     tau_min: float = option(0.5, "Lowest temperature of the annealing.", min=1e-3, flag=False)
-    tau_decay: float = option(1e-5, "Annealing rate beta: tau <- max(tau exp(-beta t), tau_min) at step t.",
-                              min=0.0, flag=False)
+    anneal_steps: int = option(200, "Training steps by which the annealing reaches tau_min (sets beta).", min=1,
+                               flag=False)
     hidden: int = option(128, "Width of the potential MLPs.", min=1, flag=False)
     rank: int = option(8, "Rank of the pairwise potential tables.", min=1, flag=False)
     bg_ratio: float = option(3.0, "Unannotated pairs sampled per annotated pair of an image (training).", min=0.0,
@@ -103,6 +99,11 @@ def temperature(step: int, tau: float, tau_min: float, beta: float) -> float:
     return max(tau * math.exp(-beta * step * (step + 1) / 2), tau_min)
 
 
+def annealing_rate(tau: float, tau_min: float, steps: int) -> float:
+    """beta with which Alg. 1's annealing reaches tau_min at step `steps`: tau exp(-beta T (T + 1) / 2) = tau_min."""
+    return 2 * math.log(tau / tau_min) / (steps * (steps + 1))
+
+
 # ---------------------------------------------------------------- Gumbel-Softmax and the bound
 
 def sample_concrete(log_pi: torch.Tensor, tau: float, samples: int, generator: torch.Generator | None = None,
@@ -124,12 +125,10 @@ def random_simplex(shape: Sequence[int], generator: torch.Generator | None, devi
     return F.log_softmax(torch.log(-torch.log(u)), dim=-1).to(device)
 
 
-def concrete_log_density(log_y: torch.Tensor, log_pi: torch.Tensor, tau: float) -> torch.Tensor:
-    """log q(y; pi, tau) of each point (last dim = the K classes), from log y (see the module docstring)."""
-    k = log_y.shape[-1]
-    a = log_pi - tau * log_y
-    return (math.lgamma(k) + (k - 1) * math.log(tau) + (log_pi - (tau + 1) * log_y).sum(-1)
-            - k * torch.logsumexp(a, dim=-1))
+def sample_log_q(y: torch.Tensor, log_pi: torch.Tensor) -> torch.Tensor:
+    """log q_pi(y) = y . log pi (Eq. 16 with pi's log-probabilities as its logits: there max and the L1 norm of
+    exp cancel), the categorical log-probability, exact at the one-hot corners the samples tend to as tau -> 0."""
+    return (y * log_pi).sum(-1)
 
 
 def importance_bound(log_weights: torch.Tensor) -> torch.Tensor:
@@ -139,40 +138,54 @@ def importance_bound(log_weights: torch.Tensor) -> torch.Tensor:
 
 def node_bounds(local: torch.Tensor, log_pi: torch.Tensor, tau: float, noise: torch.Tensor) -> torch.Tensor:
     """(n,) per-node L_s^n (Eq. 13-15) of nodes with local log scores `local` (n, K), q = GS(pi, tau), noise (S, n, K)."""
-    log_y = sample_concrete(log_pi, tau, 0, noise=noise)
-    log_w = (log_y.exp() * local).sum(-1) - concrete_log_density(log_y, log_pi, tau)
-    return importance_bound(log_w)
+    y = sample_concrete(log_pi, tau, 0, noise=noise).exp()
+    return importance_bound((y * local).sum(-1) - sample_log_q(y, log_pi))
 
 
 def entropic_mirror_ascent(objective: Callable[[list[torch.Tensor]], torch.Tensor], log_pis: list[torch.Tensor],
                            owners: list[torch.Tensor], num_groups: int, step: float, iters: int,
-                           tol: float) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[float]]:
+                           tol: float) -> Ascent:
     """Maximise objective(pis) -> (G,) over products of simplices (last dim) by entropic mirror descent (Alg. 2).
 
     The objective is a sum of independent groups (images); rows of log_pis[k] belong to groups owners[k].
-    Step i: pi <- pi exp(eta_g grad_pi) / Z with eta_g = gamma_g / sqrt(i). A group whose bound the step would
-    lower keeps its pi and halves its gamma_g, so every group's value never decreases. Stops when the mean
-    |Delta L| per group is below tol on a step every group took, or after `iters` steps.
-    Returns the final log pis, the values at the start and at the end (G,), and the history of the mean value."""
+    A step is pi <- pi exp(eta_g grad_pi) / Z. Its size follows Armijo's rule per group: a step is taken when
+    it gains at least half of its linear prediction <grad, pi' - pi>; then eta_g doubles, else it halves and
+    pi stays. A group has converged when a taken step gained less than tol (Alg. 2 step 4); the loop ends when
+    every group has, or after `iters` steps. Values never decrease."""
     current = [lp.detach() for lp in log_pis]
     value, grads = _value_and_grad(objective, current)
-    start, gamma = value.clone(), torch.full((num_groups,), float(step), device=value.device)
-    history = [float(value.mean()) if num_groups else 0.0]
-    for i in range(1, iters + 1):
-        eta = gamma / math.sqrt(i)
+    start, eta = value.clone(), torch.full((num_groups,), float(step), device=value.device)
+    done = torch.zeros(num_groups, dtype=torch.bool, device=value.device)
+    history, taken = [float(value.mean()) if num_groups else 0.0], 0
+    while taken < iters and not bool(done.all()):
+        taken += 1
         candidate = [F.log_softmax(lp + (eta[own, None] * g).clamp(-50, 50), dim=-1)
                      for lp, g, own in zip(current, grads, owners)]
         new_value, new_grads = _value_and_grad(objective, candidate)
-        better = new_value > value
-        gain = float(torch.where(better, new_value - value, torch.zeros_like(value)).mean()) if num_groups else 0.0
-        current = [torch.where(better[own, None], c, lp) for c, lp, own in zip(candidate, current, owners)]
-        grads = [torch.where(better[own, None], ng, g) for ng, g, own in zip(new_grads, grads, owners)]
-        value = torch.where(better, new_value, value)
-        gamma = torch.where(better, gamma, gamma / 2)
+        linear = value.new_zeros(num_groups)
+        for c, lp, g, own in zip(candidate, current, grads, owners):
+            linear.index_add_(0, own, (g * (c.exp() - lp.exp())).sum(-1))
+        accept = (new_value - value >= 0.5 * linear) & (new_value >= value) & ~done
+        done |= accept & (new_value - value < tol)
+        current = [torch.where(accept[own, None], c, lp) for c, lp, own in zip(candidate, current, owners)]
+        grads = [torch.where(accept[own, None], ng, g) for ng, g, own in zip(new_grads, grads, owners)]
+        value = torch.where(accept, new_value, value)
+        eta = torch.where(accept, eta * 2, eta / 2)
+        done |= eta < 1e-12  # no step of any size gains: a stationary point
         history.append(float(value.mean()) if num_groups else 0.0)
-        if gain < tol and bool(better.all()):
-            break
-    return current, start, value, history
+    return Ascent(current, start, value, history, done)
+
+
+@dataclass
+class Ascent:
+    """What the mirror ascent returns: the final log pis, the (G,) values at the start and at the end, the mean
+    value after each iteration, and which groups met the stopping rule."""
+
+    log_pis: list[torch.Tensor]
+    start: torch.Tensor
+    final: torch.Tensor
+    history: list[float]
+    converged: torch.Tensor
 
 
 def _value_and_grad(objective: Callable[[list[torch.Tensor]], torch.Tensor],
@@ -238,15 +251,17 @@ def _per_image(values: torch.Tensor, image: torch.Tensor, num_images: int) -> to
 
 @dataclass
 class Inference:
-    """What the variational inference step (Alg. 1 steps 3-7) leaves: pi* and the per-node bounds there."""
+    """What the variational inference step (Alg. 1 steps 3-7) leaves: pi_0, pi* and the bounds there."""
 
-    log_pi_obj: torch.Tensor  # (N, C); the one-hot of the given label for an observed node
+    log_pi_obj: torch.Tensor  # (N, C) pi*; the one-hot of the given label for an observed node
     log_pi_pred: torch.Tensor  # (M, P)
-    bound_obj: torch.Tensor  # (N,) L_s^n at pi* (0 for observed nodes)
+    start_obj: torch.Tensor  # (N, C) the random pi_0 (the one-hot for an observed node)
+    start_pred: torch.Tensor  # (M, P)
+    bound_obj: torch.Tensor  # (N,) per-node L_s^n at pi* (Eq. 13-15; 0 for observed nodes), the constant of Eq. 17
     bound_pred: torch.Tensor  # (M,)
-    start: torch.Tensor  # (I,) sum of an image's node bounds at the random pi_0
+    start: torch.Tensor  # (I,) the image's bound L_s at pi_0
     final: torch.Tensor  # (I,) the same at pi*
-    moved: torch.Tensor  # (I,) bool: some probability of the image's pi changed by more than MOVED
+    converged: torch.Tensor  # (I,) bool: the image met the stopping rule within emd_iters
     history: list[float]
 
     @property
@@ -255,50 +270,80 @@ class Inference:
         return self.final - self.start
 
 
+def image_log_weights(pot: Potentials, log_pi_obj: torch.Tensor, log_pi_pred: torch.Tensor, tau: float,
+                      noise_obj: torch.Tensor, noise_pred: torch.Tensor,
+                      observed: torch.Tensor | None) -> torch.Tensor:
+    """(S, I) log w_j = log s(x, y_j) - log q(y_j) per image (Eq. 4, 8, 9, 16), y_j = g_pi(sigma_j) per node;
+    observed (N, C) one-hot clamps the object nodes (no q term). Leading dims of log_pi broadcast with S."""
+    y_pred = sample_concrete(log_pi_pred, tau, 0, noise=noise_pred).exp()
+    log_q = _per_image(sample_log_q(y_pred, log_pi_pred), pot.pair_image, pot.num_images)
+    if observed is None:
+        y_obj = sample_concrete(log_pi_obj, tau, 0, noise=noise_obj).exp()
+        log_q = log_q + _per_image(sample_log_q(y_obj, log_pi_obj), pot.box_image, pot.num_images)
+    else:
+        y_obj = observed.expand(y_pred.shape[0], *observed.shape)
+    return pot.log_score(y_obj, y_pred) - log_q
+
+
+def exact_image_bound(pot: Potentials, log_pi_obj: torch.Tensor, log_pi_pred: torch.Tensor,
+                      observed: torch.Tensor | None) -> torch.Tensor:
+    """(I,) E_q[log s(x, z)] + H(q) per image in closed form (z one-hot, q the categorical product of Eq. 9):
+    log s is linear in each node's one-hot, so its expectation is log s at pi; the s = 1 bound (the ELBO) of
+    the discrete model. Each node's best pi given its neighbours is softmax of its local scores (Eq. 11-12),
+    which is also the maximiser of that node's L_s for every s (the zero-variance proposal)."""
+    pi_pred = log_pi_pred.exp()
+    value = pot.log_score((observed if observed is not None else log_pi_obj.exp())[None], pi_pred[None])[0]
+    value = value - _per_image(sample_log_q(pi_pred, log_pi_pred)[None], pot.pair_image, pot.num_images)[0]
+    if observed is None:
+        value = value - _per_image(sample_log_q(log_pi_obj.exp(), log_pi_obj)[None], pot.box_image, pot.num_images)[0]
+    return value
+
+
 def batch_bounds(pot: Potentials, log_pi_obj: torch.Tensor, log_pi_pred: torch.Tensor, tau: float,
                  noise_obj: torch.Tensor, noise_pred: torch.Tensor,
                  observed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,), (M,) per-node bounds; observed (N, C) one-hot clamps the object nodes (their bound is 0)."""
-    pi_obj = observed if observed is not None else log_pi_obj.exp()
-    local_obj, local_pred = pot.local_logits(pi_obj, log_pi_pred.exp())
+    """(N,), (M,) per-node bounds L_s^n (Eq. 13-15), local scores at the neighbours' pi; observed nodes get 0."""
+    local_obj, local_pred = pot.local_logits(log_pi_obj.exp(), log_pi_pred.exp())
     bound_pred = node_bounds(local_pred, log_pi_pred, tau, noise_pred)
-    bound_obj = (torch.zeros(len(pi_obj), device=pi_obj.device) if observed is not None
+    bound_obj = (torch.zeros(len(local_obj), device=local_obj.device) if observed is not None
                  else node_bounds(local_obj, log_pi_obj, tau, noise_obj))
     return bound_obj, bound_pred
 
 
 def infer(potentials: Potentials, tau: float, samples: int, config: IwslConfig,
-          generator: torch.Generator | None = None, observed: torch.Tensor | None = None) -> Inference:
-    """Alg. 1 steps 3-7: random pi_0, s Gumbel draws per node, entropic mirror descent on sum_n L_s^n.
+          generator: torch.Generator | None = None, observed: torch.Tensor | None = None,
+          start_generator: torch.Generator | None = None) -> Inference:
+    """Alg. 1 steps 3-7: random pi_0 (from start_generator, else generator), s Gumbel draws per node fixed for
+    the whole ascent (common random numbers), entropic mirror ascent of each image's bound L_s (Eq. 8-9).
 
     observed: (N, C) one-hot of given object labels (PredCls), or None when the objects are inferred."""
     pot = potentials.detach()
     (n, c), (m, p) = pot.object_unary.shape, pot.predicate_unary.shape
-    device = pot.object_unary.device
-    start_obj, start_pred = random_simplex((n, c), generator, device), random_simplex((m, p), generator, device)
-    noise_obj = gumbel_noise((samples, n, c), generator, device)
-    noise_pred = gumbel_noise((samples, m, p), generator, device)
-    images = pot.num_images
+    like, starts = dict(device=pot.object_unary.device, dtype=pot.object_unary.dtype), start_generator or generator
+    start_obj = (random_simplex((n, c), starts).to(**like) if observed is None
+                 else observed.clamp(min=1e-30).log().to(**like))
+    start_pred = random_simplex((m, p), starts).to(**like)
+    noise_obj = gumbel_noise((samples, n, c), generator).to(**like)
+    noise_pred = gumbel_noise((samples, m, p), generator).to(**like)
 
     def objective(pis: list[torch.Tensor]) -> torch.Tensor:
         logs = [q.clamp(min=1e-30).log() for q in pis]
-        bound_obj, bound_pred = batch_bounds(pot, logs[0], logs[-1], tau, noise_obj, noise_pred, observed)
-        per_image = bound_pred.new_zeros(images).index_add_(0, pot.pair_image, bound_pred)
-        return per_image.index_add_(0, pot.box_image, bound_obj)
+        log_obj = logs[0] if observed is None else start_obj
+        if config.estimator == "exact":
+            return exact_image_bound(pot, log_obj, logs[-1], observed)
+        return importance_bound(image_log_weights(pot, log_obj, logs[-1], tau, noise_obj, noise_pred, observed))
 
     if observed is None:
         log_pis, owners = [start_obj, start_pred], [pot.box_image, pot.pair_image]
     else:
         log_pis, owners = [start_pred], [pot.pair_image]
-    final, start, value, history = entropic_mirror_ascent(objective, log_pis, owners, images, config.emd_step,
-                                                          config.emd_iters, config.emd_tol)
-    log_obj = final[0] if observed is None else observed.clamp(min=1e-30).log()
+    ascent = entropic_mirror_ascent(objective, log_pis, owners, pot.num_images, config.emd_step,
+                                    config.emd_iters, config.emd_tol)
+    log_obj = ascent.log_pis[0] if observed is None else start_obj
     with torch.no_grad():
-        bound_obj, bound_pred = batch_bounds(pot, log_obj, final[-1], tau, noise_obj, noise_pred, observed)
-    change = torch.zeros(images, device=device)
-    for new, old, own in zip(final, log_pis, owners):
-        change.scatter_reduce_(0, own, (new.exp() - old.exp()).abs().amax(-1), "amax")
-    return Inference(log_obj, final[-1], bound_obj, bound_pred, start, value, change > MOVED, history)
+        bound_obj, bound_pred = batch_bounds(pot, log_obj, ascent.log_pis[-1], tau, noise_obj, noise_pred, observed)
+    return Inference(log_obj, ascent.log_pis[-1], start_obj, start_pred, bound_obj, bound_pred, ascent.start,
+                     ascent.final, ascent.converged, ascent.history)
 
 
 def surrogate_logits(potentials: Potentials, inference: Inference) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,7 +436,7 @@ class IwslHead(NetworkHelpers, TrainableHead):
 
     Config = IwslConfig
     labels_objects = True  # SGCls / SGDet: the object labels and scores are the head's own node inference
-    progress_terms = ("bound_gain", "pi_moved")  # shown on the training progress line after each epoch
+    progress_terms = ("bound_gain", "emd_iters")  # shown on the training progress line after each epoch
 
     def __init__(self, config: IwslConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)
@@ -399,13 +444,15 @@ class IwslHead(NetworkHelpers, TrainableHead):
         self.visual_source: VisualSource | None = None
         self.step = 0  # training steps taken (temperature annealing)
         self.generator = torch.Generator().manual_seed(0)  # pi_0 and Gumbel noise of training
-        self.predict_seed = 0  # pi_0 and Gumbel noise of prediction (fixed: a checkpoint gives the same predictions)
+        self.predict_seed = 0  # Gumbel noise of prediction (fixed: a checkpoint gives the same predictions)
+        self.start_seed: int | None = None  # pi_0 of prediction; None: drawn from the noise's generator
         self.predict_stats: dict[str, float] = {}
+        self.inferred: dict[str, np.ndarray] = {}  # argmax pi* / unary of the last prediction (benchmarks)
 
     @property
     def tau(self) -> float:
         c = self.config
-        return temperature(self.step, c.tau, c.tau_min, c.tau_decay)
+        return temperature(self.step, c.tau, c.tau_min, annealing_rate(c.tau, c.tau_min, c.anneal_steps))
 
     def build(self, data: TrainData) -> IwslNet:
         torch.manual_seed(data.seed)
@@ -430,11 +477,11 @@ class IwslHead(NetworkHelpers, TrainableHead):
                              order=resampled_order(r_image, rng), keep=instance_filter(r_image, r_pred, c.drop_rate))
 
     def loss(self, batch: RelBatch) -> dict[str, Any]:
-        """Alg. 1 steps 3-10 on one batch: the objects are latent nodes (the labels are targets only)."""
+        """Alg. 1 steps 3-10 on one batch with s = learn_samples: the objects are latent nodes (labels are targets)."""
         batch = batch.to(self._device())
         potentials = self._require_model()(batch)
         tau = self.tau
-        inference = infer(potentials, tau, self.config.samples, self.config, self.generator)
+        inference = infer(potentials, tau, self.config.learn_samples, self.config, self.generator)
         phi_obj, phi_pred = surrogate_logits(potentials, inference)
         predicate = F.cross_entropy(phi_pred, batch.targets) if len(batch.targets) else phi_pred.sum() * 0
         objects = F.cross_entropy(phi_obj, batch.labels)
@@ -442,36 +489,36 @@ class IwslHead(NetworkHelpers, TrainableHead):
             self.step += 1
         return {"loss": predicate + self.config.object_loss * objects, "predicate_loss": predicate.detach(),
                 "object_loss": objects.detach(), "bound": inference.final.mean(),
-                "bound_gain": inference.gain.mean(), "pi_moved": torch.tensor(float(inference.moved.any())),
+                "bound_gain": inference.gain.mean(), "converged": inference.converged.float().mean(),
                 "tau": torch.tensor(tau), "emd_iters": torch.tensor(float(len(inference.history) - 1))}
 
     @torch.no_grad()
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
         """PredCls: the given labels are observed nodes. SGCls / SGDet: the object nodes are inferred and
-        their labels and scores (the best non-background class) replace the source's."""
+        their labels and scores (the best non-background class of Eq. 18 at pi*) replace the source's.
+        The Gumbel noise comes from predict_seed, pi_0 from start_seed (None: the same generator)."""
         model = self._require_model()
         model.eval()
         infer_objects = not objects.labels_given
         labels, scores = objects.labels.copy(), objects.scores.astype(np.float32).copy()
-        results, gains, finals, moved = [], [], [], []
+        log = _PredictionLog(len(labels))
         generator = torch.Generator().manual_seed(self.predict_seed)
+        starts = None if self.start_seed is None else torch.Generator().manual_seed(10_007 + self.start_seed)
         for batch in predict_batches(objects.image_ids, objects.box_offsets, objects.boxes, objects.labels,
                                      objects.scores, self.config.batch_size, self._visual()):
             batch = batch.to(self._device())
             potentials = model(batch)
             observed = None if infer_objects else F.one_hot(batch.labels, self.num_object_classes).float()
-            inference = infer(potentials, self.tau, self.config.samples, self.config, generator, observed)
+            inference = infer(potentials, self.tau, self.config.samples, self.config, generator, observed, starts)
             phi_obj, phi_pred = surrogate_logits(potentials, inference)
-            results.append((batch, F.softmax(phi_pred, 1).cpu().numpy()))
-            gains.append(inference.gain.cpu())
-            finals.append(inference.final.cpu())
-            moved.append(inference.moved.cpu())
+            log.add(batch, potentials, inference, F.softmax(phi_pred, 1).cpu().numpy())
             if infer_objects and len(batch.rows):
                 best, index = F.softmax(phi_obj, 1)[:, 1:].cpu().max(1)
                 labels[batch.rows], scores[batch.rows] = index.numpy() + 1, best.numpy()
-        self.predict_stats = _prediction_stats(gains, finals, moved, self.config.samples, self.tau)
-        predictions = assemble(objects.image_ids, objects.box_offsets, objects.boxes, labels, scores, results,
-                               self.num_predicate_classes)
+        self.inferred = log.arrays()
+        self.predict_stats = log.stats(labels if infer_objects else None, self.config.samples, self.tau)
+        predictions = assemble(objects.image_ids, objects.box_offsets, objects.boxes, labels, scores,
+                               log.results, self.num_predicate_classes)
         predictions.meta = dict(self.predict_stats)
         return predictions
 
@@ -491,10 +538,44 @@ class IwslHead(NetworkHelpers, TrainableHead):
                               "Evaluate it on the dataset and with the settings it was trained with.") from exc
 
 
-def _prediction_stats(gains: list[torch.Tensor], finals: list[torch.Tensor], moved: list[torch.Tensor],
-                      samples: int, tau: float) -> dict[str, float]:
-    """The test-time inference in numbers: mean bound per image at pi*, its gain over pi_0, the share of images moved."""
-    gain, final, move = (torch.cat(x) if x else torch.zeros(0) for x in (gains, finals, moved))
-    mean = (lambda t: float(t.float().mean()) if len(t) else 0.0)
-    return {"bound_per_image": mean(final), "bound_gain_per_image": mean(gain), "pi_moved_share": mean(move),
-            "samples": samples, "tau": tau}
+class _PredictionLog:
+    """What prediction records per batch: the predicate scores, and the inference in numbers."""
+
+    def __init__(self, num_boxes: int) -> None:
+        self.results: list[tuple[RelBatch, np.ndarray]] = []
+        self.images: dict[str, list[torch.Tensor]] = {"gain": [], "final": [], "converged": []}
+        self.nodes: dict[str, list[torch.Tensor]] = {"kept_objects": [], "kept_predicates": [], "pi_predicates": []}
+        self.pi_objects = np.zeros(num_boxes, dtype=np.int64)  # argmax pi* per box row (0: not inferred)
+        self.unary_objects = np.zeros(num_boxes, dtype=np.int64)  # argmax of the object unary alone
+        self.iterations: list[int] = []
+
+    def add(self, batch: RelBatch, pot: Potentials, inference: Inference, pred_scores: np.ndarray) -> None:
+        self.results.append((batch, pred_scores))
+        rows = batch.rows
+        for key in self.images:
+            self.images[key].append(getattr(inference, key).float().cpu())
+        pi_obj, pi_pred = inference.log_pi_obj.argmax(1).cpu(), inference.log_pi_pred.argmax(1).cpu()
+        self.nodes["kept_objects"].append(pi_obj == inference.start_obj.argmax(1).cpu())
+        self.nodes["kept_predicates"].append(pi_pred == inference.start_pred.argmax(1).cpu())
+        self.nodes["pi_predicates"].append(pi_pred)
+        self.pi_objects[rows] = pi_obj.numpy()
+        self.unary_objects[rows] = pot.object_unary[:, 1:].argmax(1).cpu().numpy() + 1
+        self.iterations.append(len(inference.history) - 1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"pi_objects": self.pi_objects.copy(), "unary_objects": self.unary_objects.copy(),
+                "pi_predicates": torch.cat(self.nodes["pi_predicates"]).numpy() if self.iterations else np.zeros(0)}
+
+    def stats(self, labels: np.ndarray | None, samples: int, tau: float) -> dict[str, float]:
+        """Mean bound per image at pi* and its gain over pi_0, the share of images converged, the mean number of
+        mirror steps, the share of nodes whose argmax stayed pi_0's, and (objects inferred) the share of object
+        labels equal to the unary argmax."""
+        mean = (lambda parts: float(torch.cat(parts).float().mean()) if parts and len(torch.cat(parts)) else 0.0)
+        out = {"bound_per_image": mean(self.images["final"]), "bound_gain_per_image": mean(self.images["gain"]),
+               "converged_share": mean(self.images["converged"]),
+               "emd_iters_mean": float(np.mean(self.iterations)) if self.iterations else 0.0,
+               "kept_start_argmax_predicates": mean(self.nodes["kept_predicates"]), "samples": samples, "tau": tau}
+        if labels is not None:
+            out["kept_start_argmax_objects"] = mean(self.nodes["kept_objects"])
+            out["unary_agreement"] = float(np.mean(labels == self.unary_objects)) if len(labels) else 0.0
+        return out
