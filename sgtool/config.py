@@ -167,10 +167,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if kind in (int, float, str) and not isinstance(value, bool):
         try:
             coerced = kind(value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            noun = {int: "whole number", float: "number", str: "string"}[kind]
-            raise SgtoolError(f"The setting {where} must be a finite {noun}, not {_shown(value)}.",
-                              "Fix the value.") from exc
+        except (TypeError, ValueError) as exc:
+            raise SgtoolError(f"The setting {where} must be a {kind.__name__}, not {_shown(value)}.", "Fix the value.") from exc
+        except OverflowError as exc:  # int(inf)
+            raise SgtoolError(f"The setting {where} must be a finite whole number, not {value!r}.", "Fix the value.") from exc
         if kind is int and isinstance(value, float) and value != coerced:
             raise SgtoolError(f"The setting {where} must be a whole number, not {value!r}.", "Fix the value.")
         check_number(coerced, where)
