@@ -8,10 +8,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from sgtool import atomic
@@ -156,6 +158,23 @@ class Workspace:
             raise SgtoolError(f"A run named '{name}' already exists in {self.root}.",
                               hint or f"Pick another --name, or leave it out to get {self.new_run_name(name)}.")
         return name
+
+    # ------------------------------------------------------------ one writer
+    @contextlib.contextmanager
+    def training(self, run: str, dataset: str | None = None) -> Iterator[None]:
+        """While the block runs, this process is the one writer of `run` (a second `train`, `train --resume`
+        of it is refused in one sentence) and `dataset` cannot be replaced (`prepare --force` is refused).
+        Under torchrun only rank 0 (RANK, set before the process group starts) writes, so only it locks."""
+        if os.environ.get("RANK", "0") not in ("", "0"):
+            yield
+            return
+        self.check_writable()  # a read-only workspace is named before its lock files are
+        with atomic.exclusive(self.run_dir(run), f"the run '{run}'", "Wait for it to finish; a run has one writer."):
+            if dataset is None:
+                yield
+                return
+            with atomic.shared(self.data_dir(dataset), f"the dataset '{dataset}'", f"training run '{run}' on"):
+                yield
 
     # ------------------------------------------------------------ checks
     def check_writable(self) -> None:

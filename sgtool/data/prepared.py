@@ -126,6 +126,21 @@ def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:
     return PreparedDataset(name, path, graphs, vocab, manifest)
 
 
+def dataset_fingerprint(prepared: PreparedDataset) -> str:
+    """One sha256 over the manifest's per-file sha256s: changes whenever any file of the dataset does."""
+    files = prepared.manifest.get("sha256") if isinstance(prepared.manifest, dict) else None
+    listing = "\n".join(f"{k}={v}" for k, v in sorted((files or {}).items()))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def check_same_dataset(prepared: PreparedDataset, fingerprint: str | None, run: str) -> None:
+    """A run resumes only on the dataset it started on (runs older than the fingerprint are not checked)."""
+    if fingerprint is not None and dataset_fingerprint(prepared) != fingerprint:
+        raise SgtoolError(f"The dataset '{prepared.name}' was prepared again since run '{run}' started (its files' "
+                          "sha256 differ), so the run cannot resume on it.",
+                          "Train a new run instead; keep a dataset a run uses under its own name (prepare --name).")
+
+
 def check_labels_in_vocabulary(graphs: SceneGraphs, vocab: Vocabulary, path: Path) -> None:
     if len(graphs.labels) and graphs.labels.max() > len(vocab.objects):
         raise SgtoolError(f"{path}: object label {graphs.labels.max()} is outside the vocabulary of {len(vocab.objects)} classes.",
