@@ -408,7 +408,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG images, any size.")],
     run: Annotated[Optional[str], typer.Option(help="Relation-head run (default: the latest).")] = None,
     detector: Annotated[Optional[str], typer.Option(help="Detector run (default: the head run's, else the latest).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the graph.json files (default: the current folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the <image name>.graph.json files (default: the current folder; images sharing a name get -2, -3, ...; not inside the workspace's data/, priors/, runs/ or reports/).")] = None,
     top: Annotated[int, typer.Option(help="Relations kept per image, best first.")] = 20,
 ) -> None:
     """Detector + relation head on your own images: one graph.json per image (draw it with `sgtool draw`)."""

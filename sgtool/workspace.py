@@ -88,6 +88,7 @@ class Workspace:
     # ------------------------------------------------------------ latest
     def _state(self, strict: bool = True) -> dict:
         """workspace.json ({} when absent); a corrupt one is named in one sentence (strict) or ignored."""
+        self.refuse_file_root()
         path = self.root / STATE_FILE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -177,8 +178,27 @@ class Workspace:
                 yield
 
     # ------------------------------------------------------------ checks
+    def refuse_file_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise SgtoolError(f"The workspace {self.root} is a file, not a folder.",
+                              "Pass a folder with --workspace or SGTOOL_WORKSPACE.")
+
+    MANAGED = ("data", "priors", "runs", "reports")
+
+    def refuse_managed(self, path: Path, option: str) -> None:
+        """An output the user names (e.g. predict --out) may not land in a folder sgtool manages here."""
+        try:
+            resolved, root = Path(path).resolve(), self.root.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: the caller names it
+            return
+        for folder in self.MANAGED:
+            if resolved == root / folder or (root / folder) in resolved.parents:
+                raise SgtoolError(f"{option} {path} is inside the workspace's {folder}/ folder, which sgtool manages.",
+                                  "Pass a folder outside data/, priors/, runs/ and reports/ of the workspace.")
+
     def check_writable(self) -> None:
         """Fail with a clear message before any work if the workspace cannot be written."""
+        self.refuse_file_root()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=self.root)
