@@ -69,6 +69,8 @@ def global_options(
 ) -> None:
     from sgtool.config import check_seed
 
+    if quiet or json_output:
+        ui.silence_libraries()
     ctx.obj = Settings(Workspace(workspace), device.value, check_seed(seed), quiet, json_output)
 
 
@@ -399,7 +401,7 @@ def draw(
     from sgtool.viz.draw import draw_graph, show_drawing
 
     s = _settings(ctx)
-    show_drawing(draw_graph(graph, out=out, top=top), as_json=s.json)
+    show_drawing(draw_graph(graph, out=out, top=top, reporter=s.reporter), as_json=s.json)
 
 
 @app.command()
