@@ -149,6 +149,37 @@ def write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 @contextlib.contextmanager
+def h5_in_memory(target: Path) -> Iterator[object]:
+    """An h5py.File built in memory, written to target as plain bytes when the block succeeds: HDF5's own
+    writer takes the whole process down (SIGSEGV in h5py's clean-up) when the disk fills mid-write, while a
+    plain write fails with an OSError that is named in one sentence."""
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", track_order=False) as h5:
+        yield h5
+    with open(target, "wb") as handle:
+        handle.write(buffer.getbuffer())
+
+
+@contextlib.contextmanager
+def new_folder_kept_on_success(folder: Path) -> Iterator[None]:
+    """Run the block; when it fails, remove `folder` if the block made it and left it empty (a failed first
+    `prepare` leaves no empty data/ behind)."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
+@contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside target; on success it replaces target whole."""
     target = Path(target)

@@ -76,7 +76,7 @@ def write_predictions(path: Path, predictions: Predictions) -> None:
     """Write atomically; pairs are ranked first."""
     ranked = predictions.ranked()
     with atomic.atomic_path(Path(path)) as tmp:
-        with h5py.File(tmp, "w") as h5:
+        with atomic.h5_in_memory(tmp) as h5:
             for name in _ARRAYS:
                 h5.create_dataset(name, data=getattr(ranked, name), track_times=False)
             if ranked.pair_labels is not None:

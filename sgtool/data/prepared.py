@@ -74,7 +74,8 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
     """Build a dataset into a staging folder and move it, with its priors, into the workspace."""
     check_name(name, "dataset name")
     ws.check_writable()
-    with atomic.exclusive(ws.data_dir(name), f"the dataset '{name}'"):
+    with atomic.new_folder_kept_on_success(ws.data_dir(name).parent), \
+            atomic.exclusive(ws.data_dir(name), f"the dataset '{name}'"):
         return _save_prepared(ws, name, recipe, parameters, build, groups, force)
 
 
@@ -86,6 +87,7 @@ def _save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict, buil
         graphs, vocab = staged.graphs, staged.vocab
         if graphs.num_images == 0:
             raise SgtoolError(f"The dataset '{name}' would hold no images.", "Check the source and its filters.")
+        check_objects_per_image(graphs, name)
         widened = write_sgg_h5(staging / "sgg.h5", graphs)
         atomic.write_json(staging / "dicts.json", dicts_payload(vocab, graphs))
         atomic.write_json(staging / "image_data.json", image_data_payload(graphs))
@@ -111,6 +113,19 @@ def _save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict, buil
         save_priors(ws.priors_path(name), priors)
     ws.set_latest("dataset", name)
     return PreparedDataset(name, ws.data_dir(name), graphs, vocab, manifest)
+
+
+MAX_OBJECTS_PER_IMAGE = 2000  # priors and heads look at every ordered pair of an image's objects (4 million here)
+
+
+def check_objects_per_image(graphs: SceneGraphs, name: str) -> None:
+    """One sentence for an image with more objects than sgtool pairs up (a dense n x n per image)."""
+    counts = graphs.box_counts()
+    if len(counts) and counts.max() > MAX_OBJECTS_PER_IMAGE:
+        worst = int(counts.argmax())
+        raise SgtoolError(f"Image {int(graphs.image_ids[worst])} of the dataset '{name}' holds {int(counts[worst]):,} "
+                          f"objects, more than the {MAX_OBJECTS_PER_IMAGE:,} per image sgtool pairs up.",
+                          f"Keep at most {MAX_OBJECTS_PER_IMAGE:,} objects per image (e.g. the largest), or split the image.")
 
 
 def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:

@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sgtool import atomic
 from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts
 from sgtool.errors import SgtoolError
 
@@ -106,7 +107,7 @@ def write_sgg_h5(path: Path, graphs: SceneGraphs) -> int:
     """
     box_rows = graphs.image_of_box()
     widths, heights = graphs.widths[box_rows], graphs.heights[box_rows]
-    with h5py.File(path, "w", track_order=False) as h5:
+    with atomic.h5_in_memory(path) as h5:
         _write(h5, "labels", graphs.labels.astype(np.int64)[:, None])
         _write(h5, "attributes", np.zeros((len(graphs.labels), ATTRIBUTE_SLOTS), np.int64))
         _write(h5, "boxes_1024", encode_boxes_1024(graphs.boxes, widths, heights))
