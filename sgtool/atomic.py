@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,6 +220,7 @@ def _lock(path: Path, mode: int, what: str, hint: str) -> int:
     holder is one sentence naming its pid and what it does."""
     from sgtool.errors import SgtoolError
 
+    patience = 50 if mode == fcntl.LOCK_SH else 0  # the last reader holds it exclusively for a moment to remove it
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
@@ -228,6 +230,10 @@ def _lock(path: Path, mode: int, what: str, hint: str) -> int:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
+            if patience > 0:
+                patience -= 1
+                time.sleep(0.01)
+                continue
             pid, doing = (holder[0], " ".join(holder[1:]) or "writing") if holder else ("unknown", "writing")
             raise SgtoolError(f"Another sgtool process (pid {pid}) is {doing} {what} right now.", hint) from None
         try:
@@ -267,11 +273,17 @@ def exclusive(target: Path, what: str, hint: str = "Wait for it to finish, or pi
 def shared(target: Path, what: str, doing: str = "using") -> Iterator[None]:
     """Hold a shared flock on target's lock file while the block runs: any number of readers (runs training on
     a dataset) at once, but `exclusive` (a writer replacing it) is refused meanwhile, and a reader is refused
-    while a writer holds it. The file stays when a reader leaves (another may still hold it)."""
+    while a writer holds it. The last reader to leave removes the file (it alone can take it exclusively)."""
     path = _lock_path(target)
     fd = _lock(path, fcntl.LOCK_SH, what, "Wait for it to finish.")
     try:
         os.pwrite(fd, f"{os.getpid()} {doing}\n".ljust(512).encode(), 0)  # readers overwrite each other whole
         yield
     finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        except OSError:
+            pass  # another reader still holds it and removes it when it leaves
         os.close(fd)
