@@ -176,8 +176,8 @@ def input_cases(base: Path, ws: Path, case) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000)
     twice = base / "twice.json"
     twice.write_text('{"images": [], "images": []}')
-    checked(ws, case, "draw of JSON nested 100,000 deep", "draw", deep, "--out", base / "deep.png", words=("levels deep",))
-    for name, path, words in (("nested 100,000 deep", deep, "levels deep"), ("a key twice", twice, "twice")):
+    checked(ws, case, "draw of JSON nested 100,000 deep", "draw", deep, "--out", base / "deep.png", words=("too many levels",))
+    for name, path, words in (("nested 100,000 deep", deep, "too many levels"), ("a key twice", twice, "twice")):
         checked(ws, case, f"prepare custom of JSON with {name}", "-w", ws, "prepare", "custom", "--source", path,
                 "--name", "c", words=(words,))
     many = [{"box": [i % 90, i % 80, i % 90 + 5, i % 80 + 5], "label": "cup"} for i in range(100_000)]

@@ -1,21 +1,20 @@
 """Reading the files a user hands sgtool (--config YAML, JSON sources, graph.json): regular files of bounded
-size only (never a FIFO that blocks or /dev/zero that never ends), JSON / YAML nested at most MAX_DEPTH deep,
-and a key written twice in one mapping refused instead of silently keeping the last value."""
+size only (never a FIFO that blocks or /dev/zero that never ends), YAML nested at most MAX_DEPTH deep and
+JSON within the parser's recursion limit, and a key written twice in one mapping refused instead of silently
+keeping the last value."""
 from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from sgtool.errors import SgtoolError
 
-MAX_DEPTH = 100  # far deeper than any real config or dataset file; keeps every reader clear of RecursionError
+MAX_DEPTH = 100  # YAML: far deeper than any real config; keeps merge() and PyYAML clear of RecursionError
 CONFIG_BYTES = 16 << 20
 DATA_BYTES = 8 << 30
 
@@ -61,18 +60,8 @@ def read_text(path: Path, what: str, limit: int, hint: str) -> str:
 
 # ---------------------------------------------------------------- nesting and duplicate keys
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-
-
-def json_depth(text: str) -> int:
-    """How deep the brackets of a JSON text nest (those inside strings do not count); vectorised."""
-    raw = np.frombuffer(_STRING.sub(b'""', text.encode("utf-8")), dtype=np.uint8)
-    steps = np.isin(raw, (ord("["), ord("{"))).astype(np.int64) - np.isin(raw, (ord("]"), ord("}")))
-    return int(np.cumsum(steps).max(initial=0))
-
-
 def _too_deep(path: Path, hint: str) -> SgtoolError:
-    return SgtoolError(f"{path} nests its lists or mappings more than {MAX_DEPTH} levels deep.", hint)
+    return SgtoolError(f"{path} nests its lists or mappings too many levels deep for a data file.", hint)
 
 
 def _unique_pairs(path: Path, hint: str):  # noqa: ANN202 (json's object_pairs_hook)
@@ -88,9 +77,8 @@ def _unique_pairs(path: Path, hint: str):  # noqa: ANN202 (json's object_pairs_h
 
 
 def parse_json(text: str, path: Path, hint: str) -> Any:
-    """json.loads, refusing duplicate keys and nesting deeper than MAX_DEPTH, each in one sentence."""
-    if json_depth(text) > MAX_DEPTH:
-        raise _too_deep(path, hint)
+    """json.loads, refusing duplicate keys and nesting deeper than Python's recursion limit (json's C parser
+    checks it), each in one sentence; nothing that reads the result recurses into it."""
     try:
         return json.loads(text, object_pairs_hook=_unique_pairs(path, hint))
     except json.JSONDecodeError as exc:

@@ -170,7 +170,8 @@ class Workspace:
             yield
             return
         self.check_writable()  # a read-only workspace is named before its lock files are
-        with atomic.exclusive(self.run_dir(run), f"the run '{run}'", "Wait for it to finish; a run has one writer."):
+        with atomic.new_folder_kept_on_success(self.run_dir(run).parent), \
+                atomic.exclusive(self.run_dir(run), f"the run '{run}'", "Wait for it to finish; a run has one writer."):
             if dataset is None:
                 yield
                 return

@@ -247,7 +247,8 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     record = record.replace(run=new, task=task, detector=objects_run or visual_run, from_run=run, device=device,
                             created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     reporter.info(f"Scoring the {record.head} weights of run {run} in {task} as run {new} (no training).")
-    with atomic.atomic_directory(ws.run_dir(new)) as staging:
+    with ws.training(new, prepared.name), atomic.atomic_directory(ws.run_dir(new)) as staging:
+        _refuse_taken(ws, new)
         (staging / "checkpoints").mkdir()
         for weights in ("model.npz", "model.pt"):
             if (folder / "checkpoints" / weights).is_file():
