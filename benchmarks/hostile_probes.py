@@ -118,7 +118,7 @@ def huge_graph(path: Path, objects: int, relations: int, image: str | None = Non
 
 # ---------------------------------------------------------------- issue 34
 
-HANG_TIMEOUT = 60  # seconds a probe that could block (a FIFO, /dev/zero) may take before it counts as a hang
+HANG_TIMEOUT = 180  # seconds a probe that could block (a FIFO, /dev/zero) may take before it counts as a hang
 
 
 def checked(ws: Path, case, name: str, *args, expect: int = 2, words: tuple = (), **options) -> None:
