@@ -1,8 +1,9 @@
-"""The hostile-input probes of issue 19, run as a user would: each case is a fresh `sgtool` process.
+"""The hostile-input probes of issues 19 and 34, run as a user would: each case is a fresh `sgtool` process.
 
-Prints one JSON object: how many cases ran, their exit codes, every case whose stderr holds
-"Traceback" (must be none), every case whose outcome was not the expected one, and the first
-line each printed. Takes a few minutes on 2 CPU cores.
+Prints one JSON object and records it with results_io (benchmarks/results/hostile_probes.json): how
+many cases ran, their exit codes, every case whose stderr holds "Traceback" (must be none), every case
+that hung past its timeout (must be none), every refused case that changed the workspace, every case
+whose outcome was not the expected one, and the line each printed. Takes several minutes on 2 CPU cores.
     python benchmarks/hostile_probes.py [--keep DIR]
 """
 from __future__ import annotations
@@ -43,8 +44,11 @@ def sgtool(*args, limit_bytes: int | None = None, broken_torchvision: bool = Fal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout,
-                          preexec_fn=file_size_limit if limit_bytes else None)
+    try:
+        return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout,
+                              preexec_fn=file_size_limit if limit_bytes else None)
+    except subprocess.TimeoutExpired as exc:  # a hang: recorded, not raised
+        return subprocess.CompletedProcess(exc.cmd, None, "", "(no exit: killed after its timeout)")
 
 
 def tree(root: Path) -> dict:
@@ -112,6 +116,163 @@ def huge_graph(path: Path, objects: int, relations: int, image: str | None = Non
     return path
 
 
+# ---------------------------------------------------------------- issue 34
+
+HANG_TIMEOUT = 180  # seconds a probe that could block (a FIFO, /dev/zero) may take before it counts as a hang
+
+
+def checked(ws: Path, case, name: str, *args, expect: int = 2, words: tuple = (), **options) -> None:
+    """One probe whose workspace must be byte for byte the same afterwards."""
+    before = tree(ws)
+    done = sgtool(*args, timeout=options.pop("timeout", HANG_TIMEOUT * 5), **options)
+    case(name, done, expect=expect, words=words, unchanged=tree(ws) == before)
+
+
+def wait_for(path: Path, seconds: float = 120.0) -> bool:
+    deadline = time.time() + seconds
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return path.exists()
+
+
+def writer_cases(base: Path, ws: Path, case) -> None:
+    """1, 2: a second writer of a run, and of the dataset a run trains on, refused; resume on a changed dataset refused."""
+    assert sgtool("-w", ws, "-q", "prepare", "synth", "--images", "24", "--workers", "1", "--name", "fp").returncode == 0
+    live = subprocess.Popen([sys.executable, "-m", "sgtool", "-w", ws, "-q", "train", "--dataset", "fp", "--head", "tensor",
+                             "--epochs", "3000", "--name", "live", "--set", "sel_epochs=0"], env=ENV, stderr=subprocess.PIPE)
+    if wait_for(ws / "runs" / "live" / "checkpoints" / "last.pt"):
+        checked(ws, case, "train --resume of a run being trained", "-w", ws, "train", "--resume", "live",
+                words=("Another sgtool process", "the run 'live'"))
+        checked(ws, case, "prepare --force of a dataset a run trains on", "-w", ws, "prepare", "synth", "--images", "12",
+                "--workers", "1", "--name", "fp", "--force", words=("training run 'live' on the dataset 'fp'",))
+    live.kill()
+    live.wait()
+    first = subprocess.Popen([sys.executable, "-m", "sgtool", "-w", ws, "-q", "train", "--resume", "live"], env=ENV,
+                             stderr=subprocess.PIPE)
+    if wait_for(ws / "runs" / ".live.lock"):
+        case("two train --resume of one killed run", sgtool("-w", ws, "train", "--resume", "live"),
+             words=("Another sgtool process",))
+    first.kill()
+    first.wait()
+    assert sgtool("-w", ws, "-q", "prepare", "synth", "--images", "12", "--workers", "1", "--name", "fp",
+                  "--force").returncode == 0
+    checked(ws, case, "train --resume on a dataset prepared again", "-w", ws, "train", "--resume", "live",
+            words=("was prepared again since run 'live' started",))
+
+
+def input_cases(base: Path, ws: Path, case) -> None:
+    """4, 5, 7, 12: files that block, never end, nest too deep, repeat keys or hold too many objects."""
+    os.mkfifo(base / "config.fifo")
+    texts = {"key 1": "1: 2\n", "key null": "null: 2\n", "nested 100,000 deep": "a: " + "[" * 100_000 + "\n",
+             "a key twice": "epochs: 1\nepochs: 2\n"}
+    configs = {"a FIFO": (base / "config.fifo", "not a regular file"), "/dev/zero": (Path("/dev/zero"), "not a regular file")}
+    for name, text in texts.items():
+        (base / f"{len(configs)}.yaml").write_text(text)
+        configs[name] = (base / f"{len(configs)}.yaml", "nested" if "deep" in name else "twice" if "twice" in name else "The key")
+    for name, (path, words) in configs.items():
+        checked(ws, case, f"train --config with {name}", "-w", ws, "train", "--head", "tensor", "--config", path,
+                words=(words,), timeout=HANG_TIMEOUT)
+    deep = base / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    twice = base / "twice.json"
+    twice.write_text('{"images": [], "images": []}')
+    checked(ws, case, "draw of JSON nested 100,000 deep", "draw", deep, "--out", base / "deep.png", words=("too many levels",))
+    for name, path, words in (("nested 100,000 deep", deep, "too many levels"), ("a key twice", twice, "twice")):
+        checked(ws, case, f"prepare custom of JSON with {name}", "-w", ws, "prepare", "custom", "--source", path,
+                "--name", "c", words=(words,))
+    many = [{"box": [i % 90, i % 80, i % 90 + 5, i % 80 + 5], "label": "cup"} for i in range(100_000)]
+    big = custom_json(base / "many.json", [{**record("train"), "objects": many}, record("test")])
+    checked(ws, case, "prepare custom of an image with 100,000 objects", "-w", ws, "prepare", "custom", "--source", big,
+            "--name", "c", words=("100,000 objects",))
+    case("prepare on a disk that fills up", sgtool("-w", base / "full-ws", "prepare", "synth", "--images", "60",
+                                                   "--workers", "1", limit_bytes=30_000))
+    results_ok = not (base / "full-ws" / "data").exists()
+    case("  ... leaves no empty data/ folder", subprocess.CompletedProcess([], 0 if results_ok else 1, "", ""), expect=0)
+    (base / "file-ws").write_text("x")
+    checked(ws, case, "-w a file", "-w", base / "file-ws", "train", words=("is a file, not a folder",))
+
+
+def number_cases(base: Path, ws: Path, case) -> None:
+    """6, 11, 12: every number setting finite and in range; --k / --metric as plain ASCII integers and names."""
+    for setting in ("epochs=.inf", "epochs=1.0e+400", "rank=100000000000000000000", "lr=inf", "grad_clip=.nan",
+                    "weight_decay=.inf", "minutes=.nan", "batch_size=99999999999999999999"):
+        checked(ws, case, f"--set {setting}", "-w", ws, "train", "--head", "tensor", "--set", setting,
+                words=("The setting " + setting.split("=")[0],))
+    for option in (("--k", "5_0"), ("--k", "\u0665\u0660"), ("--metric", "r@50"), ("--metric", "R@5_0")):
+        checked(ws, case, f"eval {option[0]} {option[1]!r}", "-w", ws, "eval", "--run", "f", *option, words=(option[1],))
+    case("eval --k 50 --metric R@50", sgtool("-w", ws, "-q", "eval", "--run", "f", "--k", "50", "--metric", "R@50"),
+         expect=0)
+
+
+def predictions_cases(base: Path, ws: Path, case) -> None:
+    """8, 13: a predictions h5 of odd types, or made before its dataset was prepared again."""
+    path = ws / "runs" / "f" / "predictions" / "test.h5"
+    good = path.read_bytes()
+
+    def replaced(name: str, value) -> None:
+        with h5py.File(path, "r+") as h5:
+            del h5[name]
+            h5[name] = value
+
+    def meta(value: str) -> None:
+        with h5py.File(path, "r+") as h5:
+            fingerprint = json.loads(h5.attrs["meta"]) if value == "fingerprint" else None
+            h5.attrs["meta"] = json.dumps({**fingerprint, "vocabulary_fingerprint": "0" * 16}) if fingerprint else value
+
+    for name, change, words in (("meta not JSON", lambda: meta("{not json"), "not a JSON object"),
+                                ("meta a JSON list", lambda: meta("[1, 2]"), "not a JSON object"),
+                                ("pairs as bytes", lambda: replaced("pairs", np.bytes_(b"0123")), "stores pairs"),
+                                ("boxes a scalar", lambda: replaced("boxes", 1.0), "stores boxes"),
+                                ("another vocabulary", lambda: meta("fingerprint"), "an earlier preparation of 'synth'")):
+        path.write_bytes(good)
+        change()
+        checked(ws, case, f"eval of predictions with {name}", "-w", ws, "eval", "--run", "f", words=(words,))
+    path.write_bytes(good)
+
+
+def predict_cases(base: Path, ws: Path, case) -> None:
+    """3, 9, 13, 15: images sharing a name, a degenerate image, odd --out targets and managed folders."""
+    from PIL import Image
+
+    assert sgtool("-w", ws, "-q", "train-detector", "--dataset", "synth", "--epochs", "1", "--batch-size", "4",
+                  "--name", "d1").returncode == 0
+    for folder, colour in (("d1", "white"), ("d2", "red")):
+        (base / folder).mkdir(exist_ok=True)
+        Image.new("RGB", (64, 64), colour).save(base / folder / "same.png")
+    Image.new("RGB", (5000, 1), "white").save(base / "thin.png")
+    done = sgtool("-w", ws, "predict", "--run", "f", "--detector", "d1", "--out", base / "O", base / "d1" / "same.png",
+                  base / "d2" / "same.png")
+    case("predict of two images named same.png", done, expect=0)
+    graphs = sorted(p.name for p in (base / "O").glob("*.graph.json"))
+    results_ok = graphs == ["same-2.graph.json", "same.graph.json"]
+    case("  ... two graphs written", subprocess.CompletedProcess([], 0 if results_ok else 1, "", str(graphs)), expect=0)
+    checked(ws, case, "predict of a 5000 x 1 PNG", "-w", ws, "predict", "--run", "f", "--detector", "d1", "--out",
+            base / "O", base / "thin.png", words=("5000 x 1 pixels",))
+    os.mkfifo(base / "out.fifo")
+    (base / "loop").symlink_to(base / "loop")
+    for name, out, words in (("a FIFO", base / "out.fifo", "not a folder"), ("a symlink loop", base / "loop", "symbolic"),
+                             ("/dev/full", Path("/dev/full"), "not a folder"),
+                             ("the workspace's data/", ws / "data" / "x", "inside the workspace's data/"),
+                             ("the workspace's runs/", ws / "runs" / "f", "inside the workspace's runs/")):
+        checked(ws, case, f"predict --out {name}", "-w", ws, "predict", "--run", "f", "--out", out,
+                base / "d1" / "same.png", words=(words,), timeout=HANG_TIMEOUT)
+
+
+def draw_cases(base: Path, ws: Path, case) -> None:
+    """10, 14: absurd boxes draw; a missing image is said in one line; -q keeps matplotlib quiet."""
+    graph = {"width": 64, "height": 64, "relations": [{"subject": 0, "predicate": "on", "object": 1, "score": 0.5}],
+             "objects": [{"id": 0, "label": "a", "box": [0, 0, 1e308, 1e308]},
+                         {"id": 1, "label": "\u4e2d\u6587", "box": [-1e308, 3, 10, 10]}]}
+    for name, image, words in (("absurd boxes on an image", str(base / "d1" / "same.png"), ()),
+                               ("a missing image", "missing.png", ("drawn without it",))):
+        (base / "absurd.json").write_text(json.dumps({**graph, "image": image}))
+        case(f"draw of {name}", sgtool("draw", base / "absurd.json", "--out", base / "absurd.png"), expect=0, words=words)
+    done = sgtool("-q", "draw", base / "absurd.json", "--out", base / "quiet.png")
+    case("draw -q of labels without glyphs prints nothing", done, expect=0)
+    results_ok = done.stderr == ""
+    case("  ... stderr empty", subprocess.CompletedProcess([], 0 if results_ok else 1, "", done.stderr[:200]), expect=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keep", type=Path, help="Folder to run in (kept); default: a temporary one.")
@@ -123,10 +284,12 @@ def main() -> None:
     (outside / "keep.txt").write_text("mine")
     results: list[dict] = []
 
-    def case(name: str, done: subprocess.CompletedProcess, expect: int = 2, words: tuple = ()) -> None:
+    def case(name: str, done: subprocess.CompletedProcess, expect: int = 2, words: tuple = (),
+             unchanged: bool | None = None) -> None:
         text = " ".join(done.stderr.split())
         results.append({"case": name, "code": done.returncode, "traceback": "Traceback" in done.stderr,
-                        "ok": done.returncode == expect and all(w in text for w in words),
+                        "hang": done.returncode is None, "workspace_unchanged": unchanged,
+                        "ok": done.returncode == expect and all(w in text for w in words) and unchanged is not False,
                         "said": (done.stderr.strip().splitlines() or [""])[-2 if "Hint:" in done.stderr else -1][:200]})
 
     started = time.time()
@@ -257,11 +420,24 @@ def main() -> None:
         case(f"broken torchvision: {name}", sgtool("-w", ws, "-q", *argv, broken_torchvision=True), expect=expect,
              words=("cannot be loaded with torch",) if expect else ())
 
-    print(json.dumps({"cases": len(results), "seconds": round(time.time() - started, 1),
-                      "tracebacks": [r["case"] for r in results if r["traceback"]],
-                      "unexpected": [r for r in results if not r["ok"]],
-                      "exit_codes": {str(c): sum(r["code"] == c for r in results) for c in sorted({r["code"] for r in results}, key=str)},
-                      "results": results}, indent=1))
+    # 10 issue 34: one writer per run, input that hangs or overflows, the remaining tracebacks
+    for probes in (writer_cases, input_cases, number_cases, predictions_cases, predict_cases, draw_cases):
+        probes(base, ws, case)
+
+    summary = {"cases": len(results), "seconds": round(time.time() - started, 1),
+               "tracebacks": [r["case"] for r in results if r["traceback"]],
+               "hangs": [r["case"] for r in results if r.get("hang")],
+               "workspace_changed": [r["case"] for r in results if r.get("workspace_unchanged") is False],
+               "unexpected": [r for r in results if not r["ok"]],
+               "exit_codes": {str(c): sum(r["code"] == c for r in results) for c in sorted({r["code"] for r in results}, key=str)},
+               "results": results}
+    print(json.dumps(summary, indent=1))
+    from results_io import write_result
+
+    write_result("hostile_probes", budgets={"cases": len(results), "timeout_s_per_hang_probe": HANG_TIMEOUT},
+                 seeds=[0], numbers={k: v for k, v in summary.items() if k != "results"} | {"results": results},
+                 sources=["sgtool"], notes="Each case a fresh sgtool process; ok = expected exit code and words, "
+                 "no traceback, no hang, and (where checked) a workspace byte for byte unchanged.")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
 

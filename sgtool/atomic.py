@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +150,37 @@ def write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 @contextlib.contextmanager
+def h5_in_memory(target: Path) -> Iterator[object]:
+    """An h5py.File built in memory, written to target as plain bytes when the block succeeds: HDF5's own
+    writer takes the whole process down (SIGSEGV in h5py's clean-up) when the disk fills mid-write, while a
+    plain write fails with an OSError that is named in one sentence."""
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", track_order=False) as h5:
+        yield h5
+    with open(target, "wb") as handle:
+        handle.write(buffer.getbuffer())
+
+
+@contextlib.contextmanager
+def new_folder_kept_on_success(folder: Path) -> Iterator[None]:
+    """Run the block; when it fails, remove `folder` if the block made it and left it empty (a failed first
+    `prepare` leaves no empty data/ behind)."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
+@contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside target; on success it replaces target whole."""
     target = Path(target)
@@ -183,39 +215,75 @@ def replace_directory(source: Path, target: Path) -> None:
 
 # ---------------------------------------------------------------- one writer per target
 
-@contextlib.contextmanager
-def exclusive(target: Path, what: str) -> Iterator[None]:
-    """Hold an flock on `.<target>.lock` beside target while the block runs; a second writer of the same
-    target is refused in one sentence. The lock file is removed on release (the inode check below keeps
-    that safe: a writer that locked a file already unlinked tries again)."""
+def _lock(path: Path, mode: int, what: str, hint: str) -> int:
+    """A descriptor of the lock file `path` holding an flock of `mode` (LOCK_EX or LOCK_SH); a conflicting
+    holder is one sentence naming its pid and what it does."""
     from sgtool.errors import SgtoolError
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path = target.parent / f".{target.name}.lock"
+    patience = 50 if mode == fcntl.LOCK_SH else 0  # the last reader holds it exclusively for a moment to remove it
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 512, 0).decode(errors="replace").split()
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise SgtoolError(f"Another sgtool process (pid {holder}) is writing {what} right now.",
-                              "Wait for it to finish, or pick another --name.") from None
+            if patience > 0:
+                patience -= 1
+                time.sleep(0.01)
+                continue
+            pid, doing = (holder[0], " ".join(holder[1:]) or "writing") if holder else ("unknown", "writing")
+            raise SgtoolError(f"Another sgtool process (pid {pid}) is {doing} {what} right now.", hint) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            break
+            return fd
         os.close(fd)  # locked a file its last holder had just removed: lock the new one
+
+
+def _lock_path(target: Path) -> Path:
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive(target: Path, what: str, hint: str = "Wait for it to finish, or pick another --name.") -> Iterator[None]:
+    """Hold an flock on `.<target>.lock` beside target while the block runs; a second writer of the same
+    target, or a writer while readers hold it (`shared`), is refused in one sentence. The lock file is
+    removed on release (the inode check in _lock keeps that safe: a writer that locked a file already
+    unlinked tries again)."""
+    path = _lock_path(target)
+    fd = _lock(path, fcntl.LOCK_EX, what, hint)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} writing\n".encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def shared(target: Path, what: str, doing: str = "using") -> Iterator[None]:
+    """Hold a shared flock on target's lock file while the block runs: any number of readers (runs training on
+    a dataset) at once, but `exclusive` (a writer replacing it) is refused meanwhile, and a reader is refused
+    while a writer holds it. The last reader to leave removes the file (it alone can take it exclusively)."""
+    path = _lock_path(target)
+    fd = _lock(path, fcntl.LOCK_SH, what, "Wait for it to finish.")
+    try:
+        os.pwrite(fd, f"{os.getpid()} {doing}\n".ljust(512).encode(), 0)  # readers overwrite each other whole
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        except OSError:
+            pass  # another reader still holds it and removes it when it leaves
         os.close(fd)

@@ -64,6 +64,8 @@ def global_options(
 ) -> None:
     from sgtool.config import check_seed
 
+    if quiet or json_output:
+        ui.silence_libraries()
     ctx.obj = Settings(Workspace(workspace), device.value, check_seed(seed), quiet, json_output)
 
 
@@ -359,7 +361,7 @@ def draw(
     from sgtool.viz.draw import draw_graph, show_drawing
 
     s = _settings(ctx)
-    show_drawing(draw_graph(graph, out=out, top=top), as_json=s.json)
+    show_drawing(draw_graph(graph, out=out, top=top, reporter=s.reporter), as_json=s.json)
 
 
 @app.command()
@@ -368,7 +370,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG images, any size.")],
     run: Annotated[Optional[str], typer.Option(help="Relation-head run (default: the latest).")] = None,
     detector: Annotated[Optional[str], typer.Option(help="Detector run (default: the head run's, else the latest).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the graph.json files (default: the current folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the <image name>.graph.json files (default: the current folder; images sharing a name get -2, -3, ...; not inside the workspace's data/, priors/, runs/ or reports/).")] = None,
     top: Annotated[int, typer.Option(help="Relations kept per image, best first.")] = 20,
 ) -> None:
     """Detector + relation head on your own images: one graph.json per image (draw it with `sgtool draw`)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -67,7 +68,8 @@ def check_options(config: Any) -> None:
     """One sentence (SgtoolError) for the first declared option whose value is out of its range."""
     for name, (field, meta) in declarations(type(config)).items():
         value = getattr(config, name)
-        bad = (meta["choices"] is not None and value is not None and value not in meta["choices"]) or \
+        bad = (isinstance(value, float) and not math.isfinite(value)) or \
+              (meta["choices"] is not None and value is not None and value not in meta["choices"]) or \
               (meta["min"] is not None and value is not None and value < meta["min"]) or \
               (meta["max"] is not None and value is not None and value > meta["max"])
         if bad:
@@ -98,16 +100,13 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def read_yaml(path: Path) -> dict:
+    """A YAML file of settings (a regular file of at most 16 MB, no key twice, nested at most 100 deep)."""
+    from sgtool.inputs import CONFIG_BYTES, parse_yaml, read_text
+
     path = Path(path)
+    text = read_text(path, "The config file", CONFIG_BYTES, "Pass a YAML file of `key: value` lines.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SgtoolError(f"The config file {path} does not exist.", "Check the path passed to --config.") from exc
-    except IsADirectoryError as exc:
-        raise SgtoolError(f"{path} is a directory, not a YAML file.", "Pass the YAML file itself.") from exc
-    except UnicodeDecodeError as exc:
-        raise SgtoolError(f"{path} is not a text file (byte {exc.start} is not UTF-8), so not YAML.",
-                          "Pass a YAML file of `key: value` lines.") from exc
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise SgtoolError(f"{path} is not valid YAML ({_yaml_problem(exc)}).", "Fix the file's syntax there.") from exc
     if data is None:
@@ -119,6 +118,8 @@ def read_yaml(path: Path) -> dict:
 
 def parse_overrides(pairs: list[str]) -> dict:
     """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars."""
+    from sgtool.inputs import parse_yaml
+
     out: dict = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -128,7 +129,14 @@ def parse_overrides(pairs: list[str]) -> dict:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            if not isinstance(node, dict):
+                raise SgtoolError(f"The override '{pair}' sets a part of '{part}', which was given a plain value.",
+                                  f"Give either {part}=value or {part}.name=value, not both.")
+        try:
+            node[parts[-1]] = parse_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise SgtoolError(f"The value of the override '{pair}' is not valid YAML ({_yaml_problem(exc)}).",
+                              "Example: --set optim.lr=0.001") from exc
     return out
 
 
@@ -162,11 +170,31 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         try:
             coerced = kind(value)
         except (TypeError, ValueError) as exc:
-            raise SgtoolError(f"The setting {where} must be a {kind.__name__}, not {value!r}.", "Fix the value.") from exc
+            raise SgtoolError(f"The setting {where} must be a {kind.__name__}, not {_shown(value)}.", "Fix the value.") from exc
+        except OverflowError as exc:  # int(inf)
+            raise SgtoolError(f"The setting {where} must be a finite whole number, not {value!r}.", "Fix the value.") from exc
         if kind is int and isinstance(value, float) and value != coerced:
             raise SgtoolError(f"The setting {where} must be a whole number, not {value!r}.", "Fix the value.")
+        check_number(coerced, where)
         return coerced
     return value
+
+
+MAX_INT = 2**63 - 1  # what numpy's int64 and torch's sizes hold
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def check_number(value: Any, where: str) -> None:
+    """A float setting is finite and an int one fits in 64 bits (whatever its declared range); one sentence otherwise."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SgtoolError(f"The setting {where} must be a finite number, not {value!r}.", "Fix the value.")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise SgtoolError(f"The setting {where} must be a whole number of at most {MAX_INT:,}, not {_shown(value)}.",
+                          "Fix the value.")
 
 
 def build(cls: type[T], data: dict | None, where: str = "") -> T:
@@ -176,6 +204,10 @@ def build(cls: type[T], data: dict | None, where: str = "") -> T:
         raise SgtoolError(f"The setting {where.rstrip('.') or cls.__name__} must be a mapping.", "Write it as `key: value` lines.")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise SgtoolError(f"The key {_shown(odd[0])} {'in ' + where.rstrip('.') + ' ' if where else ''}is not a setting "
+                          "name.", f"Known settings here: {', '.join(sorted(names))}.")
     unknown = sorted(set(data) - names)
     if unknown:
         raise SgtoolError(f"Unknown setting '{where + unknown[0]}'.", f"Known settings here: {', '.join(sorted(names))}.")

@@ -73,6 +73,16 @@ def show_run(payload: dict, as_json: bool, title: str, metrics: dict[str, float]
     out.print(f"Run folder: {payload['path']}", highlight=False)
 
 
+def silence_libraries() -> None:
+    """-q: the libraries' own chatter (matplotlib's missing-glyph warnings, its font-cache notes) stays off the
+    terminal too; errors still show."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+
+
 def print_error(message: str, hint: str | None) -> None:
     err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     if hint:

@@ -8,10 +8,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from sgtool import atomic
@@ -86,6 +88,7 @@ class Workspace:
     # ------------------------------------------------------------ latest
     def _state(self, strict: bool = True) -> dict:
         """workspace.json ({} when absent); a corrupt one is named in one sentence (strict) or ignored."""
+        self.refuse_file_root()
         path = self.root / STATE_FILE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -157,9 +160,46 @@ class Workspace:
                               hint or f"Pick another --name, or leave it out to get {self.new_run_name(name)}.")
         return name
 
+    # ------------------------------------------------------------ one writer
+    @contextlib.contextmanager
+    def training(self, run: str, dataset: str | None = None) -> Iterator[None]:
+        """While the block runs, this process is the one writer of `run` (a second `train`, `train --resume`
+        of it is refused in one sentence) and `dataset` cannot be replaced (`prepare --force` is refused).
+        Under torchrun only rank 0 (RANK, set before the process group starts) writes, so only it locks."""
+        if os.environ.get("RANK", "0") not in ("", "0"):
+            yield
+            return
+        self.check_writable()  # a read-only workspace is named before its lock files are
+        with atomic.new_folder_kept_on_success(self.run_dir(run).parent), \
+                atomic.exclusive(self.run_dir(run), f"the run '{run}'", "Wait for it to finish; a run has one writer."):
+            if dataset is None:
+                yield
+                return
+            with atomic.shared(self.data_dir(dataset), f"the dataset '{dataset}'", f"training run '{run}' on"):
+                yield
+
     # ------------------------------------------------------------ checks
+    def refuse_file_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise SgtoolError(f"The workspace {self.root} is a file, not a folder.",
+                              "Pass a folder with --workspace or SGTOOL_WORKSPACE.")
+
+    MANAGED = ("data", "priors", "runs", "reports")
+
+    def refuse_managed(self, path: Path, option: str) -> None:
+        """An output the user names (e.g. predict --out) may not land in a folder sgtool manages here."""
+        try:
+            resolved, root = Path(path).resolve(), self.root.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: the caller names it
+            return
+        for folder in self.MANAGED:
+            if resolved == root / folder or (root / folder) in resolved.parents:
+                raise SgtoolError(f"{option} {path} is inside the workspace's {folder}/ folder, which sgtool manages.",
+                                  "Pass a folder outside data/, priors/, runs/ and reports/ of the workspace.")
+
     def check_writable(self) -> None:
         """Fail with a clear message before any work if the workspace cannot be written."""
+        self.refuse_file_root()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=self.root)

@@ -112,10 +112,11 @@ def test_eval_without_runs_is_a_user_error(tmp_path, cli):
     assert result.code == 2 and "no training run" in result.err
 
 
-def test_metric_names_are_normalised_and_uncomputed_ones_refused(trained, cli):
+def test_metric_names_are_taken_as_written_and_uncomputed_ones_refused(trained, cli):
     ws, prepared, run = trained
-    result = cli("-w", ws.root, "eval", "--metric", "r@50", "--json")
+    result = cli("-w", ws.root, "eval", "--metric", "R@50", "--metric", "R@50", "--json")
     assert result.code == 0 and list(json.loads(result.out)) == ["R@50"]
+    assert cli("-w", ws.root, "eval", "--metric", "r@50").code == 2
     missing = cli("-w", ws.root, "eval", "--metric", "k5-R@50")
     assert missing.code == 2 and "k5-R@50 is not computed" in " ".join(missing.err.split())
 

@@ -35,7 +35,7 @@ from sgtool.autoencoder.model import GraphAutoEncoder
 from sgtool.autoencoder.trainee import AEClock, AETrainee, step_loss, total_steps  # noqa: F401 (re-exported)
 from sgtool.config import build, check_options, resolve_device, user_settings
 from sgtool.data.predictions import vocabulary_fingerprint, write_predictions
-from sgtool.data.prepared import PreparedDataset, load_prepared
+from sgtool.data.prepared import PreparedDataset, check_same_dataset, dataset_fingerprint, load_prepared
 from sgtool.engine.checkpoint import LAST
 from sgtool.engine.hooks import CheckpointHook, Hook, LogHook, StepProgressHook, ValidationHook, write_log
 from sgtool.engine.loop import run_loop
@@ -110,17 +110,18 @@ def train_autoencoder(ws: Workspace, *, dataset: str | None = None, name: str | 
     run = ws.claim_run_name(name, f"{kind}-{prepared.name}-k{config.max_nodes}")
     ws.check_writable()
     record = RunRecord(run=run, head=HEAD, dataset=prepared.name, task="sgdet", seed=seed, device=device,
-                       options=asdict(config), seeds=[seed + i for i in range(config.seeds)])
+                       options=asdict(config), seeds=[seed + i for i in range(config.seeds)],
+                       dataset_sha256=dataset_fingerprint(prepared))
     folder = ws.run_dir(run)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        folder.mkdir()  # the atomic claim of the name
-    except FileExistsError:
-        raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.") from None
-    record.write_config(folder)
-    reporter.info(f"Training the {'supervised ' if config.supervised else ''}auto-encoder (max {config.max_nodes} "
-                  f"nodes) on '{prepared.name}' as run {run}, seeds {record.seeds}.")
-    result = _train_in_place(folder, record, config, splits, prepared, SeedProgress.start(record.seeds), reporter)
+    with ws.training(run, prepared.name):  # one writer of the run; its dataset is not replaced meanwhile
+        try:
+            folder.mkdir()  # the atomic claim of the name
+        except FileExistsError:
+            raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.") from None
+        record.write_config(folder)
+        reporter.info(f"Training the {'supervised ' if config.supervised else ''}auto-encoder (max {config.max_nodes} "
+                      f"nodes) on '{prepared.name}' as run {run}, seeds {record.seeds}.")
+        result = _train_in_place(folder, record, config, splits, prepared, SeedProgress.start(record.seeds), reporter)
     ws.set_latest("run", run)
     return result
 
@@ -145,12 +146,13 @@ def resume_autoencoder(ws: Workspace, run: str, request: TrainRequest) -> AETrai
                           "Train a new run instead.")
     config = build(AEConfig, record.options)
     prepared = load_prepared(ws, record.dataset)
+    check_same_dataset(prepared, record.dataset_sha256, run)
     splits = _load_splits(prepared, config)
-    ws.check_writable()
-    atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
-    request.reporter.info(f"Resuming ae run {run}: seed(s) {progress.queue} left.")
-    result = _train_in_place(folder, record.replace(device=resolve_device(request.device)), config, splits, prepared,
-                             progress, request.reporter)
+    with ws.training(run, prepared.name):  # one writer of the run; its dataset is not replaced meanwhile
+        atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
+        request.reporter.info(f"Resuming ae run {run}: seed(s) {progress.queue} left.")
+        result = _train_in_place(folder, record.replace(device=resolve_device(request.device)), config, splits,
+                                 prepared, progress, request.reporter)
     ws.set_latest("run", run)
     return result
 

@@ -76,7 +76,7 @@ def write_predictions(path: Path, predictions: Predictions) -> None:
     """Write atomically; pairs are ranked first."""
     ranked = predictions.ranked()
     with atomic.atomic_path(Path(path)) as tmp:
-        with h5py.File(tmp, "w") as h5:
+        with atomic.h5_in_memory(tmp) as h5:
             for name in _ARRAYS:
                 h5.create_dataset(name, data=getattr(ranked, name), track_times=False)
             if ranked.pair_labels is not None:
@@ -94,15 +94,44 @@ def read_predictions(path: Path) -> Predictions:
             if missing:
                 raise SgtoolError(f"{path} lacks {', '.join(missing)}: it is not an sgtool predictions file.",
                                   "Predictions are written by `sgtool train` and `sgtool predict`.")
-            arrays = {name: h5[name][()] for name in _ARRAYS}
-            if "pair_labels" in h5:
-                arrays["pair_labels"] = h5["pair_labels"][()]
-            meta = json.loads(h5.attrs.get("meta", "{}"))
+            arrays = {name: _stored_array(h5, name, path) for name in (*_ARRAYS, "pair_labels") if name in h5}
+            meta = _stored_meta(h5, path)
     except OSError as exc:
         raise SgtoolError(f"{path} cannot be read as HDF5 ({exc}).", "The file may be truncated; predict again.") from exc
     predictions = Predictions(**arrays, meta=meta)
     _validate(predictions, path)
     return predictions
+
+
+_FLOATS = ("boxes", "scores", "rel_scores")
+_MATRICES = ("boxes", "pairs", "rel_scores", "pair_labels")
+
+
+def _stored_array(h5: h5py.File, name: str, path: Path) -> np.ndarray:
+    """One stored array, refused in one sentence unless it is numeric (integers, or numbers for the float
+    arrays) with the rank a predictions file gives it: written by hand or by another tool, it may be anything."""
+    node = h5[name]
+    value = np.asarray(node[()]) if isinstance(node, h5py.Dataset) else None
+    kinds = "iuf" if name in _FLOATS else "iu"
+    if value is None or value.dtype.kind not in kinds or value.ndim != (2 if name in _MATRICES else 1):
+        shown = "a group" if value is None else f"{value.ndim}-d {value.dtype}"
+        raise SgtoolError(f"{path} stores {name} as {shown}, not as the {'matrix' if name in _MATRICES else 'vector'} "
+                          f"of {'numbers' if name in _FLOATS else 'integers'} a predictions file holds.",
+                          "Re-create it with `sgtool train` or `sgtool predict`.")
+    return value
+
+
+def _stored_meta(h5: h5py.File, path: Path) -> dict:
+    """The `meta` attribute: a JSON object (dataset, split, task, ...); anything else is one sentence."""
+    raw = h5.attrs.get("meta", "{}")
+    try:
+        meta = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise SgtoolError(f"{path} has a `meta` attribute that is not a JSON object.",
+                          "Re-create it with `sgtool train` or `sgtool predict`.")
+    return meta
 
 
 def _validate(p: Predictions, path: Path) -> None:

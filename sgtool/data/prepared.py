@@ -74,7 +74,8 @@ def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
     """Build a dataset into a staging folder and move it, with its priors, into the workspace."""
     check_name(name, "dataset name")
     ws.check_writable()
-    with atomic.exclusive(ws.data_dir(name), f"the dataset '{name}'"):
+    with atomic.new_folder_kept_on_success(ws.data_dir(name).parent), \
+            atomic.exclusive(ws.data_dir(name), f"the dataset '{name}'"):
         return _save_prepared(ws, name, recipe, parameters, build, groups, force)
 
 
@@ -86,6 +87,7 @@ def _save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict, buil
         graphs, vocab = staged.graphs, staged.vocab
         if graphs.num_images == 0:
             raise SgtoolError(f"The dataset '{name}' would hold no images.", "Check the source and its filters.")
+        check_objects_per_image(graphs, name)
         widened = write_sgg_h5(staging / "sgg.h5", graphs)
         atomic.write_json(staging / "dicts.json", dicts_payload(vocab, graphs))
         atomic.write_json(staging / "image_data.json", image_data_payload(graphs))
@@ -113,6 +115,19 @@ def _save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict, buil
     return PreparedDataset(name, ws.data_dir(name), graphs, vocab, manifest)
 
 
+MAX_OBJECTS_PER_IMAGE = 2000  # priors and heads look at every ordered pair of an image's objects (4 million here)
+
+
+def check_objects_per_image(graphs: SceneGraphs, name: str) -> None:
+    """One sentence for an image with more objects than sgtool pairs up (a dense n x n per image)."""
+    counts = graphs.box_counts()
+    if len(counts) and counts.max() > MAX_OBJECTS_PER_IMAGE:
+        worst = int(counts.argmax())
+        raise SgtoolError(f"Image {int(graphs.image_ids[worst])} of the dataset '{name}' holds {int(counts[worst]):,} "
+                          f"objects, more than the {MAX_OBJECTS_PER_IMAGE:,} per image sgtool pairs up.",
+                          f"Keep at most {MAX_OBJECTS_PER_IMAGE:,} objects per image (e.g. the largest), or split the image.")
+
+
 def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:
     """Load a prepared dataset (the latest one when no name is given)."""
     name = name if name is not None else ws.latest_dataset()
@@ -124,6 +139,21 @@ def load_prepared(ws: Workspace, name: str | None = None) -> PreparedDataset:
     graphs.image_ids, graphs.files = image_ids, files
     check_labels_in_vocabulary(graphs, vocab, path)
     return PreparedDataset(name, path, graphs, vocab, manifest)
+
+
+def dataset_fingerprint(prepared: PreparedDataset) -> str:
+    """One sha256 over the manifest's per-file sha256s: changes whenever any file of the dataset does."""
+    files = prepared.manifest.get("sha256") if isinstance(prepared.manifest, dict) else None
+    listing = "\n".join(f"{k}={v}" for k, v in sorted((files or {}).items()))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def check_same_dataset(prepared: PreparedDataset, fingerprint: str | None, run: str) -> None:
+    """A run resumes only on the dataset it started on (runs older than the fingerprint are not checked)."""
+    if fingerprint is not None and dataset_fingerprint(prepared) != fingerprint:
+        raise SgtoolError(f"The dataset '{prepared.name}' was prepared again since run '{run}' started (its files' "
+                          "sha256 differ), so the run cannot resume on it.",
+                          "Train a new run instead; keep a dataset a run uses under its own name (prepare --name).")
 
 
 def check_labels_in_vocabulary(graphs: SceneGraphs, vocab: Vocabulary, path: Path) -> None:

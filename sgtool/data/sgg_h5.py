@@ -11,7 +11,6 @@ along as `complete_relationships`, `complete_predicates`, `img_to_first/last_com
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sgtool import atomic
 from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts
 from sgtool.errors import SgtoolError
 
@@ -107,7 +107,7 @@ def write_sgg_h5(path: Path, graphs: SceneGraphs) -> int:
     """
     box_rows = graphs.image_of_box()
     widths, heights = graphs.widths[box_rows], graphs.heights[box_rows]
-    with h5py.File(path, "w", track_order=False) as h5:
+    with atomic.h5_in_memory(path) as h5:
         _write(h5, "labels", graphs.labels.astype(np.int64)[:, None])
         _write(h5, "attributes", np.zeros((len(graphs.labels), ATTRIBUTE_SLOTS), np.int64))
         _write(h5, "boxes_1024", encode_boxes_1024(graphs.boxes, widths, heights))
@@ -261,14 +261,12 @@ def vocabulary_from_dicts(payload: dict, path: Path) -> Vocabulary:
 
 
 def read_json(path: Path) -> object:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SgtoolError(f"{path} does not exist.", "Check the path, or prepare the dataset first.") from exc
-    except IsADirectoryError as exc:
-        raise SgtoolError(f"{path} is a directory, not a JSON file.", "Pass the JSON file itself.") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SgtoolError(f"{path} is not valid JSON ({exc}).", "The file may be truncated; re-create it.") from exc
+    """A JSON file (regular, at most 8 GB, no key twice, nested at most 100 deep), each problem one sentence."""
+    from sgtool.inputs import DATA_BYTES, parse_json, read_text
+
+    hint = "The file may be truncated or hand-edited; re-create it."
+    text = read_text(path, "The file", DATA_BYTES, hint)
+    return parse_json(text, Path(path), hint)
 
 
 def image_data_payload(graphs: SceneGraphs) -> list[dict]:

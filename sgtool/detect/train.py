@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sgtool import __version__, distributed
+from sgtool.config import MAX_INT
 from sgtool.data.prepared import PreparedDataset, load_prepared
 from sgtool.detect.api import Detector
 from sgtool.detect.config import DetectorConfig
@@ -41,8 +42,8 @@ class DetectorResult:
 # ---------------------------------------------------------------- checks (before anything is written)
 
 def _check_positive(name: str, value: float | None, example: str) -> None:
-    if value is not None and not value > 0:
-        raise SgtoolError(f"{name} must be greater than 0, not {value}.", f"For example {name} {example}.")
+    if value is not None and not 0 < value <= MAX_INT:  # NaN fails, infinity and 10**30 exceed
+        raise SgtoolError(f"{name} must be greater than 0 and finite, not {value}.", f"For example {name} {example}.")
 
 
 def check_options(epochs: int | None, batch_size: int | None, lr: float | None, time_budget: float | None,

@@ -1,6 +1,8 @@
 """`sgtool predict IMAGE...`: detector + relation head on the user's own images -> graph.json each."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sgtool.workspace import Workspace, check_names
 
 
 KEEP_SCORE = 0.5  # objects in no kept relation still appear when the detector is this sure
+MAX_ASPECT = 32  # a detector resizing the long side to 128 pixels keeps the short one >= 4 pixels
 
 
 @dataclass
@@ -46,6 +49,11 @@ def read_user_image(path: Path) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SgtoolError(f"{path} is not an image sgtool can read ({type(exc).__name__}).",
                           "Pass PNG or JPEG files.") from exc
+    height, width = array.shape[:2]
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise SgtoolError(f"The image {path} is {width} x {height} pixels: one side is more than {MAX_ASPECT} times the "
+                          "other, so the detector's resize would leave it less than a few pixels thick.",
+                          "Crop or pad it to a less extreme shape first.")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -65,9 +73,11 @@ def read_inputs(images: list[Path], top: int) -> list:
 def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None, detector_run: str | None = None,
                    out: Path | None = None, top: int = 20, device: str = "cpu", pixels: list | None = None,
                    reporter: Reporter = SILENT) -> list[PredictedGraph]:
-    """Write <out>/<image stem>.graph.json for every image (the head's top relations, graph-constrained);
+    """Write <out>/<image stem>.graph.json for every image (the head's top relations, graph-constrained; names
+    that clash get -2, -3, ...: `graph_names`);
     `pixels`: the images already read by `read_inputs`."""
     check_names(run=run, detector=detector_run)
+    out = output_folder(ws, out)
     pixels = pixels if pixels is not None else read_inputs(images, top)
     run = run if run is not None else ws.latest_run()
     ids = np.arange(len(pixels))  # a visual head's source takes the user's pictures by these ids
@@ -76,16 +86,50 @@ def predict_images(ws: Workspace, images: list[Path], *, run: str | None = None,
     detector = load_detector(ws, detector_run if detector_run is not None else record.detector, prepared.vocab,
                              resolve_device(device),
                              dataset=f"the run's dataset '{prepared.name}'")
-    out = Path(out) if out is not None else Path.cwd()
     objects = detected_objects(detector, pixels, ids)
     predictions = head.predict(objects).ranked()
     results = []
+    names = graph_names(images)
     for i, path in enumerate(reporter.track(images, len(images), "graphs")):
-        results.append(_write_one(out, Path(path), pixels[i], predictions, i, top, prepared.vocab))
+        results.append(_write_one(out / names[i], Path(path), pixels[i], predictions, i, top, prepared.vocab))
     return results
 
 
-def _write_one(out: Path, image: Path, pixels: torch.Tensor, predictions, i: int, top: int, vocab) -> PredictedGraph:
+def graph_names(images: list[Path]) -> list[str]:
+    """<image stem>.graph.json per image; images sharing a stem (d1/same.png, d2/same.png) get <stem>-2,
+    <stem>-3, ... in the order given, so no graph overwrites another."""
+    names, taken = [], set()
+    for image in images:
+        stem, n = Path(image).stem, 1
+        while (name := f"{stem}{'' if n == 1 else f'-{n}'}.graph.json") in taken:
+            n += 1
+        names.append(name)
+        taken.add(name)
+    return names
+
+
+def output_folder(ws: Workspace, out: Path | None) -> Path:
+    """--out as a folder that can take the graphs (made if missing), checked before any model is loaded: a
+    file, pipe, device or symlink loop, or a folder that sgtool manages in the workspace, is one sentence."""
+    out = Path(out) if out is not None else Path.cwd()
+    ws.refuse_managed(out, "--out")
+    try:
+        info = os.stat(out)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:  # a symlink loop, a path through a file
+        raise SgtoolError(f"--out {out} cannot be used as a folder ({exc.strerror or exc}).", "Pass a folder.") from exc
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise SgtoolError(f"--out {out} is not a folder.", "Pass a folder for the graph.json files.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SgtoolError(f"The folder --out {out} cannot be made ({exc.strerror or exc}).",
+                          "Pass a folder you can write.") from exc
+    return out
+
+
+def _write_one(target: Path, image: Path, pixels: torch.Tensor, predictions, i: int, top: int, vocab) -> PredictedGraph:
     """One graph.json: the top relations, and the objects they use or that score at least KEEP_SCORE."""
     lo, hi = predictions.box_offsets[i], predictions.box_offsets[i + 1]
     plo, phi = predictions.pair_offsets[i], predictions.pair_offsets[i + 1]
@@ -96,8 +140,7 @@ def _write_one(out: Path, image: Path, pixels: torch.Tensor, predictions, i: int
     keep = scores >= KEEP_SCORE
     keep[pairs.reshape(-1)] = True
     new_id = np.cumsum(keep) - 1
-    target = out / f"{image.stem}.graph.json"
-    graph = build_graph(image=relative_image(image.resolve(), out.resolve()), width=pixels.shape[2],
+    graph = build_graph(image=relative_image(image.resolve(), target.parent.resolve()), width=pixels.shape[2],
                         height=pixels.shape[1], boxes=predictions.boxes[lo:hi][keep],
                         labels=predictions.labels[lo:hi][keep], vocab=vocab, scores=scores[keep],
                         pairs=new_id[pairs], predicates=predicates, rel_scores=triplet)

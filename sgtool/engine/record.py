@@ -38,11 +38,12 @@ class RunRecord:
     created: str = field(default_factory=_now)
     from_run: str | None = None  # `train --from`: whose weights this run scores
     seeds: list[int] | None = None  # ae: every seed trained into the run
+    dataset_sha256: str | None = None  # the dataset's fingerprint when the run started (checked on --resume)
 
     def to_dict(self) -> dict[str, Any]:
         """config.yaml's mapping; optional keys that are unset are left out, as before."""
         data = dataclasses.asdict(self)
-        for key in ("features", "from_run", "seeds"):
+        for key in ("features", "from_run", "seeds", "dataset_sha256"):
             if data[key] is None:
                 del data[key]
         return data

@@ -28,7 +28,9 @@ from sgtool import atomic
 from sgtool.config import read_yaml, resolve_device, user_settings
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
-from sgtool.data.prepared import PreparedDataset, load_prepared, load_prepared_priors
+from sgtool.data.prepared import (
+    PreparedDataset, check_same_dataset, dataset_fingerprint, load_prepared, load_prepared_priors,
+)
 from sgtool.engine.objects import labels_from_boxes, object_source as task_objects
 from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
 from sgtool.engine.visual import reattach, visual_source
@@ -128,12 +130,13 @@ def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSou
         model.attach_visual(visual)
     record = RunRecord(run=run, head=head, dataset=prepared.name, task=task, detector=objects_run or visual_run,
                        seed=request.seed, features=config.features if isinstance(config, VisualHeadConfig) else None,
-                       device=device, options=config_dict(config))
+                       device=device, options=config_dict(config), dataset_sha256=dataset_fingerprint(prepared))
     run_data = RunData(prepared, priors, source, record)
     if trainable:
-        metrics = _train_in_place(ws.run_dir(run), model, data, run_data, reporter)
+        with ws.training(run, prepared.name):
+            metrics = _train_in_place(ws.run_dir(run), model, data, run_data, reporter)
     elif distributed.is_main():  # nothing to share out: rank 0 fits, the others wait
-        with atomic.exclusive(ws.run_dir(run), f"the run '{run}'"), atomic.atomic_directory(ws.run_dir(run)) as staging:
+        with ws.training(run, prepared.name), atomic.atomic_directory(ws.run_dir(run)) as staging:
             _refuse_taken(ws, run)
             metrics = _fill_run(staging, model, data, run_data, reporter)
     else:
@@ -181,6 +184,14 @@ def resume_train(ws: Workspace, run: str, request: TrainRequest,
                           "Leave that option out, or start a new run without --resume.")
     folder = ws.require_run(run)
     record = _resumable_record(folder, run, request.kind, request.dataset)
+    with ws.training(run, record.dataset):  # one writer of the run; its dataset is not replaced meanwhile
+        return _resume_held(ws, run, record, request, object_source)
+
+
+def _resume_held(ws: Workspace, run: str, record: RunRecord, request: TrainRequest,
+                 object_source: ObjectSource | None) -> TrainResult:
+    """resume_train once this process holds the run: the same dataset, the last checkpoint, the loop."""
+    folder = ws.run_dir(run)
     from sgtool.engine.checkpoint import LAST, training_state
 
     training_state(folder / "checkpoints" / LAST, record.head)  # unreadable: refused, run.json untouched
@@ -191,6 +202,7 @@ def resume_train(ws: Workspace, run: str, request: TrainRequest,
     device = distributed.setup(resolve_device(request.device))
     reporter = request.reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, record.dataset)
+    check_same_dataset(prepared, record.dataset_sha256, run)
     source = object_source or task_objects(ws, prepared, record.task, record.detector, device, reporter,
                                            labels_from_boxes(head_cls))[0]
     priors = load_prepared_priors(ws, prepared.name)
@@ -235,7 +247,8 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     record = record.replace(run=new, task=task, detector=objects_run or visual_run, from_run=run, device=device,
                             created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     reporter.info(f"Scoring the {record.head} weights of run {run} in {task} as run {new} (no training).")
-    with atomic.atomic_directory(ws.run_dir(new)) as staging:
+    with ws.training(new, prepared.name), atomic.atomic_directory(ws.run_dir(new)) as staging:
+        _refuse_taken(ws, new)
         (staging / "checkpoints").mkdir()
         for weights in ("model.npz", "model.pt"):
             if (folder / "checkpoints" / weights).is_file():

@@ -61,8 +61,8 @@ def train_detector(ws: Workspace, *, resume: str | None = None, seed: int = 0, d
         state = resume_state(ws, resume, dataset, arch, epochs, weights, name, time_budget)
     else:
         state = new_state(ws, dataset, arch or "tiny", epochs, batch_size, lr, weights, name, time_budget, seed)
-    ws.check_writable()
-    return _run(ws, state, device, reporter)
+    with ws.training(state.run, state.prepared.name):  # one writer of the run; its dataset is not replaced meanwhile
+        return _run(ws, state, device, reporter)
 
 
 def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None, epochs: int | None,

@@ -50,14 +50,14 @@ METRIC_FAMILIES: dict[str, str] = {
     "complete-R@K": "vs complete GT: complete GT relations hit by the top K unique predictions / all, micro over the split",
     "complete-F1@K": "harmonic mean of complete-P@K and complete-R@K",
 }
-_K_FAMILY = re.compile(r"^k(\d+|free)-R@(\d+)$", re.IGNORECASE)
+_K_FAMILY = re.compile(r"^k([0-9]+|free)-R@([0-9]+)$")  # names as written, K in ASCII digits only
 
 
 def _family_patterns() -> list[tuple[re.Pattern, str, str]]:
     out = []
     for template in METRIC_FAMILIES:
         prefix, suffix = template.split("@K")
-        out.append((re.compile(rf"^{re.escape(prefix)}@(\d+){re.escape(suffix)}$", re.IGNORECASE), prefix, suffix))
+        out.append((re.compile(rf"^{re.escape(prefix)}@([0-9]+){re.escape(suffix)}$"), prefix, suffix))
     return out
 
 
@@ -65,7 +65,8 @@ _PATTERNS = _family_patterns()
 
 
 def parse_metric(name: str) -> str:
-    """Validate a user-typed metric name ("mr@100" -> "mR@100"); SgtoolError listing families if unknown."""
+    """Validate a user-typed metric name, written as listed ("mR@100"; "mr@100", "R@5_0" are unknown); SgtoolError
+    listing the families if unknown."""
     text = name.strip()
     k_match = _K_FAMILY.match(text)
     if k_match and int(k_match.group(2)) > 0:

@@ -7,6 +7,7 @@ and graphs/ with --dump-graphs) in one rename.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,10 @@ def evaluate_predictions(gt: SceneGraphs, predictions: Predictions, task: str, p
 def parse_ks(text: str | None) -> tuple[int, ...]:
     if text is None or not str(text).strip():
         return DEFAULT_KS
-    try:
-        ks = sorted({int(part) for part in str(text).split(",") if part.strip()})
-    except ValueError as exc:
-        raise SgtoolError(f"--k '{text}' is not a comma-separated list of whole numbers.", "Example: --k 20,50,100") from exc
+    parts = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not all(re.fullmatch("[0-9]+", part) for part in parts):  # int() would take '5_0' and non-ASCII digits
+        raise SgtoolError(f"--k '{text}' is not a comma-separated list of whole numbers.", "Example: --k 20,50,100")
+    ks = sorted({int(part) for part in parts})
     if not ks or ks[0] < 1:
         raise SgtoolError(f"--k '{text}' must list positive numbers.", "Example: --k 20,50,100")
     return check_ks(tuple(ks))
@@ -101,8 +102,9 @@ def check_belongs(predictions: Predictions, prepared: PreparedDataset, gt: Scene
     made_for = predictions.meta.get("dataset", "an unknown dataset")
     fingerprint = predictions.meta.get("vocabulary_fingerprint")
     if fingerprint is not None and fingerprint != vocabulary_fingerprint(prepared.vocab):
-        raise SgtoolError(f"{path} was made for '{made_for}', whose vocabulary differs from that of '{prepared.name}'.",
-                          "Evaluate it against the dataset it was made for, or predict again.")
+        made = f"an earlier preparation of '{made_for}'" if made_for == prepared.name else f"'{made_for}'"
+        raise SgtoolError(f"{path} was made for {made}, whose vocabulary differs from the one '{prepared.name}' holds now.",
+                          "Train the run again on the dataset as it is now, or evaluate against the dataset it was made for.")
     labels, num_objects = predictions.labels, len(prepared.vocab.objects)
     if len(labels) and (labels.min() < 1 or labels.max() > num_objects):
         label = labels.max() if labels.max() > num_objects else labels.min()

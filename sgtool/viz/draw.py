@@ -19,6 +19,7 @@ from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
 
 from sgtool import atomic  # noqa: E402
 from sgtool.errors import SgtoolError  # noqa: E402
+from sgtool.ui import SILENT, Reporter  # noqa: E402
 from sgtool.viz.graph_json import image_path, read_graph, top_relations  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -51,9 +52,10 @@ def output_path(graph_path: Path, out: Path | None) -> tuple[Path, str]:
     return path, fmt
 
 
-def draw_graph(graph_path: Path, out: Path | None = None, top: int | None = None) -> Drawing:
+def draw_graph(graph_path: Path, out: Path | None = None, top: int | None = None, reporter: Reporter = SILENT) -> Drawing:
     """Draw at most `top` relations (DEFAULT_TOP when None) and MAX_OBJECTS objects, best first; the
-    picture says how many were left out, so any graph.json draws in bounded time and memory."""
+    picture says how many were left out, so any graph.json draws in bounded time and memory. A named image
+    that is missing is left out with a warning."""
     if top is not None and not 1 <= top <= MAX_TOP:
         raise SgtoolError(f"--top must be from 1 to {MAX_TOP}, not {top}.", "Pass the number of relations to draw.")
     graph = read_graph(graph_path)
@@ -62,6 +64,9 @@ def draw_graph(graph_path: Path, out: Path | None = None, top: int | None = None
     relations = top_relations(every, top or DEFAULT_TOP)
     objects = _objects_to_show(graph["objects"], relations, top is not None or len(relations) < len(every))
     image = image_path(graph, graph_path)
+    if image is None and graph.get("image"):
+        reporter.warn(f"The graph's image {graph['image']} is not a file next to {graph_path} (or at that path), "
+                      "so the graph is drawn without it.")
     left_out = (len(every) - len(relations), len(graph["objects"]) - len(objects))
     figure = _figure(graph, objects, relations, image, left_out)
     try:
@@ -121,7 +126,7 @@ def _draw_image(ax: Axes, image: Path, objects: list[dict]) -> tuple[int, int]:
         raise SgtoolError(f"The image {image} cannot be read ({exc}).", "Fix the graph's 'image' path.") from exc
     ax.imshow(pixels)
     for obj in objects:
-        x1, y1, x2, y2 = obj["box"]
+        x1, y1, x2, y2 = _within(obj["box"], pixels.size)
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="#ffcc00", linewidth=1.5))
         ax.text(x1, y1, f"{obj['id']}:{obj['label']}", fontsize=7, color="black", va="bottom",
                 bbox={"facecolor": "#ffcc00", "alpha": 0.8, "pad": 1, "linewidth": 0})
@@ -129,12 +134,18 @@ def _draw_image(ax: Axes, image: Path, objects: list[dict]) -> tuple[int, int]:
     return pixels.size
 
 
+def _within(box: list[float], size: tuple[int, int]) -> list[float]:
+    """The box clipped to one image size around the image: absurd coordinates (1e308) still draw."""
+    width, height = max(size[0], 1), max(size[1], 1)
+    return [min(max(v, -limit), 2 * limit) for v, limit in zip(box, (width, height, width, height))]
+
+
 def _centre_positions(objects: list[dict], size: tuple[int, int]) -> dict:
     """Box centres in [0, 1] (y up), nudged apart where centres coincide."""
     width, height = max(size[0], 1), max(size[1], 1)
     positions, seen = {}, {}
     for obj in objects:
-        x1, y1, x2, y2 = obj["box"]
+        x1, y1, x2, y2 = _within(obj["box"], size)
         x, y = (x1 + x2) / 2 / width, 1 - (y1 + y2) / 2 / height
         key = (round(x, 2), round(y, 2))
         shift = 0.04 * seen.get(key, 0)

@@ -9,7 +9,6 @@ by `sgtool eval --dump-graphs`: a GT relation recalled in the top K, a predictio
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -51,18 +50,11 @@ def write_graph(path: Path, graph: dict) -> None:
 
 def read_graph(path: Path) -> dict:
     """Read and validate a graph.json; every problem is one sentence naming the file."""
+    from sgtool.inputs import parse_json, read_text
+
     path = Path(path)
-    if path.is_dir():
-        raise SgtoolError(f"{path} is a directory, not a graph.json file.", "Pass the graph.json file itself.")
-    if path.is_file() and path.stat().st_size > MAX_GRAPH_BYTES:
-        raise SgtoolError(f"{path} is {path.stat().st_size / 2**20:,.0f} MB, more than the {MAX_GRAPH_BYTES >> 20} MB "
-                          "a graph.json may be.", "Keep the best relations only, e.g. with `sgtool predict --top`.")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SgtoolError(f"The graph file {path} does not exist.", "Check the path.") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SgtoolError(f"{path} is not valid JSON ({exc}).", _HINT) from exc
+    text = read_text(path, "The graph file", MAX_GRAPH_BYTES, "Keep the best relations only, e.g. with `sgtool predict --top`.")
+    payload = parse_json(text, path, _HINT)
     validate_graph(payload, path)
     return payload
 
