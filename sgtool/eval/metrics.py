@@ -59,12 +59,15 @@ FAMILY_COLUMNS: dict[str, str] = {
     "phr-R@K": "phr", "A@K": "acc", "k1-R@K": "k1", "k10-R@K": "k10", "kfree-R@K": "kfree",
     **{family: "complete" for family in ("complete-P@K", "complete-R@K", "complete-F1@K")},
 }
+# SGBench's metrics (eval/sgbench.py), computed by `sgtool eval --predictions`; InstR and PRank have no K.
+SGBENCH_FAMILIES = ("sgbench-R@K", "sgbench-mR@K", "PairR@K")
+NO_K_METRICS = ("InstR", "PRank")
 _K_FAMILY = re.compile(r"^k(\d+|free)-R@(\d+)$", re.IGNORECASE)
 
 
 def _family_patterns() -> list[tuple[re.Pattern, str, str]]:
     out = []
-    for template in METRIC_FAMILIES:
+    for template in (*METRIC_FAMILIES, *SGBENCH_FAMILIES):
         prefix, suffix = template.split("@K")
         out.append((re.compile(rf"^{re.escape(prefix)}@(\d+){re.escape(suffix)}$", re.IGNORECASE), prefix, suffix))
     return out
@@ -76,6 +79,9 @@ _PATTERNS = _family_patterns()
 def parse_metric(name: str) -> str:
     """Validate a user-typed metric name ("mr@100" -> "mR@100"); SgtoolError listing families if unknown."""
     text = name.strip()
+    exact = {metric.lower(): metric for metric in NO_K_METRICS}
+    if text.lower() in exact:
+        return exact[text.lower()]
     k_match = _K_FAMILY.match(text)
     if k_match and int(k_match.group(2)) > 0:
         return f"k{k_match.group(1).lower()}-R@{int(k_match.group(2))}"
@@ -84,11 +90,13 @@ def parse_metric(name: str) -> str:
         if found and int(found.group(1)) > 0:
             return f"{prefix}@{int(found.group(1))}{suffix}"
     raise SgtoolError(f"Unknown metric '{name}'.",
-                      "Use one of " + ", ".join(METRIC_FAMILIES) + " with K a positive integer, e.g. mR@100.")
+                      "Use one of " + ", ".join((*METRIC_FAMILIES, *SGBENCH_FAMILIES, *NO_K_METRICS)) + " with K a positive integer, e.g. mR@100.")
 
 
 def metric_family(name: str) -> tuple[str, int]:
-    """"mR@100-present" -> ("mR@K-present", 100)."""
+    """"mR@100-present" -> ("mR@K-present", 100); a metric without K ("InstR") -> ("InstR", 0)."""
+    if name in NO_K_METRICS:
+        return name, 0
     found = re.search(r"@(\d+)", name)
     if not found:
         raise SgtoolError(f"'{name}' is not a metric name.", "Metric names look like R@50 or mR@100.")
