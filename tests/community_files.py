@@ -100,3 +100,35 @@ def write_sgb(path, gts: list[dict], preds: list[dict], with_gt: bool = True) ->
             pred_lists.append(p)
         payload = {"groundtruths": gt_lists, "predictions": pred_lists} if with_gt else {"predictions": pred_lists}
         torch.save(payload, path)
+
+
+def sgbench_split(seed: int = 0, images: int = 30, num_predicates: int = 4, num_labels: int = 3) -> tuple[list[dict], dict]:
+    """Ground truth per image (1-based labels / predicates) and an SGBench prediction JSON for it (0-based ids).
+
+    Predicted boxes jitter the GT boxes (some far off, some relabelled, some duplicated); the ranked triplets
+    mix true relations, reversed pairs and random ones, with repeats; ng_triplets list several predicates
+    per pair."""
+    rng = np.random.default_rng(seed)
+    gts, pred_images = [], []
+    for image_id in range(100, 100 + images):
+        n = int(rng.integers(2, 7))
+        xy = rng.uniform(0, 200, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(20, 80, (n, 2))], 1).round(1)
+        labels = rng.integers(1, num_labels + 1, n)
+        s, o = np.nonzero(~np.eye(n, dtype=bool))
+        pick = rng.random(len(s)) < 0.35
+        pick[rng.integers(0, len(s))] = True
+        relations = np.column_stack([s[pick], o[pick], rng.integers(1, num_predicates + 1, int(pick.sum()))])
+        gts.append({"id": image_id, "boxes": boxes, "labels": labels, "relations": relations})
+        m = n + 1
+        keep = np.concatenate([np.arange(n), [int(rng.integers(0, n))]])
+        p_boxes = boxes[keep] + rng.normal(0, 3, (m, 4)) + (rng.random((m, 1)) < 0.15) * 60
+        p_labels = np.where(rng.random(m) < 0.9, labels[keep], rng.integers(1, num_labels + 1, m))
+        ps, po = np.nonzero(~np.eye(m, dtype=bool))
+        rows = rng.permutation(len(ps))[: int(rng.integers(3, len(ps) + 1))]
+        triplets = np.column_stack([ps[rows], po[rows], rng.integers(0, num_predicates, len(rows))])
+        triplets = np.concatenate([triplets, triplets[:2]])  # repeats: SGBench drops them
+        ng = np.column_stack([np.repeat(ps[rows], 2), np.repeat(po[rows], 2), rng.integers(0, num_predicates, 2 * len(rows))])
+        pred_images.append({"id": image_id, "bboxes": p_boxes.round(2).tolist(), "categories": (p_labels - 1).tolist(),
+                            "triplets": triplets.tolist(), "ng_triplets": ng.tolist()})
+    return gts, {"version": 1, "images": pred_images}

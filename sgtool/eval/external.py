@@ -98,12 +98,9 @@ def _dataset_ground_truth(ws: Workspace, path: Path, loaded: LoadedPredictions, 
     gt = prepared.graphs.split_subset(split)
     where = f"the {split} split of '{prepared.name}'"
     rows = match_images(path, loaded, gt, where)
-    pred = select_images(loaded.predictions, rows)
-    pred.image_ids = gt.image_ids.copy()
     if loaded.gt is not None:
         check_file_ground_truth(path, scene_graphs_from_arrays([loaded.gt[r] for r in rows], split), gt, where)
-    ng_lists = None if loaded.ng_triplets is None else [loaded.ng_triplets[r] for r in rows]
-    return prepared.name, gt, pred, prepared.vocab, load_prepared_priors(ws, prepared.name), ng_lists
+    return prepared.name, gt, rows, prepared.vocab, load_prepared_priors(ws, prepared.name)
 
 
 def _file_ground_truth(path: Path, loaded: LoadedPredictions, split: str):
@@ -117,7 +114,40 @@ def _file_ground_truth(path: Path, loaded: LoadedPredictions, split: str):
     n_obj = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0)))
     vocab = Vocabulary([f"object_{i}" for i in range(1, n_obj + 1)],
                        [f"predicate_{i}" for i in range(1, pred.rel_scores.shape[1])])
-    return "the file's own ground truth", gt, pred, vocab, None, loaded.ng_triplets
+    return "the file's own ground truth", gt, np.arange(gt.num_images), vocab, None
+
+
+def score_predictions(path: Path, loaded: LoadedPredictions, gt: SceneGraphs, rows: np.ndarray, *, num_predicates: int,
+                      task: str | None = None, ks: tuple[int, ...] = (20, 50, 100), priors: dict | None = None,
+                      empty_images: str = "zero", reporter: Reporter = SILENT) -> tuple[EvalResult, Predictions, str]:
+    """sgtool's metrics and SGBench's on the file's images `rows` (one per GT image, in GT order)."""
+    from sgtool.eval.run_eval import seen_triplets
+
+    pred = widen(select_images(loaded.predictions, rows), num_predicates, path)
+    pred.image_ids = gt.image_ids.copy()
+    task = task or loaded.task or guess_task(pred, gt)
+    result = evaluate(gt, pred, task=task, num_predicates=num_predicates, ks=ks,
+                      predicate_groups=None if priors is None else priors.get("predicate_groups"),
+                      seen_triplets=None if priors is None else seen_triplets(priors), reporter=reporter,
+                      empty_images=empty_images)
+    ng_lists = None
+    if loaded.format == "sgbench":  # its own no-graph-constraint list (none given: PRank undefined, as in SGBench)
+        ng_lists = [np.zeros((0, 3), np.int64)] * gt.num_images if loaded.ng_triplets is None else \
+            [loaded.ng_triplets[r] for r in rows]
+    extra, conventions = sgbench_metrics(gt, pred, result.hits, tuple(ks), task, ng_lists)
+    result.metrics.update(extra)
+    result.conventions.update(conventions)
+    return result, pred, task
+
+
+def evaluate_file(path: Path, gt: SceneGraphs, *, fmt: str | None = None, num_predicates: int | None = None,
+                  **options) -> EvalResult:
+    """The Python API of `eval --predictions`: a prediction file (any format) against the ground truth given,
+    images matched by id when the file names them, else by order; options as `score_predictions`'."""
+    loaded = read_prediction_file(Path(path), fmt)
+    rows = match_images(Path(path), loaded, gt, "the ground truth given")
+    width = num_predicates or max(loaded.predictions.rel_scores.shape[1], int(gt.relations.predicates.max(initial=0)) + 1)
+    return score_predictions(Path(path), loaded, gt, rows, num_predicates=width, **options)[0]
 
 
 def _check_options(predictions: Path | None, run: str | None, dump_graphs: int) -> None:
@@ -133,7 +163,7 @@ def run_external_eval(ws: Workspace, *, predictions: Path | None, fmt: str | Non
                       split: str = "test", task: str | None = None, metrics: list[str] | None = None,
                       ks: tuple[int, ...] = (20, 50, 100), empty_images: str = "zero", run: str | None = None,
                       dump_graphs: int = 0, reporter: Reporter = SILENT) -> EvalOutcome:
-    from sgtool.eval.run_eval import check_available, check_ks, check_metrics, metric_k, seen_triplets
+    from sgtool.eval.run_eval import check_available, check_ks, check_metrics, metric_k
 
     _check_options(predictions, run, dump_graphs)
     check_names(dataset=dataset)
@@ -146,18 +176,13 @@ def run_external_eval(ws: Workspace, *, predictions: Path | None, fmt: str | Non
         raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", "Pass --task predcls, sgcls or sgdet.")
     path = Path(predictions)
     loaded = read_prediction_file(path, fmt)
-    name, gt, pred, vocab, priors, ng_lists = (_dataset_ground_truth(ws, path, loaded, dataset, split) if dataset is not None
+    name, gt, rows, vocab, priors = (_dataset_ground_truth(ws, path, loaded, dataset, split) if dataset is not None
                                      else _file_ground_truth(path, loaded, split))
-    pred = widen(pred, vocab.num_predicate_classes, path)
-    task = task or loaded.task or guess_task(pred, gt)
     if len(gt.relations) == 0:
         raise SgtoolError(f"{name} holds no annotated relation to evaluate.", "Evaluate another split with --split.")
-    reporter.info(f"Evaluating {path.name} ({loaded.format}) against {name} ({task}, {gt.num_images} images).")
-    result = evaluate(gt, pred, task=task, num_predicates=vocab.num_predicate_classes, ks=ks,
-                      predicate_groups=None if priors is None else priors.get("predicate_groups"),
-                      seen_triplets=None if priors is None else seen_triplets(priors), reporter=reporter,
-                      empty_images=empty_images)
-    _add_sgbench(result, gt, pred, task, ks, ng_lists if loaded.format == "sgbench" else None, loaded.format)
+    reporter.info(f"Evaluating {path.name} ({loaded.format}) against {name} ({gt.num_images} images).")
+    result, pred, task = score_predictions(path, loaded, gt, rows, num_predicates=vocab.num_predicate_classes, task=task,
+                                           ks=ks, priors=priors, empty_images=empty_images, reporter=reporter)
     check_available(selected, result, task)
     outcome = EvalOutcome(f"file {path.name}", name, split, task, ks, result, None, selected,
                           head_meta=dict(pred.meta.get("head_meta") or {}))
@@ -165,13 +190,3 @@ def run_external_eval(ws: Workspace, *, predictions: Path | None, fmt: str | Non
     outcome.payload.update({"predictions": str(path), "format": loaded.format,
                             "notes": [] if priors is not None else [NO_STATISTICS]})
     return outcome
-
-
-def _add_sgbench(result: EvalResult, gt: SceneGraphs, pred: Predictions, task: str, ks: tuple[int, ...],
-                 ng_lists: list[np.ndarray] | None, fmt: str) -> None:
-    """SGBench's metrics beside sgtool's (an SGBench file without ng_triplets has no PRank, as in SGBench)."""
-    if fmt == "sgbench" and ng_lists is None:
-        ng_lists = [np.zeros((0, 3), np.int64)] * gt.num_images
-    extra, conventions = sgbench_metrics(gt, pred, result.hits, ks, task, ng_lists)
-    result.metrics.update(extra)
-    result.conventions.update(conventions)

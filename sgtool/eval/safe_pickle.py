@@ -37,7 +37,10 @@ class BoxListData:
 
 def _numpy_globals() -> list[tuple[Any, str]]:
     """numpy's array rebuilders under both module names numpy has used (numpy.core / numpy._core)."""
-    from numpy.core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
 
     found = [(np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype")]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
