@@ -29,6 +29,9 @@ _sgtool() {
         --k) return;;
         --dump-graphs) return;;
         --empty-images) COMPREPLY=($(compgen -W "zero skip" -- "$cur")); return;;
+        --predictions) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        --format) COMPREPLY=($(compgen -W "sgb sgbench sgtool json" -- "$cur")); return;;
+        --dataset) return;;
         --detector) return;;
         --source) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --name) return;;
@@ -40,7 +43,6 @@ _sgtool() {
         --val) return;;
         --val-pick) COMPREPLY=($(compgen -W "first random" -- "$cur")); return;;
         --head) return;;
-        --dataset) return;;
         --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --set) return;;
         --resume) return;;
@@ -65,7 +67,7 @@ _sgtool() {
         "sgtool") COMPREPLY=($(compgen -W "demo draw eval info predict prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --empty-images --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --empty-images --predictions --format --dataset --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool info") COMPREPLY=($(compgen -W "--verify --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool predict") COMPREPLY=($(compgen -W "--run --detector --out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare") COMPREPLY=($(compgen -W "custom shapes synth vg vrd --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
@@ -73,7 +75,7 @@ _sgtool() {
         "sgtool prepare shapes") COMPREPLY=($(compgen -W "--images --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare synth") COMPREPLY=($(compgen -W "--images --size --name --workers --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool prepare vg") COMPREPLY=($(compgen -W "--source --split --name --val --val-pick --filter-empty --keep-empty --filter-duplicates --keep-duplicate-rels --filter-non-overlap --keep-non-overlap --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
-        "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --merge-test-duplicates --no-merge-test-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --name --config --set --resume --from --cache-features --epochs --batch-size --overlap --no-overlap --samples --t-end --front-end --ode --losses --rank --k --max-nodes --supervised --no-supervised --seeds --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
     esac

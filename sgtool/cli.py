@@ -160,7 +160,8 @@ def prepare_vrd(
     ctx: typer.Context,
     source: Annotated[Path, typer.Option(help="Folder with annotations_train.json, annotations_test.json, objects.json, predicates.json.")],
     name: Annotated[str, typer.Option(help="Dataset name in the workspace.")] = "vrd",
-    keep_duplicates: Annotated[bool, typer.Option(help="Keep exact duplicate triplets (merged by default).")] = False,
+    keep_duplicates: Annotated[bool, typer.Option(help="Keep exact duplicate triplets in train too (by default they are merged in train and kept in test).")] = False,
+    merge_test_duplicates: Annotated[bool, typer.Option(help="Merge exact duplicate triplets in test too (the literature keeps them).")] = False,
     val: Annotated[int, typer.Option(help="Validation images taken from the 4,000 train images with the seed.")] = 0,
     force: Annotated[bool, typer.Option(help="Replace a dataset of this name prepared with other parameters.")] = False,
 ) -> None:
@@ -169,7 +170,8 @@ def prepare_vrd(
     from sgtool.engine.info import show_prepared
 
     s = _settings(ctx)
-    prepared = stage(s.workspace, source, name=name, keep_duplicates=keep_duplicates, val=val, seed=s.seed, force=force)
+    prepared = stage(s.workspace, source, name=name, keep_duplicates=keep_duplicates, val=val, seed=s.seed, force=force,
+                     merge_test_duplicates=merge_test_duplicates)
     show_prepared(prepared, as_json=s.json)
 
 

@@ -132,3 +132,34 @@ def sgbench_split(seed: int = 0, images: int = 30, num_predicates: int = 4, num_
         pred_images.append({"id": image_id, "bboxes": p_boxes.round(2).tolist(), "categories": (p_labels - 1).tolist(),
                             "triplets": triplets.tolist(), "ng_triplets": ng.tolist()})
     return gts, {"version": 1, "images": pred_images}
+
+
+def vrd_split(seed: int = 0, images: int = 25, num_predicates: int = 16, num_labels: int = 4) -> tuple[list[dict], list[dict]]:
+    """A small VRD-like SGDet split: GT with exact duplicate and multi-predicate relations; detections
+    (jittered GT boxes, some relabelled, extra ones) scored on every ordered pair with full distributions."""
+    rng = np.random.default_rng(seed)
+    gts, preds = [], []
+    for _ in range(images):
+        n = int(rng.integers(2, 7))
+        xy = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(15, 150, (n, 2))], 1).round(1)
+        labels = rng.integers(1, num_labels + 1, n)
+        s, o = np.nonzero(~np.eye(n, dtype=bool))
+        pick = rng.random(len(s)) < 0.3
+        pick[rng.integers(0, len(s))] = True
+        relations = np.column_stack([s[pick], o[pick], rng.integers(1, num_predicates, int(pick.sum()))])
+        extra = relations[rng.random(len(relations)) < 0.3]
+        relations = np.concatenate([relations, extra, np.column_stack([extra[:, :2], rng.integers(1, num_predicates, len(extra))])])
+        gts.append({"boxes": boxes, "labels": labels, "relations": relations})
+        m = n + int(rng.integers(0, 3))
+        keep = np.concatenate([np.arange(n), rng.integers(0, n, m - n)])
+        wh = np.concatenate([boxes[keep, 2:] - boxes[keep, :2]] * 2, 1)
+        p_boxes = (boxes[keep] + rng.normal(0, 0.12, (m, 4)) * wh).round(2)
+        p_boxes = np.concatenate([np.minimum(p_boxes[:, :2], p_boxes[:, 2:]), np.maximum(p_boxes[:, :2], p_boxes[:, 2:])], 1)
+        p_labels = np.where(rng.random(m) < 0.85, labels[keep], rng.integers(1, num_labels + 1, m))
+        ps, po = np.nonzero(~np.eye(m, dtype=bool))
+        logits = rng.normal(0, 1.2, (len(ps), num_predicates))
+        rel_scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        preds.append({"boxes": p_boxes, "labels": p_labels, "scores": rng.uniform(0.3, 1.0, m).round(4),
+                      "pairs": np.column_stack([ps, po]), "rel_scores": rel_scores})
+    return gts, preds

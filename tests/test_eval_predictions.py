@@ -209,3 +209,26 @@ def test_eval_json_carries_the_whole_report(freq_run, cli):
     shown = json.loads(result.out)
     report = json.loads((ws.report_dir(run) / "report.json").read_text())
     assert {name: shown[name] for name in report} == report
+
+
+# RelDN's official VRD evaluator (NVIDIA/ContrastiveLosses4VRD, lib/datasets_rel/task_evaluation_vg_and_vrd.py,
+# eval_rel_results unchanged; Detectron's compiled bbox_overlaps stood in by its +1-pixel formula) run once on
+# vrd_split(seed=0): hits out of its 182 GT relations, relationship (reldet) and phrase (phrdet) detection,
+# prd_k = 1, 10 and 70 (every predicate) at R@20 / 50 / 100.
+RELDN = {"k1-R": (7, 13, 13), "k10-R": (9, 13, 39), "kfree-R": (9, 13, 43),
+         "k1-phr-R": (12, 20, 20), "k10-phr-R": (16, 25, 58), "kfree-phr-R": (16, 25, 62)}
+
+
+def test_vrd_protocol_counts_equal_reldns_official_evaluator():
+    from community_files import vrd_split
+    from sgtool.eval import ImagePrediction, evaluate_arrays
+
+    gts, preds = vrd_split(seed=0)
+    result = evaluate_arrays([ImageGraph(g["boxes"], g["labels"], g["relations"]) for g in gts],
+                             [ImagePrediction(p["boxes"], p["labels"], p["scores"], p["pairs"], p["rel_scores"]) for p in preds],
+                             task="sgdet", num_predicates=16, ks=(20, 50, 100), top_k_per_pair=(1, 10, None))
+    assert result.counts["relations"] == 182
+    for family, hits in RELDN.items():
+        assert [round(result.metrics[f"{family}@{k}"] * 182, 9) for k in (20, 50, 100)] == list(hits), family
+    # the per-image phrase recall is another metric: a mean of per-image ratios, not hits / 182
+    assert result.metrics["phr-R@50"] != pytest.approx(20 / 182)

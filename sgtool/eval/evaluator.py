@@ -19,9 +19,10 @@ from sgtool.data.predictions import Predictions
 from sgtool.eval.matching import NO_HIT
 from sgtool.eval.metrics import (
     EvalResult, EvalSetup, Hits, HitTable, IoURule, aggregate, check, check_empty_images, conventions_of,
-    empty_counts, k_list_names, score_batches, validate_inputs,
+    empty_counts, k_list_names, list_columns, score_batches, validate_inputs,
 )
 from sgtool.eval.point_graph import DEFAULT_THRESHOLD, PointGraphs, triplet_scores
+from sgtool.eval.sgbench import SgbenchTable, sgbench_aggregate, sgbench_table
 
 
 class Evaluator(Protocol):
@@ -40,11 +41,13 @@ class SceneGraphEvaluator:
     `gt`: the split's ground truth (held whole, it is small). `process(inputs, outputs)`: `outputs` the
     `Predictions` of the next images of the split, `inputs` their ground truth (`SceneGraphs`, checked
     against the split's next image ids) or None to take it from the split. The result's `hits` holds the
-    GT side only (its per-pair arrays are empty)."""
+    GT side only (its per-pair arrays are empty). `sgbench=True` adds SGBench's metrics (sgbench.py),
+    computed chunk by chunk from the same ranking."""
 
     def __init__(self, gt: SceneGraphs, *, task: str, num_predicates: int, ks: tuple[int, ...] = (20, 50, 100),
                  predicate_groups: np.ndarray | None = None, seen_triplets: np.ndarray | None = None,
-                 iou: IoURule = IoURule(), top_k_per_pair: tuple = (1, 10, None), empty_images: str = "zero") -> None:
+                 iou: IoURule = IoURule(), top_k_per_pair: tuple = (1, 10, None), empty_images: str = "zero",
+                 sgbench: bool = False) -> None:
         check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
               "No image of the split has a ground-truth relation, so there is nothing to recall.",
               "Check the split (--split) or the dataset's relations.")
@@ -53,13 +56,15 @@ class SceneGraphEvaluator:
         self.setup = EvalSetup(gt, None, task, num_predicates, ks, max(ks), k_list_names(tuple(top_k_per_pair)),
                                float(iou.threshold), bool(iou.legacy), empty_images)
         self.options = (predicate_groups, seen_triplets, tuple(top_k_per_pair))
+        self.sgbench = sgbench
         self.reset()
 
     def reset(self) -> None:
         gt = self.setup.gt
         self.table = HitTable.empty(len(gt.relations), len(gt.complete) if gt.complete is not None else 0, 0,
-                                    list(self.setup.k_lists), gt.num_images)
+                                    list_columns(self.setup.k_lists), gt.num_images)
         self._kept: list[tuple[np.ndarray, np.ndarray]] = []
+        self._sgbench: list[SgbenchTable] = []
         self._done = self._pairs = 0
 
     def process(self, inputs: SceneGraphs | None, outputs: Predictions) -> None:
@@ -74,12 +79,14 @@ class SceneGraphEvaluator:
         validate_inputs(part, outputs, s.task, s.num_predicates, s.ks, groups_seen_k[0], groups_seen_k[1],
                         s.iou_threshold, groups_seen_k[2])
         chunk = HitTable.empty(len(part.relations), len(part.complete) if part.complete is not None else 0,
-                               len(outputs.pairs), list(s.k_lists), part.num_images)
+                               len(outputs.pairs), list_columns(s.k_lists), part.num_images)
         score_batches(EvalSetup(part, outputs, s.task, s.num_predicates, s.ks, s.kmax, s.k_lists, s.iou_threshold,
                                 s.legacy_iou, s.empty_images), chunk, None, 1)
         self._place(chunk, i0, i1)
         keep = chunk.pred_unique_rank < s.kmax
         self._kept.append((chunk.pred_unique_rank[keep], chunk.pred_complete_hit[keep]))
+        if self.sgbench:
+            self._sgbench.append(sgbench_table(part, outputs, chunk.pred_rank, chunk.pred_predicate, s.kmax, s.task))
         self._done, self._pairs = i1, self._pairs + len(outputs.pairs)
 
     def _place(self, chunk: HitTable, i0: int, i1: int) -> None:
@@ -101,11 +108,17 @@ class SceneGraphEvaluator:
             t.pred_unique_rank = np.concatenate([rank for rank, _ in self._kept])
             t.pred_complete_hit = np.concatenate([hit for _, hit in self._kept])
         metrics, per_pred = aggregate(s, t, self.options[0], self.options[1])
+        conventions = conventions_of(metrics, s)
+        if self._sgbench:
+            extra, lines = sgbench_aggregate(SgbenchTable.join(self._sgbench), gt.relations.counts() > 0, s.ks,
+                                             s.num_predicates)
+            metrics.update(extra)
+            conventions.update(lines)
         none = np.zeros(0, np.int64)
         hits = Hits(gt.relations.offsets, np.zeros(1, np.int64), t.gc, t.ng, none, none, np.zeros(0), np.zeros(0, bool))
         counts = {"images": gt.num_images, "images_with_relations": int((gt.relations.counts() > 0).sum()),
                   "relations": len(gt.relations), "predicted_pairs": self._pairs, **empty_counts(s, t)}
-        return EvalResult(metrics, per_pred, conventions_of(metrics, s), hits, counts)
+        return EvalResult(metrics, per_pred, conventions, hits, counts)
 
 
 class PointGraphEvaluator:

@@ -42,10 +42,13 @@ METRIC_FAMILIES: dict[str, str] = {
     "body-mR@K": "graph-constrained mean of per-predicate recalls over the body group (absent = 0)",
     "tail-mR@K": "graph-constrained mean of per-predicate recalls over the tail group (absent = 0)",
     "F1@K": "2 R@K mR@K / (R@K + mR@K), graph-constrained",
-    "phr-R@K": "phrase detection: graph-constrained recall with union-box IoU >= threshold instead of two boxes",
+    "phr-R@K": "per-image phrase detection: graph-constrained recall with union-box IoU >= threshold instead of two boxes, mean over images (the VRD protocol's split-level count is k1-phr-R@K)",
     "k1-R@K": "top 1 predicate per pair, then top K; GT hits / GT summed over the split (micro)",
     "k10-R@K": "top 10 predicates per pair, then top K; GT hits / GT summed over the split (micro)",
     "kfree-R@K": "every predicate of every pair, then top K; GT hits / GT summed over the split (micro)",
+    "k1-phr-R@K": "phrase detection in the VRD protocol (Lu et al., RelDN): top 1 predicate per pair, then top K; union-box hits / GT summed over the split (micro)",
+    "k10-phr-R@K": "phrase detection in the VRD protocol: top 10 predicates per pair, then top K; union-box hits / GT summed over the split (micro)",
+    "kfree-phr-R@K": "phrase detection in the VRD protocol: every predicate of every pair, then top K; union-box hits / GT summed over the split (micro)",
     "complete-P@K": "vs complete GT: graph-constrained top K after removing duplicate predictions; correct / predictions, micro",
     "complete-R@K": "vs complete GT: complete GT relations hit by the top K unique predictions / all, micro over the split",
     "complete-F1@K": "harmonic mean of complete-P@K and complete-R@K",
@@ -57,12 +60,13 @@ FAMILY_COLUMNS: dict[str, str] = {
     **{family: "gc" for family in ("R@K", "mR@K", "mR@K-present", "zR@K", "head-mR@K", "body-mR@K", "tail-mR@K", "F1@K")},
     **{family: "ng" for family in ("ng-R@K", "ng-mR@K", "ng-mR@K-present", "ng-zR@K")},
     "phr-R@K": "phr", "A@K": "acc", "k1-R@K": "k1", "k10-R@K": "k10", "kfree-R@K": "kfree",
+    "k1-phr-R@K": "k1-phr", "k10-phr-R@K": "k10-phr", "kfree-phr-R@K": "kfree-phr",
     **{family: "complete" for family in ("complete-P@K", "complete-R@K", "complete-F1@K")},
 }
 # SGBench's metrics (eval/sgbench.py), computed by `sgtool eval --predictions`; InstR and PRank have no K.
 SGBENCH_FAMILIES = ("sgbench-R@K", "sgbench-mR@K", "PairR@K")
 NO_K_METRICS = ("InstR", "PRank")
-_K_FAMILY = re.compile(r"^k(\d+|free)-R@(\d+)$", re.IGNORECASE)
+_K_FAMILY = re.compile(r"^k(\d+|free)-(phr-)?R@(\d+)$", re.IGNORECASE)
 
 
 def _family_patterns() -> list[tuple[re.Pattern, str, str]]:
@@ -83,8 +87,8 @@ def parse_metric(name: str) -> str:
     if text.lower() in exact:
         return exact[text.lower()]
     k_match = _K_FAMILY.match(text)
-    if k_match and int(k_match.group(2)) > 0:
-        return f"k{k_match.group(1).lower()}-R@{int(k_match.group(2))}"
+    if k_match and int(k_match.group(3)) > 0:
+        return f"k{k_match.group(1).lower()}-{(k_match.group(2) or '').lower()}R@{int(k_match.group(3))}"
     for pattern, prefix, suffix in _PATTERNS:
         found = pattern.match(text)
         if found and int(found.group(1)) > 0:
@@ -248,6 +252,11 @@ def validate_inputs(gt: SceneGraphs, pred: Predictions, task: str, num_predicate
                "Take the training triplets from the prepared training split.")
 
 
+def list_columns(k_lists: dict[str, int | None]) -> list[str]:
+    """Hit-table columns of the k-per-pair lists: relationship ("k1") and phrase ("k1-phr") detection."""
+    return [*k_lists, *(f"{name}-phr" for name in k_lists)]
+
+
 def k_list_names(top_k_per_pair: tuple) -> dict[str, int | None]:
     return {f"k{'free' if k is None else int(k)}": (None if k is None else int(k)) for k in top_k_per_pair}
 
@@ -267,20 +276,20 @@ def _slice_boxes(boxes: np.ndarray, labels: np.ndarray, offsets: np.ndarray, i0:
     return BatchBoxes(boxes[b0:b1], labels[b0:b1], offsets[i0:i1 + 1] - b0)
 
 
-def _pair_keys(pairs: np.ndarray, boxes: BatchBoxes, image: np.ndarray, width: int) -> np.ndarray:
-    """(image, local subject index, local object index) as one int64: pair identity by box index."""
-    local = pairs - boxes.offsets[image][:, None]
-    return (image * width + local[:, 0]) * width + local[:, 1]
+def _gt_pair_flags(s: EvalSetup, i0: int, i1: int, pairs: np.ndarray, pb: BatchBoxes) -> np.ndarray:
+    """Which predicted pairs are GT pairs (same box indices as an annotated relation) — for A@K.
 
-
-def _gt_pair_flags(s: EvalSetup, i0: int, i1: int, pairs: np.ndarray, image: np.ndarray, pb: BatchBoxes,
-                   gb: BatchBoxes) -> np.ndarray:
-    """Which predicted pairs are GT pairs (same box indices as an annotated relation) — for A@K."""
+    PredCls / SGCls keep the GT boxes (validated), so a batch-local box row names the same box on
+    both sides and a pair is one int64 key; the few GT keys are looked up by binary search."""
     g0, g1 = s.gt.relations.offsets[i0], s.gt.relations.offsets[i1]
+    width = max(len(pb.labels), 1)
     gt_pairs = s.gt.relations.pairs[g0:g1] - s.gt.box_offsets[i0]
-    gt_image = owner_of_rows(s.gt.relations.offsets[i0:i1 + 1] - g0)
-    width = int(max(np.diff(gb.offsets).max(initial=0), np.diff(pb.offsets).max(initial=0))) + 1
-    return np.isin(_pair_keys(pairs, pb, image, width), _pair_keys(gt_pairs, gb, gt_image, width))
+    gt_keys = np.unique(gt_pairs[:, 0] * width + gt_pairs[:, 1])
+    keys = pairs[:, 0] * width + pairs[:, 1]
+    if not len(gt_keys):
+        return np.zeros(len(keys), bool)
+    at = np.searchsorted(gt_keys, keys).clip(max=len(gt_keys) - 1)
+    return gt_keys[at] == keys
 
 
 def _filtered_rank(flag: np.ndarray, score: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -354,9 +363,8 @@ def _batch(s: EvalSetup, i0: int, i1: int) -> _Batch:
     p0, p1 = int(pred.pair_offsets[i0]), int(pred.pair_offsets[i1])
     pb = _slice_boxes(pred.boxes, pred.labels, pred.box_offsets, i0, i1)
     pairs = pred.pairs[p0:p1] - pred.box_offsets[i0]
-    if s.task == "predcls":  # object scores are 1 by convention
-        obj_scores = np.ones(len(pb.labels))
-    else:
+    obj_scores = None  # predcls: object scores are 1 by convention
+    if s.task != "predcls":
         obj_scores = pred.scores[pred.box_offsets[i0]:pred.box_offsets[i1]].astype(np.float64)
     pair_labels = box_pairs = None
     if pred.pair_labels is not None:  # several rows (labellings) per box pair
@@ -365,7 +373,8 @@ def _batch(s: EvalSetup, i0: int, i1: int) -> _Batch:
     return _Batch(i0, i1, p0, p1, int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1]), pb,
                   _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1), pairs,
                   owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0), pred.rel_scores[p0:p1],
-                  obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]], pair_labels, box_pairs)
+                  np.ones(len(pairs)) if obj_scores is None else obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]],
+                  pair_labels, box_pairs)
 
 
 def _process_batch(s: EvalSetup, t: HitTable, i0: int, i1: int) -> None:
@@ -389,7 +398,7 @@ def _match_relations(s: EvalSetup, t: HitTable, gc: GraphRanking, b: _Batch) -> 
     ranked = gc.rank < s.kmax  # the top max(K) of the graph ranking: also holds every pair of the
     frank = None  # no-graph, k-per-pair and phrase top lists (see ranking.candidate_entries)
     if s.task != "sgdet":
-        flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.image, b.pb, b.gb)
+        flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.pb)
         frank = _filtered_rank(flag, gc.score, b.image)
         ranked |= frank < s.kmax
     if b.box_pairs is not None:  # k per box pair: a row counts only if its box pair is among the top max(K)
@@ -415,16 +424,18 @@ def _entry_lists(s: EvalSetup, t: HitTable, gc: GraphRanking, b: _Batch, cand: C
     P = s.num_predicates
     list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
     entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks, b.box_pair_ranking)
-    ok = cand.rel_ok
-    keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
-    gts = cand.gt[ok]
+    found = {kind: (cand.pair[ok] * P + gt_pred[cand.gt[ok]], cand.gt[ok])
+             for kind, ok in (("", cand.rel_ok), ("-phr", cand.phr_ok))}
     lists: dict[int | None, EntryRanking] = {}
     for name, k in [("ng", None)] + list(s.k_lists.items()):
         k = None if (k is None or k >= P - 1) else k
         if k not in lists:
             lists[k] = entries.top(k, s.kmax, P)
-        target = t.ng if name == "ng" else t.k_lists[name]
-        target[b.g0:b.g1] = min_rank(b.g1 - b.g0, gts, lists[k].lookup(keys))
+        for kind, (keys, gts) in found.items():
+            if name == "ng" and kind:
+                continue
+            target = t.ng if name == "ng" else t.k_lists[name + kind]
+            target[b.g0:b.g1] = min_rank(b.g1 - b.g0, gts, lists[k].lookup(keys))
 
 
 def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
@@ -530,6 +541,7 @@ def aggregate(s: EvalSetup, t: HitTable, predicate_groups: np.ndarray | None,
         metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr[keep] < K, image, n_img)
         for name in s.k_lists:
             metrics[f"{name}-R@{K}"] = float((t.k_lists[name][keep] < K).sum() / n_rel)
+            metrics[f"{name}-phr-R@{K}"] = float((t.k_lists[name + "-phr"][keep] < K).sum() / n_rel)
         if gt.complete is not None:
             metrics.update(_complete_metrics(s, t, K, counted_images(s, t)[owner_of_rows(gt.complete.offsets)]))
     return metrics, per_pred
@@ -562,7 +574,8 @@ def _convention_line(family: str) -> str:
     if family in METRIC_FAMILIES:
         return METRIC_FAMILIES[family]
     k = family.split("-")[0][1:]
-    return f"top {k} predicates per pair, then top K; GT hits / GT summed over the split (micro)"
+    hits = "union-box hits (phrase detection)" if "-phr-" in family else "GT hits"
+    return f"top {k} predicates per pair, then top K; {hits} / GT summed over the split (micro)"
 
 
 def conventions_of(metrics: dict[str, float], s: EvalSetup) -> dict[str, str]:
@@ -602,7 +615,7 @@ def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: i
     s = EvalSetup(gt, pred, task, num_predicates, ks, max(ks), k_list_names(tuple(top_k_per_pair)),
                float(iou_threshold), bool(legacy_iou), empty_images)
     n_complete = len(gt.complete) if gt.complete is not None else 0
-    t = HitTable.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists), gt.num_images)
+    t = HitTable.empty(len(gt.relations), n_complete, len(pred.pairs), list_columns(s.k_lists), gt.num_images)
     score_batches(s, t, reporter, workers)
     metrics, per_pred = aggregate(s, t, predicate_groups, seen_triplets)
     hits = Hits(gt.relations.offsets, pred.pair_offsets, t.gc, t.ng, t.pred_rank, t.pred_predicate, t.pred_score,

@@ -18,6 +18,8 @@ no-graph-constraint list is every (pair, predicate) by score; SGBench files give
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
@@ -74,6 +76,61 @@ def _first_position(keys: np.ndarray, positions: np.ndarray, wanted: np.ndarray)
     return np.where(keys[at] == wanted, positions[at], none)
 
 
+@dataclass
+class SgbenchTable:
+    """What SGBench's metrics need, per unique GT triplet, GT pair, image and (image, predicate) cell;
+    chunks of consecutive images are joined with `join` (image numbers shifted)."""
+
+    triplet_image: np.ndarray
+    triplet_predicate: np.ndarray
+    triplet_pos: np.ndarray  # first position of the GT triplet in the ranked list (int64 max: never)
+    pair_image: np.ndarray
+    pair_pos: np.ndarray
+    matched_boxes: np.ndarray  # (images,) GT boxes some predicted box matches
+    boxes: np.ndarray  # (images,)
+    cell_image: np.ndarray  # PRank cells: (image, predicate) with a found rank, their rank sum and count
+    cell_predicate: np.ndarray
+    cell_sum: np.ndarray
+    cell_count: np.ndarray
+
+    @classmethod
+    def join(cls, tables: list["SgbenchTable"]) -> "SgbenchTable":
+        shift, parts = 0, []
+        for table in tables:
+            parts.append([a + shift if name in ("triplet_image", "pair_image", "cell_image") else a
+                          for name, a in table.__dict__.items()])
+            shift += len(table.boxes)
+        return cls(*(np.concatenate(column) for column in zip(*parts)))
+
+
+def _recall_columns(gt: SceneGraphs, pred: Predictions, pred_rank: np.ndarray, pred_predicate: np.ndarray,
+                    mapped: np.ndarray, kmax: int, num_predicates: int) -> tuple[np.ndarray, ...]:
+    """First positions of the unique GT triplets and GT pairs in the graph-constrained top kmax."""
+    rows = np.flatnonzero(pred_rank < kmax)
+    s, o = mapped[pred.pairs[rows, 0]], mapped[pred.pairs[rows, 1]]
+    g_img, g_s, g_o, g_p = _gt_triplets(gt)
+    n = max(len(gt.labels), 1)
+    gt_pair = g_s * n + g_o  # GT box rows are global: a pair of rows names its image
+    ok = (s >= 0) & (o >= 0)
+    pair_key, position = s[ok] * n + o[ok], pred_rank[rows][ok]
+    triplet_pos = _first_position(pair_key * num_predicates + pred_predicate[rows][ok], position,
+                                  gt_pair * num_predicates + g_p)
+    pair_keys, first = np.unique(gt_pair, return_index=True)
+    return g_img, g_p, triplet_pos, g_img[first], _first_position(pair_key, position, pair_keys)
+
+
+def sgbench_table(gt: SceneGraphs, pred: Predictions, pred_rank: np.ndarray, pred_predicate: np.ndarray, kmax: int,
+                  task: str, ng_lists: list[np.ndarray] | None = None) -> SgbenchTable:
+    """SGBench's columns of these images: pred_rank / pred_predicate are sgtool's graph-constrained ranking."""
+    num_predicates = pred.rel_scores.shape[1]
+    mapped = match_instances(gt, pred)
+    recall = _recall_columns(gt, pred, pred_rank, pred_predicate, mapped, kmax, num_predicates)
+    matched = np.unique(mapped[mapped >= 0])
+    matched_boxes = np.bincount(gt.image_of_box()[matched], minlength=gt.num_images)
+    cells = _prank_cells(gt, pred, mapped, task, ng_lists, num_predicates)
+    return SgbenchTable(*recall, matched_boxes, gt.box_counts(), *cells)
+
+
 def _per_image_mean(hit: np.ndarray, image: np.ndarray, counted: np.ndarray) -> float:
     total = np.bincount(image, minlength=len(counted))
     hits = np.bincount(image, weights=hit, minlength=len(counted))
@@ -81,37 +138,39 @@ def _per_image_mean(hit: np.ndarray, image: np.ndarray, counted: np.ndarray) -> 
     return float(np.mean(hits[has] / total[has])) if has.any() else float("nan")
 
 
-def _mean_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, num_predicates: int, n_img: int) -> float:
+def _mean_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, num_predicates: int) -> float:
+    if not len(hit):
+        return float("nan")
     keys, group = np.unique(image * num_predicates + predicate, return_inverse=True)
     ratio = np.bincount(group.ravel(), weights=hit, minlength=len(keys)) / np.bincount(group.ravel(), minlength=len(keys))
     per = np.bincount(keys % num_predicates, weights=ratio, minlength=num_predicates)
     held = np.bincount(keys % num_predicates, minlength=num_predicates)
-    return float(np.mean(per[held > 0] / held[held > 0])) if (held > 0).any() else float("nan")
+    return float(np.mean(per[held > 0] / held[held > 0]))
 
 
-def _ranked_recalls(gt: SceneGraphs, pred: Predictions, hits, mapped: np.ndarray, ks: tuple[int, ...],
-                    counted: np.ndarray, num_predicates: int) -> dict[str, float]:
-    """sgbench-R@K, sgbench-mR@K and PairR@K from the graph-constrained ranking (its top max(K))."""
-    rows = np.flatnonzero(hits.pred_rank < max(ks))
-    s, o = mapped[pred.pairs[rows, 0]], mapped[pred.pairs[rows, 1]]
-    position = hits.pred_rank[rows]
-    g_img, g_s, g_o, g_p = _gt_triplets(gt)
-    n = max(len(gt.labels), 1)
-    gt_pair = g_s * n + g_o  # GT box rows are global: a pair of rows names its image
-    ok = (s >= 0) & (o >= 0)
-    pair_key = s[ok] * n + o[ok]
-    triplet_pos = _first_position(pair_key * num_predicates + hits.pred_predicate[rows][ok], position[ok],
-                                  gt_pair * num_predicates + g_p)
-    pair_keys, first = np.unique(gt_pair, return_index=True)
-    pair_pos = _first_position(pair_key, position[ok], pair_keys)
-    out = {}
+def sgbench_aggregate(t: SgbenchTable, counted: np.ndarray, ks: tuple[int, ...],
+                      num_predicates: int) -> tuple[dict[str, float], dict[str, str]]:
+    """SGBench's metrics over the images `counted` (those with GT relations)."""
+    metrics = {}
+    keep = counted[t.triplet_image]
     for k in ks:
-        hit = triplet_pos < k
-        out[f"sgbench-R@{k}"] = _per_image_mean(hit, g_img, counted)
-        keep = counted[g_img]
-        out[f"sgbench-mR@{k}"] = _mean_recall(hit[keep], g_img[keep], g_p[keep], num_predicates, gt.num_images)
-        out[f"PairR@{k}"] = _per_image_mean(pair_pos < k, g_img[first], counted)
-    return out
+        hit = t.triplet_pos < k
+        metrics[f"sgbench-R@{k}"] = _per_image_mean(hit, t.triplet_image, counted)
+        metrics[f"sgbench-mR@{k}"] = _mean_recall(hit[keep], t.triplet_image[keep], t.triplet_predicate[keep], num_predicates)
+        metrics[f"PairR@{k}"] = _per_image_mean(t.pair_pos < k, t.pair_image, counted)
+    use = counted & (t.boxes > 0)
+    metrics["InstR"] = float(np.mean(t.matched_boxes[use] / t.boxes[use])) if use.any() else float("nan")
+    cells = counted[t.cell_image]
+    metrics["PRank"] = float(np.mean(t.cell_sum[cells] / t.cell_count[cells])) if cells.any() else float("nan")
+    conventions = {name: CONVENTIONS[name.split("@")[0] + ("@K" if "@" in name else "")] for name in metrics}
+    return metrics, conventions
+
+
+def _member(keys: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """np.isin(keys, sorted_unique) by binary search (the second array is small, the first large)."""
+    if not len(sorted_unique):
+        return np.zeros(len(keys), bool)
+    return sorted_unique[np.searchsorted(sorted_unique, keys).clip(max=len(sorted_unique) - 1)] == keys
 
 
 def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: list[np.ndarray] | None,
@@ -123,11 +182,11 @@ def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: l
         s = mapped[table[:, 0] + pred.box_offsets[image]]
         o = mapped[table[:, 1] + pred.box_offsets[image]]
         key = s * n + o
-        on = (s >= 0) & (o >= 0) & np.isin(key, gt_pairs)
+        on = (s >= 0) & (o >= 0) & _member(key, gt_pairs)
         return key[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
     s, o = mapped[pred.pairs[:, 0]], mapped[pred.pairs[:, 1]]
     key = s * n + o
-    rows = np.flatnonzero((s >= 0) & (o >= 0) & np.isin(key, gt_pairs))
+    rows = np.flatnonzero((s >= 0) & (o >= 0) & _member(key, gt_pairs))
     scale = np.ones(len(rows)) if task == "predcls" else \
         pred.scores[pred.pairs[rows, 0]].astype(np.float64) * pred.scores[pred.pairs[rows, 1]]
     width = pred.rel_scores.shape[1] - 1
@@ -136,51 +195,33 @@ def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: l
     return np.repeat(key[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
 
 
-def predicate_rank(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: str,
-                   ng_lists: list[np.ndarray] | None, counted: np.ndarray, num_predicates: int) -> float:
+def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: str,
+                 ng_lists: list[np.ndarray] | None, num_predicates: int) -> tuple[np.ndarray, ...]:
+    """PRank's (image, predicate) cells: each GT triplet's rank among the distinct predicates listed for its
+    pair (in list order), summed and counted per cell over the GT triplets found."""
     g_img, g_s, g_o, g_p = _gt_triplets(gt)
-    keep = counted[g_img]
-    g_img, g_s, g_o, g_p = g_img[keep], g_s[keep], g_o[keep], g_p[keep]
     n = max(len(gt.labels), 1)
     gt_pair = g_s * n + g_o
     key, predicate, order = _prank_entries(pred, mapped, task, ng_lists, np.unique(gt_pair), n)
     sort = np.lexsort((order, key))
     key, predicate = key[sort], predicate[sort]
     triplet = key * num_predicates + predicate
-    group_start = np.searchsorted(key, key)
     new = np.ones(len(triplet), bool)  # first listing of each (pair, predicate)
     if len(triplet):
-        seen_order = np.lexsort((np.arange(len(triplet)), triplet))
-        repeat = np.zeros(len(triplet), bool)
-        repeat[seen_order[1:]] = triplet[seen_order[1:]] == triplet[seen_order[:-1]]
-        new = ~repeat
+        by_triplet = np.lexsort((np.arange(len(triplet)), triplet))
+        new[by_triplet[1:]] = triplet[by_triplet[1:]] != triplet[by_triplet[:-1]]
     distinct_before = np.cumsum(new) - new
-    rank = (distinct_before - distinct_before[group_start])[new]
+    rank = (distinct_before - distinct_before[np.searchsorted(key, key)])[new]
     found = _first_position(triplet[new], rank, gt_pair * num_predicates + g_p)
     has = found != np.iinfo(np.int64).max
-    if not has.any():
-        return float("nan")
     cells, group = np.unique(g_img[has] * num_predicates + g_p[has], return_inverse=True)
-    sums = np.bincount(group.ravel(), weights=found[has])
-    return float(np.mean(sums / np.bincount(group.ravel())))
-
-
-def instance_recall(gt: SceneGraphs, mapped: np.ndarray, counted: np.ndarray) -> float:
-    matched = np.unique(mapped[mapped >= 0])
-    per_image = np.bincount(gt.image_of_box()[matched], minlength=gt.num_images)
-    boxes = gt.box_counts()
-    use = counted & (boxes > 0)
-    return float(np.mean(per_image[use] / boxes[use])) if use.any() else float("nan")
+    group = group.ravel()
+    return (cells // num_predicates, cells % num_predicates, np.bincount(group, weights=found[has], minlength=len(cells)),
+            np.bincount(group, minlength=len(cells)))
 
 
 def sgbench_metrics(gt: SceneGraphs, pred: Predictions, hits, ks: tuple[int, ...], task: str,
                     ng_lists: list[np.ndarray] | None = None) -> tuple[dict[str, float], dict[str, str]]:
     """SGBench's metrics over the images with GT relations; `hits` is sgtool's ranking of the same predictions."""
-    num_predicates = pred.rel_scores.shape[1]
-    mapped = match_instances(gt, pred)
-    counted = gt.relations.counts() > 0
-    metrics = _ranked_recalls(gt, pred, hits, mapped, ks, counted, num_predicates)
-    metrics["InstR"] = instance_recall(gt, mapped, counted)
-    metrics["PRank"] = predicate_rank(gt, pred, mapped, task, ng_lists, counted, num_predicates)
-    conventions = {name: CONVENTIONS[name.split("@")[0] + ("@K" if "@" in name else "")] for name in metrics}
-    return metrics, conventions
+    table = sgbench_table(gt, pred, hits.pred_rank, hits.pred_predicate, max(ks), task, ng_lists)
+    return sgbench_aggregate(table, gt.relations.counts() > 0, tuple(ks), pred.rel_scores.shape[1])
