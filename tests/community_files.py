@@ -102,6 +102,18 @@ def write_sgb(path, gts: list[dict], preds: list[dict], with_gt: bool = True) ->
         torch.save(payload, path)
 
 
+def _small_image(rng, extent: float, sides: tuple[float, float], num_labels: int, share: float, predicate_end: int):
+    """2-6 boxes, their labels, and relations on about `share` of the ordered pairs (at least one)."""
+    n = int(rng.integers(2, 7))
+    xy = rng.uniform(0, extent, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(*sides, (n, 2))], 1).round(1)
+    labels = rng.integers(1, num_labels + 1, n)
+    s, o = np.nonzero(~np.eye(n, dtype=bool))
+    pick = rng.random(len(s)) < share
+    pick[rng.integers(0, len(s))] = True
+    return n, boxes, labels, np.column_stack([s[pick], o[pick], rng.integers(1, predicate_end, int(pick.sum()))])
+
+
 def sgbench_split(seed: int = 0, images: int = 30, num_predicates: int = 4, num_labels: int = 3) -> tuple[list[dict], dict]:
     """Ground truth per image (1-based labels / predicates) and an SGBench prediction JSON for it (0-based ids).
 
@@ -111,14 +123,7 @@ def sgbench_split(seed: int = 0, images: int = 30, num_predicates: int = 4, num_
     rng = np.random.default_rng(seed)
     gts, pred_images = [], []
     for image_id in range(100, 100 + images):
-        n = int(rng.integers(2, 7))
-        xy = rng.uniform(0, 200, (n, 2))
-        boxes = np.concatenate([xy, xy + rng.uniform(20, 80, (n, 2))], 1).round(1)
-        labels = rng.integers(1, num_labels + 1, n)
-        s, o = np.nonzero(~np.eye(n, dtype=bool))
-        pick = rng.random(len(s)) < 0.35
-        pick[rng.integers(0, len(s))] = True
-        relations = np.column_stack([s[pick], o[pick], rng.integers(1, num_predicates + 1, int(pick.sum()))])
+        n, boxes, labels, relations = _small_image(rng, 200, (20, 80), num_labels, 0.35, num_predicates + 1)
         gts.append({"id": image_id, "boxes": boxes, "labels": labels, "relations": relations})
         m = n + 1
         keep = np.concatenate([np.arange(n), [int(rng.integers(0, n))]])
@@ -140,14 +145,7 @@ def vrd_split(seed: int = 0, images: int = 25, num_predicates: int = 16, num_lab
     rng = np.random.default_rng(seed)
     gts, preds = [], []
     for _ in range(images):
-        n = int(rng.integers(2, 7))
-        xy = rng.uniform(0, 300, (n, 2))
-        boxes = np.concatenate([xy, xy + rng.uniform(15, 150, (n, 2))], 1).round(1)
-        labels = rng.integers(1, num_labels + 1, n)
-        s, o = np.nonzero(~np.eye(n, dtype=bool))
-        pick = rng.random(len(s)) < 0.3
-        pick[rng.integers(0, len(s))] = True
-        relations = np.column_stack([s[pick], o[pick], rng.integers(1, num_predicates, int(pick.sum()))])
+        n, boxes, labels, relations = _small_image(rng, 300, (15, 150), num_labels, 0.3, num_predicates)
         extra = relations[rng.random(len(relations)) < 0.3]
         relations = np.concatenate([relations, extra, np.column_stack([extra[:, :2], rng.integers(1, num_predicates, len(extra))])])
         gts.append({"boxes": boxes, "labels": labels, "relations": relations})

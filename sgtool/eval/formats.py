@@ -45,6 +45,8 @@ def guess_format(path: Path) -> str:
     if head.startswith(b"PK") or head[:1] == b"\x80":
         return "sgb"
     text = head.decode("utf-8", "replace").lstrip()
+    if text.startswith("["):
+        return "json"
     if text.startswith("{"):
         return "sgbench" if '"triplets"' in Path(path).read_text(errors="replace")[:1_000_000] else "json"
     raise SgtoolError(f"{path} is neither a pickle, an HDF5 file nor JSON, so its format is unknown.",

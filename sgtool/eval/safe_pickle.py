@@ -87,6 +87,12 @@ def _reason(exc: Exception) -> str:
     return ((named or lines or [type(exc).__name__])[0])[:200]
 
 
+def _refused(exc: Exception) -> bool:
+    """Whether loading stopped at a global outside the allow-list (rather than at a damaged file)."""
+    text = str(exc)
+    return any(word in text for word in ("GLOBAL", "global", "Trying to", "blocked", "allowlisted", "Unsupported class"))
+
+
 def load_results_pickle(path: Path) -> Any:
     """The object a torch.save / pickle file holds, refused in one sentence if loading it would run code."""
     import torch
@@ -100,6 +106,9 @@ def load_results_pickle(path: Path) -> Any:
             return _AllowListUnpickler(handle).load()
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError, KeyError,
             IndexError, ImportError, OSError, zipfile.BadZipFile) as exc:
+        if not _refused(exc):
+            raise SgtoolError(f"{path} cannot be read as a pickled results file ({_reason(exc)}).",
+                              "The file may be truncated or of another kind; save the results again.") from None
         raise SgtoolError(f"{path} was refused: it is not a pickle of tensors, arrays, plain containers and "
                           f"BoxLists only, so loading it could run code ({_reason(exc)}).",
                           "Save the results as the community benchmark does (torch.save of BoxLists), or "
