@@ -3,7 +3,8 @@
 The reference evaluators are imported from their own sources at run time (nothing of theirs is copied
 here): the community benchmark's `evaluate_relation_of_one_image` and `sgg_eval` classes, and the
 `sgbench` package's `match_instances` / `remap_triplets` / `recall`. Each path sees the same chunks of
-predictions; only the evaluation itself is timed (building a chunk and its BoxLists is not).
+predictions, in turn chunk by chunk (so a change in the machine's load touches every path alike); only
+the evaluation itself is timed (building a chunk and the community's BoxLists is not).
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from bench_eval import peak_rss_mib, reset_peak_rss
+from bench_eval import peak_rss_mib, reset_peak_rss  # noqa: E402
 from eval_loads import _all_pairs_predictions, _clustered_boxes, _informed, _relations, _softmax_like, _split, _zipf_labels
 from results_io import write_result
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts
@@ -46,103 +48,134 @@ def dense_chunks(gt: SceneGraphs, predicates: int, chunk: int, seed: int):
         yield part, pred
 
 
-def time_sgtool(gt, chunks, predicates, groups, seen, sgbench: bool) -> tuple[float, dict]:
-    """sgtool's streaming evaluator (with SGBench's metrics when asked) over the chunks."""
-    evaluator = SceneGraphEvaluator(gt, task="predcls", num_predicates=predicates, ks=KS, predicate_groups=groups,
-                                    seen_triplets=seen, sgbench=sgbench)
-    spent = 0.0
-    for part, pred in chunks():
+class SgtoolPath:
+    """sgtool's streaming evaluator (with SGBench's metrics when asked)."""
+
+    def __init__(self, gt: SceneGraphs, predicates: int, groups: np.ndarray, seen: np.ndarray, sgbench: bool) -> None:
+        self.evaluator = SceneGraphEvaluator(gt, task="predcls", num_predicates=predicates, ks=KS,
+                                             predicate_groups=groups, seen_triplets=seen, sgbench=sgbench)
+
+    def step(self, part: SceneGraphs, pred) -> float:
         start = time.perf_counter()
-        evaluator.process(part, pred)
-        spent += time.perf_counter() - start
-    start = time.perf_counter()
-    result = evaluator.evaluate()
-    return spent + time.perf_counter() - start, result.metrics
+        self.evaluator.process(part, pred)
+        return time.perf_counter() - start
 
-
-def minimal_path(gt: SceneGraphs, chunks, predicates: int) -> tuple[float, dict]:
-    """numpy argmax / argsort into ranked triplets, then sgbench's per-image recall (R@K, mR@K)."""
-    import sgbench
-
-    spent, recalls = 0.0, {f"{m}@{k}": [] for m in ("R", "mR") for k in KS}
-    for part, pred in chunks():
+    def finish(self) -> tuple[float, dict]:
         start = time.perf_counter()
-        for i in range(part.num_images):
+        metrics = self.evaluator.evaluate().metrics
+        return time.perf_counter() - start, metrics
+
+
+class MinimalPath:
+    """numpy argmax / argsort into ranked triplet lists, then the sgbench package's per-image R@K / mR@K."""
+
+    def __init__(self, predicates: int) -> None:
+        import sgbench
+
+        self.sgbench, self.predicates = sgbench, predicates
+        self.recalls = {f"{m}@{k}": [] for m in ("R", "mR") for k in KS}
+
+    def step(self, part: SceneGraphs, pred) -> float:
+        start = time.perf_counter()
+        for i in np.flatnonzero(part.relations.counts() > 0):
             b0, b1 = part.box_offsets[i], part.box_offsets[i + 1]
             r0, r1 = part.relations.offsets[i], part.relations.offsets[i + 1]
-            if r0 == r1:
-                continue
             p0, p1 = pred.pair_offsets[i], pred.pair_offsets[i + 1]
             probs = pred.rel_scores[p0:p1, 1:]
             best = probs.argmax(1)
             top = np.argsort(-probs[np.arange(len(best)), best], kind="stable")[: max(KS)]
             triplets = np.column_stack([pred.pairs[p0:p1][top] - b0, best[top] + 1])
             gt_triplets = np.unique(np.column_stack([part.relations.pairs[r0:r1] - b0, part.relations.predicates[r0:r1]]), axis=0)
-            mapping = sgbench.match_instances(part.boxes[b0:b1], part.labels[b0:b1], pred.boxes[b0:b1], pred.labels[b0:b1])
-            matched = sgbench.remap_triplets(mapping, triplets)
+            mapping = self.sgbench.match_instances(part.boxes[b0:b1], part.labels[b0:b1], pred.boxes[b0:b1], pred.labels[b0:b1])
+            matched = self.sgbench.remap_triplets(mapping, triplets)
             for k in KS:
-                recalls[f"R@{k}"].append(sgbench.recall(k, False, gt_triplets, matched, predicates))
-                recalls[f"mR@{k}"].append(sgbench.recall(k, True, gt_triplets, matched, predicates))
-        spent += time.perf_counter() - start
-    with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore")
-        metrics = {name: float(np.nanmean(np.nanmean(np.stack(v), axis=0)[1:])) if name.startswith("mR")
-                   else float(np.mean(v)) for name, v in recalls.items()}
-    return spent, metrics
+                self.recalls[f"R@{k}"].append(self.sgbench.recall(k, False, gt_triplets, matched, self.predicates))
+                self.recalls[f"mR@{k}"].append(self.sgbench.recall(k, True, gt_triplets, matched, self.predicates))
+        return time.perf_counter() - start
+
+    def finish(self) -> tuple[float, dict]:
+        start = time.perf_counter()
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics = {name: float(np.nanmean(np.nanmean(np.stack(v), axis=0)[1:])) if name.startswith("mR")
+                       else float(np.mean(v)) for name, v in self.recalls.items()}
+        return time.perf_counter() - start, metrics
 
 
-def community_loop(gt: SceneGraphs, chunks, predicates: int, src: Path, seen: np.ndarray) -> tuple[float, dict]:
-    """The community benchmark's per-image loop (its own code, imported from `src`) on the same chunks."""
-    import torch
+class CommunityPath:
+    """The community benchmark's per-image loop: its own code, imported from `src`."""
 
-    sys.path.insert(0, str(src))
-    from maskrcnn_benchmark.data.datasets.evaluation.vg import sgg_eval
-    from maskrcnn_benchmark.data.datasets.evaluation.vg.vg_eval import evaluate_relation_of_one_image
-    from maskrcnn_benchmark.structures.bounding_box import BoxList
+    def __init__(self, predicates: int, src: Path) -> None:
+        sys.path.insert(0, str(src))
+        from maskrcnn_benchmark.data.datasets.evaluation.vg import sgg_eval
+        from maskrcnn_benchmark.data.datasets.evaluation.vg.vg_eval import evaluate_relation_of_one_image
+        from maskrcnn_benchmark.structures.bounding_box import BoxList
 
-    result_dict, mode = {}, "predcls"
-    names = [f"p{i}" for i in range(predicates)]
-    evaluators = {"eval_recall": sgg_eval.SGRecall(result_dict), "eval_nog_recall": sgg_eval.SGNoGraphConstraintRecall(result_dict),
-                  "eval_zeroshot_recall": sgg_eval.SGZeroShotRecall(result_dict),
-                  "eval_ng_zeroshot_recall": sgg_eval.SGNGZeroShotRecall(result_dict),
-                  "eval_pair_accuracy": sgg_eval.SGPairAccuracy(result_dict),
-                  "eval_mean_recall": sgg_eval.SGMeanRecall(result_dict, predicates, names, print_detail=False),
-                  "eval_ng_mean_recall": sgg_eval.SGNGMeanRecall(result_dict, predicates, names, print_detail=False)}
-    for evaluator in evaluators.values():
-        evaluator.register_container(mode)
-    unseen = np.array([[s, o, p] for s, p, o in seen[:0]] or [[0, 0, 0]])  # every GT triplet seen: zR has no images
-    container = {"zeroshot_triplet": unseen, "result_dict": result_dict, "mode": mode, "multiple_preds": False,
-                 "num_rel_category": predicates, "iou_thres": 0.5, "attribute_on": False, "num_attributes": 0}
-    spent = 0.0
-    for part, pred in chunks():
-        pairs = []
-        for i in range(part.num_images):
-            b0, b1 = part.box_offsets[i], part.box_offsets[i + 1]
-            r0, r1 = part.relations.offsets[i], part.relations.offsets[i + 1]
-            p0, p1 = pred.pair_offsets[i], pred.pair_offsets[i + 1]
-            g = BoxList(torch.from_numpy(part.boxes[b0:b1]), (800, 600))
-            g.add_field("labels", torch.from_numpy(part.labels[b0:b1]))
-            g.add_field("relation_tuple", torch.from_numpy(np.column_stack([part.relations.pairs[r0:r1] - b0,
-                                                                            part.relations.predicates[r0:r1]])))
-            scores = pred.rel_scores[p0:p1]
-            order = np.argsort(-scores[:, 1:].max(1), kind="stable")  # the benchmark is handed ranked pairs
-            p = BoxList(torch.from_numpy(pred.boxes[b0:b1]), (800, 600))
-            p.add_field("pred_labels", torch.from_numpy(pred.labels[b0:b1]))
-            p.add_field("pred_scores", torch.ones(b1 - b0))
-            p.add_field("rel_pair_idxs", torch.from_numpy(pred.pairs[p0:p1][order] - b0))
-            p.add_field("pred_rel_scores", torch.from_numpy(scores[order]))
-            pairs.append((g, p))
+        self.one_image, self.BoxList, self.result, self.mode = evaluate_relation_of_one_image, BoxList, {}, "predcls"
+        names = [f"p{i}" for i in range(predicates)]
+        r = self.result
+        self.evaluators = {
+            "eval_recall": sgg_eval.SGRecall(r), "eval_nog_recall": sgg_eval.SGNoGraphConstraintRecall(r),
+            "eval_zeroshot_recall": sgg_eval.SGZeroShotRecall(r), "eval_ng_zeroshot_recall": sgg_eval.SGNGZeroShotRecall(r),
+            "eval_pair_accuracy": sgg_eval.SGPairAccuracy(r),
+            "eval_mean_recall": sgg_eval.SGMeanRecall(r, predicates, names, print_detail=False),
+            "eval_ng_mean_recall": sgg_eval.SGNGMeanRecall(r, predicates, names, print_detail=False)}
+        for evaluator in self.evaluators.values():
+            evaluator.register_container(self.mode)
+        self.container = {"zeroshot_triplet": np.array([[0, 0, 0]]), "result_dict": r, "mode": self.mode,
+                          "multiple_preds": False, "num_rel_category": predicates, "iou_thres": 0.5,
+                          "attribute_on": False, "num_attributes": 0}
+
+    def _boxlists(self, part: SceneGraphs, pred, i: int) -> tuple:
+        import torch
+
+        b0, b1 = part.box_offsets[i], part.box_offsets[i + 1]
+        r0, r1 = part.relations.offsets[i], part.relations.offsets[i + 1]
+        p0, p1 = pred.pair_offsets[i], pred.pair_offsets[i + 1]
+        g = self.BoxList(torch.from_numpy(part.boxes[b0:b1]), (800, 600))
+        g.add_field("labels", torch.from_numpy(part.labels[b0:b1]))
+        g.add_field("relation_tuple", torch.from_numpy(np.column_stack([part.relations.pairs[r0:r1] - b0,
+                                                                        part.relations.predicates[r0:r1]])))
+        scores = pred.rel_scores[p0:p1]
+        order = np.argsort(-scores[:, 1:].max(1), kind="stable")  # the benchmark is handed ranked pairs
+        p = self.BoxList(torch.from_numpy(pred.boxes[b0:b1]), (800, 600))
+        p.add_field("pred_labels", torch.from_numpy(pred.labels[b0:b1]))
+        p.add_field("pred_scores", torch.ones(b1 - b0))
+        p.add_field("rel_pair_idxs", torch.from_numpy(pred.pairs[p0:p1][order] - b0))
+        p.add_field("pred_rel_scores", torch.from_numpy(scores[order]))
+        return g, p
+
+    def step(self, part: SceneGraphs, pred) -> float:
+        pairs = [self._boxlists(part, pred, i) for i in range(part.num_images)]
         start = time.perf_counter()
         for g, p in pairs:
-            evaluate_relation_of_one_image(g, p, container, evaluators)
-        spent += time.perf_counter() - start
-    start = time.perf_counter()
-    evaluators["eval_mean_recall"].calculate_mean_recall(mode)
-    evaluators["eval_ng_mean_recall"].calculate_mean_recall(mode)
-    spent += time.perf_counter() - start
-    metrics = {f"R@{k}": float(np.mean(result_dict[mode + "_recall"][k])) for k in KS}
-    metrics.update({f"mR@{k}": float(result_dict[mode + "_mean_recall"][k]) for k in KS})
-    return spent, metrics
+            self.one_image(g, p, self.container, self.evaluators)
+        return time.perf_counter() - start
+
+    def finish(self) -> tuple[float, dict]:
+        start = time.perf_counter()
+        self.evaluators["eval_mean_recall"].calculate_mean_recall(self.mode)
+        self.evaluators["eval_ng_mean_recall"].calculate_mean_recall(self.mode)
+        spent = time.perf_counter() - start
+        metrics = {f"R@{k}": float(np.mean(self.result[self.mode + "_recall"][k])) for k in KS}
+        metrics.update({f"mR@{k}": float(self.result[self.mode + "_mean_recall"][k]) for k in KS})
+        return spent, metrics
+
+
+def run_paths(gt: SceneGraphs, args, paths: dict) -> dict[str, tuple[float, dict]]:
+    """Every path on each chunk in turn; seconds spent and metrics per path."""
+    spent = dict.fromkeys(paths, 0.0)
+    done = 0
+    for part, pred in dense_chunks(gt, args.predicates, args.chunk, args.seed):
+        for name, path in paths.items():
+            spent[name] += path.step(part, pred)
+        done += part.num_images
+        print(f"{done} images: " + ", ".join(f"{n} {s:.1f} s" for n, s in spent.items()), flush=True)
+    out = {}
+    for name, path in paths.items():
+        extra, metrics = path.finish()
+        out[name] = (spent[name] + extra, metrics)
+    return out
 
 
 def versus_main(argv: list[str]) -> None:
@@ -151,7 +184,7 @@ def versus_main(argv: list[str]) -> None:
     parser.add_argument("--boxes", type=int, default=246, help="boxes per image, at least (246: >= 60,270 pairs)")
     parser.add_argument("--predicates", type=int, default=16, help="including background")
     parser.add_argument("--classes", type=int, default=30)
-    parser.add_argument("--chunk", type=int, default=8, help="images per streamed chunk")
+    parser.add_argument("--chunk", type=int, default=4, help="images per streamed chunk")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--community-src", type=Path, default=None)
     parser.add_argument("--sgbench-src", type=Path, default=None)
@@ -161,43 +194,52 @@ def versus_main(argv: list[str]) -> None:
     if args.sgbench_src:
         sys.path.insert(0, str(args.sgbench_src))
     gt = dense_ground_truth(args.images, args.boxes, args.predicates, args.classes, args.seed)
-    chunks = lambda: dense_chunks(gt, args.predicates, args.chunk, args.seed)  # noqa: E731
     rels = gt.relations
     seen = np.stack([gt.labels[rels.pairs[:, 0]], rels.predicates, gt.labels[rels.pairs[:, 1]]], 1)
     groups = np.array([-1] + [i * 3 // (args.predicates - 1) for i in range(args.predicates - 1)])
-    resettable = reset_peak_rss()
-    sg_s, sg_metrics = time_sgtool(gt, chunks, args.predicates, groups, seen, sgbench=False)
-    sg_peak = peak_rss_mib() if resettable else float("nan")
-    all_s, all_metrics = time_sgtool(gt, chunks, args.predicates, groups, seen, sgbench=True)
-    numbers = {"sgtool_s": round(sg_s, 3), "sgtool_images_per_s": round(args.images / sg_s, 1),
-               "sgtool_metrics": len(sg_metrics), "sgtool_peak_rss_mib": round(sg_peak, 1),
-               "sgtool_R@100": sg_metrics["R@100"], "sgtool_mR@100": sg_metrics["mR@100"],
-               "sgtool_with_sgbench_s": round(all_s, 3), "sgtool_with_sgbench_metrics": len(all_metrics),
-               "sgtool_sgbench-R@100": all_metrics["sgbench-R@100"]}
-    print(f"sgtool, all {len(sg_metrics)} metrics streamed: {sg_s:.2f} s ({args.images / sg_s:.1f} images/s), "
-          f"peak RSS {sg_peak:.0f} MiB; with SGBench's too ({len(all_metrics)} metrics): {all_s:.2f} s", flush=True)
-    references = []
+    paths = {"sgtool": SgtoolPath(gt, args.predicates, groups, seen, False),
+             "sgtool_with_sgbench": SgtoolPath(gt, args.predicates, groups, seen, True)}
     if args.sgbench_src or _importable("sgbench"):
-        references.append(("minimal_numpy_sgbench_R_mR", lambda: minimal_path(gt, chunks, args.predicates)))
+        paths["minimal_numpy_sgbench_R_mR"] = MinimalPath(args.predicates)
     if args.community_src:
-        references.append(("community_loop", lambda: community_loop(gt, chunks, args.predicates, args.community_src, seen)))
-    for name, run in references:
-        spent, metrics = run()
-        numbers[f"{name}_s"] = round(spent, 3)
-        numbers[f"{name}_images_per_s"] = round(args.images / spent, 1)
-        numbers[f"{name}_R@100"] = metrics["R@100"]
-        for label, ours in (("all_metrics", sg_s), ("all_metrics_with_sgbench", all_s)):
-            numbers[f"ratio_{name}_over_sgtool_{label}"] = round(spent / ours, 2)
-            print(f"{name}: {spent:.2f} s; sgtool ({label}) is {spent / ours:.2f}x its speed", flush=True)
-    numbers.update({"images": args.images, "pairs_per_image_min": int(np.diff(gt.box_offsets).min() * (np.diff(gt.box_offsets).min() - 1)),
-                    "predicates": args.predicates, "gt_relations": len(rels), "chunk_images": args.chunk,
-                    "load_average_1min": round(os.getloadavg()[0], 2)})
+        paths["community_loop"] = CommunityPath(args.predicates, args.community_src)
+    resettable = reset_peak_rss()
+    results = run_paths(gt, args, paths)
+    numbers = summary(results, args, gt, peak_rss_mib() if resettable else float("nan"))
     write_result("bench_eval_versus", budgets={"images": args.images, "boxes_min": args.boxes}, seeds=[args.seed],
                  numbers=numbers, sources=["sgtool/eval"],
-                 notes="one run; the reference evaluators imported from their fetched sources / the sgbench package")
+                 notes="one run, the paths in turn on each chunk; the reference evaluators imported from their "
+                       "fetched sources / the sgbench package; peak RSS is the whole process (every path)")
+
+
+def summary(results: dict, args, gt: SceneGraphs, peak: float) -> dict:
+    numbers = {"images": args.images, "pairs_per_image_min": int(gt.box_counts().min() * (gt.box_counts().min() - 1)),
+               "predicates": args.predicates, "gt_relations": len(gt.relations), "chunk_images": args.chunk,
+               "peak_rss_mib_all_paths": round(peak, 1), "load_average_1min": round(os.getloadavg()[0], 2)}
+    for name, (spent, metrics) in results.items():
+        numbers[f"{name}_s"] = round(spent, 3)
+        numbers[f"{name}_images_per_s"] = round(args.images / spent, 1)
+        numbers[f"{name}_metrics"] = len(metrics)
+        numbers[f"{name}_R@100"] = metrics.get("R@100")
+        print(f"{name}: {spent:.2f} s, {args.images / spent:.1f} images/s, {len(metrics)} metrics", flush=True)
+    for reference in ("minimal_numpy_sgbench_R_mR", "community_loop"):
+        for ours in ("sgtool", "sgtool_with_sgbench"):
+            if reference in results:
+                ratio = results[reference][0] / results[ours][0]
+                numbers[f"ratio_{reference}_over_{ours}"] = round(ratio, 2)
+                print(f"{ours} is {ratio:.2f}x the speed of {reference}", flush=True)
+    return numbers
 
 
 def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def main() -> None:
+    versus_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -198,10 +198,12 @@ class HitTable:
             return np.full(n, NO_HIT, dtype=np.int64)
 
         gt_side = {name: ranks(n_gt) for name in GT_RANK_COLUMNS}
+        with_complete = n_pairs if n_complete else 0  # the complete-GT columns exist only with complete GT
         return cls(**gt_side, k_lists={k: ranks(n_gt) for k in k_names}, complete=ranks(n_complete),
-                   pred_rank=ranks(n_pairs), pred_predicate=np.zeros(n_pairs, np.int64), pred_score=np.zeros(n_pairs),
-                   pred_hit=np.zeros(n_pairs, bool), pred_unique_rank=ranks(n_pairs),
-                   pred_complete_hit=np.zeros(n_pairs, bool), pair_counts=np.zeros(n_images, np.int64))
+                   pred_rank=np.empty(n_pairs, np.int64), pred_predicate=np.empty(n_pairs, np.int64),
+                   pred_score=np.empty(n_pairs), pred_hit=np.zeros(n_pairs, bool),
+                   pred_unique_rank=ranks(with_complete), pred_complete_hit=np.zeros(with_complete, bool),
+                   pair_counts=np.zeros(n_images, np.int64))
 
     def gt_columns(self) -> dict[str, np.ndarray]:
         """Every per-GT-relation rank column (aligned with the GT relations), k-lists included."""
@@ -373,7 +375,7 @@ def _batch(s: EvalSetup, i0: int, i1: int) -> _Batch:
     return _Batch(i0, i1, p0, p1, int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1]), pb,
                   _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1), pairs,
                   owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0), pred.rel_scores[p0:p1],
-                  np.ones(len(pairs)) if obj_scores is None else obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]],
+                  np.broadcast_to(1.0, (len(pairs),)) if obj_scores is None else obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]],
                   pair_labels, box_pairs)
 
 
@@ -382,7 +384,8 @@ def _process_batch(s: EvalSetup, t: HitTable, i0: int, i1: int) -> None:
     b = _batch(s, i0, i1)
     counts = np.diff(s.pred.pair_offsets[i0:i1 + 1])
     t.pair_counts[i0:i1] = counts
-    gc = graph_ranking(b.rel_scores, b.scale, b.image, counts, s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
+    gc = graph_ranking(b.rel_scores, None if s.task == "predcls" else b.scale, b.image, counts,
+                       s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
     t.pred_rank[b.p0:b.p1], t.pred_predicate[b.p0:b.p1], t.pred_score[b.p0:b.p1] = gc.rank, gc.predicate, gc.score
     cand, gt_pred = _match_relations(s, t, gc, b)
     _entry_lists(s, t, gc, b, cand, gt_pred)

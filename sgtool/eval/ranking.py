@@ -43,11 +43,15 @@ def best_predicate(rel_scores: np.ndarray, chunk: int = 8192) -> tuple[np.ndarra
     n = len(rel_scores)
     if not n:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    if rel_scores.dtype in (np.float32, np.float64):
+    if rel_scores.dtype in (np.float32, np.float64) and rel_scores.dtype.isnative:
+        import warnings
+
         import torch
 
-        values, index = torch.from_numpy(np.asarray(rel_scores)[:, 1:]).max(dim=1)
-        return index.numpy() + 1, values.numpy().astype(np.float64)
+        with warnings.catch_warnings():  # a read-only array is only read here
+            warnings.simplefilter("ignore", UserWarning)
+            values, index = torch.from_numpy(np.asarray(rel_scores)[:, 1:]).max(dim=1)
+        return index.numpy().astype(np.int64) + 1, values.numpy().astype(np.float64)
     pred = rel_scores[:, 1:].argmax(axis=1).astype(np.int64) + 1
     return pred, np.take_along_axis(rel_scores, pred[:, None], axis=1)[:, 0].astype(np.float64)
 
@@ -122,10 +126,11 @@ def full_rank(score: np.ndarray, image: np.ndarray) -> np.ndarray:
     return rank
 
 
-def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray, image: np.ndarray, counts: np.ndarray,
+def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray | None, image: np.ndarray, counts: np.ndarray,
                   first_row: np.ndarray, m: int) -> GraphRanking:
+    """pair_scale: subject score x object score per pair (None: 1, PredCls)."""
     pred, prob = best_predicate(rel_scores)
-    score = prob * pair_scale
+    score = prob if pair_scale is None else prob * pair_scale
     rank = rank_top(score, image, counts, first_row, m)
     return GraphRanking(pred, prob, score, rank, image, counts)
 
