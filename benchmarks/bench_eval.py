@@ -8,6 +8,15 @@ heavy-tailed boxes per image up to 250, one dominant class, duplicate GT relatio
 predicates per pair; sgdet-like = 80 detections with overlapping same-class boxes.
 --compare-legacy also runs the evaluator as it was before issue 20 (tests/legacy_eval.py) and
 reports whether every metric is identical.
+
+    nice -n 10 python benchmarks/bench_eval.py --versus [--images 300] [--community-src DIR] [--sgbench-src DIR]
+--versus: dense real-like PredCls (every image >= 60k candidate pairs), streamed chunk by chunk through
+`SceneGraphEvaluator` (peak RSS <= 1 GiB), timed in one run against (a) the community benchmark's own
+per-image evaluator loop, imported from its fetched sources (--community-src: a folder holding its
+`maskrcnn_benchmark` package, e.g. a scratch copy of Scene-Graph-Benchmark.pytorch) and (b) a minimal path:
+numpy argmax / argsort into ranked triplet lists, then the `sgbench` package's R@K / mR@K (--sgbench-src:
+where `import sgbench` resolves, if not installed). Prints each ratio; writes
+benchmarks/results/bench_eval_versus.json.
 """
 from __future__ import annotations
 
@@ -63,6 +72,11 @@ def same(a: dict, b: dict) -> bool:
 
 
 def main() -> None:
+    if "--versus" in sys.argv:
+        from eval_versus import versus_main
+
+        versus_main([arg for arg in sys.argv[1:] if arg != "--versus"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", choices=LOADS, default="synthetic")
     parser.add_argument("--images", type=int, default=None, help="default: 10,000 / 754 / 1,000 by load")

@@ -162,6 +162,13 @@ class EmptyImages(str, Enum):
     skip = "skip"
 
 
+class PredictionFormat(str, Enum):
+    sgb = "sgb"
+    sgbench = "sgbench"
+    sgtool = "sgtool"
+    json = "json"
+
+
 class Task(str, Enum):
     predcls = "predcls"
     sgcls = "sgcls"
@@ -335,13 +342,25 @@ def eval_(
     k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated K values for the top-K metrics (default 20,50,100).")] = None,
     dump_graphs: Annotated[int, typer.Option(help="Write graph.json files (GT and prediction) for N images.")] = 0,
     empty_images: Annotated[EmptyImages, typer.Option(help="An image with GT relations and no candidate pair: zero counts it as 0, skip leaves it out (SGB-identical).")] = EmptyImages.zero,
+    predictions: Annotated[Optional[Path], typer.Option(help="Score this predictions file of any code base instead of a run (see docs/evaluate-your-predictions.md).")] = None,
+    format_: Annotated[Optional[PredictionFormat], typer.Option("--format", help="Format of --predictions (default: guessed from the file).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="With --predictions: the prepared dataset holding the ground truth (default: the file's own).")] = None,
 ) -> None:
-    """Evaluate a run's predictions with the community's metrics; writes a report."""
+    """Evaluate a run's predictions (or any code base's, --predictions) with the community's metrics."""
     from sgtool.engine.commands import eval_run, show_evaluation
     from sgtool.eval.run_eval import parse_ks
 
     s = _settings(ctx)
     empty = empty_images.value
+    if predictions is not None or format_ is not None or dataset is not None:
+        from sgtool.eval.external import run_external_eval
+
+        outcome = run_external_eval(s.workspace, predictions=predictions, fmt=format_.value if format_ else None,
+                                    dataset=dataset, run=run, split=split, task=task.value if task else None,
+                                    metrics=metric or [], ks=parse_ks(k), empty_images=empty,
+                                    dump_graphs=dump_graphs, reporter=s.reporter)
+        show_evaluation(outcome, None, as_json=s.json)
+        return
     passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None,
                       "--empty-images": None if empty == "zero" else empty})
     outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,

@@ -242,7 +242,7 @@ def test_parse_metric_rejects_with_families(typed):
     with pytest.raises(SgtoolError) as info:
         parse_metric(typed)
     assert "mR@K-present" in str(info.value) and "kfree-R@K" in str(info.value)
-    assert len(METRIC_FAMILIES) == 20
+    assert len(METRIC_FAMILIES) == 23  # 20, then the VRD protocol's k1 / k10 / kfree-phr-R@K
 
 
 def test_bad_input_is_a_user_error():

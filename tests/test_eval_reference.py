@@ -121,6 +121,7 @@ def reference(gt_images, pr_images, task, P, ks, groups=None, seen=None, top_k_p
         out[f"F1@{K}"] = 2 * out[f"R@{K}"] * out[f"mR@{K}"] / (out[f"R@{K}"] + out[f"mR@{K}"]) \
             if out[f"R@{K}"] + out[f"mR@{K}"] > 0 else 0.0
         phr, hits, total, acc_hits = [], {k: 0 for k in top_k_per_pair}, 0, 0
+        phr_hits = {k: 0 for k in top_k_per_pair}
         for gt_im, lists in zip(gt_images, per_image):
             gts = gt_triplets(gt_im)
             if not gts:
@@ -129,10 +130,12 @@ def reference(gt_images, pr_images, task, P, ks, groups=None, seen=None, top_k_p
             total += len(gts)
             for k in top_k_per_pair:
                 hits[k] += sum(recalled(lists[3][k], lists[0], gts, K))
+                phr_hits[k] += sum(recalled(lists[3][k], lists[0], gts, K, phrase=True))
             acc_hits += sum(recalled(lists[4], lists[0], gts, K))
         out[f"phr-R@{K}"] = sum(phr) / len(phr)
         for k in top_k_per_pair:
             out[f"k{'free' if k is None else k}-R@{K}"] = hits[k] / total
+            out[f"k{'free' if k is None else k}-phr-R@{K}"] = phr_hits[k] / total  # the VRD protocol: split-level
         if task != "sgdet":
             out[f"A@{K}"] = acc_hits / total
     return out

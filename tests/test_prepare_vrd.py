@@ -38,9 +38,10 @@ SIZES = {"a.jpg": (1024, 768), "b.jpg": (768, 1024), "c.jpg": (640, 480), "d.jpg
          "t1.jpg": (768, 1024), "t2.jpg": (1024, 768)}
 
 
-def write_vrd(folder: Path, metadata: bool = True, images: bool = False, train: dict | None = None) -> Path:
+def write_vrd(folder: Path, metadata: bool = True, images: bool = False, train: dict | None = None,
+              test: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"annotations_train.json": train or TRAIN, "annotations_test.json": TEST,
+    files = {"annotations_train.json": train or TRAIN, "annotations_test.json": test or TEST,
              "objects.json": OBJECTS, "predicates.json": PREDICATES}
     for name, payload in files.items():
         (folder / name).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
@@ -113,6 +114,17 @@ def test_keep_duplicates_and_val(tmp_path, cli):
     assert counts["val"]["images"] == 1 and counts["train"]["images"] == 3
     assert counts["train"]["relations"] + counts["val"]["relations"] == 7 - 1  # the duplicate kept, zero-area one dropped
     assert load_prepared(Workspace(tmp_path / "ws"), "vrd").manifest["duplicates_merged"]["train"] == 0
+
+
+@pytest.mark.parametrize("option, test_relations", [(None, 3), ("--merge-test-duplicates", 2)])
+def test_test_split_keeps_every_annotated_relation_by_default(tmp_path, cli, option, test_relations):
+    test = {"t1.jpg": TEST["t1.jpg"] * 2, "t2.jpg": TEST["t2.jpg"]}  # an exact duplicate test triplet
+    src = write_vrd(tmp_path / "vrd", test=test)
+    result = cli("-w", tmp_path / "ws", "prepare", "vrd", "--source", src, *([option] if option else []))
+    assert result.code == 0, result.err
+    manifest = load_prepared(Workspace(tmp_path / "ws"), "vrd").manifest
+    assert manifest["counts"]["test"]["relations"] == test_relations
+    assert manifest["duplicates_merged"] == {"train": 1, "val": 0, "test": 3 - test_relations}
 
 
 def test_images_give_sizes_and_boxes_outside_are_clipped(tmp_path, cli):

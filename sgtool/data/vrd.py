@@ -7,7 +7,9 @@ Source folder: `annotations_train.json`, `annotations_test.json` (file name -> l
 images (`sg_dataset/sg_train_images`, `sg_train_images`, `images/train`, ... and the test twins).
 
 The same (box, category) in several relations becomes one object; several predicates per pair
-are kept; exact duplicate triplets are merged unless keep_duplicates. The official split is
+are kept. Exact duplicate triplets are merged in the training images (the priors count each once)
+and kept in the test images, as the literature's test set and EVALUATION.md keep every annotated
+relation; keep_duplicates keeps them everywhere, merge_test_duplicates merges them in test too. The official split is
 kept exactly (4,000 train / 1,000 test); val is 0 images unless `val` > 0, then that many
 training images chosen with the seed become split 1.
 """
@@ -23,7 +25,7 @@ from sgtool import atomic
 from sgtool.config import option
 from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.normalize import (
-    FlatGraphs, assemble, carve_val, clean_relations, drop_boxes, first_occurrences,
+    FlatGraphs, assemble, carve_val, clean_relations, drop_boxes, drop_relations, first_occurrences,
     link_images, split_counts,
 )
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
@@ -186,7 +188,18 @@ def _size_of_image(path: Path) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- the recipe
 
-def read_vrd(source: Path, keep_duplicates: bool, val: int, seed: int) -> tuple[Staged, list[Path | None], list[str], np.ndarray]:
+def _merge_duplicates(flat: FlatGraphs, split: np.ndarray, keep_duplicates: bool, merge_test: bool) -> FlatGraphs:
+    """Exact duplicate triplets merged (the first kept) in train, and in test only with merge_test."""
+    if keep_duplicates:
+        return flat
+    keep = first_occurrences(np.column_stack([flat.pairs, flat.predicates]))
+    if not merge_test:
+        keep |= split[flat.rel_image] == dict(SPLITS)["test"]
+    return drop_relations(flat, keep)
+
+
+def read_vrd(source: Path, keep_duplicates: bool, val: int, seed: int,
+             merge_test_duplicates: bool = False) -> tuple[Staged, list[Path | None], list[str], np.ndarray]:
     check_source(source)
     vocab = Vocabulary(read_names(source / "objects.json"), read_names(source / "predicates.json"))
     names, split, tables = [], [], []
@@ -205,13 +218,15 @@ def read_vrd(source: Path, keep_duplicates: bool, val: int, seed: int) -> tuple[
     images = [p for s, code in SPLITS for p in find_images(source, s, [n for n, c in zip(names, split) if c == code])]
     widths, heights, origin = image_sizes(names, read_metadata(source), images, flat)
     flat, box_notes = _clean_boxes(flat, widths, heights)
-    flat, rel_notes = clean_relations(flat, dedupe=not keep_duplicates, drop_self=False)
+    flat, rel_notes = clean_relations(flat, dedupe=False, drop_self=False)
+    kept_before = split_counts(split, np.bincount(flat.rel_image, minlength=len(names)))
+    flat = _merge_duplicates(flat, split, keep_duplicates, merge_test_duplicates)
+    kept_after = split_counts(split, np.bincount(flat.rel_image, minlength=len(names)))
     source_split = split.copy()
     if val:
         split = carve_val(split, val, seed, str(source))
     notes.update(box_notes)
-    merged = {k: (0 if keep_duplicates else v - notes["distinct_triplets"][k]) for k, v in notes["annotated_relations"].items()}
-    notes["duplicates_merged"] = merged
+    notes["duplicates_merged"] = {k: int(v - kept_after[k]) for k, v in kept_before.items()}
     notes["image_sizes"] = {k: int((origin == i).sum()) for i, k in enumerate(("metadata", "image_file", "box_extent", "unknown", "metadata_enlarged_to_boxes"))}
     notes["sizes_from_boxes"] = bool((origin >= 2).any())
     notes["self_relations"] = rel_notes["self_relations"]
@@ -238,12 +253,13 @@ def _clean_boxes(flat: FlatGraphs, widths: np.ndarray, heights: np.ndarray) -> t
 
 
 def prepare_vrd(ws: Workspace, source: Path, name: str = "vrd", keep_duplicates: bool = False,
-                val: int = 0, seed: int = 0, force: bool = False) -> PreparedDataset:
+                val: int = 0, seed: int = 0, force: bool = False, merge_test_duplicates: bool = False) -> PreparedDataset:
     source = Path(source).expanduser().resolve()
-    parameters = {"source": str(source), "keep_duplicates": keep_duplicates, "val": val, "seed": seed}
+    parameters = {"source": str(source), "keep_duplicates": keep_duplicates, "val": val, "seed": seed,
+                  "merge_test_duplicates": merge_test_duplicates}
 
     def build(staging: Path) -> Staged:
-        staged, images, names, source_split = read_vrd(source, keep_duplicates, val, seed)
+        staged, images, names, source_split = read_vrd(source, keep_duplicates, val, seed, merge_test_duplicates)
         folders = ["train" if c == 0 else "test" for c in source_split]
         targets = [f"images/{f}/{n}" for f, n in zip(folders, names)]
         staged.graphs.files = link_images(staging, images, targets)
@@ -264,14 +280,17 @@ class VRDOptions:
     source: Path = option(None, "Folder with annotations_train.json, annotations_test.json, objects.json, "
                                 "predicates.json.", required=True)
     name: str = option("vrd", "Dataset name in the workspace.")
-    keep_duplicates: bool = option(False, "Keep exact duplicate triplets (merged by default).")
+    keep_duplicates: bool = option(False, "Keep exact duplicate triplets in train too (by default they are merged in "
+                                          "train and kept in test).")
+    merge_test_duplicates: bool = option(False, "Merge exact duplicate triplets in test too (the literature keeps them).")
     val: int = option(0, "Validation images taken from the 4,000 train images with the seed.", min=0)
     force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")
 
 
 def _prepare_vrd_options(ws: Workspace, options: VRDOptions, seed: int, reporter: Any) -> PreparedDataset:
     return prepare_vrd(ws, options.source, name=options.name, keep_duplicates=options.keep_duplicates,
-                       val=options.val, seed=seed, force=options.force)
+                       val=options.val, seed=seed, force=options.force,
+                       merge_test_duplicates=options.merge_test_duplicates)
 
 
 register_format(DatasetFormat("vrd", "Visual Relationship Detection (Lu et al. 2016), official 4,000 / 1,000 split.",

@@ -42,20 +42,36 @@ METRIC_FAMILIES: dict[str, str] = {
     "body-mR@K": "graph-constrained mean of per-predicate recalls over the body group (absent = 0)",
     "tail-mR@K": "graph-constrained mean of per-predicate recalls over the tail group (absent = 0)",
     "F1@K": "2 R@K mR@K / (R@K + mR@K), graph-constrained",
-    "phr-R@K": "phrase detection: graph-constrained recall with union-box IoU >= threshold instead of two boxes",
+    "phr-R@K": "per-image phrase detection: graph-constrained recall with union-box IoU >= threshold instead of two boxes, mean over images (the VRD protocol's split-level count is k1-phr-R@K)",
     "k1-R@K": "top 1 predicate per pair, then top K; GT hits / GT summed over the split (micro)",
     "k10-R@K": "top 10 predicates per pair, then top K; GT hits / GT summed over the split (micro)",
     "kfree-R@K": "every predicate of every pair, then top K; GT hits / GT summed over the split (micro)",
+    "k1-phr-R@K": "phrase detection in the VRD protocol (Lu et al., RelDN): top 1 predicate per pair, then top K; union-box hits / GT summed over the split (micro)",
+    "k10-phr-R@K": "phrase detection in the VRD protocol: top 10 predicates per pair, then top K; union-box hits / GT summed over the split (micro)",
+    "kfree-phr-R@K": "phrase detection in the VRD protocol: every predicate of every pair, then top K; union-box hits / GT summed over the split (micro)",
     "complete-P@K": "vs complete GT: graph-constrained top K after removing duplicate predictions; correct / predictions, micro",
     "complete-R@K": "vs complete GT: complete GT relations hit by the top K unique predictions / all, micro over the split",
     "complete-F1@K": "harmonic mean of complete-P@K and complete-R@K",
 }
-_K_FAMILY = re.compile(r"^k([0-9]+|free)-R@([0-9]+)$")  # names as written, K in ASCII digits only
+# The hit table's per-GT-relation rank columns, and the column each metric family reads (one place:
+# a new family names its column here; `HitTable.empty` and the streaming evaluator follow this list).
+GT_RANK_COLUMNS = ("gc", "ng", "phr", "acc")
+FAMILY_COLUMNS: dict[str, str] = {
+    **{family: "gc" for family in ("R@K", "mR@K", "mR@K-present", "zR@K", "head-mR@K", "body-mR@K", "tail-mR@K", "F1@K")},
+    **{family: "ng" for family in ("ng-R@K", "ng-mR@K", "ng-mR@K-present", "ng-zR@K")},
+    "phr-R@K": "phr", "A@K": "acc", "k1-R@K": "k1", "k10-R@K": "k10", "kfree-R@K": "kfree",
+    "k1-phr-R@K": "k1-phr", "k10-phr-R@K": "k10-phr", "kfree-phr-R@K": "kfree-phr",
+    **{family: "complete" for family in ("complete-P@K", "complete-R@K", "complete-F1@K")},
+}
+# SGBench's metrics (eval/sgbench.py), computed by `sgtool eval --predictions`; InstR and PRank have no K.
+SGBENCH_FAMILIES = ("sgbench-R@K", "sgbench-mR@K", "PairR@K")
+NO_K_METRICS = ("InstR", "PRank")
+_K_FAMILY = re.compile(r"^k([0-9]+|free)-(phr-)?R@([0-9]+)$")  # names as written, K in ASCII digits only
 
 
 def _family_patterns() -> list[tuple[re.Pattern, str, str]]:
     out = []
-    for template in METRIC_FAMILIES:
+    for template in (*METRIC_FAMILIES, *SGBENCH_FAMILIES):
         prefix, suffix = template.split("@K")
         out.append((re.compile(rf"^{re.escape(prefix)}@([0-9]+){re.escape(suffix)}$"), prefix, suffix))
     return out
@@ -68,19 +84,24 @@ def parse_metric(name: str) -> str:
     """Validate a user-typed metric name, written as listed ("mR@100"; "mr@100", "R@5_0" are unknown); SgtoolError
     listing the families if unknown."""
     text = name.strip()
+    exact = {metric.lower(): metric for metric in NO_K_METRICS}
+    if text.lower() in exact:
+        return exact[text.lower()]
     k_match = _K_FAMILY.match(text)
-    if k_match and int(k_match.group(2)) > 0:
-        return f"k{k_match.group(1).lower()}-R@{int(k_match.group(2))}"
+    if k_match and int(k_match.group(3)) > 0:
+        return f"k{k_match.group(1).lower()}-{(k_match.group(2) or '').lower()}R@{int(k_match.group(3))}"
     for pattern, prefix, suffix in _PATTERNS:
         found = pattern.match(text)
         if found and int(found.group(1)) > 0:
             return f"{prefix}@{int(found.group(1))}{suffix}"
     raise SgtoolError(f"Unknown metric '{name}'.",
-                      "Use one of " + ", ".join(METRIC_FAMILIES) + " with K a positive integer, e.g. mR@100.")
+                      "Use one of " + ", ".join((*METRIC_FAMILIES, *SGBENCH_FAMILIES, *NO_K_METRICS)) + " with K a positive integer, e.g. mR@100.")
 
 
 def metric_family(name: str) -> tuple[str, int]:
-    """"mR@100-present" -> ("mR@K-present", 100)."""
+    """"mR@100-present" -> ("mR@K-present", 100); a metric without K ("InstR") -> ("InstR", 0)."""
+    if name in NO_K_METRICS:
+        return name, 0
     found = re.search(r"@(\d+)", name)
     if not found:
         raise SgtoolError(f"'{name}' is not a metric name.", "Metric names look like R@50 or mR@100.")
@@ -135,7 +156,7 @@ class EvalResult:
 
 
 @dataclass
-class _Setup:
+class EvalSetup:
     gt: SceneGraphs
     pred: Predictions
     task: str
@@ -155,7 +176,7 @@ EMPTY_IMAGES = {
 
 
 @dataclass
-class _Table:
+class HitTable:
     """The hit table of the whole split (filled batch by batch)."""
 
     gc: np.ndarray
@@ -173,60 +194,73 @@ class _Table:
     pair_counts: np.ndarray  # (images,) candidate pairs per image
 
     @classmethod
-    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str], n_images: int) -> "_Table":
+    def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str], n_images: int) -> "HitTable":
         def ranks(n: int) -> np.ndarray:
             return np.full(n, NO_HIT, dtype=np.int64)
 
-        return cls(ranks(n_gt), ranks(n_gt), ranks(n_gt), ranks(n_gt), {k: ranks(n_gt) for k in k_names},
-                   ranks(n_complete), ranks(n_pairs), np.zeros(n_pairs, np.int64), np.zeros(n_pairs),
-                   np.zeros(n_pairs, bool), ranks(n_pairs), np.zeros(n_pairs, bool), np.zeros(n_images, np.int64))
+        gt_side = {name: ranks(n_gt) for name in GT_RANK_COLUMNS}
+        with_complete = n_pairs if n_complete else 0  # the complete-GT columns exist only with complete GT
+        return cls(**gt_side, k_lists={k: ranks(n_gt) for k in k_names}, complete=ranks(n_complete),
+                   pred_rank=np.empty(n_pairs, np.int64), pred_predicate=np.empty(n_pairs, np.int64),
+                   pred_score=np.empty(n_pairs), pred_hit=np.zeros(n_pairs, bool),
+                   pred_unique_rank=ranks(with_complete), pred_complete_hit=np.zeros(with_complete, bool),
+                   pair_counts=np.zeros(n_images, np.int64))
+
+    def gt_columns(self) -> dict[str, np.ndarray]:
+        """Every per-GT-relation rank column (aligned with the GT relations), k-lists included."""
+        return {**{name: getattr(self, name) for name in GT_RANK_COLUMNS}, **self.k_lists}
 
 
 # ---------------------------------------------------------------- validation
 
-def _check(condition: bool, message: str, hint: str) -> None:
+def check(condition: bool, message: str, hint: str) -> None:
     if not condition:
         raise SgtoolError(message, hint)
 
 
-def _validate(gt: SceneGraphs, pred: Predictions, task: str, num_predicates: int, ks: tuple[int, ...],
-              predicate_groups: np.ndarray | None, seen_triplets: np.ndarray | None, iou_threshold: float,
-              top_k_per_pair: tuple) -> None:
-    _check(task in TASKS, f"Unknown task '{task}'.", "Use predcls, sgcls or sgdet.")
-    _check(num_predicates >= 2, f"num_predicates={num_predicates} leaves no foreground predicate.",
+def validate_inputs(gt: SceneGraphs, pred: Predictions, task: str, num_predicates: int, ks: tuple[int, ...],
+                    predicate_groups: np.ndarray | None, seen_triplets: np.ndarray | None, iou_threshold: float,
+                    top_k_per_pair: tuple) -> None:
+    check(task in TASKS, f"Unknown task '{task}'.", "Use predcls, sgcls or sgdet.")
+    check(num_predicates >= 2, f"num_predicates={num_predicates} leaves no foreground predicate.",
            "Count the predicates including background (index 0).")
-    _check(len(ks) > 0 and all(isinstance(k, (int, np.integer)) and k > 0 for k in ks),
+    check(len(ks) > 0 and all(isinstance(k, (int, np.integer)) and k > 0 for k in ks),
            f"Invalid K values {ks}.", "Give positive integers, e.g. 20 50 100.")
-    _check(0.0 < iou_threshold <= 1.0, f"IoU threshold {iou_threshold} is outside (0, 1].", "The usual value is 0.5.")
-    _check(all(k is None or (isinstance(k, (int, np.integer)) and k > 0) for k in top_k_per_pair),
+    check(0.0 < iou_threshold <= 1.0, f"IoU threshold {iou_threshold} is outside (0, 1].", "The usual value is 0.5.")
+    check(all(k is None or (isinstance(k, (int, np.integer)) and k > 0) for k in top_k_per_pair),
            f"Invalid predictions-per-pair values {top_k_per_pair}.", "Use positive integers or None (free k).")
-    _check(gt.num_images == pred.num_images,
+    check(gt.num_images == pred.num_images,
            f"The predictions cover {pred.num_images} images but the split has {gt.num_images}.",
            "Evaluate the predictions against the split they were made for.")
-    _check(np.array_equal(gt.image_ids, pred.image_ids), "The predictions' image ids differ from the split's.",
+    check(np.array_equal(gt.image_ids, pred.image_ids), "The predictions' image ids differ from the split's.",
            "Predictions must follow the split's images in the same order.")
-    _check(pred.rel_scores.ndim == 2 and pred.rel_scores.shape[1] == num_predicates,
+    check(pred.rel_scores.ndim == 2 and pred.rel_scores.shape[1] == num_predicates,
            f"The predictions hold {pred.rel_scores.shape[-1]} predicate columns, the vocabulary {num_predicates}.",
            "Predictions were made with another vocabulary; predict again.")
     for rels in (gt.relations, gt.complete):
         if rels is not None and len(rels):
-            _check(rels.predicates.min() >= 1 and rels.predicates.max() < num_predicates,
+            check(rels.predicates.min() >= 1 and rels.predicates.max() < num_predicates,
                    "Some ground-truth predicates fall outside the vocabulary.", "Prepare the dataset again.")
     if task != "sgdet":
-        _check(np.array_equal(gt.box_counts(), np.diff(pred.box_offsets)),
+        check(np.array_equal(gt.box_counts(), np.diff(pred.box_offsets)),
                f"{task} predictions must keep the ground-truth boxes, but their box counts differ.",
                "Use --task sgdet for predictions on detected boxes.")
     if predicate_groups is not None:
-        _check(np.shape(predicate_groups) == (num_predicates,),
+        check(np.shape(predicate_groups) == (num_predicates,),
                f"predicate_groups has shape {np.shape(predicate_groups)}, expected ({num_predicates},).",
                "Take the groups from the dataset's priors.")
     if seen_triplets is not None:
-        _check(np.ndim(seen_triplets) == 2 and np.shape(seen_triplets)[1] == 3,
+        check(np.ndim(seen_triplets) == 2 and np.shape(seen_triplets)[1] == 3,
                "seen_triplets must be a (T, 3) array of [subject, predicate, object] labels.",
                "Take the training triplets from the prepared training split.")
 
 
-def _k_list_names(top_k_per_pair: tuple) -> dict[str, int | None]:
+def list_columns(k_lists: dict[str, int | None]) -> list[str]:
+    """Hit-table columns of the k-per-pair lists: relationship ("k1") and phrase ("k1-phr") detection."""
+    return [*k_lists, *(f"{name}-phr" for name in k_lists)]
+
+
+def k_list_names(top_k_per_pair: tuple) -> dict[str, int | None]:
     return {f"k{'free' if k is None else int(k)}": (None if k is None else int(k)) for k in top_k_per_pair}
 
 
@@ -245,20 +279,20 @@ def _slice_boxes(boxes: np.ndarray, labels: np.ndarray, offsets: np.ndarray, i0:
     return BatchBoxes(boxes[b0:b1], labels[b0:b1], offsets[i0:i1 + 1] - b0)
 
 
-def _pair_keys(pairs: np.ndarray, boxes: BatchBoxes, image: np.ndarray, width: int) -> np.ndarray:
-    """(image, local subject index, local object index) as one int64: pair identity by box index."""
-    local = pairs - boxes.offsets[image][:, None]
-    return (image * width + local[:, 0]) * width + local[:, 1]
+def _gt_pair_flags(s: EvalSetup, i0: int, i1: int, pairs: np.ndarray, pb: BatchBoxes) -> np.ndarray:
+    """Which predicted pairs are GT pairs (same box indices as an annotated relation) — for A@K.
 
-
-def _gt_pair_flags(s: _Setup, i0: int, i1: int, pairs: np.ndarray, image: np.ndarray, pb: BatchBoxes,
-                   gb: BatchBoxes) -> np.ndarray:
-    """Which predicted pairs are GT pairs (same box indices as an annotated relation) — for A@K."""
+    PredCls / SGCls keep the GT boxes (validated), so a batch-local box row names the same box on
+    both sides and a pair is one int64 key; the few GT keys are looked up by binary search."""
     g0, g1 = s.gt.relations.offsets[i0], s.gt.relations.offsets[i1]
+    width = max(len(pb.labels), 1)
     gt_pairs = s.gt.relations.pairs[g0:g1] - s.gt.box_offsets[i0]
-    gt_image = owner_of_rows(s.gt.relations.offsets[i0:i1 + 1] - g0)
-    width = int(max(np.diff(gb.offsets).max(initial=0), np.diff(pb.offsets).max(initial=0))) + 1
-    return np.isin(_pair_keys(pairs, pb, image, width), _pair_keys(gt_pairs, gb, gt_image, width))
+    gt_keys = np.unique(gt_pairs[:, 0] * width + gt_pairs[:, 1])
+    keys = pairs[:, 0] * width + pairs[:, 1]
+    if not len(gt_keys):
+        return np.zeros(len(keys), bool)
+    at = np.searchsorted(gt_keys, keys).clip(max=len(gt_keys) - 1)
+    return gt_keys[at] == keys
 
 
 def _filtered_rank(flag: np.ndarray, score: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -327,14 +361,13 @@ class _Batch:
     box_pair_ranking: BoxPairRanking | None = None  # box_pairs ranked (set while matching, read by the lists)
 
 
-def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
+def _batch(s: EvalSetup, i0: int, i1: int) -> _Batch:
     gt, pred = s.gt, s.pred
     p0, p1 = int(pred.pair_offsets[i0]), int(pred.pair_offsets[i1])
     pb = _slice_boxes(pred.boxes, pred.labels, pred.box_offsets, i0, i1)
     pairs = pred.pairs[p0:p1] - pred.box_offsets[i0]
-    if s.task == "predcls":  # object scores are 1 by convention
-        obj_scores = np.ones(len(pb.labels))
-    else:
+    obj_scores = None  # predcls: object scores are 1 by convention
+    if s.task != "predcls":
         obj_scores = pred.scores[pred.box_offsets[i0]:pred.box_offsets[i1]].astype(np.float64)
     pair_labels = box_pairs = None
     if pred.pair_labels is not None:  # several rows (labellings) per box pair
@@ -343,15 +376,17 @@ def _batch(s: _Setup, i0: int, i1: int) -> _Batch:
     return _Batch(i0, i1, p0, p1, int(gt.relations.offsets[i0]), int(gt.relations.offsets[i1]), pb,
                   _slice_boxes(gt.boxes, gt.labels, gt.box_offsets, i0, i1), pairs,
                   owner_of_rows(pred.pair_offsets[i0:i1 + 1] - p0), pred.rel_scores[p0:p1],
-                  obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]], pair_labels, box_pairs)
+                  np.broadcast_to(1.0, (len(pairs),)) if obj_scores is None else obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]],
+                  pair_labels, box_pairs)
 
 
-def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
+def _process_batch(s: EvalSetup, t: HitTable, i0: int, i1: int) -> None:
     """Rank every pair of a batch of images, then match only the pairs some ranking puts in its top max(K)."""
     b = _batch(s, i0, i1)
     counts = np.diff(s.pred.pair_offsets[i0:i1 + 1])
     t.pair_counts[i0:i1] = counts
-    gc = graph_ranking(b.rel_scores, b.scale, b.image, counts, s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
+    gc = graph_ranking(b.rel_scores, None if s.task == "predcls" else b.scale, b.image, counts,
+                       s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
     t.pred_rank[b.p0:b.p1], t.pred_predicate[b.p0:b.p1], t.pred_score[b.p0:b.p1] = gc.rank, gc.predicate, gc.score
     cand, gt_pred = _match_relations(s, t, gc, b)
     _entry_lists(s, t, gc, b, cand, gt_pred)
@@ -359,7 +394,7 @@ def _process_batch(s: _Setup, t: _Table, i0: int, i1: int) -> None:
         _complete(s, t, gc, b)
 
 
-def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple[Candidates, np.ndarray]:
+def _match_relations(s: EvalSetup, t: HitTable, gc: GraphRanking, b: _Batch) -> tuple[Candidates, np.ndarray]:
     """Graph-constrained, phrase and pair-accuracy ranks of the batch's GT relations."""
     gt = s.gt
     gt_pairs = gt.relations.pairs[b.g0:b.g1] - gt.box_offsets[b.i0]
@@ -367,7 +402,7 @@ def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple
     ranked = gc.rank < s.kmax  # the top max(K) of the graph ranking: also holds every pair of the
     frank = None  # no-graph, k-per-pair and phrase top lists (see ranking.candidate_entries)
     if s.task != "sgdet":
-        flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.image, b.pb, b.gb)
+        flag = _gt_pair_flags(s, b.i0, b.i1, b.pairs, b.pb)
         frank = _filtered_rank(flag, gc.score, b.image)
         ranked |= frank < s.kmax
     if b.box_pairs is not None:  # k per box pair: a row counts only if its box pair is among the top max(K)
@@ -388,21 +423,23 @@ def _match_relations(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> tuple
     return cand, gt_pred
 
 
-def _entry_lists(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch, cand: Candidates, gt_pred: np.ndarray) -> None:
+def _entry_lists(s: EvalSetup, t: HitTable, gc: GraphRanking, b: _Batch, cand: Candidates, gt_pred: np.ndarray) -> None:
     """No-graph-constraint ranking and the k-predictions-per-(box) pair lists."""
     P = s.num_predicates
     list_ks = tuple(sorted({P - 1 if k is None else min(k, P - 1) for k in [None, *s.k_lists.values()]}))
     entries = candidate_entries(gc, b.rel_scores, b.scale, s.kmax, list_ks, b.box_pair_ranking)
-    ok = cand.rel_ok
-    keys = cand.pair[ok] * P + gt_pred[cand.gt[ok]]
-    gts = cand.gt[ok]
+    found = {kind: (cand.pair[ok] * P + gt_pred[cand.gt[ok]], cand.gt[ok])
+             for kind, ok in (("", cand.rel_ok), ("-phr", cand.phr_ok))}
     lists: dict[int | None, EntryRanking] = {}
     for name, k in [("ng", None)] + list(s.k_lists.items()):
         k = None if (k is None or k >= P - 1) else k
         if k not in lists:
             lists[k] = entries.top(k, s.kmax, P)
-        target = t.ng if name == "ng" else t.k_lists[name]
-        target[b.g0:b.g1] = min_rank(b.g1 - b.g0, gts, lists[k].lookup(keys))
+        for kind, (keys, gts) in found.items():
+            if name == "ng" and kind:
+                continue
+            target = t.ng if name == "ng" else t.k_lists[name + kind]
+            target[b.g0:b.g1] = min_rank(b.g1 - b.g0, gts, lists[k].lookup(keys))
 
 
 def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
@@ -414,7 +451,7 @@ def _has_duplicate_pairs(pairs: np.ndarray, pb: BatchBoxes) -> bool:
     return bool(np.bincount(pairs[:, 0] * width + local_object).max() > 1)
 
 
-def _complete(s: _Setup, t: _Table, gc: GraphRanking, b: _Batch) -> None:
+def _complete(s: EvalSetup, t: HitTable, gc: GraphRanking, b: _Batch) -> None:
     """Precision and recall against the complete ground truth (duplicates removed)."""
     rels = s.gt.complete
     c0, c1 = int(rels.offsets[b.i0]), int(rels.offsets[b.i1])
@@ -472,14 +509,14 @@ def _f1(a: float, b: float) -> float:
     return float(2 * a * b / (a + b)) if (a + b) > 0 else (0.0 if a == a and b == b else float("nan"))
 
 
-def counted_images(s: _Setup, t: _Table) -> np.ndarray:
+def counted_images(s: EvalSetup, t: HitTable) -> np.ndarray:
     """(images,) bool: the images the metrics average over (all, or with --empty-images skip only
     those with at least one candidate pair)."""
     return (t.pair_counts > 0) | (s.empty_images == "zero")
 
 
-def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
-               seen_triplets: np.ndarray | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def aggregate(s: EvalSetup, t: HitTable, predicate_groups: np.ndarray | None,
+              seen_triplets: np.ndarray | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     gt, P, n_img = s.gt, s.num_predicates, s.gt.num_images
     image = owner_of_rows(gt.relations.offsets)
     keep = counted_images(s, t)[image]  # GT relations of the images that count
@@ -508,6 +545,7 @@ def _aggregate(s: _Setup, t: _Table, predicate_groups: np.ndarray | None,
         metrics[f"phr-R@{K}"] = _mean_recall_per_image(t.phr[keep] < K, image, n_img)
         for name in s.k_lists:
             metrics[f"{name}-R@{K}"] = float((t.k_lists[name][keep] < K).sum() / n_rel)
+            metrics[f"{name}-phr-R@{K}"] = float((t.k_lists[name + "-phr"][keep] < K).sum() / n_rel)
         if gt.complete is not None:
             metrics.update(_complete_metrics(s, t, K, counted_images(s, t)[owner_of_rows(gt.complete.offsets)]))
     return metrics, per_pred
@@ -527,7 +565,7 @@ def _unseen_mask(gt: SceneGraphs, seen: np.ndarray, P: int) -> np.ndarray:
     return ~np.isin(gt_keys, key(seen[:, 0], seen[:, 1], seen[:, 2]))
 
 
-def _complete_metrics(s: _Setup, t: _Table, K: int, keep: np.ndarray) -> dict[str, float]:
+def _complete_metrics(s: EvalSetup, t: HitTable, K: int, keep: np.ndarray) -> dict[str, float]:
     total = int(keep.sum())
     recall = float((t.complete[keep] < K).sum() / total) if total else float("nan")
     kept = t.pred_unique_rank < K
@@ -540,10 +578,11 @@ def _convention_line(family: str) -> str:
     if family in METRIC_FAMILIES:
         return METRIC_FAMILIES[family]
     k = family.split("-")[0][1:]
-    return f"top {k} predicates per pair, then top K; GT hits / GT summed over the split (micro)"
+    hits = "union-box hits (phrase detection)" if "-phr-" in family else "GT hits"
+    return f"top {k} predicates per pair, then top K; {hits} / GT summed over the split (micro)"
 
 
-def _conventions(metrics: dict[str, float], s: _Setup) -> dict[str, str]:
+def conventions_of(metrics: dict[str, float], s: EvalSetup) -> dict[str, str]:
     iou = f"IoU >= {s.iou_threshold:g}" + (" with the +1-pixel legacy area" if s.legacy_iou else " with exact areas")
     shared = f"{s.task}; {iou}; {EMPTY_IMAGES[s.empty_images]}; ties in every ranking keep the input order"
     return {name: f"{_convention_line(metric_family(name)[0])}; {shared}" for name in metrics}
@@ -570,39 +609,39 @@ def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: i
     empty_images: "zero" (default) counts an image with GT relations and no candidate pair as
     recall 0; "skip" leaves it out of every metric, as the community benchmark (SGB) does."""
     iou_threshold, legacy_iou = iou.threshold, iou.legacy
-    _validate(gt, pred, task, num_predicates, tuple(ks), predicate_groups, seen_triplets, iou_threshold,
+    validate_inputs(gt, pred, task, num_predicates, tuple(ks), predicate_groups, seen_triplets, iou_threshold,
               tuple(top_k_per_pair))
     check_empty_images(empty_images)
-    _check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
+    check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
            "No image of the split has a ground-truth relation, so there is nothing to recall.",
            "Check the split (--split) or the dataset's relations.")
     ks = tuple(int(k) for k in ks)
-    s = _Setup(gt, pred, task, num_predicates, ks, max(ks), _k_list_names(tuple(top_k_per_pair)),
+    s = EvalSetup(gt, pred, task, num_predicates, ks, max(ks), k_list_names(tuple(top_k_per_pair)),
                float(iou_threshold), bool(legacy_iou), empty_images)
     n_complete = len(gt.complete) if gt.complete is not None else 0
-    t = _Table.empty(len(gt.relations), n_complete, len(pred.pairs), list(s.k_lists), gt.num_images)
-    _run_batches(s, t, reporter, workers)
-    metrics, per_pred = _aggregate(s, t, predicate_groups, seen_triplets)
+    t = HitTable.empty(len(gt.relations), n_complete, len(pred.pairs), list_columns(s.k_lists), gt.num_images)
+    score_batches(s, t, reporter, workers)
+    metrics, per_pred = aggregate(s, t, predicate_groups, seen_triplets)
     hits = Hits(gt.relations.offsets, pred.pair_offsets, t.gc, t.ng, t.pred_rank, t.pred_predicate, t.pred_score,
                 t.pred_hit)
     counts = {"images": gt.num_images, "images_with_relations": int((gt.relations.counts() > 0).sum()),
-              "relations": len(gt.relations), "predicted_pairs": len(pred.pairs), **_empty_counts(s, t)}
-    return EvalResult(metrics, per_pred, _conventions(metrics, s), hits, counts)
+              "relations": len(gt.relations), "predicted_pairs": len(pred.pairs), **empty_counts(s, t)}
+    return EvalResult(metrics, per_pred, conventions_of(metrics, s), hits, counts)
 
 
 def check_empty_images(value: str) -> None:
-    _check(value in EMPTY_IMAGES, f"Unknown --empty-images value '{value}'.",
+    check(value in EMPTY_IMAGES, f"Unknown --empty-images value '{value}'.",
            "Use zero (count such an image as 0) or skip (leave it out, as SGB does).")
 
 
-def _empty_counts(s: _Setup, t: _Table) -> dict[str, int]:
+def empty_counts(s: EvalSetup, t: HitTable) -> dict[str, int]:
     """Images with GT relations and no candidate pair, and how many of them the metrics left out."""
     empty = (s.gt.relations.counts() > 0) & (t.pair_counts == 0)
     return {"images_with_relations_and_no_pair": int(empty.sum()),
             "images_left_out": int((empty & ~counted_images(s, t)).sum())}
 
 
-def _run_batches(s: _Setup, t: _Table, reporter, workers: int | None) -> None:
+def score_batches(s: EvalSetup, t: HitTable, reporter, workers: int | None) -> None:
     bounds = _batch_bounds(s.pred.pair_offsets)
     workers = workers or 1  # threads help little: the work is memory-bound
     track = (lambda it: reporter.track(it, len(bounds), "Evaluating")) if reporter is not None else (lambda it: it)

@@ -32,10 +32,11 @@ class EvalOutcome:
     task: str
     ks: tuple[int, ...]
     result: EvalResult
-    report_dir: Path
+    report_dir: Path | None  # None: nothing written (`eval --predictions FILE`)
     selected: list[str] = field(default_factory=list)  # metrics named with --metric, in order
     graphs_dumped: int = 0
     head_meta: dict = field(default_factory=dict)  # what the head recorded while predicting (NFE, sampling statistics)
+    payload: dict = field(default_factory=dict)  # everything report.json holds (set when the report is built)
 
 
 def _plain(value: float) -> float | None:
@@ -82,14 +83,39 @@ def metric_grid(metrics: dict[str, float | None], conventions: dict[str, str]) -
     """Metrics as rows of a family x K grid: (the Ks, [(family, {K: value}, convention)], shared suffix)."""
     from sgtool.eval import metric_family
 
-    suffix = _common_suffix(list(conventions.values()))
+    from sgtool.eval.metrics import METRIC_FAMILIES
+
+    own = [text for name, text in conventions.items() if name in metrics and _in_families(name, METRIC_FAMILIES)]
+    suffix = _common_suffix(own or list(conventions.values()))
     rows: dict[str, tuple[dict[int, float | None], str]] = {}
     for name, value in metrics.items():
         family, k = metric_family(name)
+        if not k:  # a metric without K: listed apart (single_metrics)
+            continue
         text = conventions.get(name, "")
-        rows.setdefault(family, ({}, text[: len(text) - len(suffix)] if suffix else text))[0][k] = value
+        cut = suffix and text.endswith(suffix)
+        rows.setdefault(family, ({}, text[: len(text) - len(suffix)] if cut else text))[0][k] = value
     ks = sorted({k for values, _ in rows.values() for k in values})
     return ks, [(family, values, text) for family, (values, text) in rows.items()], suffix.lstrip("; ")
+
+
+def _in_families(name: str, families) -> bool:
+    from sgtool.eval import metric_family
+
+    family = metric_family(name)[0]
+    return family in families or family.split("-")[0] in ("k1", "k10", "kfree")
+
+
+def single_metrics(metrics: dict[str, float | None], conventions: dict[str, str]) -> list[str]:
+    """One line per metric without K (SGBench's InstR in %, PRank as a rank)."""
+    from sgtool.eval import metric_family
+
+    lines = []
+    for name, value in metrics.items():
+        if metric_family(name)[1] == 0:
+            shown = percent(value) + " %" if name != "PRank" else ("n/a" if value is None or value != value else f"{value:.3f}")
+            lines.append(f"{name} {shown}: {conventions.get(name, '')}")
+    return lines
 
 
 def _common_suffix(texts: list[str]) -> str:
@@ -115,6 +141,7 @@ def markdown(payload: dict) -> str:
         lines.append(f"| {family} | " + " | ".join(percent(values.get(k)) for k in ks) + f" | {_cell(text)} |")
     if shared:
         lines += ["", f"Every metric: {shared}."]
+    lines += [f"- {line}" for line in single_metrics(payload["metrics"], payload["conventions"])]
     names = list(payload["per_predicate"])
     if names:
         first = payload["per_predicate"][names[0]]
@@ -132,7 +159,7 @@ def markdown(payload: dict) -> str:
 
 
 def write_report(folder: Path, outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> dict:
-    payload = report_payload(outcome, vocab, settings)
+    payload = outcome.payload = report_payload(outcome, vocab, settings)
     atomic.write_json(folder / "report.json", payload)
     atomic.write_text(folder / "report.md", markdown(payload))
     metric = plotted_metric(outcome.result.per_predicate, outcome.ks)
@@ -154,10 +181,10 @@ def show_eval(outcome: EvalOutcome, as_json: bool = False) -> None:
             for name, value in values.items():
                 ui.out.print(f"{name} {percent(value)}", highlight=False)
         return
-    if as_json:
+    if as_json:  # everything report.json carries (head meta included), and where it is
+        where = {"report": str(outcome.report_dir / "report.json")} if outcome.report_dir is not None else {}
         ui.print_json({"run": outcome.run, "dataset": outcome.dataset, "split": outcome.split, "task": outcome.task,
-                       "metrics": {n: _plain(v) for n, v in metrics.items()},
-                       "report": str(outcome.report_dir / "report.json")})
+                       "metrics": {n: _plain(v) for n, v in metrics.items()}, **outcome.payload, **where})
         return
     ks, rows, shared = metric_grid(metrics, conventions)
     ui.print_table(f"{outcome.run} on {outcome.dataset} {outcome.split} ({outcome.task}), values in %",
@@ -165,7 +192,12 @@ def show_eval(outcome: EvalOutcome, as_json: bool = False) -> None:
                    ((family, *(percent(values.get(k)) for k in ks), text) for family, values, text in rows))
     if shared:
         ui.out.print(f"Every metric: {shared}.", highlight=False)
-    ui.out.print(f"Report: {outcome.report_dir / 'report.md'}", highlight=False)
+    for line in single_metrics({n: _plain(v) for n, v in metrics.items()}, conventions):
+        ui.out.print(line, highlight=False)
+    for note in outcome.payload.get("notes", []):
+        ui.out.print(note, highlight=False)
+    if outcome.report_dir is not None:
+        ui.out.print(f"Report: {outcome.report_dir / 'report.md'}", highlight=False)
 
 
 # ---------------------------------------------------------------- graph dumps

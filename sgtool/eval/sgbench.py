@@ -1,0 +1,227 @@
+"""SGBench's metrics (Lorenz et al., CVPR 2024 workshop; the `sgbench` package), vectorised over a split.
+
+SGBench first matches instances: each predicted box takes the ground-truth box of its label with the
+highest IoU (exact areas; first such box on ties), if that IoU is >= 0.5, else none. Predicted
+triplets [subject, object, predicate] (ranked, repeats removed first) are rewritten onto those GT boxes.
+Per image with GT relations (GT triplets counted once each):
+- `sgbench-R@K`: |GT triplets among the first K rewritten triplets| / |GT triplets|; mean over images.
+- `sgbench-mR@K`: the same per predicate; per predicate the mean over images holding it, then the mean
+  over the predicates present in the test ground truth.
+- `PairR@K` (pair recall): |GT (subject, object) pairs among the pairs of the first K triplets| / |GT pairs|.
+  (The package's `pair_recall` also cuts the GT list at K; the definition, and sgtool, use every GT pair.)
+- `InstR` (instance recall): |GT boxes some predicted box matches| / |GT boxes|; mean over images.
+- `PRank` (predicate rank): in the no-graph-constraint list, the 0-based rank of a GT predicate among the
+  distinct predicates listed for its (matched) pair; mean over each image's GT relations of a predicate
+  found there, then `nanmean` over every (image, predicate) cell. Lower is better.
+For files with full predicate distributions the ranked list is sgtool's graph-constrained ranking and the
+no-graph-constraint list is every (pair, predicate) by score; SGBench files give both lists themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sgtool.data.graphs import SceneGraphs, owner_of_rows
+from sgtool.data.predictions import Predictions
+from sgtool.eval.matching import expand_ranges
+from sgtool.eval.ranking import best_predicate, grouped_descending
+from sgtool.geometry import rowwise_iou
+
+CONVENTIONS = {
+    "sgbench-R@K": "SGBench recall: instances matched first (best same-label IoU >= 0.5, exact areas), unique GT triplets in the first K; mean over images",
+    "sgbench-mR@K": "SGBench mean recall: per predicate, mean over images holding it; mean over the predicates present",
+    "PairR@K": "SGBench pair recall: GT (subject, object) pairs among the first K matched pairs, every GT pair counted; mean over images",
+    "InstR": "SGBench instance recall: GT boxes matched by some predicted box (best same-label IoU >= 0.5); mean over images",
+    "PRank": "SGBench predicate rank: 0-based rank of the GT predicate among its matched pair's predicates (no graph constraint); nanmean over (image, predicate); lower is better",
+}
+
+
+def match_instances(gt: SceneGraphs, pred: Predictions, threshold: float = 0.5) -> np.ndarray:
+    """(predicted boxes,) the global GT box row each predicted box matches, or -1 (SGBench's rule)."""
+    p_image, g_image = owner_of_rows(pred.box_offsets), gt.image_of_box()
+    width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
+    g_key = g_image * width + gt.labels
+    order = np.argsort(g_key, kind="stable")
+    p_key = p_image * width + pred.labels
+    start = np.searchsorted(g_key[order], p_key, side="left")
+    stop = np.searchsorted(g_key[order], p_key, side="right")
+    box, at = expand_ranges(start, stop - start)
+    g_row = order[at]
+    iou = rowwise_iou(pred.boxes[box], gt.boxes[g_row], legacy=False)
+    best = np.lexsort((g_row, -iou, box))  # per predicted box: highest IoU, then the first GT box
+    first = best[np.concatenate([[True], box[best][1:] != box[best][:-1]])] if len(best) else best
+    out = np.full(len(pred.labels), -1, np.int64)
+    ok = iou[first] >= threshold
+    out[box[first][ok]] = g_row[first][ok]
+    return out
+
+
+def _gt_triplets(gt: SceneGraphs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unique GT triplets: (image, subject row, object row, predicate), sorted."""
+    rels = gt.relations
+    table = np.column_stack([owner_of_rows(rels.offsets), rels.pairs, rels.predicates])
+    table = np.unique(table, axis=0) if len(table) else table.reshape(0, 4)
+    return table[:, 0], table[:, 1], table[:, 2], table[:, 3]
+
+
+def _first_position(keys: np.ndarray, positions: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each wanted key, the smallest position listed with it (int64 max where none)."""
+    none = np.iinfo(np.int64).max
+    if not len(keys):
+        return np.full(len(wanted), none, np.int64)
+    order = np.lexsort((positions, keys))
+    keys, positions = keys[order], positions[order]
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, positions[at], none)
+
+
+@dataclass
+class SgbenchTable:
+    """What SGBench's metrics need, per unique GT triplet, GT pair, image and (image, predicate) cell;
+    chunks of consecutive images are joined with `join` (image numbers shifted)."""
+
+    triplet_image: np.ndarray
+    triplet_predicate: np.ndarray
+    triplet_pos: np.ndarray  # first position of the GT triplet in the ranked list (int64 max: never)
+    pair_image: np.ndarray
+    pair_pos: np.ndarray
+    matched_boxes: np.ndarray  # (images,) GT boxes some predicted box matches
+    boxes: np.ndarray  # (images,)
+    cell_image: np.ndarray  # PRank cells: (image, predicate) with a found rank, their rank sum and count
+    cell_predicate: np.ndarray
+    cell_sum: np.ndarray
+    cell_count: np.ndarray
+
+    @classmethod
+    def join(cls, tables: list["SgbenchTable"]) -> "SgbenchTable":
+        shift, parts = 0, []
+        for table in tables:
+            parts.append([a + shift if name in ("triplet_image", "pair_image", "cell_image") else a
+                          for name, a in table.__dict__.items()])
+            shift += len(table.boxes)
+        return cls(*(np.concatenate(column) for column in zip(*parts)))
+
+
+def _recall_columns(gt: SceneGraphs, pred: Predictions, pred_rank: np.ndarray, pred_predicate: np.ndarray,
+                    mapped: np.ndarray, kmax: int, num_predicates: int) -> tuple[np.ndarray, ...]:
+    """First positions of the unique GT triplets and GT pairs in the graph-constrained top kmax."""
+    rows = np.flatnonzero(pred_rank < kmax)
+    s, o = mapped[pred.pairs[rows, 0]], mapped[pred.pairs[rows, 1]]
+    g_img, g_s, g_o, g_p = _gt_triplets(gt)
+    n = max(len(gt.labels), 1)
+    gt_pair = g_s * n + g_o  # GT box rows are global: a pair of rows names its image
+    ok = (s >= 0) & (o >= 0)
+    pair_key, position = s[ok] * n + o[ok], pred_rank[rows][ok]
+    triplet_pos = _first_position(pair_key * num_predicates + pred_predicate[rows][ok], position,
+                                  gt_pair * num_predicates + g_p)
+    pair_keys, first = np.unique(gt_pair, return_index=True)
+    return g_img, g_p, triplet_pos, g_img[first], _first_position(pair_key, position, pair_keys)
+
+
+def sgbench_table(gt: SceneGraphs, pred: Predictions, pred_rank: np.ndarray, pred_predicate: np.ndarray, kmax: int,
+                  task: str, ng_lists: list[np.ndarray] | None = None) -> SgbenchTable:
+    """SGBench's columns of these images: pred_rank / pred_predicate are sgtool's graph-constrained ranking."""
+    num_predicates = pred.rel_scores.shape[1]
+    mapped = match_instances(gt, pred)
+    recall = _recall_columns(gt, pred, pred_rank, pred_predicate, mapped, kmax, num_predicates)
+    matched = np.unique(mapped[mapped >= 0])
+    matched_boxes = np.bincount(gt.image_of_box()[matched], minlength=gt.num_images)
+    cells = _prank_cells(gt, pred, mapped, task, ng_lists, num_predicates)
+    return SgbenchTable(*recall, matched_boxes, gt.box_counts(), *cells)
+
+
+def _per_image_mean(hit: np.ndarray, image: np.ndarray, counted: np.ndarray) -> float:
+    total = np.bincount(image, minlength=len(counted))
+    hits = np.bincount(image, weights=hit, minlength=len(counted))
+    has = counted & (total > 0)
+    return float(np.mean(hits[has] / total[has])) if has.any() else float("nan")
+
+
+def _mean_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, num_predicates: int) -> float:
+    if not len(hit):
+        return float("nan")
+    keys, group = np.unique(image * num_predicates + predicate, return_inverse=True)
+    ratio = np.bincount(group.ravel(), weights=hit, minlength=len(keys)) / np.bincount(group.ravel(), minlength=len(keys))
+    per = np.bincount(keys % num_predicates, weights=ratio, minlength=num_predicates)
+    held = np.bincount(keys % num_predicates, minlength=num_predicates)
+    return float(np.mean(per[held > 0] / held[held > 0]))
+
+
+def sgbench_aggregate(t: SgbenchTable, counted: np.ndarray, ks: tuple[int, ...],
+                      num_predicates: int) -> tuple[dict[str, float], dict[str, str]]:
+    """SGBench's metrics over the images `counted` (those with GT relations)."""
+    metrics = {}
+    keep = counted[t.triplet_image]
+    for k in ks:
+        hit = t.triplet_pos < k
+        metrics[f"sgbench-R@{k}"] = _per_image_mean(hit, t.triplet_image, counted)
+        metrics[f"sgbench-mR@{k}"] = _mean_recall(hit[keep], t.triplet_image[keep], t.triplet_predicate[keep], num_predicates)
+        metrics[f"PairR@{k}"] = _per_image_mean(t.pair_pos < k, t.pair_image, counted)
+    use = counted & (t.boxes > 0)
+    metrics["InstR"] = float(np.mean(t.matched_boxes[use] / t.boxes[use])) if use.any() else float("nan")
+    cells = counted[t.cell_image]
+    metrics["PRank"] = float(np.mean(t.cell_sum[cells] / t.cell_count[cells])) if cells.any() else float("nan")
+    conventions = {name: CONVENTIONS[name.split("@")[0] + ("@K" if "@" in name else "")] for name in metrics}
+    return metrics, conventions
+
+
+def _member(keys: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """np.isin(keys, sorted_unique) by binary search (the second array is small, the first large)."""
+    if not len(sorted_unique):
+        return np.zeros(len(keys), bool)
+    return sorted_unique[np.searchsorted(sorted_unique, keys).clip(max=len(sorted_unique) - 1)] == keys
+
+
+def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: list[np.ndarray] | None,
+                   gt_pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """No-graph-constraint entries on GT pairs: (GT pair key, predicate, order key: lower = listed earlier)."""
+    if ng_lists is not None:  # SGBench's own list: file order
+        image = np.repeat(np.arange(len(ng_lists)), [len(t) for t in ng_lists])
+        table = np.concatenate(ng_lists) if ng_lists else np.zeros((0, 3), np.int64)
+        s = mapped[table[:, 0] + pred.box_offsets[image]]
+        o = mapped[table[:, 1] + pred.box_offsets[image]]
+        key = s * n + o
+        on = (s >= 0) & (o >= 0) & _member(key, gt_pairs)
+        return key[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
+    s, o = mapped[pred.pairs[:, 0]], mapped[pred.pairs[:, 1]]
+    key = s * n + o
+    rows = np.flatnonzero((s >= 0) & (o >= 0) & _member(key, gt_pairs))
+    scale = np.ones(len(rows)) if task == "predcls" else \
+        pred.scores[pred.pairs[rows, 0]].astype(np.float64) * pred.scores[pred.pairs[rows, 1]]
+    width = pred.rel_scores.shape[1] - 1
+    score = pred.rel_scores[rows, 1:].astype(np.float64) * scale[:, None]
+    order = np.argsort(grouped_descending(score.ravel(), np.zeros(score.size, np.int64)), kind="stable")
+    return np.repeat(key[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
+
+
+def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: str,
+                 ng_lists: list[np.ndarray] | None, num_predicates: int) -> tuple[np.ndarray, ...]:
+    """PRank's (image, predicate) cells: each GT triplet's rank among the distinct predicates listed for its
+    pair (in list order), summed and counted per cell over the GT triplets found."""
+    g_img, g_s, g_o, g_p = _gt_triplets(gt)
+    n = max(len(gt.labels), 1)
+    gt_pair = g_s * n + g_o
+    key, predicate, order = _prank_entries(pred, mapped, task, ng_lists, np.unique(gt_pair), n)
+    sort = np.lexsort((order, key))
+    key, predicate = key[sort], predicate[sort]
+    triplet = key * num_predicates + predicate
+    new = np.ones(len(triplet), bool)  # first listing of each (pair, predicate)
+    if len(triplet):
+        by_triplet = np.lexsort((np.arange(len(triplet)), triplet))
+        new[by_triplet[1:]] = triplet[by_triplet[1:]] != triplet[by_triplet[:-1]]
+    distinct_before = np.cumsum(new) - new
+    rank = (distinct_before - distinct_before[np.searchsorted(key, key)])[new]
+    found = _first_position(triplet[new], rank, gt_pair * num_predicates + g_p)
+    has = found != np.iinfo(np.int64).max
+    cells, group = np.unique(g_img[has] * num_predicates + g_p[has], return_inverse=True)
+    group = group.ravel()
+    return (cells // num_predicates, cells % num_predicates, np.bincount(group, weights=found[has], minlength=len(cells)),
+            np.bincount(group, minlength=len(cells)))
+
+
+def sgbench_metrics(gt: SceneGraphs, pred: Predictions, hits, ks: tuple[int, ...], task: str,
+                    ng_lists: list[np.ndarray] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """SGBench's metrics over the images with GT relations; `hits` is sgtool's ranking of the same predictions."""
+    table = sgbench_table(gt, pred, hits.pred_rank, hits.pred_predicate, max(ks), task, ng_lists)
+    return sgbench_aggregate(table, gt.relations.counts() > 0, tuple(ks), pred.rel_scores.shape[1])
