@@ -2,7 +2,7 @@
 function __sgtool_path
     set -l path sgtool
     for token in (commandline -opc)[2..-1]
-        if contains -- "$path $token" 'sgtool demo' 'sgtool draw' 'sgtool eval' 'sgtool info' 'sgtool predict' 'sgtool prepare' 'sgtool prepare custom' 'sgtool prepare shapes' 'sgtool prepare synth' 'sgtool prepare vg' 'sgtool prepare vrd' 'sgtool train' 'sgtool train-detector'
+        if contains -- "$path $token" 'sgtool demo' 'sgtool draw' 'sgtool eval' 'sgtool info' 'sgtool predict' 'sgtool prepare' 'sgtool prepare custom' 'sgtool prepare shapes' 'sgtool prepare synth' 'sgtool prepare vg' 'sgtool prepare vrd' 'sgtool train' 'sgtool train-detector' 'sgtool view'
             set path "$path $token"
         end
     end
@@ -17,6 +17,7 @@ complete -c sgtool -n 'test (__sgtool_path) = "sgtool"' -a predict -d "Detector 
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool"' -a prepare -d "Prepare a dataset into the workspace (with its priors)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool"' -a train -d "Train a relation head (or the ae auto-encoder) on a prepared dataset; writes a run with predictions and val metrics."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool"' -a train-detector -d "Train a Faster R-CNN object detector (for SGCls / SGDet) and report COCO mAP on the test split."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool"' -a view -d "Write a static site comparing runs: overview, gallery, image pages (opens from disk)."
 complete -c sgtool -l workspace -s w -r -F -d "Workspace folder holding datasets, runs and reports."
 complete -c sgtool -l device -x -a "auto cpu cuda" -d "Where models run."
 complete -c sgtool -l seed -x -d "Seed for everything random."
@@ -119,3 +120,10 @@ complete -c sgtool -n 'test (__sgtool_path) = "sgtool train-detector"' -l name -
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train-detector"' -l time-budget -x -d "Stop training after this many minutes (the lr schedule follows it)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train-detector"' -l threads -x -d "CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train-detector"' -l help -d "Show help and exit."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l run -x -d "Run to show (repeatable; default: every run with predictions for the split, on the latest run's dataset)."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l split -x -d "Split whose images and predictions are shown: test or val."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l out -r -F -d "Folder of the site (default: <workspace>/views/<split>); an earlier view there is replaced."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l top -x -d "Predictions shown (and hits counted) per image and run: the K of R@K."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l serve -d "Then serve the site on 127.0.0.1 with Python's http.server (Ctrl-C stops)."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l port -x -d "Port for --serve (0: any free one)."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool view"' -l help -d "Show help and exit."

@@ -12,7 +12,7 @@ _sgtool() {
     for ((i=1; i<COMP_CWORD; i++)); do
         candidate="$path ${COMP_WORDS[i]}"
         case "$candidate" in
-            "sgtool demo"|"sgtool draw"|"sgtool eval"|"sgtool info"|"sgtool predict"|"sgtool prepare"|"sgtool prepare custom"|"sgtool prepare shapes"|"sgtool prepare synth"|"sgtool prepare vg"|"sgtool prepare vrd"|"sgtool train"|"sgtool train-detector") path="$candidate";;
+            "sgtool demo"|"sgtool draw"|"sgtool eval"|"sgtool info"|"sgtool predict"|"sgtool prepare"|"sgtool prepare custom"|"sgtool prepare shapes"|"sgtool prepare synth"|"sgtool prepare vg"|"sgtool prepare vrd"|"sgtool train"|"sgtool train-detector"|"sgtool view") path="$candidate";;
         esac
     done
     case "$prev" in
@@ -60,9 +60,10 @@ _sgtool() {
         --weights) COMPREPLY=($(compgen -f -- "$cur")); return;;
         --time-budget) return;;
         --threads) return;;
+        --port) return;;
     esac
     case "$path" in
-        "sgtool") COMPREPLY=($(compgen -W "demo draw eval info predict prepare train train-detector --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
+        "sgtool") COMPREPLY=($(compgen -W "demo draw eval info predict prepare train train-detector view --workspace -w --device --seed --quiet -q --json --version --help" -- "$cur"));;
         "sgtool demo") COMPREPLY=($(compgen -W "--quick --no-quick --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool draw") COMPREPLY=($(compgen -W "--out --top --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool eval") COMPREPLY=($(compgen -W "--run --split --task --metric --k --dump-graphs --empty-images --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
@@ -76,6 +77,7 @@ _sgtool() {
         "sgtool prepare vrd") COMPREPLY=($(compgen -W "--source --name --keep-duplicates --no-keep-duplicates --val --force --no-force --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train") COMPREPLY=($(compgen -W "--head --dataset --task --detector --name --config --set --resume --from --cache-features --epochs --batch-size --overlap --no-overlap --samples --t-end --front-end --ode --losses --rank --k --max-nodes --supervised --no-supervised --seeds --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
         "sgtool train-detector") COMPREPLY=($(compgen -W "--dataset --arch --epochs --batch-size --lr --weights --resume --name --time-budget --threads --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
+        "sgtool view") COMPREPLY=($(compgen -W "--run --split --out --top --serve --port --help --workspace -w --device --seed --quiet -q --json --version" -- "$cur"));;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

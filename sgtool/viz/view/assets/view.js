@@ -28,6 +28,7 @@
     return node;
   }
   const percent = (v) => (v === null || v === undefined ? "n/a" : (100 * v).toFixed(2));
+  const percentSign = (v) => (v === null || v === undefined ? "n/a" : percent(v) + "%");
   const predicateName = (p) => META.predicates[p - 1] || "?";
   const objectName = (l) => META.objects[l - 1] || "?";
   const runColour = (r) => RUN_COLOURS[r % RUN_COLOURS.length];
@@ -150,7 +151,7 @@
   function card(i, state) {
     const lines = META.runs.map((run, r) => {
       const data = INDEX.runs[r];
-      return h("div", {class: "card-run", text: `${run.name}: ${percent(data.recall[i])} (${data.hits[i]}/${data.hits[i] + data.misses[i]})`});
+      return h("div", {class: "card-run", text: `${run.name}: ${percentSign(data.recall[i])} (${data.hits[i]}/${data.hits[i] + data.misses[i]})`});
     });
     const target = Object.assign({}, state, {i: String(i)});
     return h("a", {class: "card", href: "image.html" + hashOf(target), "data-i": String(i)}, [
@@ -196,7 +197,13 @@
     const canvas = svg("svg", {viewBox: `0 0 ${image.w} ${image.h}`, class: "picture", id: "picture"});
     if (image.image) canvas.append(svg("image", {href: image.image, x: 0, y: 0, width: image.w, height: image.h}));
     else canvas.append(svg("rect", {x: 0, y: 0, width: image.w, height: image.h, class: "blank"}));
-    image.gt.boxes.forEach((b) => canvas.append(svg("rect", {x: b[0], y: b[1], width: b[2] - b[0], height: b[3] - b[1], class: "gt-box"})));
+    const size = Math.max(image.w, image.h) / 40;
+    image.gt.boxes.forEach((b, n) => {
+      canvas.append(svg("rect", {x: b[0], y: b[1], width: b[2] - b[0], height: b[3] - b[1], class: "gt-box"}));
+      const label = svg("text", {x: b[0] + size / 4, y: b[1] + size, "font-size": size, class: "gt-label"});
+      label.textContent = `${objectName(image.gt.labels[n])} ${n}`;
+      canvas.append(label);
+    });
     canvas.append(svg("g", {id: "highlight"}));
     return canvas;
   }
@@ -260,7 +267,7 @@
     const counts = h("p", {class: "counts"}, [h("span", {class: "hit", text: `${MARKS.hit} hits ${data.hits[i]}`}),
       h("span", {class: "fp", text: `${MARKS.fp} false positives ${data.fps[i]}`}),
       h("span", {class: "miss", text: `${MARKS.miss} misses ${data.misses[i]}`}),
-      h("span", {text: `recall ${percent(data.recall[i])}%`})]);
+      h("span", {text: `recall ${percentSign(data.recall[i])}`})]);
     return graphPanel(`${run.name} (${run.task}): top ${META.k}`, runRelations(image, r),
       {"data-run": run.name, "data-hits": String(data.hits[i]), "data-fps": String(data.fps[i]), "data-misses": String(data.misses[i])}, counts);
   }
