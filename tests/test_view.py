@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from importlib import resources
 
 import numpy as np
@@ -131,11 +132,15 @@ def test_refused_inputs_leave_nothing_behind(tmp_path, cli):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     (tmp_path / "a-file").write_text("x")
+    split_run = view.ws.run_dir("other-split")  # a run whose test.h5 holds its val predictions
+    shutil.copytree(view.ws.run_dir(view.runs[0]), split_run)
+    shutil.copyfile(split_run / "predictions" / "val.h5", split_run / "predictions" / "test.h5")
     cases = [
         (["--run", view.runs[0], "--run", "detector-like"], "holds no predictions for the test split"),
         (["--run", view.runs[0], "--out", tmp_path / "mine"], "not an sgtool view"),
         (["--out", tmp_path / "a-file" / "site"], "cannot be written"),
         (["--out", tmp_path / "a-file"], "is a file"),
+        (["--run", "other-split"], "holds predictions for the val split"),
     ]
     for args, words in cases:
         out = [] if "--out" in args else ["--out", tmp_path / "site"]
@@ -163,3 +168,35 @@ def test_the_vendored_library_ships_with_its_licence():
     assert f'"{vendored["version"]}"' in library or f"'{vendored['version']}'" in library
     pages = "".join(assets.joinpath(p).read_text() for p in ("index.html", "gallery.html", "image.html", "view.js"))
     assert "http://" not in pages.replace("http://www.w3.org/2000/svg", "") and "https://" not in pages  # no CDN
+
+
+def test_browser_tests_skip_on_a_laptop_but_fail_in_ci_without_chromium(monkeypatch):
+    from test_view_browser import require_browser
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium, chromedriver"):
+        require_browser()
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="chromium, chromedriver"):
+        require_browser()
+
+
+def test_serve_answers_on_localhost(view_ws, cli, tmp_path):
+    import threading
+    import urllib.request
+
+    from sgtool.viz.view.site import view_server
+
+    assert build(cli, view_ws, tmp_path / "site").code == 0
+    server = view_server(tmp_path / "site")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as page:
+            assert page.status == 200 and b"assets/view.js" in page.read()
+    finally:
+        server.shutdown()
+        server.server_close()

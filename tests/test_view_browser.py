@@ -21,26 +21,27 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--window-size=1400,1000")
 
 
-def _browser_parts() -> tuple[str | None, str | None, str]:
+def require_browser() -> tuple[str, str]:
+    """(chromium, chromedriver) paths; skips without them, or fails when the CI environment variable is set."""
     browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     driver = shutil.which("chromedriver")
     try:
         import selenium  # noqa: F401
-        missing = ""
+        missing = []
     except ImportError:
-        missing = "selenium"
-    missing = ", ".join(filter(None, [missing, "" if browser else "chromium", "" if driver else "chromedriver"]))
-    return browser, driver, missing
+        missing = ["selenium"]
+    missing += [name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path]
+    if missing:
+        message = f"browser tests need {', '.join(missing)} (apt-get install chromium chromium-driver; pip install selenium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return browser, driver
 
 
 @pytest.fixture(scope="module")
 def browser():
-    path, driver_path, missing = _browser_parts()
-    if missing:
-        message = f"browser tests need {missing} (apt-get install chromium chromium-driver; pip install selenium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    path, driver_path = require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -144,17 +144,22 @@ def show_view(outcome: ViewOutcome, as_json: bool = False) -> None:
     ui.out.print(f"Open {outcome.index.resolve().as_uri()}", highlight=False, soft_wrap=True)
 
 
-def serve_view(folder: Path, port: int = 0) -> None:
-    """Serve the site with Python's http.server on 127.0.0.1 until Ctrl-C."""
+def view_server(folder: Path, port: int = 0):
+    """An http.server on 127.0.0.1 serving the site's folder (port 0: any free one)."""
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     handler = partial(SimpleHTTPRequestHandler, directory=str(folder))
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    except OSError as exc:
-        raise SgtoolError(f"Cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}).",
+        return ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except (OSError, OverflowError) as exc:
+        raise SgtoolError(f"Cannot listen on 127.0.0.1:{port} ({getattr(exc, 'strerror', None) or exc}).",
                           "Pass another --port, or 0 for any free one.") from None
+
+
+def serve_view(folder: Path, port: int = 0) -> None:
+    """Serve the site with Python's http.server on 127.0.0.1 until Ctrl-C."""
+    server = view_server(folder, port)
     ui.out.print(f"Serving {folder} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops).", highlight=False)
     try:
         server.serve_forever()
