@@ -1,14 +1,14 @@
 """The site's pictures: each image (scaled down when large) and a thumbnail for the gallery.
 
-Annotation-only datasets have no pixels: their thumbnail is a blank canvas of the image's shape
-with the ground-truth boxes outlined, and the image page draws the boxes on a blank canvas.
+Annotation-only datasets have no pixels: their thumbnail is an SVG of a blank canvas of the image's
+shape with the ground-truth boxes outlined, and the image page draws the boxes on a blank canvas.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from sgtool.data.graphs import SceneGraphs
 from sgtool.ui import SILENT, Reporter
@@ -41,16 +41,15 @@ def _display_copy(source: Path, image: Image.Image, folder: Path, index: int) ->
     return target.name
 
 
-def _blank_thumbnail(gt: SceneGraphs, index: int) -> Image.Image:
-    """A blank canvas of the image's shape with its GT boxes outlined."""
+def _blank_thumbnail(gt: SceneGraphs, index: int) -> str:
+    """An SVG of a blank canvas of the image's shape with its GT boxes outlined (text: no encoding cost)."""
     width, height = max(int(gt.widths[index]), 1), max(int(gt.heights[index]), 1)
-    scale = THUMB_SIDE / max(width, height)
-    canvas = Image.new("RGB", (max(round(width * scale), 1), max(round(height * scale), 1)), (244, 244, 240))
-    draw = ImageDraw.Draw(canvas)
-    boxes = gt.boxes[gt.box_offsets[index]:gt.box_offsets[index + 1]] * scale
-    for x1, y1, x2, y2 in boxes.tolist():
-        draw.rectangle([x1, y1, max(x2, x1), max(y2, y1)], outline=(60, 90, 160), width=1)
-    return canvas
+    boxes = gt.boxes[gt.box_offsets[index]:gt.box_offsets[index + 1]].round(1).tolist()
+    rects = "".join(f'<rect x="{x1}" y="{y1}" width="{max(x2 - x1, 0):.1f}" height="{max(y2 - y1, 0):.1f}"/>'
+                    for x1, y1, x2, y2 in boxes)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{THUMB_SIDE}">'
+            f'<rect width="{width}" height="{height}" fill="#f4f4f0"/><g fill="none" stroke="#3c5aa0" '
+            f'stroke-width="{max(width, height) / THUMB_SIDE:.2f}">{rects}</g></svg>')
 
 
 def write_pictures(site: Path, dataset_path: Path, gt: SceneGraphs, reporter: Reporter = SILENT) -> list[str | None]:
@@ -62,7 +61,7 @@ def write_pictures(site: Path, dataset_path: Path, gt: SceneGraphs, reporter: Re
         thumbs.mkdir(parents=True, exist_ok=True)
         source = _source(dataset_path, gt, index)
         if source is None:
-            _blank_thumbnail(gt, index).save(thumbs / f"{index}.png")
+            (thumbs / f"{index}.svg").write_text(_blank_thumbnail(gt, index), "utf-8")
             pictures.append(None)
             continue
         images.mkdir(parents=True, exist_ok=True)

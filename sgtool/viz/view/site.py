@@ -1,7 +1,7 @@
 """`sgtool view`: write the static site (staged beside --out, then renamed into place) and serve it.
 
 site/
-  index.html, gallery.html, image.html   the three page types (assets/*.html, copied)
+  index.html, gallery.html, image.html   the three page types (from the template assets/page.html)
   assets/                                view.js, view.css, the vendored Cytoscape.js and its licence
   data/meta.js                           runs, their eval-report numbers, per-predicate recall, confusion
   data/index.js                          the gallery index (every image: id, GT predicates, per-run counts)
@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from string import Template
 
 from sgtool import __version__, atomic, ui
 from sgtool.errors import SgtoolError
@@ -31,7 +32,10 @@ from sgtool.viz.view.runs import ViewData, load_view_data, pick_runs
 from sgtool.workspace import Workspace
 
 MARKER = "sgtool-view.json"
-PAGES = ("index.html", "gallery.html", "image.html")
+# page file -> (its kind, the data and library scripts it loads before view.js); all from assets/page.html
+PAGES = {"index.html": ("overview", ["data/meta.js"]),
+         "gallery.html": ("gallery", ["data/meta.js", "data/index.js"]),
+         "image.html": ("image", ["data/meta.js", "data/index.js", "assets/cytoscape.min.js"])}
 ASSETS = ("view.js", "view.css", "cytoscape.min.js", "cytoscape.LICENSE")
 
 
@@ -92,8 +96,10 @@ def _meta(ws: Workspace, data: ViewData) -> dict:
 def _copy_assets(site: Path) -> None:
     package = resources.files("sgtool.viz.view")
     (site / "assets").mkdir()
-    for name in PAGES:
-        (site / name).write_bytes(package.joinpath("assets", name).read_bytes())
+    template = Template(package.joinpath("assets", "page.html").read_text("utf-8"))
+    for name, (kind, scripts) in PAGES.items():
+        tags = "\n".join(f'<script src="{src}"></script>' for src in [*scripts, "assets/view.js"])
+        (site / name).write_text(template.substitute(page=kind, scripts=tags), "utf-8")
     for name in ASSETS:
         (site / "assets" / name).write_bytes(package.joinpath("assets", name).read_bytes())
 

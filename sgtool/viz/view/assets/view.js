@@ -82,7 +82,7 @@
     return list;
   }
   const thumbOf = (i) => "thumbs/" + String(Math.floor(i / 1000)).padStart(3, "0") + "/" + i +
-    (INDEX.pictures[i] === "1" ? ".jpg" : ".png");
+    (INDEX.pictures[i] === "1" ? ".jpg" : ".svg");
 
   // ------------------------------------------------------------ overview
   function metricsTable() {
