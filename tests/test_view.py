@@ -200,3 +200,18 @@ def test_serve_answers_on_localhost(view_ws, cli, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_failure_while_writing_keeps_the_earlier_view_whole(view_ws, cli, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    assert build(cli, view_ws, site, "--top", "7").code == 0
+    before = sorted(p.relative_to(site) for p in site.rglob("*"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sgtool.viz.view.site.write_pictures", disk_full)
+    result = build(cli, view_ws, site, "--top", "3")
+    assert result.code == 2 and "No space left on device" in result.err and "Traceback" not in result.err
+    assert sorted(p.relative_to(site) for p in site.rglob("*")) == before
+    assert json.loads((site / "sgtool-view.json").read_text())["k"] == 7 and os.listdir(tmp_path) == ["site"]

@@ -7,6 +7,7 @@ one dataset. The metrics, the per-image hits and the per-predicate recall all co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class ViewData:
     runs: list[ViewRun]
 
 
-def _predictions_path(ws: Workspace, run: str, split: str):
+def _predictions_path(ws: Workspace, run: str, split: str) -> Path:
     return ws.run_dir(run) / "predictions" / f"{split}.h5"
 
 
