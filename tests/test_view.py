@@ -215,3 +215,25 @@ def test_a_failure_while_writing_keeps_the_earlier_view_whole(view_ws, cli, tmp_
     assert result.code == 2 and "No space left on device" in result.err and "Traceback" not in result.err
     assert sorted(p.relative_to(site) for p in site.rglob("*")) == before
     assert json.loads((site / "sgtool-view.json").read_text())["k"] == 7 and os.listdir(tmp_path) == ["site"]
+
+
+def test_confusion_matches_detected_boxes_by_overlap_not_by_index(view_ws):
+    """SGDet: predicted boxes in another order and a pixel off still meet their GT boxes."""
+    from sgtool.data.predictions import Predictions
+
+    gt = view_ws.prepared.graphs.split_subset("test")
+    pred = read_predictions(view_ws.ws.run_dir(view_ws.runs[0]) / "predictions" / "test.h5")
+    image = np.repeat(np.arange(pred.num_images), np.diff(pred.box_offsets))
+    start, end = pred.box_offsets[image], pred.box_offsets[image + 1]
+    moved = start + (end - 1 - np.arange(len(image)))  # boxes of each image in reverse order
+    boxes = np.empty_like(pred.boxes)
+    boxes[moved] = pred.boxes + 1
+    labels = np.empty_like(pred.labels)
+    labels[moved] = pred.labels
+    detected = Predictions(pred.image_ids, pred.box_offsets, boxes, labels, pred.scores, pred.pair_offsets,
+                           moved[pred.pairs], pred.rel_scores, {"task": "sgdet"})
+    assert not np.array_equal(detected.pairs, pred.pairs)
+    assert predicate_confusion(gt, detected, 4).tolist() == predicate_confusion(gt, pred, 4).tolist()
+    far = Predictions(pred.image_ids, pred.box_offsets, boxes + 500, labels, pred.scores, pred.pair_offsets,
+                      moved[pred.pairs], pred.rel_scores, {"task": "sgdet"})
+    assert predicate_confusion(gt, far, 4)[:, 1:].sum() == 0  # no box overlaps: every GT relation has no pair
