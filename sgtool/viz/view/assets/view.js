@@ -253,7 +253,9 @@
     const top = run.top.map(([s, o, p, score, hit]) => ({s, o, p, score, kind: hit ? "hit" : "fp", sNode: prefix + s, oNode: prefix + o,
       sBox: own[s], oBox: own[o], sName: `${objectName(run.labels[s])} ${s}`, oName: `${objectName(run.labels[o])} ${o}`}));
     const first = INDEX.relOffsets[image.i];
-    const missed = gtRelations(image).filter((rel) => flags[first + rel.j] === "0").map((rel) => Object.assign(rel, {kind: "miss"}));
+    const gtName = (name) => (run.boxes ? "GT " + name : name);  // detected boxes: GT nodes named apart
+    const missed = gtRelations(image).filter((rel) => flags[first + rel.j] === "0")
+      .map((rel) => Object.assign(rel, {kind: "miss", sName: gtName(rel.sName), oName: gtName(rel.oName)}));
     return top.concat(missed);
   }
   function graphPanel(title, relations, attrs, counts) {
