@@ -14,8 +14,6 @@ Data files are JavaScript (`window.X = {...}`), not JSON, because browsers refus
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -66,12 +64,9 @@ def check_out(out: Path) -> None:
         raise SgtoolError(f"--out {out} already holds files that are not an sgtool view, so it is left alone.",
                           "Pass a new or empty folder, or the folder of an earlier view to replace it.")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-probe.", dir=out.parent)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise SgtoolError(f"--out {out} cannot be written ({exc.strerror or exc}).",
+        Workspace(out.parent).check_writable()  # the workspace's probe: make the folder, then a temp file in it
+    except SgtoolError:
+        raise SgtoolError(f"--out {out} cannot be written: its folder {out.parent} cannot be made or written.",
                           "Pass a folder you can write, e.g. --out ./view.") from None
 
 
