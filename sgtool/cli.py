@@ -401,6 +401,28 @@ def predict(
                                   device=s.device, reporter=s.reporter), as_json=s.json)
 
 
+# ---------------------------------------------------------------- view
+
+@app.command()
+def view(
+    ctx: typer.Context,
+    run: Annotated[Optional[list[str]], typer.Option(help="Run to show (repeatable; default: every run with predictions for the split, on the latest run's dataset).")] = None,
+    split: Annotated[str, typer.Option(help="Split whose images and predictions are shown: test or val.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Folder of the site (default: <workspace>/views/<split>); an earlier view there is replaced.")] = None,
+    top: Annotated[int, typer.Option(help="Predictions shown (and hits counted) per image and run: the K of R@K.")] = 20,
+    serve: Annotated[bool, typer.Option("--serve", help="Then serve the site on 127.0.0.1 with Python's http.server (Ctrl-C stops).")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve (0: any free one).")] = 0,
+) -> None:
+    """Write a static site comparing runs: overview, gallery, image pages (opens from disk)."""
+    from sgtool.viz.view import build_view, serve_view, show_view
+
+    s = _settings(ctx)
+    outcome = build_view(s.workspace, runs=run, split=split, out=out, top=top, reporter=s.reporter)
+    show_view(outcome, as_json=s.json)
+    if serve:
+        serve_view(outcome.path, port)
+
+
 # ---------------------------------------------------------------- demo
 
 @app.command()

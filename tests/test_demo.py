@@ -28,6 +28,8 @@ def test_demo_runs_every_stage_and_summarises(cli, tmp_path, monkeypatch):
         assert 0.0 <= row["R@50"] <= 1.0 and 0.0 <= row["mR@50"] <= 1.0
         assert (Path(summary["workspace"]) / "reports" / row["run"] / "report.json").exists()
     assert Path(summary["steps"][-1]["path"]).stat().st_size > 1000  # the drawing
+    assert json.loads((Path(summary["workspace"]) / "views" / "test" / "sgtool-view.json").read_text())["runs"] == [
+        row["run"] for row in summary["results"]] and summary["view"].endswith("/views/test/index.html")
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 prepare synth -> train-detector -> train freq / tensor / reldn / nodis / iwsl (PredCls) -> the same
 weights scored in SGCls and SGDet (`train --from`) -> eval each run on the test split -> prepare
-shapes -> train + eval the ae auto-encoder -> draw one predicted graph.
+shapes -> train + eval the ae auto-encoder -> draw one predicted graph -> write a view of every relation run.
 
 Every budget is optimiser steps or epochs of the fixed synthetic data, never the clock, so the same seed
 prints the same numbers on any machine (the seconds column aside).
@@ -20,6 +20,7 @@ from sgtool.engine.train_detector import train_detector
 from sgtool.engine.kinds import TrainRequest, get_kind
 from sgtool.ui import Reporter
 from sgtool.viz.draw import draw_graph
+from sgtool.viz.view import build_view
 from sgtool.workspace import Workspace
 
 HEADLINE = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")
@@ -140,7 +141,9 @@ def run_demo(ws: Workspace, quick: bool = False, seed: int = 0, device: str = "a
         log.run(f"{verb} {head} ({task})", reporter, relation_run(head, task, options))
     log.run("train + eval ae (Simple Shape)", reporter, autoencoder)
     log.run("draw a predicted graph", reporter, draw)
-    summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results, "auto_encoder": log.auto_encoder}
+    view = build_view(ws, runs=[r["run"] for r in log.results], reporter=reporter)  # every relation run side by side
+    summary = {"workspace": str(ws.root), "steps": log.steps, "results": log.results, "auto_encoder": log.auto_encoder,
+               "view": view.index.resolve().as_uri()}
     _show(summary, as_json)
     return summary
 
@@ -157,3 +160,4 @@ def _show(summary: dict, as_json: bool) -> None:
     ui.print_table("ae auto-encoder, test triplets (%)", AE_METRICS, [tuple(f"{100 * ae[n]:.1f}" for n in AE_METRICS)])
     for step in summary["steps"]:
         ui.out.print(f"{step['step']}: {step['path']}", highlight=False, soft_wrap=True)
+    ui.out.print(f"Open the view of every run: {summary['view']}", highlight=False, soft_wrap=True)

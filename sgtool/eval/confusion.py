@@ -87,3 +87,45 @@ def confusion_metrics(gt: SceneGraphs, pred: Predictions, predicates: list[int])
     out["wrong_partner_fp"] = fp / fp_total if fp_total else float("nan")
     out["relations"] = int(len(credit_all))
     return out
+
+
+# ---------------------------------------------------------------- predicate confusion matrix
+
+def matched_boxes(gt: SceneGraphs, pred: Predictions, iou_threshold: float = 0.5) -> np.ndarray:
+    """(GT boxes,) the predicted box row each GT box matches best in its image (IoU >= threshold, the
+    legacy +1-pixel areas, labels ignored; the box of the same index wins a tie), -1 when none does."""
+    from sgtool.eval.matching import expand_ranges
+    from sgtool.geometry import rowwise_iou
+
+    image = gt.image_of_box()
+    local = np.arange(len(gt.boxes)) - gt.box_offsets[image]
+    owner, rows = expand_ranges(pred.box_offsets[image], np.diff(pred.box_offsets)[image])
+    iou = rowwise_iou(gt.boxes[owner], pred.boxes[rows], legacy=True)
+    same_index = (rows - pred.box_offsets[image[owner]]) == local[owner]
+    order = np.lexsort((~same_index, -iou, owner))
+    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]] if len(order) else order
+    out = np.full(len(gt.boxes), -1, np.int64)
+    good = iou[first] >= iou_threshold
+    out[owner[first][good]] = rows[first][good]
+    return out
+
+
+def predicate_confusion(gt: SceneGraphs, pred: Predictions, num_predicates: int,
+                        iou_threshold: float = 0.5) -> np.ndarray:
+    """(P, P) counts: row = a GT relation's predicate, column = the predicate the predictions rank first
+    (foreground argmax) on the pair of boxes matching its subject and object; column 0 = no such pair."""
+    box_of = matched_boxes(gt, pred, iou_threshold)
+    rels = gt.relations
+    subj, obj = box_of[rels.pairs[:, 0]], box_of[rels.pairs[:, 1]]
+    n = max(len(pred.boxes), 1)
+    keys = np.where((subj >= 0) & (obj >= 0), subj * n + obj, -1)
+    guess = np.zeros(len(keys), np.int64)
+    if len(pred.pairs):
+        own = pred.pairs[:, 0] * n + pred.pairs[:, 1]
+        order = np.argsort(own, kind="stable")
+        pos = np.clip(np.searchsorted(own[order], keys), 0, len(own) - 1)
+        found = (keys >= 0) & (own[order][pos] == keys)
+        guess[found] = pred.rel_scores[order[pos[found]], 1:].argmax(1) + 1
+    matrix = np.zeros((num_predicates, num_predicates), np.int64)
+    np.add.at(matrix, (rels.predicates, guess), 1)
+    return matrix
