@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-epochs", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the iwsl head (a fixed dataset: fixed steps)")
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--anneal-steps", type=int, default=80, help="step at which tau reaches tau_min (within the run)")
     parser.add_argument("--seeds", type=int, default=3, help="prediction seeds")
     parser.add_argument("--estimator", default="exact", choices=("exact", "sampled"))
     parser.add_argument("--samples", type=int, default=50, help="s of the inference step")
@@ -64,7 +65,8 @@ def setup(ws: Workspace, args: argparse.Namespace) -> tuple[str, dict]:
         det = train_detector(ws, dataset="synth", epochs=args.detector_epochs, seed=0, device="cpu", threads=1)
         args.detector, info["detector_mAP@.5"] = det.run, det.metrics.get("mAP@.5")
     result = train(ws, head="iwsl", task="sgcls", epochs=args.epochs, seed=0, detector=args.detector, device="cpu",
-                   cache_features=True, overrides=[f"hidden={args.hidden}", "features=visual", "val_every=1000"])
+                   cache_features=True, overrides=[f"hidden={args.hidden}", "features=visual", "val_every=1000",
+                             f"anneal_steps={args.anneal_steps}"])
     return result.run, info
 
 
