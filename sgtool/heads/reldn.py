@@ -45,7 +45,7 @@ from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa:
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
-from sgtool.losses.contrastive import BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
+from sgtool.losses.contrastive import AVERAGINGS, BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
 
 if TYPE_CHECKING:  # torchvision is imported only where it is used (a broken pair must not stop freq)
     from sgtool.features.union_branch import UnionBranch
@@ -74,6 +74,9 @@ class ReldnConfig(VisualHeadConfig):
         "end with the head, RelDN's conv_body_rel)", choices=("frozen", "trained"), flag=False)
     contrastive_anchors: int = option(128, "subjects (and objects) with an annotated relation sampled per image for "
                                       "L1-L3", min=1, flag=False)
+    contrastive_averaging: str = option(
+        "official", "how L1-L3 average their groups: official (NVIDIA/ContrastiveLosses4VRD, the paper's numbers) or "
+        "paper (Eq. 3, 5, 7 per anchor)", choices=AVERAGINGS, flag=False)
     contrastive_negatives: int = option(64, "unannotated pairs sampled per contrastive anchor (RelDN's K)", min=1,
                                         flag=False)
 
@@ -305,7 +308,8 @@ class ReldnHead(VisualInputs, TrainableHead):
         if len(logits) > n:
             contrastive = {"logits": logits[n:], "side": batch["side"][n:], **{k: v[n:] for k, v in rows.items()}}
         terms = reldn_total_loss(logits[:n], *(v[:n] for v in rows.values()), losses=self.losses,
-                                 margin=self.config.margin, weights=self.config.loss_weights(), contrastive=contrastive)
+                                 margin=self.config.margin, weights=self.config.loss_weights(), contrastive=contrastive,
+                                 averaging=self.config.contrastive_averaging)
         out = {"loss": terms["total"]}
         out.update({name: terms[name].detach() for name in LOSS_NAMES if name in terms})
         return out
