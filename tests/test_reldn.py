@@ -33,7 +33,8 @@ def built_head(settings: dict | None = None, visual: bool = False, graphs: Scene
     graphs = graphs if graphs is not None else tiny_graphs()
     train = graphs.split_subset("train")
     priors = compute_priors(train, *num)
-    head = ReldnHead(make_config(ReldnHead, settings or {}), *num)
+    settings = {"predicate_branch": "frozen", **(settings or {})}  # FakeVisual has no backbone to copy
+    head = ReldnHead(make_config(ReldnHead, settings), *num)
     if visual:
         head.attach_visual(FakeVisual())
     head.build(TrainData(train, graphs.split_subset("val"), None, priors))
