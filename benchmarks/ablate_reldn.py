@@ -44,6 +44,7 @@ from sgtool.eval.confusion import select_predictions, sgdet_confusion_metrics
 from sgtool.eval.run_eval import evaluate_predictions
 from sgtool.workspace import Workspace
 
+TABLE2 = ("L0", "L0+L1+L2+L3")  # the paper's Table 2 rows (also Table 1's first and last)
 ROWS = {"L0": "L0", "L0+L1": "L0,L1", "L0+L2": "L0,L2", "L0+L3": "L0,L3", "L0+L1+L2": "L0,L1,L2",
         "L0+L1+L2+L3": "L0,L1,L2,L3"}
 LINKS = ("holds", "points at")
@@ -105,24 +106,25 @@ def prepare(ws: Workspace, args: argparse.Namespace) -> tuple:
     return prepared, priors, sets, {"epochs": args.detector_epochs, "test": detector}
 
 
-def run_rows(ws: Workspace, args: argparse.Namespace, prepared, priors: dict, sets: dict) -> tuple[dict, dict]:
-    """Every row x seed (a finished run of an earlier call is kept): per-seed measures and optimiser steps."""
-    common = [f"val_every={args.epochs}", f"batch_size={args.batch_size}", "features=visual",
-              "val_metric=R@50"]
-    per_seed: dict = {row: {kind: {m: [] for m in MEASURES} for kind in sets} for row in args.rows}
-    steps: dict = {row: [] for row in args.rows}
-    for seed in args.seeds:  # seeds outermost: a cut run still has every row at the seeds it finished
-        for row in args.rows:
-            name = f"{row.replace('+', '-')}-s{seed}"
-            if not (ws.run_dir(name) / "metrics.json").is_file():
-                train(ws, head="reldn", name=name, task="sgdet", detector="detector", losses=ROWS[row],
-                      epochs=args.epochs, seed=seed, device="cpu", overrides=common,
-                      cache_features=not any((ws.root / "runs").glob("L0*")))
-            for kind, values in evaluate_sets(ws, name, prepared, priors, sets).items():
-                for m, v in values.items():
-                    per_seed[row][kind][m].append(v)
-            steps[row].append(optimiser_steps(ws, name))
-    return per_seed, steps
+def schedule(args: argparse.Namespace) -> list[tuple[int, list[str]]]:
+    """(seed, rows) rounds: every row at --seeds, the Table 2 rows (L0, L0+L1+L2+L3) also at --table2-seeds."""
+    table2 = [r for r in args.rows if r in TABLE2]
+    seeds = sorted(set(args.seeds) | set(args.table2_seeds))
+    return [(seed, list(args.rows) if seed in args.seeds else table2) for seed in seeds]
+
+
+def run_round(ws: Workspace, args: argparse.Namespace, seed: int, rows: list[str], evaluate) -> dict:
+    """One seed of the given rows (a finished run of an earlier call is kept): row -> (measures per set, steps)."""
+    common = [f"val_every={args.epochs}", f"batch_size={args.batch_size}", "features=visual", "val_metric=R@50"]
+    out = {}
+    for row in rows:
+        name = f"{row.replace('+', '-')}-s{seed}"
+        if not (ws.run_dir(name) / "metrics.json").is_file():
+            train(ws, head="reldn", name=name, task="sgdet", detector="detector", losses=ROWS[row],
+                  epochs=args.epochs, seed=seed, device="cpu", overrides=common,
+                  cache_features=not any((ws.root / "runs").glob("L0*")))
+        out[row] = (evaluate(name), optimiser_steps(ws, name))
+    return out
 
 
 def statistics_of(per_seed: dict) -> dict:
@@ -143,38 +145,58 @@ def statistics_of(per_seed: dict) -> dict:
     return out
 
 
-def markdown(numbers: dict, seeds: list[int]) -> str:
+def markdown(numbers: dict) -> str:
     cols = ("R@50", "AP holds", "AP points at", "partner_accuracy", "wrong_partner_fp")
     lines = []
     for kind in ("instance", "proximal"):
-        lines += [f"\n{kind} set, SGDet, mean ± sd (median) over seeds {seeds}; * = Welch p < 0.05 against L0:",
-                  "| row | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+        lines += [f"\n{kind} set, SGDet, mean ± sd (median) over the seeds (n); * = Welch p < 0.05 against L0:",
+                  "| row | n | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
         for row, sets in numbers.items():
             cells = []
             for c in cols:
                 s = sets[kind][c]
                 mark = "*" if s.get("vs_L0", {}).get("resolved") else ""
                 cells.append(f"{s['mean']:.1f} ± {s['sd']:.1f} ({s['median']:.1f}){mark}")
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row} | {sets[kind]['R@50']['n']} | " + " | ".join(cells) + " |")
         lines.append(f"\nchance partner accuracy: {numbers['L0'][kind]['partner_chance']['mean']:.1f}" if "L0" in numbers
                      else "")
     return "\n".join(lines)
+
+
+def record(args: argparse.Namespace, per_seed: dict, steps: dict, context: dict, seeds_done: list[int]) -> dict:
+    """The statistics so far, written to benchmarks/results/ablate_reldn.json (after every seed round)."""
+    numbers = {"rows": statistics_of(per_seed), "optimiser_steps": steps, **context,
+               "seeds_per_row": {row: len(v) for row, v in steps.items()}}
+    planned = sorted(set(args.seeds) | set(args.table2_seeds))
+    notes = args.notes + ("" if seeds_done == planned else f" Partial: seeds {seeds_done} of {planned} finished.")
+    budgets = {"detector_epochs": args.detector_epochs, "reldn_epochs": args.epochs,
+               "reldn_optimiser_steps": sorted({s for v in steps.values() for s in v})}
+    write_result("ablate_reldn", budgets=budgets, seeds=seeds_done, numbers=numbers, sources=SOURCES, paper=PAPER,
+                 notes=notes.strip())
+    return numbers
 
 
 def run(args: argparse.Namespace, root: Path) -> dict:
     ws = Workspace(root)
     started = time.time()
     prepared, priors, sets, detector = prepare(ws, args)
-    per_seed, steps = run_rows(ws, args, prepared, priors, sets)
-    numbers = {"rows": statistics_of(per_seed), "optimiser_steps": steps, "detector": detector,
-               "set_images": {k: int(len(v)) for k, v in sets.items()}, "images": args.images,
+    context = {"detector": detector, "set_images": {k: int(len(v)) for k, v in sets.items()}, "images": args.images,
                "data_seed": args.data_seed, "batch_size": args.batch_size,
-               "confusion": {"instance_fraction": args.instance_fraction, "proximal_fraction": args.proximal_fraction},
-               "wall_seconds": round(time.time() - started, 1)}
-    budgets = {"detector_epochs": args.detector_epochs, "reldn_epochs": args.epochs,
-               "reldn_optimiser_steps": sorted({s for v in steps.values() for s in v})}
-    write_result("ablate_reldn", budgets=budgets, seeds=args.seeds, numbers=numbers, sources=SOURCES, paper=PAPER,
-                 notes=args.notes)
+               "confusion": {"instance_fraction": args.instance_fraction, "proximal_fraction": args.proximal_fraction}}
+    per_seed: dict = {row: {kind: {m: [] for m in MEASURES} for kind in sets} for row in args.rows}
+    steps: dict = {row: [] for row in args.rows}
+    numbers, done = {}, []
+    for seed, rows in schedule(args):  # a cut run keeps every finished round in the JSON
+        for row, (values, n_steps) in run_round(ws, args, seed, rows,
+                                                lambda run: evaluate_sets(ws, run, prepared, priors, sets)).items():
+            for kind, measures in values.items():
+                for m, v in measures.items():
+                    per_seed[row][kind][m].append(v)
+            steps[row].append(n_steps)
+        done.append(seed)
+        context["wall_seconds"] = round(time.time() - started, 1)
+        numbers = record(args, {r: v for r, v in per_seed.items() if steps[r]}, {r: v for r, v in steps.items() if v},
+                         context, done)
     return numbers
 
 
@@ -186,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector-epochs", type=int, default=6, help="detector epochs (trained once)")
     parser.add_argument("--epochs", type=int, default=3, help="reldn epochs, every row")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=list(range(5)))
+    parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2],
+                        help="seeds of every row")
+    parser.add_argument("--table2-seeds", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(10)),
+                        help="seeds of the Table 2 rows (L0, L0+L1+L2+L3) besides --seeds")
     parser.add_argument("--rows", type=lambda t: t.split(","), default=list(ROWS))
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -203,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="sgtool-ablate-reldn-") as tmp:
             numbers = run(args, Path(tmp))
-    print(markdown(numbers["rows"], args.seeds))
+    print(markdown(numbers["rows"]))
     return 0
 
 
