@@ -18,7 +18,7 @@ computes mean and sample sd, median and IQR, and Welch's test of every row again
 benchmarks/results/ablate_reldn.json (`results_io`).
 
     nice -n 10 python benchmarks/ablate_reldn.py                         # the documented run
-    nice -n 10 python benchmarks/ablate_reldn.py --images 120 --seeds 0,1 --detector-epochs 1 --rows L0,L0+L1+L2+L3   # smoke
+    nice -n 10 python benchmarks/ablate_reldn.py --images 80 --seeds 0,1 --table2-seeds "" --detector-epochs 1 --epochs 1 --rows L0,L0+L1+L2+L3   # smoke
 """
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=400, help="synthetic images to render")
     parser.add_argument("--instance-fraction", type=float, default=0.45)
     parser.add_argument("--proximal-fraction", type=float, default=0.45)
-    parser.add_argument("--detector-epochs", type=int, default=6, help="detector epochs (trained once)")
+    parser.add_argument("--detector-epochs", type=int, default=12, help="detector epochs (trained once)")
     parser.add_argument("--epochs", type=int, default=3, help="reldn epochs, every row")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2],
