@@ -1,6 +1,8 @@
-"""RelDN's graphical contrastive losses: hand-computed values, margins, batching and a loop reference."""
+"""RelDN's graphical contrastive losses: hand-computed values, margins, batching, a loop reference and
+reference values of the official implementation (NVIDIA/ContrastiveLosses4VRD)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,7 @@ ROWS = [
     (1, 0, 2, 1, 2, 0, [0.80, 0.15, 0.05]),   # r8 person . cup(other)  Φ 0.20
 ]
 
+# averaging="paper" (Eq. 3, 5, 7 as written).
 # α = 0.2, Φ = 1 − p0. An anchor is an entity with ≥ 1 positive on its side; each side averages over its
 # anchors (N) and the two sides are added. A group without a negative has max over ∅ = −∞: term 0.
 # Subject anchors: img0 s0 (r0), img0 s1 (r3), img0 s2 (r4), img1 s0 (r6): N = 4.
@@ -35,12 +38,17 @@ L1 = 0.15 / 4 + 0.35 / 3
 #              is another class); img0 s1, s2: tables / none -> 0; img1 s0, cups: 0.2 − 0.9 + 0.2 < 0    sum 0.10 / 4
 # L2 objects:  img0 o3, class cup: pos 0.50, no unrelated cup subject of o3 (r2's subject is a person) -> 0
 L2 = 0.10 / 4
-# L3: argmax of each row: r0 holds (right), r1 holds (wrong: unrelated), r2 on (wrong), r3 on (right),
-#     r4, r5, r7, r8 none (∅ is no predicate), r6 holds (right).
-# L3 subjects: img0 s0, e = holds: pos Φ(r0) 0.70, wrongly-holds of s0: r1 Φ 0.60 -> 0.10; others none  sum 0.10 / 4
-# L3 objects:  img0 o3, e = on: pos min(0.80, 0.50) = 0.50, wrongly-on of o3: r2 Φ 0.65 -> 0.35       sum 0.35 / 3
+# L3: foreground argmax (∅ left out) of the unannotated rows: r1 holds, r2 on, r5 holds, r7 holds, r8 holds.
+# L3 subjects: img0 s0, e = holds: pos Φ(r0) 0.70, unannotated-as-holds of s0: r1 Φ 0.60 -> 0.10;
+#              img1 s0, holds: 0.2 − 0.90 + 0.20 (r8) < 0; others none                        sum 0.10 / 4
+# L3 objects:  img0 o3, e = on: pos min(0.80, 0.50) = 0.50, unannotated-as-on of o3: r2 Φ 0.65 -> 0.35 sum 0.35 / 3
 L3 = 0.10 / 4 + 0.35 / 3
 EXPECTED = {"L1": L1, "L2": L2, "L3": L3}
+# averaging="official": per image and side Σ hinges of the groups with a positive and a negative / (their
+# number + 1 dummy); images averaged; sides added. Groups with both: subjects img0 s0 (L1 0.15, L2 cup 0.10,
+# L3 holds 0.10), img1 s0 (all 0); objects img0 o3 (L1 0.35, L3 on 0.35; L2: no unrelated cup subject).
+OFFICIAL = {"L1": (0.15 / 2 + 0 / 2) / 2 + (0.35 / 2 + 0 / 1) / 2, "L2": (0.10 / 2 + 0 / 2) / 2 + 0.0,
+            "L3": (0.10 / 2 + 0 / 2) / 2 + (0.35 / 2 + 0 / 1) / 2}
 
 
 def as_inputs(rows):
@@ -49,16 +57,26 @@ def as_inputs(rows):
     return torch.tensor(cols[6], dtype=torch.float64), ints
 
 
-def call(probs, ints, margin=0.2):
+def call(probs, ints, margin=0.2, averaging="paper"):
     image, subj, obj, subj_cls, obj_cls, pred = ints
-    return graphical_contrastive_losses(probs, image, subj, obj, subj_cls, obj_cls, pred, margin=margin)
+    return graphical_contrastive_losses(probs, image, subj, obj, subj_cls, obj_cls, pred, margin=margin,
+                                        averaging=averaging)
 
 
-def test_hand_computed_values():
+@pytest.mark.parametrize("averaging, expected", [("paper", EXPECTED), ("official", OFFICIAL)])
+def test_hand_computed_values(averaging, expected):
     probs, ints = as_inputs(ROWS)
-    out = call(probs, ints)
-    for name, value in EXPECTED.items():
+    out = call(probs, ints, averaging=averaging)
+    for name, value in expected.items():
         assert out[name].item() == pytest.approx(value, abs=1e-12), name
+
+
+def test_official_averaging_is_the_default_and_unknown_is_a_user_error():
+    probs, ints = as_inputs(ROWS)
+    out = graphical_contrastive_losses(probs, *ints)
+    assert out["L1"].item() == pytest.approx(OFFICIAL["L1"], abs=1e-12)
+    with pytest.raises(SgtoolError, match="averaging"):
+        call(probs, ints, averaging="mean")
 
 
 def test_images_are_separate_anchors():
@@ -123,8 +141,8 @@ def loop_reference(probs, rows, margin):
     labels = {}
     for r in rows:
         labels.setdefault((r[0], r[1], r[2]), set()).add(r[5])
-    guess = [max(range(len(p)), key=lambda c: p[c]) for p in probs]
-    wrong = [g if g > 0 and g not in labels[(r[0], r[1], r[2])] else 0 for g, r in zip(guess, rows)]
+    guess = [max(range(1, len(p)), key=lambda c: p[c]) for p in probs]  # foreground only, first on ties
+    as_e = [g if r[5] == 0 else 0 for g, r in zip(guess, rows)]  # unannotated rows only
 
     def hinge(pos, neg):
         return max(0.0, margin - min(pos) + max(neg)) if neg else 0.0
@@ -143,7 +161,7 @@ def loop_reference(probs, rows, margin):
                                 [phi[m] for m in mine if rows[m][5] == 0 and other_cls_of(rows[m]) == c])
                           for c in classes) / len(classes))
             preds = {rows[m][5] for m in pos}
-            l3.append(sum(hinge([phi[m] for m in pos if rows[m][5] == e], [phi[m] for m in mine if wrong[m] == e])
+            l3.append(sum(hinge([phi[m] for m in pos if rows[m][5] == e], [phi[m] for m in mine if as_e[m] == e])
                           for e in preds) / len(preds))
         return [sum(v) / len(v) if v else 0.0 for v in (l1, l2, l3)]
 
@@ -178,8 +196,8 @@ def test_total_loss_combines_with_lambdas():
     out = reldn_total_loss(logits, *ints)
     l0 = F.cross_entropy(logits, ints[5]).item()
     assert out["L0"].item() == pytest.approx(l0)
-    assert out["total"].item() == pytest.approx(l0 + 1.0 * L1 + 0.5 * L2 + 0.1 * L3)
-    only = reldn_total_loss(logits, *ints, losses="L0,L2")
+    assert out["total"].item() == pytest.approx(l0 + OFFICIAL["L1"] + 0.5 * OFFICIAL["L2"] + 0.1 * OFFICIAL["L3"])
+    only = reldn_total_loss(logits, *ints, losses="L0,L2", averaging="paper")
     assert set(only) == {"L0", "L2", "total"}
     assert only["total"].item() == pytest.approx(l0 + 0.5 * L2)
     out["total"].backward()
@@ -204,42 +222,72 @@ def test_mismatched_shapes_are_a_user_error():
         call(probs, ints)
 
 
-def test_issue_case_l3_is_one_predicate_term():
-    # subject 0 with three pairs labelled (2, none, 3); rows over 5 columns (0 = ∅):
-    #   r0 [.1, 0, .8, .1, 0]  label 2  Φ 0.9  argmax 2: right
-    #   r1 [.5, 0, .1, .4, 0]  none     Φ 0.5  argmax ∅: predicts no predicate
-    #   r2 [.2, 0, .7, .1, 0]  label 3  Φ 0.8  argmax 2: wrongly predicted as 2
-    # E(V+) = {2, 3}. e = 2: positives r0 (min Φ 0.9), negatives {r2} (max Φ 0.8): 0.2 − 0.9 + 0.8 = 0.1.
-    # e = 3: positives r2, no pair wrongly predicted as 3 -> 0. Subject side: (0.1 + 0) / |E| = 0.05, N = 1.
-    # Object side: objects 1 and 3 each have one (positive) pair and no negative -> 0.
-    # (The definition this replaced, p(e) as affinity and every pair not labelled e as a negative, gave 0.30.)
-    probs = torch.tensor([[.1, 0, .8, .1, 0], [.5, 0, .1, .4, 0], [.2, 0, .7, .1, 0]], dtype=torch.float64)
-    ints = [torch.tensor(v) for v in ([0, 0, 0], [0, 0, 0], [1, 2, 3], [1, 1, 1], [2, 2, 2], [2, 0, 3])]
-    out = call(probs, ints)
-    assert out["L3"].item() == pytest.approx((0.2 - 0.9 + 0.8) / 2, abs=1e-12)
-    # L1: subject 0: min pos min(0.9, 0.8) = 0.8, max neg 0.5 -> 0.2 − 0.8 + 0.5 < 0 -> 0
-    assert out["L1"].item() == 0.0
-
-
-def test_l3_negatives_are_the_wrong_argmax_only():
-    # subject 0: pair to 1 labelled holds (1), pair to 2 labelled on (2) but predicted holds, pair to 3 unrelated
-    # with a high p(holds) that is not its argmax (∅ wins): only the pair to 2 is a negative of holds.
+def test_l3_negatives_are_unannotated_pairs_by_foreground_argmax():
+    # subject 0: pair to 1 labelled holds (1); pair to 2 labelled on (2) but predicted holds; pair to 3
+    # unannotated where ∅ wins (p0 0.45) and holds is the best foreground predicate.
     probs = torch.tensor([[.30, .40, .30], [.10, .60, .30], [.45, .44, .11]], dtype=torch.float64)
     ints = [torch.tensor(v) for v in ([0, 0, 0], [0, 0, 0], [1, 2, 3], [1, 1, 1], [2, 2, 2], [1, 2, 0])]
-    out = call(probs, ints)
-    # e = holds: pos Φ 0.70, neg Φ 0.90 -> 0.40; e = on: pos Φ 0.90, nothing wrongly predicted on -> 0.
-    assert out["L3"].item() == pytest.approx((0.2 - 0.7 + 0.9) / 2, abs=1e-12)
-    # once the pair to 2 is predicted on (its label), holds has no negative left
-    fixed = probs.clone()
-    fixed[1] = torch.tensor([.10, .30, .60], dtype=torch.float64)
-    assert call(fixed, ints)["L3"].item() == 0.0
+    # e = holds: pos Φ 0.70; negatives: the unannotated pair only (Φ 0.55), not the annotated pair to 2
+    # -> 0.2 − 0.70 + 0.55 = 0.05; e = on: no unannotated pair predicted on -> no negative.
+    # paper: (0.05 + 0) / |E| = 2 for the one subject anchor; objects have no negatives.
+    assert call(probs, ints)["L3"].item() == pytest.approx(0.05 / 2, abs=1e-12)
+    # official: one counted group of the image's subject side: 0.05 / (1 + 1)
+    assert call(probs, ints, averaging="official")["L3"].item() == pytest.approx(0.05 / 2, abs=1e-12)
+    # the unannotated pair's best foreground predicate becomes on: holds has no negative left, and
+    # on's margin holds (0.2 − 0.90 + 0.55 < 0)
+    moved = probs.clone()
+    moved[2] = torch.tensor([.45, .11, .44], dtype=torch.float64)
+    assert call(moved, ints)["L3"].item() == 0.0
 
 
 def test_side_restricts_which_rows_anchor_which_side():
     probs, ints = as_inputs(ROWS)
     side = torch.zeros(len(ROWS), dtype=torch.int64)  # every row anchors subjects only
-    out = graphical_contrastive_losses(probs, *ints, margin=0.2, side=side)
+    out = graphical_contrastive_losses(probs, *ints, margin=0.2, side=side, averaging="paper")
     assert out["L1"].item() == pytest.approx(0.15 / 4, abs=1e-12)
     assert out["L3"].item() == pytest.approx(0.10 / 4, abs=1e-12)
     side = torch.ones(len(ROWS), dtype=torch.int64)  # objects only
-    assert graphical_contrastive_losses(probs, *ints, side=side)["L1"].item() == pytest.approx(0.35 / 3, abs=1e-12)
+    out = graphical_contrastive_losses(probs, *ints, side=side)
+    assert out["L1"].item() == pytest.approx((0.35 / 2 + 0 / 1) / 2, abs=1e-12)
+
+
+def reference_fixture():
+    """Three images (5, 6 and 4 entities of classes 1-3), every ordered pair one row per label: about a
+    third of the pairs annotated with one of predicates 1-4, a few with two; logits (5 columns) per pair."""
+    rng = np.random.default_rng(2026)
+    rows, logits = [], []
+    for image, n in enumerate((5, 6, 4)):
+        classes = rng.integers(1, 4, n)
+        for s in range(n):
+            for o in range(n):
+                if s == o:
+                    continue
+                pair_logits = rng.normal(size=5).round(3)
+                u, first, second = rng.random(), int(rng.integers(1, 5)), int(rng.integers(1, 5))
+                labels = [0] if u >= 0.35 else sorted({first, second}) if u < 0.08 else [first]
+                for label in labels:
+                    rows.append((image, s, o, int(classes[s]), int(classes[o]), label))
+                    logits.append(pair_logits)
+    return rows, torch.tensor(np.array(logits), dtype=torch.float64)
+
+
+# NVIDIA/ContrastiveLosses4VRD (lib/modeling_rel/reldn_heads.py: reldn_contrastive_losses,
+# reldn_so_contrastive_losses, reldn_p_contrastive_losses, margins 0.2, no spo-agnostic compensation) run
+# once on reference_fixture(): one call per image and side (IMS_PER_BATCH 1 per GPU), images averaged as
+# training_stats_rel averages the GPUs' losses, subject and object sides added.
+OFFICIAL_REFERENCE = {"L1": 0.487994952682, "L2": 0.405244116782, "L3": 0.276847808473}
+OFFICIAL_REFERENCE_SUBJECT_SIDE = {"L1": 0.234451977548, "L2": 0.177113442313, "L3": 0.121228679307}
+
+
+def test_official_implementation_reference_values():
+    rows, logits = reference_fixture()
+    ints = [torch.tensor(c) for c in zip(*rows)]
+    out = graphical_contrastive_losses(logits.softmax(-1), *ints)
+    for name, value in OFFICIAL_REFERENCE.items():
+        assert out[name].item() == pytest.approx(value, abs=1e-10), name
+    subjects = graphical_contrastive_losses(logits.softmax(-1), *ints, side=torch.zeros(len(rows), dtype=torch.int64))
+    for name, value in OFFICIAL_REFERENCE_SUBJECT_SIDE.items():
+        assert subjects[name].item() == pytest.approx(value, abs=1e-10), name
+    # the paper's per-anchor reading averages the same hinges differently
+    paper = graphical_contrastive_losses(logits.softmax(-1), *ints, averaging="paper")
+    assert all(abs(paper[name].item() - OFFICIAL_REFERENCE[name]) > 0.05 for name in OFFICIAL_REFERENCE)

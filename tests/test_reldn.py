@@ -33,7 +33,8 @@ def built_head(settings: dict | None = None, visual: bool = False, graphs: Scene
     graphs = graphs if graphs is not None else tiny_graphs()
     train = graphs.split_subset("train")
     priors = compute_priors(train, *num)
-    head = ReldnHead(make_config(ReldnHead, settings or {}), *num)
+    settings = {"predicate_branch": "frozen", **(settings or {})}  # FakeVisual has no backbone to copy
+    head = ReldnHead(make_config(ReldnHead, settings), *num)
     if visual:
         head.attach_visual(FakeVisual())
     head.build(TrainData(train, graphs.split_subset("val"), None, priors))
@@ -211,3 +212,33 @@ def test_visual_variant_on_a_detector_backbone():
     assert head.model.subject_skip.weight.grad is not None
     pred = head.predict(gt_objects(graphs.split_subset("test")))
     np.testing.assert_allclose(pred.rel_scores.sum(1), 1, rtol=1e-5)
+
+
+def _keyed_scores(path):
+    from sgtool.data.predictions import read_predictions
+
+    pred = read_predictions(path)
+    key = pred.image_of_pair() * 10**6 + pred.pairs[:, 0] * 1000 + pred.pairs[:, 1]
+    order = np.argsort(key)
+    return key[order], pred.rel_scores[order]
+
+
+def test_l3_is_active_and_changes_the_predictions(tmp_path, cli):
+    """The issue's check on a smaller synth: L3 logs >= 0.02 every epoch, and L0+L1+L2 vs +L3 differ."""
+    import json
+
+    from sgtool.data.synth import prepare_synth
+    from sgtool.workspace import Workspace
+
+    prepare_synth(Workspace(tmp_path), images=60, size=64, seed=12, workers=1)
+    base = ["-w", tmp_path, "-q", "train", "--head", "reldn", "--epochs", "2", "--set", "features=spatial"]
+    assert cli(*base, "--name", "all").code == 0
+    assert cli(*base, "--losses", "L0,L1,L2", "--name", "no3").code == 0
+    records = [json.loads(line) for line in (tmp_path / "runs/all/log.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(e["train"]["L3"] >= 0.02 for e in epochs), [e["train"]["L3"] for e in epochs]
+    key_all, with_l3 = _keyed_scores(tmp_path / "runs/all/predictions/test.h5")
+    key_no3, without = _keyed_scores(tmp_path / "runs/no3/predictions/test.h5")
+    assert np.array_equal(key_all, key_no3)
+    assert np.abs(with_l3 - without).max() > 1e-3

@@ -98,9 +98,18 @@ def test_predicate_branch_is_a_declared_choice():
         make_config(ReldnHead, {"predicate_branch": "fine-tuned"})
     graphs = tiny_graphs()
     train = graphs.split_subset("train")
-    head = ReldnHead(make_config(ReldnHead, {"features": "spatial", "predicate_branch": "trained"}), C, P)
+    data = TrainData(train, graphs.split_subset("val"), None, compute_priors(train, C, P))
+    assert make_config(ReldnHead, {}).predicate_branch == "trained"  # the paper's conv_body_rel by default
+    head = ReldnHead(make_config(ReldnHead, {"features": "spatial"}), C, P)
+    assert head.build(data).union_branch is None and head.model.visual_dim == 0  # spatial: no visual module
+
+    class NoBackbone:  # ROI vectors without a detector to copy a backbone from
+        dim = 4
+
+    head = ReldnHead(make_config(ReldnHead, {"features": "visual"}), C, P)
+    head.attach_visual(NoBackbone())
     with pytest.raises(SgtoolError, match="detector"):
-        head.build(TrainData(train, graphs.split_subset("val"), None, compute_priors(train, C, P)))
+        head.build(data)
 
 
 def one_image(n: int, relations: list[tuple[int, int, int]]) -> SceneGraphs:
@@ -146,18 +155,39 @@ def test_contrastive_rows_are_drawn_apart_from_the_l0_sample():
     assert sizes["L0,L1,L2,L3"][0] == sizes["L0"][0] < sizes["L0,L1,L2,L3"][1]
 
 
-def test_cli_trains_the_predicate_branch(tmp_path, cli):
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_cli_default_is_the_paper_model_on_images(tmp_path, cli):
     from sgtool.data.synth import prepare_synth
     from sgtool.engine.train import load_trained_head
     from sgtool.workspace import Workspace
 
     prepare_synth(Workspace(tmp_path), images=16, size=64, seed=2, workers=1)
+    before = _tree(tmp_path)
+    result = cli("-w", tmp_path, "train", "--head", "reldn", "--epochs", "1", "--name", "none")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "has images" in result.err and "features=spatial" in result.err
+    assert _tree(tmp_path) == before  # nothing written
+    quick = ["--epochs", "1", "--set", "spatial_hidden=8", "--set", "visual_hidden=8"]
+    result = cli("-w", tmp_path, "-q", "train", "--head", "reldn", *quick, "--set", "features=spatial", "--name", "px")
+    assert result.code == 0, result.err
+    assert load_trained_head(Workspace(tmp_path), "px")[0].model.visual_dim == 0
     assert cli("-w", tmp_path, "-q", "train-detector", "--epochs", "1", "--batch-size", "4", "--name", "d").code == 0
-    result = cli("-w", tmp_path, "-q", "train", "--head", "reldn", "--set", "features=visual",
-                 "--set", "predicate_branch=trained", "--epochs", "1", "--name", "rt")
+    result = cli("-w", tmp_path, "-q", "train", "--head", "reldn", *quick, "--name", "rt")
     assert result.code == 0, result.err
     head, _, _ = load_trained_head(Workspace(tmp_path), "rt")
+    assert (head.config.features, head.model.visual_dim) == ("visual", head.visual_source.dim)
     trained = backbone_weights(head.model.union_branch.backbone)
     detector = backbone_weights(head.visual_source.detector.model.backbone)
     assert trained.keys() == detector.keys()
     assert any(not torch.equal(trained[k], detector[k]) for k in trained)
+
+
+def test_train_help_says_what_features_auto_picks(cli):
+    result = cli("train", "--head", "reldn", "--help")
+    assert result.code == 0
+    text = " ".join(result.out.split())
+    assert "features=auto: on a dataset with images the paper's model" in text
+    assert "annotation-only dataset spatial + semantic" in text and "--set features=spatial" in text

@@ -4,7 +4,8 @@ A head with `VisualInputs` (its config a `VisualHeadConfig`) and `features=visua
 backbone of a detector run (`--detector RUN`, else the workspace's latest) over the dataset's images
 (every split, by image id), plus the pooled caches of that run for the dataset when they exist
 (`--cache-features` writes them first). `auto` falls back to the spatial variant when the dataset has
-no images or no detector fits its vocabulary; `visual` then stops with one sentence. The resolved
+no images or no detector fits its vocabulary (a head with `pixels_by_default`, reldn, falls back only
+on a dataset without images and stops with one sentence otherwise); `visual` then stops with one sentence. The resolved
 mode is written back into the head's config (so the run's config.yaml says visual or spatial) and the
 detector run is recorded in the run's settings, so `reattach` gives a reloaded head the same source,
 or the same backbone on images the caller passes (`sgtool predict`).
@@ -43,7 +44,10 @@ def visual_source(ws: Workspace, prepared: PreparedDataset, head: type[RelationH
             raise SgtoolError(f"--cache-features stores detector ROI features, and the {head.name} head does not "
                               "use them here.", "Use it with --head reldn, tensor, nodis or iwsl and --set features=visual.")
         return None, None
-    detector = _detector(ws, prepared, detector_run, config.features == "visual", device)
+    if config.features == "auto" and getattr(head, "pixels_by_default", False) and prepared.has_images:
+        detector = _paper_detector(ws, prepared, head.name, detector_run, device)
+    else:
+        detector = _detector(ws, prepared, detector_run, config.features == "visual", device)
     config.features = "visual" if detector is not None else "spatial"
     if detector is None:
         if cache:
@@ -74,6 +78,20 @@ def _detector(ws: Workspace, prepared: PreparedDataset, run: str | None, require
         if not required:  # auto: the latest detector only when it knows this dataset's vocabulary
             detector = load_detector(ws, run, None, device)
             return detector if list(detector.vocab.objects) == list(prepared.vocab.objects) else None
+    return load_detector(ws, run, prepared.vocab, device, dataset=f"the dataset '{prepared.name}'")
+
+
+def _paper_detector(ws: Workspace, prepared: PreparedDataset, head: str, run: str | None, device: str) -> Detector:
+    """features=auto of a head whose paper model reads pixels, on a dataset with images: a detector is required."""
+    if run is None:
+        try:
+            run = latest_detector(ws)
+        except SgtoolError:
+            raise SgtoolError(f"The {head} head's default (features=auto) on the dataset '{prepared.name}', which has "
+                              f"images, is the paper's model on a detector's ROI features, and the workspace {ws.root} "
+                              "holds no detector.",
+                              "Train one with `sgtool train-detector`, or choose the pixel-free variant with "
+                              "--set features=spatial.") from None
     return load_detector(ws, run, prepared.vocab, device, dataset=f"the dataset '{prepared.name}'")
 
 

@@ -9,13 +9,24 @@ For a link predicate e and the ground truth of images whose every e-relation is 
   chance level of the same choice is 1 / number of candidates.
 - wrong-partner false positives: the share of those candidate pairs not annotated with e whose
   argmax prediction (∅ included) is e (in a proximal-ambiguity scene: the crossed pairs).
+
+SGDet (`sgdet_confusion_metrics`): each GT box is stood for by the highest-scoring detection of its
+label with IoU >= 0.5 (`match_detections`); the measures above are taken on every ordered GT pair
+with the distribution of the pair of detections standing for it, and p(∅) = 1 where a box was
+not detected (a miss is a pair the model relates to nothing). AP is the detection AP of e instead
+(`detection_average_precision`): every scored detection pair ranked by p(s)·p(e)·p(o), a hit when
+its boxes match a GT relation with e not claimed by a higher-ranked pair, divided by the GT count.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from sgtool.data.graphs import SceneGraphs, take_ragged
+from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows, take_ragged
 from sgtool.data.predictions import Predictions
+from sgtool.eval.matching import BatchBoxes, expand_ranges, match_candidates
+from sgtool.geometry import rowwise_iou
+
+IOU = 0.5
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -129,3 +140,78 @@ def predicate_confusion(gt: SceneGraphs, pred: Predictions, num_predicates: int,
     matrix = np.zeros((num_predicates, num_predicates), np.int64)
     np.add.at(matrix, (rels.predicates, guess), 1)
     return matrix
+
+
+def _same_images(gt: SceneGraphs, pred: Predictions) -> None:
+    if not np.array_equal(gt.image_ids, pred.image_ids):
+        raise ValueError("confusion metrics need the ground truth and the predictions of the same images in one order")
+
+
+def match_detections(gt: SceneGraphs, pred: Predictions, iou_threshold: float = IOU) -> np.ndarray:
+    """(GT boxes,) the detection row standing for each GT box: the highest-scoring detection of its image
+    and label with IoU >= iou_threshold; -1 where none."""
+    _same_images(gt, pred)
+    gt_image = owner_of_rows(gt.box_offsets)
+    owner, rows = expand_ranges(pred.box_offsets[:-1][gt_image], np.diff(pred.box_offsets)[gt_image])
+    ok = (pred.labels[rows] == gt.labels[owner]) & (rowwise_iou(gt.boxes[owner], pred.boxes[rows], False) >= iou_threshold)
+    owner, rows = owner[ok], rows[ok]
+    order = np.lexsort((-pred.scores[rows], owner))
+    owner, rows = owner[order], rows[order]
+    first = np.ones(len(owner), bool)
+    first[1:] = owner[1:] != owner[:-1]
+    best = np.full(len(gt.labels), -1, dtype=np.int64)
+    best[owner[first]] = rows[first]
+    return best
+
+
+def project_to_gt(gt: SceneGraphs, pred: Predictions, iou_threshold: float = IOU) -> Predictions:
+    """SGDet predictions seen on the GT boxes: every ordered GT pair with the distribution of the detections
+    standing for its boxes, p(∅) = 1 where a box has none or the pair was not scored."""
+    stand = match_detections(gt, pred, iou_threshold)
+    image, subj, obj = ordered_pairs(gt.box_offsets)
+    rel = np.zeros((len(subj), pred.rel_scores.shape[1]), dtype=np.float32)
+    rel[:, 0] = 1.0
+    n = max(len(pred.labels), 1)
+    own = pred.pairs[:, 0].astype(np.int64) * n + pred.pairs[:, 1]
+    order = np.argsort(own, kind="stable")
+    ds, do = stand[subj], stand[obj]
+    want = np.flatnonzero((ds >= 0) & (do >= 0) & (ds != do))
+    keys = ds[want] * n + do[want]
+    pos = np.clip(np.searchsorted(own[order], keys), 0, max(len(own) - 1, 0))
+    found = (own[order][pos] == keys) if len(own) else np.zeros(len(keys), bool)
+    rel[want[found]] = pred.rel_scores[order[pos[found]]]
+    pair_offsets = offsets_from_counts(np.bincount(image, minlength=len(gt.image_ids)))
+    return Predictions(gt.image_ids, gt.box_offsets, gt.boxes, gt.labels, np.ones(len(gt.labels), np.float32),
+                       pair_offsets, np.stack([subj, obj], 1), rel, dict(pred.meta))
+
+
+def detection_average_precision(gt: SceneGraphs, pred: Predictions, predicate: int, iou_threshold: float = IOU) -> float:
+    """Detection AP of one predicate (module doc); nan without a GT relation of it."""
+    _same_images(gt, pred)
+    mine = gt.relations.predicates == predicate
+    if not mine.any():
+        return float("nan")
+    score = pred.rel_scores[:, predicate] * pred.scores[pred.pairs[:, 0]] * pred.scores[pred.pairs[:, 1]]
+    order = np.argsort(-score, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    found = match_candidates(gt.relations.pairs[mine], BatchBoxes(gt.boxes, gt.labels, gt.box_offsets),
+                             pred.pairs, BatchBoxes(pred.boxes, pred.labels, pred.box_offsets),
+                             np.arange(len(pred.pairs)), iou_threshold, legacy=False)
+    hit_rel, hit_rank = found.gt[found.rel_ok], rank[found.pair[found.rel_ok]]
+    claim = np.full(int(mine.sum()), len(order), dtype=np.int64)  # the best-ranked pair hitting each relation
+    np.minimum.at(claim, hit_rel, hit_rank)
+    hits = np.zeros(len(order) + 1, bool)
+    hits[claim] = True
+    hits = hits[:-1]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].sum() / mine.sum())
+
+
+def sgdet_confusion_metrics(gt: SceneGraphs, pred: Predictions, predicates: list[int],
+                            iou_threshold: float = IOU) -> dict[str, float]:
+    """confusion_metrics on the GT pairs seen through the detections, with each AP-<e> the detection AP."""
+    out = confusion_metrics(gt, project_to_gt(gt, pred, iou_threshold), predicates)
+    out.update({f"AP-{e}": detection_average_precision(gt, pred, e, iou_threshold) for e in predicates})
+    out["detected_boxes"] = float(np.mean(match_detections(gt, pred, iou_threshold) >= 0)) if len(gt.labels) else 0.0
+    return out

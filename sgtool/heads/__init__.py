@@ -130,6 +130,9 @@ class VisualInputs:
     config: VisualHeadConfig
     model: Any
     visual_source: Any = None  # a sgtool.features.source.VisualSource
+    # True: features=auto on a dataset with images needs a detector (the head's paper model), and
+    # the pixel-free variant is only chosen explicitly (features=spatial)
+    pixels_by_default: ClassVar[bool] = False
 
     def attach_visual(self, source: Any) -> None:
         """Give the head ROI features (needed for features=visual, used by auto); a network built afterwards uses them."""

@@ -8,13 +8,15 @@ Per candidate ordered pair (s, o), with P = predicates + 1 columns (column 0 = n
     visual    = MLP([f_s, f_o, f_u]) + W_s f_s + W_o f_o                     ROI features, subject/object skips
                 f_s, f_o: ROI vectors on the frozen detector backbone (conv_body_det);
                 f_u: the union box's ROI vector on the predicate branch (conv_body_rel): with
-                predicate_branch=trained a copy of the detector's backbone trained end to end with the
-                head (`sgtool.features.union_branch`), with frozen the detector's own map
+                predicate_branch=trained (default, the paper's) a copy of the detector's backbone trained
+                end to end with the head (`sgtool.features.union_branch`), with frozen the detector's own map
     logits    = semantic + spatial (+ visual);  p(pred | s, o) = softmax(logits)
 
-`features`: "spatial" needs no pixels (annotation-only datasets such as VRD); "visual" needs a
-visual feature source (ROI features of a trained detector, `sgtool.features.source.DetectorVisualFeatures`) attached
-with `attach_visual` before `build`; "auto" uses one when attached, else the spatial variant.
+`features`: "spatial" needs no pixels (annotation-only datasets such as VRD, or an explicit choice);
+"visual" needs a visual feature source (ROI features of a trained detector,
+`sgtool.features.source.DetectorVisualFeatures`) attached with `attach_visual` before `build`; "auto"
+uses one when attached, else the spatial variant. The train stage attaches one for auto on every
+dataset with images and stops with one sentence when there is no detector (`pixels_by_default`).
 
 Training draws two samples per image (RelDN §5): for L0, up to `pairs_per_image` ordered pairs
 with up to `positives_per_image` annotated rows (a pair with several predicates gives several
@@ -45,7 +47,7 @@ from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa:
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
-from sgtool.losses.contrastive import BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
+from sgtool.losses.contrastive import AVERAGINGS, BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
 
 if TYPE_CHECKING:  # torchvision is imported only where it is used (a broken pair must not stop freq)
     from sgtool.features.union_branch import UnionBranch
@@ -70,10 +72,14 @@ class ReldnConfig(VisualHeadConfig):
     learn_semantic: bool = option(True, "Learn the semantic (frequency) branch; false: the prior stays fixed.", flag=False)
     max_boxes: int = option(80, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
     predicate_branch: str = option(
-        "frozen", "union-box features: frozen (the detector's backbone) or trained (a copy of it trained end to "
-        "end with the head, RelDN's conv_body_rel)", choices=("frozen", "trained"), flag=False)
+        "trained", "union-box features with visual features: trained (a copy of the detector's backbone trained end "
+        "to end with the head, RelDN's conv_body_rel) or frozen (the detector's own backbone)",
+        choices=("frozen", "trained"), flag=False)
     contrastive_anchors: int = option(128, "subjects (and objects) with an annotated relation sampled per image for "
                                       "L1-L3", min=1, flag=False)
+    contrastive_averaging: str = option(
+        "official", "how L1-L3 average their groups: official (NVIDIA/ContrastiveLosses4VRD, the paper's numbers) or "
+        "paper (Eq. 3, 5, 7 per anchor)", choices=AVERAGINGS, flag=False)
     contrastive_negatives: int = option(64, "unannotated pairs sampled per contrastive anchor (RelDN's K)", min=1,
                                         flag=False)
 
@@ -214,9 +220,13 @@ def sample_contrastive(graphs: SceneGraphs, rng: np.random.Generator, anchors: i
 
 @register_head("reldn")
 class ReldnHead(VisualInputs, TrainableHead):
-    """RelDN with the Graphical Contrastive Losses."""
+    """RelDN with the Graphical Contrastive Losses. features=auto: on a dataset with images the paper's model (subject/object ROI features of a trained detector, the trained union-box branch, spatial and semantic modules; no detector is an error), on an annotation-only dataset spatial + semantic; the pixel-free variant on images is --set features=spatial.
+
+    `pixels_by_default`: the train stage (`engine/visual.py`) resolves auto as said above.
+    """
 
     Config = ReldnConfig
+    pixels_by_default = True
 
     def __init__(self, config: ReldnConfig, num_object_classes: int, num_predicate_classes: int) -> None:
         super().__init__(config, num_object_classes, num_predicate_classes)
@@ -238,8 +248,7 @@ class ReldnHead(VisualInputs, TrainableHead):
         if detector is None:
             raise SgtoolError("predicate_branch=trained trains a copy of a detector's backbone, and this reldn head "
                               "has no detector features.",
-                              "Train a detector with `sgtool train-detector` and use --set features=visual, "
-                              "or use --set predicate_branch=frozen.")
+                              "Use a detector's features (`sgtool train-detector`), or --set predicate_branch=frozen.")
         from sgtool.features.union_branch import UnionBranch
 
         return UnionBranch(detector, getattr(self.visual_source, "grid", 2))
@@ -247,9 +256,7 @@ class ReldnHead(VisualInputs, TrainableHead):
     def build(self, data: TrainData) -> ReldnNet:
         torch.manual_seed(data.seed)
         visual = self.wants_visual()
-        trained = self.config.predicate_branch == "trained"
-        if trained and not visual:
-            self._union_branch()  # one sentence: trained needs a detector's backbone
+        trained = visual and self.config.predicate_branch == "trained"  # spatial: no visual module at all
         dim = self.visual_source.dim if visual else 0
         self.model = self._new_model(np.asarray(data.priors["log_freq"], dtype=np.float32), dim,
                                      trained).to(data.device)
@@ -305,7 +312,8 @@ class ReldnHead(VisualInputs, TrainableHead):
         if len(logits) > n:
             contrastive = {"logits": logits[n:], "side": batch["side"][n:], **{k: v[n:] for k, v in rows.items()}}
         terms = reldn_total_loss(logits[:n], *(v[:n] for v in rows.values()), losses=self.losses,
-                                 margin=self.config.margin, weights=self.config.loss_weights(), contrastive=contrastive)
+                                 margin=self.config.margin, weights=self.config.loss_weights(), contrastive=contrastive,
+                                 averaging=self.config.contrastive_averaging)
         out = {"loss": terms["total"]}
         out.update({name: terms[name].detach() for name in LOSS_NAMES if name in terms})
         return out

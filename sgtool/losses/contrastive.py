@@ -6,20 +6,24 @@ entities' class labels, its predicate (0 = no relation; a pair with two predicat
 the predicted distribution `rel_probs[m]` (column 0 = no relation). Affinity (Eq. 1):
 Φ(s, o) = 1 − p(∅ | s, o), for all three losses.
 
-An anchor is a subject i (or an object j) of an image with at least one positive pair; the losses
-average over those N anchors of each side and add the two sides (Eq. 3, 5, 7). For an anchor and
-a group g, the margin is m(g) = min Φ over the positives of g − max Φ over the negatives of g and
-the term max(0, α − m(g)); a group without a negative has max over ∅ = −∞, so its term is 0.
+An anchor is a subject i (or an object j) of an image; for an anchor and a group g of its rows the
+margin is m(g) = min Φ over the positives of g − max Φ over the negatives of g, the term
+max(0, α − m(g)). Positives are annotated rows (predicate > 0), negatives unannotated ones (0).
 
-- L1 class agnostic (Eq. 2-3): one group per anchor; positives = its related pairs, negatives =
-  its unrelated pairs (predicate 0).
-- L2 entity class aware (Eq. 4-5): one group per class c of the anchor's positive partners,
-  C(V+); positives and negatives as in L1 restricted to partners of class c; the anchor's terms
-  are averaged over |C(V+)|.
-- L3 predicate class aware (Eq. 6-7): one group per predicate e of the anchor's positive pairs,
-  E(V+); positives = its pairs whose ground truth is e; negatives = its pairs the model wrongly
-  predicts as e (argmax over all columns, ∅ included, equals e and e is not a label of the pair);
-  averaged over |E(V+)|.
+- L1 class agnostic (Eq. 2-3): one group per anchor.
+- L2 entity class aware (Eq. 4-5): one group per anchor and class c of the partner (c ∈ C(V+)).
+- L3 predicate class aware (Eq. 6-7): one group per anchor and predicate e of its positives
+  (e ∈ E(V+)); positives = its rows annotated e; negatives = its unannotated rows whose
+  foreground-only argmax (∅ left out) is e — the official code's reading of "incorrectly
+  predicts (via argmax) the predicate to be e" (`split_pos_neg_p_aware`, reldn_heads.py).
+
+Averaging (`averaging`):
+- "official" (default; the paper's numbers came from it): NVIDIA/ContrastiveLosses4VRD feeds every
+  group that has both a positive and a negative to one `margin_ranking_loss` per image and side,
+  together with one dummy group of hinge 0 (Φ+ = 1, Φ− = 0), so each image's side loss is
+  Σ hinges / (G + 1); images (one per GPU) are averaged. The two sides are added.
+- "paper": Eq. 3, 5, 7 as written — per side, the mean over anchors with a positive of the mean
+  over their groups with a positive (C(V+), E(V+)); a group without a negative counts 0.
 
 `side` says which rows anchor which side: the contrastive sample (`heads/reldn.py`) draws
 subject-anchored and object-anchored rows separately, as the paper samples each side.
@@ -38,6 +42,7 @@ LOSS_NAMES = ("L0", "L1", "L2", "L3")
 DEFAULT_MARGIN = 0.2
 DEFAULT_WEIGHTS = {"L0": 1.0, "L1": 1.0, "L2": 0.5, "L3": 0.1}
 SUBJECT_SIDE, OBJECT_SIDE, BOTH_SIDES = 0, 1, 2  # values of `side`
+AVERAGINGS = ("official", "paper")
 
 
 def parse_losses(spec: str | Iterable[str]) -> tuple[str, ...]:
@@ -69,16 +74,16 @@ def _extreme(values: Tensor, groups: Tensor, n_groups: int, mask: Tensor, reduce
 
 
 def _group_terms(affinity: Tensor, groups: Tensor, n_groups: int, positive: Tensor, negative: Tensor,
-                 margin: float) -> tuple[Tensor, Tensor]:
-    """(G,) max(0, α − min_pos + max_neg) per group (0 without a negative) and whether it has a positive."""
+                 margin: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(G,) max(0, α − min_pos + max_neg) per group (0 without a negative), whether it has a positive, a negative."""
     min_pos, has_pos = _extreme(affinity, groups, n_groups, positive, "amin")
     max_neg, has_neg = _extreme(affinity, groups, n_groups, negative, "amax")
     hinge = F.relu(margin - min_pos + max_neg)
-    return torch.where(has_pos & has_neg, hinge, torch.zeros_like(hinge)), has_pos
+    return torch.where(has_pos & has_neg, hinge, torch.zeros_like(hinge)), has_pos, has_neg
 
 
 def _anchor_mean(terms: Tensor, counted: Tensor, group_anchor: Tensor, n_anchor: int) -> Tensor:
-    """Mean over anchors (with a counted group) of the mean of their counted groups' terms."""
+    """"paper": mean over anchors (with a counted group) of the mean of their counted groups' terms."""
     total = terms.new_zeros(n_anchor).index_add(0, group_anchor, torch.where(counted, terms, torch.zeros_like(terms)))
     count = terms.new_zeros(n_anchor).index_add(0, group_anchor, counted.to(terms.dtype))
     held = count > 0
@@ -86,34 +91,41 @@ def _anchor_mean(terms: Tensor, counted: Tensor, group_anchor: Tensor, n_anchor:
     return per_anchor.mean() if per_anchor.numel() else terms.sum() * 0.0
 
 
-def _wrong_argmax(rel_probs: Tensor, predicates: Tensor, pair: Tensor, n_pairs: int) -> Tensor:
-    """(M,) the predicate each row's pair is wrongly predicted as (argmax, ∅ included), 0 when right or ∅."""
-    n_cls = rel_probs.shape[1]
-    labels = torch.zeros(n_pairs, n_cls, dtype=torch.bool, device=rel_probs.device)
-    labels[pair, predicates] = True
-    guess = rel_probs.detach().argmax(1)
-    right = labels[pair, guess]
-    return torch.where(right, torch.zeros_like(guess), guess)
+def _image_mean(terms: Tensor, counted: Tensor, group_image: Tensor, n_image: int) -> Tensor:
+    """"official": per image Σ counted terms / (their number + 1 dummy), averaged over the images."""
+    total = terms.new_zeros(n_image).index_add(0, group_image, torch.where(counted, terms, torch.zeros_like(terms)))
+    count = terms.new_zeros(n_image).index_add(0, group_image, counted.to(terms.dtype))
+    return (total / (count + 1.0)).mean() if n_image else terms.sum() * 0.0
 
 
-def _side_losses(affinity: Tensor, predicates: Tensor, wrong_as: Tensor, image: Tensor, anchor_index: Tensor,
-                 other_label: Tensor, n_cls: int, margin: float) -> dict[str, Tensor]:
+def _foreground_argmax(rel_probs: Tensor) -> Tensor:
+    """(M,) the predicate each row is predicted as among the foreground columns (∅ left out)."""
+    return rel_probs.detach()[:, 1:].argmax(1) + 1
+
+
+def _group_loss(affinity: Tensor, keys: tuple[Tensor, ...], positive: Tensor, negative: Tensor, anchor: Tensor,
+                image: Tensor, margin: float, averaging: str) -> Tensor:
+    """One loss of one side: rows grouped by equal `keys` (the anchor first), averaged as asked."""
+    groups, n_groups = _group_ids(*keys)
+    terms, has_pos, has_neg = _group_terms(affinity, groups, n_groups, positive, negative, margin)
+    if averaging == "official":
+        group_image = image.new_zeros(n_groups).scatter(0, groups, image)
+        return _image_mean(terms, has_pos & has_neg, group_image, int(image.max()) + 1 if image.numel() else 0)
+    group_anchor = anchor.new_zeros(n_groups).scatter(0, groups, anchor)
+    return _anchor_mean(terms, has_pos, group_anchor, int(anchor.max()) + 1 if anchor.numel() else 0)
+
+
+def _side_losses(affinity: Tensor, predicates: Tensor, predicted: Tensor, image: Tensor, anchor_index: Tensor,
+                 other_label: Tensor, margin: float, averaging: str) -> dict[str, Tensor]:
     """L1, L2, L3 anchored on one side (subjects or objects) for the given rows."""
     positive, unrelated = predicates > 0, predicates == 0
-    anchor, n_anchor = _group_ids(image, anchor_index)
-    terms, has_pos = _group_terms(affinity, anchor, n_anchor, positive, unrelated, margin)
-    out = {"L1": _anchor_mean(terms, has_pos, torch.arange(n_anchor, device=anchor.device), n_anchor)}
-    by_class, n_class = _group_ids(image, anchor_index, other_label)
-    class_anchor = anchor.new_zeros(n_class).scatter(0, by_class, anchor)
-    terms, has_pos = _group_terms(affinity, by_class, n_class, positive, unrelated, margin)
-    out["L2"] = _anchor_mean(terms, has_pos, class_anchor, n_anchor)
-    # L3: a row is a positive of cell (anchor, its label) and a negative of cell (anchor, what it is wrongly predicted as)
-    rows = torch.cat([anchor * n_cls + predicates, anchor * n_cls + wrong_as])
-    flags = torch.cat([positive, torch.zeros_like(positive)]), torch.cat([torch.zeros_like(positive), wrong_as > 0])
-    terms, has_pos = _group_terms(affinity.repeat(2), rows, n_anchor * n_cls, *flags, margin)
-    cell_anchor = torch.arange(n_anchor, device=anchor.device).repeat_interleave(n_cls)
-    out["L3"] = _anchor_mean(terms, has_pos, cell_anchor, n_anchor)
-    return out
+    image_id, _ = _group_ids(image)
+    anchor, _ = _group_ids(image, anchor_index)
+    # L3's group of a row: its predicate when annotated, what the model predicts it as when not
+    predicate_group = torch.where(positive, predicates, predicted)
+    groupings = {"L1": (anchor,), "L2": (anchor, other_label.long()), "L3": (anchor, predicate_group)}
+    return {name: _group_loss(affinity, keys, positive, unrelated, anchor, image_id, margin, averaging)
+            for name, keys in groupings.items()}
 
 
 def _check_inputs(rel_probs: Tensor, *per_pair: Tensor) -> None:
@@ -123,28 +135,35 @@ def _check_inputs(rel_probs: Tensor, *per_pair: Tensor) -> None:
                           "rel_probs must be (pairs, predicates + 1) and every other input (pairs,).")
 
 
+def _check_averaging(averaging: str) -> None:
+    if averaging not in AVERAGINGS:
+        raise SgtoolError(f"Unknown contrastive averaging '{averaging}'.", f"Valid: {', '.join(AVERAGINGS)}.")
+
+
 def graphical_contrastive_losses(rel_probs: Tensor, pair_image: Tensor, subj_index: Tensor, obj_index: Tensor,
                                  subj_label: Tensor, obj_label: Tensor, pair_predicates: Tensor,
-                                 margin: float = DEFAULT_MARGIN, side: Tensor | None = None) -> dict[str, Tensor]:
+                                 margin: float = DEFAULT_MARGIN, side: Tensor | None = None,
+                                 averaging: str = "official") -> dict[str, Tensor]:
     """L1, L2, L3 of RelDN for the candidate pairs of a batch (one row per pair and label, see module doc).
 
     rel_probs: (M, P+1) softmax over predicates, column 0 = no relation. pair_image: (M,) image of
     each pair; subj_index/obj_index: (M,) entity ids (unique within an image); subj_label/obj_label:
     (M,) entity classes; pair_predicates: (M,) predicate label, 0 = no relation. side: (M,) which
     anchoring side a row belongs to (SUBJECT_SIDE, OBJECT_SIDE or BOTH_SIDES; default: both).
+    averaging: "official" or "paper" (module doc).
     """
+    _check_averaging(averaging)
     per_pair = [pair_image, subj_index, obj_index, subj_label, obj_label, pair_predicates]
     _check_inputs(rel_probs, *per_pair, *([] if side is None else [side]))
     predicates = pair_predicates.long()
     side = torch.full_like(predicates, BOTH_SIDES) if side is None else side.long()
-    pair, n_pairs = _group_ids(pair_image, subj_index, obj_index)
-    wrong_as = _wrong_argmax(rel_probs, predicates, pair, n_pairs)
+    predicted = _foreground_argmax(rel_probs)
     affinity = 1.0 - rel_probs[:, 0]
     out: dict[str, Tensor] = {}
     for name, anchor_index, other_label in (("subject", subj_index, obj_label), ("object", obj_index, subj_label)):
         rows = (side == BOTH_SIDES) | (side == (SUBJECT_SIDE if name == "subject" else OBJECT_SIDE))
-        terms = _side_losses(affinity[rows], predicates[rows], wrong_as[rows], pair_image[rows], anchor_index[rows],
-                             other_label[rows], rel_probs.shape[1], margin)
+        terms = _side_losses(affinity[rows], predicates[rows], predicted[rows], pair_image[rows], anchor_index[rows],
+                             other_label[rows], margin, averaging)
         for key, value in terms.items():
             out[key] = out[key] + value if key in out else value
     return out
@@ -154,12 +173,13 @@ def reldn_total_loss(rel_logits: Tensor, pair_image: Tensor, subj_index: Tensor,
                      subj_label: Tensor, obj_label: Tensor, pair_predicates: Tensor,
                      losses: Sequence[str] | str = LOSS_NAMES, margin: float = DEFAULT_MARGIN,
                      weights: dict[str, float] | None = None,
-                     contrastive: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                     contrastive: dict[str, Tensor] | None = None, averaging: str = "official") -> dict[str, Tensor]:
     """L = L0 + λ1 L1 + λ2 L2 + λ3 L3 (Eq. 8); L0 is cross entropy over predicates incl. no relation.
 
     The given rows (rel_logits (M, P+1) and the per-pair tensors) are the L0 sample. `contrastive`,
     when given, is a separately drawn sample for L1-L3: {"logits", "pair_image", "subj_index",
     "obj_index", "subj_label", "obj_label", "predicate", "side"}; without it L1-L3 use the L0 rows.
+    `averaging` is how L1-L3 average their groups ("official" or "paper", module doc).
     Returns the selected terms (unweighted) and "total" (weighted sum).
     """
     selected = parse_losses(losses)
@@ -172,7 +192,8 @@ def reldn_total_loss(rel_logits: Tensor, pair_image: Tensor, subj_index: Tensor,
                             "obj_index": obj_index, "subj_label": subj_label, "obj_label": obj_label,
                             "predicate": pair_predicates, "side": None}
         gcl = graphical_contrastive_losses(c["logits"].softmax(-1), c["pair_image"], c["subj_index"], c["obj_index"],
-                                           c["subj_label"], c["obj_label"], c["predicate"], margin, c.get("side"))
+                                           c["subj_label"], c["obj_label"], c["predicate"], margin, c.get("side"),
+                                           averaging)
         terms.update({name: gcl[name] for name in ("L1", "L2", "L3") if name in selected})
     terms["total"] = sum(lam[name] * terms[name] for name in selected)
     return terms
