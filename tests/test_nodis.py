@@ -347,3 +347,13 @@ def test_training_feeds_the_o_ode_the_class_sources_distributions():
     batch = first_batch(head, graphs)
     assert calls == [batch.num_images]
     np.testing.assert_allclose(batch.extra["class_dist"].numpy(), detector_like([], [], batch.boxes.numpy()))
+
+
+def test_sgdet_detections_are_capped_at_max_boxes_per_image():
+    head, graphs = trained(steps=1, max_boxes=3)
+    test = graphs.split_subset("test")
+    objects = dataclasses.replace(sgcls_objects(test), detected=True)
+    pred = head.predict(objects)
+    counts = np.diff(pred.box_offsets)
+    np.testing.assert_array_equal(counts, np.minimum(np.diff(test.box_offsets), 3))
+    assert len(pred.pairs) == int((counts * (counts - 1)).sum())  # every ordered pair of the kept boxes

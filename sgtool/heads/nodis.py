@@ -49,6 +49,7 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
+from sgtool.heads._pairs import cap_boxes
 from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
@@ -76,6 +77,8 @@ class NodisConfig(VisualHeadConfig):
     mask_size: int = option(32, "side of the 2 x S x S pair masks fed to the spatial conv", min=4, flag=False)
     bg_ratio: float = option(3.0, "training: unannotated pairs sampled per annotated pair of an image", min=0.0, flag=False)
     object_loss: float = option(1.0, "weight of the object cross entropy", min=0.0, flag=False)
+    max_boxes: int = option(64, "SGDet: detections kept per image (highest scores) before pairing (the official "
+                                "code's max_per_img)", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -430,6 +433,8 @@ class NodisHead(NetworkHelpers, TrainableHead):
         and never read `objects.labels` beyond the class distribution they come with (SGDet)."""
         model = self._require_model()
         model.eval()
+        if objects.detected:
+            objects = cap_boxes(objects, self.config.max_boxes)
         own = not objects.labels_given
         dist = source_distributions(objects, self.num_object_classes)
         guess = dist[:, 1:].argmax(1) + 1 if len(dist) else np.zeros(0, np.int64)
