@@ -357,3 +357,22 @@ def test_sgdet_detections_are_capped_at_max_boxes_per_image():
     counts = np.diff(pred.box_offsets)
     np.testing.assert_array_equal(counts, np.minimum(np.diff(test.box_offsets), 3))
     assert len(pred.pairs) == int((counts * (counts - 1)).sum())  # every ordered pair of the kept boxes
+
+
+def test_sgcls_head_meta_holds_the_heads_and_the_detectors_object_accuracy():
+    from types import SimpleNamespace
+
+    from sgg_fixtures import tiny_vocab
+    from sgtool.engine.train import predict_split
+
+    head, graphs = trained(steps=2)
+    test = graphs.split_subset("test")
+    objects = sgcls_objects(test)
+    detector_labels = objects.class_scores[:, 1:].argmax(1) + 1
+    objects = dataclasses.replace(objects, labels=detector_labels)  # a source's labels: its own argmax
+    run = SimpleNamespace(source=lambda g: objects, prepared=SimpleNamespace(name="tiny", vocab=tiny_vocab()),
+                          record=SimpleNamespace(task="sgcls", head="nodis", run="r"))
+    meta = predict_split(head, test, "test", run).meta["head_meta"]
+    assert meta["detector_object_accuracy"] == pytest.approx(float(np.mean(detector_labels == test.labels)))
+    pred = head.predict(objects)
+    assert meta["object_accuracy"] == pytest.approx(float(np.mean(pred.labels == test.labels)))
