@@ -38,6 +38,7 @@ from sgtool.detect import load_detector
 from sgtool.engine.objects import detector_source
 from sgtool.engine.train import load_trained_head, retask, train
 from sgtool.engine.train_detector import train_detector
+from sgtool.engine.visual import cache_dataset_features, dataset_source
 from sgtool.eval.run_eval import evaluate_predictions
 from sgtool.workspace import Workspace
 
@@ -83,12 +84,15 @@ def parse_args() -> argparse.Namespace:
 
 
 def prepared_workspace(ws: Workspace, args: argparse.Namespace) -> None:
-    """The dataset and the detector run (trained once per workspace, on an epoch budget)."""
+    """The dataset, the detector run (trained once per workspace, on an epoch budget) and its pooled ROI
+    feature caches (written once, before any worker trains)."""
     if not (ws.root / "data" / DATASET).is_dir():
         prepare_synth(ws, images=args.images, size=args.size, seed=0, name=DATASET, workers=1)
     if not (ws.run_dir(DETECTOR) / "metrics.json").is_file():
         train_detector(ws, dataset=DATASET, name=DETECTOR, epochs=args.detector_epochs, seed=0, device="cpu",
                        threads=args.threads)
+    prepared = load_prepared(ws, DATASET)
+    cache_dataset_features(ws, prepared, dataset_source(prepared, load_detector(ws, DETECTOR, prepared.vocab, "cpu")))
 
 
 def run_name(ode: str, seed: int, t_end: float) -> str:

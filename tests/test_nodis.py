@@ -204,7 +204,8 @@ def test_sgcls_labels_are_the_o_ode_classifiers_and_follow_its_input_distributio
     with torch.no_grad():
         logits = head.model(batch, own_labels=True)["object_logits"]
     np.testing.assert_array_equal(pred.labels, logits[:, 1:].argmax(1).numpy() + 1)
-    np.testing.assert_allclose(pred.scores, torch.softmax(logits, 1).max(1).values.numpy(), atol=1e-6)
+    chosen = torch.softmax(logits, 1)[torch.arange(len(logits)), torch.from_numpy(pred.labels)]
+    np.testing.assert_allclose(pred.scores, chosen.numpy(), atol=1e-6)  # the softmax at the chosen foreground label
     noise = np.random.default_rng(5).dirichlet(np.ones(C), len(test.labels)).astype(np.float32)
     changed = head.predict(sgcls_objects(test, noise))
     assert not np.allclose(changed.rel_scores, pred.rel_scores)  # the detector's distribution reaches the O-ODE
@@ -376,3 +377,14 @@ def test_sgcls_head_meta_holds_the_heads_and_the_detectors_object_accuracy():
     assert meta["detector_object_accuracy"] == pytest.approx(float(np.mean(detector_labels == test.labels)))
     pred = head.predict(objects)
     assert meta["object_accuracy"] == pytest.approx(float(np.mean(pred.labels == test.labels)))
+
+
+def test_detector_skip_starts_the_o_ode_at_the_detectors_labels():
+    head, graphs = built(visual=True)
+    torch.nn.init.zeros_(head.model.object_classifier.weight)
+    torch.nn.init.zeros_(head.model.object_classifier.bias)
+    objects = sgcls_objects(graphs.split_subset("test"))
+    pred = head.predict(objects)
+    np.testing.assert_array_equal(pred.labels, objects.class_scores[:, 1:].argmax(1) + 1)
+    head.config.detector_skip = False
+    assert (head.predict(objects).labels == 1).all()  # zero logits without the skip: the first class everywhere

@@ -11,7 +11,8 @@ Objects (eq. 7):  x_u = FC([visual ROI vector of the box (when the head has visu
           detector's distributions of the GT boxes (`DetectorClassDistributions`, as the official code), or,
           with no detector attached (spatial features), the GT one-hot corrupted (`label_noise`).
           O-ODE: dh/dt = BiLSTM(h) over each image's objects in random order;  h_u = odeint(O-ODE, x_u, [0, t_end])
-          object logits = Linear(h_u): the labels and scores returned in SGCls / SGDet (`labels_objects`).
+          object logits = Linear(h_u) (+ log of the class distribution: `detector_skip`, on): the labels and
+          scores returned in SGCls / SGDet (`labels_objects`).
 Pairs (eq. 8):    visual part   v = [ROI(s), ROI(o), ROI(union)] (when visual) + box geometry of s, o, union
                                     + RelDN spatial (22) + conv(2 x S x S pair masks)
                   semantic part e = [emb(l_s), emb(l_o)] (learned class embeddings: the language prior),
@@ -55,6 +56,7 @@ from sgtool.heads._relbatch import (
 )
 
 FRONT_ENDS = ("fc", "gcn", "lstm")
+SKIP_FLOOR = 1e-4  # the smallest class probability the detector skip passes on (log: -9.2)
 ODE_MODES = ("none", "object", "pair", "both")
 
 
@@ -77,6 +79,8 @@ class NodisConfig(VisualHeadConfig):
     mask_size: int = option(32, "side of the 2 x S x S pair masks fed to the spatial conv", min=4, flag=False)
     bg_ratio: float = option(3.0, "training: unannotated pairs sampled per annotated pair of an image", min=0.0, flag=False)
     object_loss: float = option(1.0, "weight of the object cross entropy", min=0.0, flag=False)
+    detector_skip: bool = option(True, "add log of the object source's class distribution to the object logits: the "
+                                       "O-ODE refines the detector's scores instead of relearning them", flag=False)
     max_boxes: int = option(64, "SGDet: detections kept per image (highest scores) before pairing (the official "
                                 "code's max_per_img)", min=2, flag=False)
 
@@ -328,7 +332,10 @@ class NodisNet(nn.Module):
         parts += [batch.object_geometry(), batch.extra["class_dist"]]
         self.object_ode.sequences = ImageSequences(batch.box_image, batch.num_images, batch.extra["object_order"])
         h, nfe = self._solve(self.object_ode, self.object_in(torch.cat(parts, 1)), self.config.object_ode_on)
-        return self.object_classifier(h), nfe
+        logits = self.object_classifier(h)
+        if self.config.detector_skip:
+            logits = logits + torch.log(batch.extra["class_dist"].clamp_min(SKIP_FLOOR))
+        return logits, nfe
 
     def pair_inputs(self, batch: RelBatch, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (visual, semantic) vectors of each pair."""
