@@ -1,27 +1,28 @@
-"""NODIS ablation (the paper's Table 2) and integration-time sweep (its Fig. 3) on synthetic data; prints JSON.
+"""NODIS ablation (the paper's Table 2) and integration-time sweep (its Fig. 3) on synthetic data.
 
-Table 2: rows ode = none / object / pair / both (which neural ODE runs; a switched-off one is the
-identity), columns SGCls and PredCls R@20 / R@50 / R@100 on the test split, `--seeds` seeds, mean and
-sample sd. Every run trains the same epochs on the same images with the same batch size, so every
-row takes the same number of optimiser steps; the best epoch is chosen on val R@50 in SGCls. The
-head is trained once per (row, seed) in SGCls (its training input never depends on the task: GT
-pairs, corrupted GT class distributions into the O-ODE, GT labels into the pair embeddings) and
-the same weights are scored in PredCls with `retask` (as `sgtool train --from RUN --task predcls`).
-Fig. 3: ode = both, seed 0, t_end in `--t-end`: SGCls R@50, the O-ODE's and the P-ODE's forward
-NFE per test image (the paper counts them on 5,000 training images).
+Table 2: rows ode = none / pair / object / both (which neural ODE runs; a switched-off one is the
+identity), columns SGGen (sgtool's SGDet), SGCls and PredCls R@20 / R@50 / R@100 on the test split,
+`--seeds` seeds, mean and sample sd, Welch's test for the rows the paper compares. Every run trains
+the same epochs on the same images with the same batch size (the same optimiser steps) and keeps its
+FINAL weights (val_every = epochs: only the last epoch is validated, so it is the kept one). A head is
+trained once per (row, seed) in SGCls (its training never depends on the task: GT pairs, the frozen
+detector's class distributions into the O-ODE, GT labels into the pair embeddings) and the same
+weights are scored in PredCls and SGDet with `retask` (as `sgtool train --from RUN --task ...`).
+Fig. 3: ode = both, t_end in `--t-end` (from 0.05), the same seeds: SGCls R@50 on the VALIDATION
+images, the forward NFE of each ODE per val image and the wall-clock of each ODE's solves per val
+image (one thread, after one warm-up pass); the t_end = 1.5 runs are Table 2's `both` runs.
 
-SGCls needs a detector: one is trained with a time budget (`--detector-minutes`) once per workspace
-(`--workspace DIR` keeps it, with the dataset and the cached ROI features, for the next call) or an
-existing one is reused with `--detector RUN`. The heads use its frozen backbone's ROI features.
+The detector trains on an epoch budget (`--detector-epochs`), once per workspace (`--workspace DIR`
+keeps it, the dataset and the cached ROI features for the next call); the heads use its frozen
+backbone's ROI features and, in training, its class distributions of the GT boxes.
 
-    nice -n 10 python benchmarks/ablate_nodis.py --workspace /tmp/nodis-ws      # sized for ~25 min on 2 idle cores
-    python benchmarks/ablate_nodis.py --images 120 --epochs 1 --seeds 1 --t-end 0.5 1.5   # a quick look
+    nice -n 10 python benchmarks/ablate_nodis.py --workspace /tmp/nodis-ws      # writes benchmarks/results/
+    python benchmarks/ablate_nodis.py --images 60 --epochs 1 --seeds 2 --t-end 0.05 1.5 --no-write  # a quick look
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,129 +30,153 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from results_io import summarise, welch, write_result
 from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared, load_prepared_priors
 from sgtool.data.synth import prepare_synth
 from sgtool.detect import load_detector
-from sgtool.engine.train_detector import train_detector
 from sgtool.engine.objects import detector_source
-from sgtool.engine.train import retask, train
+from sgtool.engine.train import load_trained_head, retask, train
+from sgtool.engine.train_detector import train_detector
+from sgtool.engine.visual import cache_dataset_features, dataset_source
 from sgtool.eval.run_eval import evaluate_predictions
 from sgtool.workspace import Workspace
 
-ROWS = ("none", "object", "pair", "both")
+ROWS = ("none", "pair", "object", "both")  # the paper's Table 2 order: models 1-4
+TASKS = ("sgdet", "sgcls", "predcls")
 KS = (20, 50, 100)
+T_TABLE = 1.5
 DATASET = "nodis-synth"
 DETECTOR = "nodis-detector"
-PAPER = {  # Cong et al., ECCV 2020, Table 2 (R@50 / R@100) and Sect. 4.4 / Fig. 3
-    "table2": {"none": {"sgcls": [35.3, 36.1], "predcls": [65.4, 67.4]},
-               "pair": {"sgcls": [35.9, 36.6], "predcls": [65.9, 67.9]},
-               "object": {"sgcls": [41.4, 42.5], "predcls": [65.4, 67.5]},
-               "both": {"sgcls": [41.9, 42.9], "predcls": [66.0, 67.9]}},
-    "fig3": "SGCls R@50 rises from 56.5 to 62.0 until t_end = 1.5, then falls; NFE 8.0 -> 26.2 (O-ODE), 8.0 -> 24.0 (P-ODE)",
+COMPARED = [("object", "none"), ("both", "pair"), ("pair", "none"), ("both", "object"), ("both", "none")]
+SOURCES = ["sgtool/heads/nodis.py", "sgtool/heads/_relbatch.py", "sgtool/engine/train.py", "sgtool/engine/objects.py",
+           "sgtool/eval", "sgtool/detect", "sgtool/features", "sgtool/data/synth.py"]
+PAPER = {  # Cong et al., ECCV 2020 (Visual Genome): Table 2 [R@50, R@100] and Sect. 4.4 / Fig. 3
+    "table2": {"none": {"sgdet": [27.1, 30.4], "sgcls": [35.3, 36.1], "predcls": [65.4, 67.4]},
+               "pair": {"sgdet": [27.3, 30.6], "sgcls": [35.9, 36.6], "predcls": [65.9, 67.9]},
+               "object": {"sgdet": [27.3, 30.7], "sgcls": [41.4, 42.5], "predcls": [65.4, 67.5]},
+               "both": {"sgdet": [27.7, 31.0], "sgcls": [41.9, 42.9], "predcls": [66.0, 67.9]}},
+    "fig3": {"t_end": [0.05, 3.0], "sgcls_R@50": "56.5 at t_end = 0.05 rising to 62.0 at 1.5, then falling",
+             "nfe_object": [8.0, 26.2], "nfe_pair": [8.0, 24.0], "seconds_pair_per_image": [0.06, 0.21],
+             "seconds_object_per_image": "< 1e-4", "images": "5,000 training images, one GTX 1080 Ti"},
 }
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=None, help="keep dataset, detector and features here")
-    parser.add_argument("--detector", default=None, help="reuse this detector run of the workspace")
-    parser.add_argument("--detector-minutes", type=float, default=6.0)
-    parser.add_argument("--images", type=int, default=300, help="synthetic images (70%% train)")
+    parser.add_argument("--detector-epochs", type=int, default=4)
+    parser.add_argument("--images", type=int, default=300, help="synthetic images (70%% train, 10%% val, 20%% test)")
     parser.add_argument("--size", type=int, default=128, help="synthetic image side (pixels)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="head epochs, the same for every run")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--t-end", type=float, nargs="+", default=[0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--t-end", type=float, nargs="+", default=[0.05, 0.5, 1.5, 3.0])
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--bg-ratio", type=float, default=2.0, help="unannotated pairs per annotated pair in training")
+    parser.add_argument("--max-boxes", type=int, default=12, help="SGDet detections kept per image before pairing")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads while training")
     parser.add_argument("--only", nargs="+", default=None, metavar="ODE:SEED:T_END",
-                        help="train just these runs into --workspace and print nothing (to share the work out)")
-    parser.add_argument("--collect", action="store_true",
-                        help="train nothing: report the complete runs of --workspace (rows list the seeds they hold)")
+                        help="train just these runs into --workspace and write nothing (to share the work out)")
+    parser.add_argument("--worker", default=None, metavar="K/N",
+                        help="train every N-th run of the full job list from the K-th (0-based) and write nothing")
+    parser.add_argument("--no-write", action="store_true", help="print the JSON, do not write benchmarks/results/")
     return parser.parse_args()
 
 
-def prepared_workspace(ws: Workspace, args: argparse.Namespace) -> str:
-    """The dataset and a detector run (trained once per workspace unless --detector names one)."""
+def prepared_workspace(ws: Workspace, args: argparse.Namespace) -> None:
+    """The dataset, the detector run (trained once per workspace, on an epoch budget) and its pooled ROI
+    feature caches (written once, before any worker trains)."""
     if not (ws.root / "data" / DATASET).is_dir():
         prepare_synth(ws, images=args.images, size=args.size, seed=0, name=DATASET, workers=1)
-    if args.detector:
-        return args.detector
-    if not (ws.run_dir(DETECTOR) / "metrics.json").is_file():  # a finished detector run
-        train_detector(ws, dataset=DATASET, name=DETECTOR, time_budget=args.detector_minutes, epochs=100, seed=0,
-                       device="cpu", threads=args.threads)
-    return DETECTOR
-
-
-def detector_object_accuracy(ws: Workspace, detector: str) -> float:
-    """SGCls object accuracy of the detector's own box classifier on the test split (argmax of its classes)."""
+    if not (ws.run_dir(DETECTOR) / "metrics.json").is_file():
+        train_detector(ws, dataset=DATASET, name=DETECTOR, epochs=args.detector_epochs, seed=0, device="cpu",
+                       threads=args.threads)
     prepared = load_prepared(ws, DATASET)
-    test = prepared.graphs.split_subset("test")
-    source = detector_source(load_detector(ws, detector, prepared.vocab, "cpu"), prepared, "sgcls")
-    return round(100 * float(np.mean(source(test).labels == test.labels)), 2)
+    cache_dataset_features(ws, prepared, dataset_source(prepared, load_detector(ws, DETECTOR, prepared.vocab, "cpu")))
 
 
-def detector_minutes(ws: Workspace, detector: str) -> float | None:
-    """The time budget the detector run was trained with."""
-    import yaml
-
-    budget = (yaml.safe_load((ws.run_dir(detector) / "config.yaml").read_text()).get("options") or {}).get("time_budget")
-    return None if budget is None else round(float(budget) / 60, 2)
+def run_name(ode: str, seed: int, t_end: float) -> str:
+    return f"nodis-{ode}-t{t_end:g}-s{seed}"
 
 
-def scores(ws: Workspace, run: str, task: str) -> dict:
+def train_run(ws: Workspace, args: argparse.Namespace, ode: str, seed: int, t_end: float) -> None:
+    """Train one SGCls run (final weights) and, at the table's t_end, score it in SGDet and PredCls too."""
+    name = run_name(ode, seed, t_end)
+    if not (ws.run_dir(name) / "run.json").is_file():
+        train(ws, head="nodis", dataset=DATASET, task="sgcls", name=name, epochs=args.epochs, t_end=t_end,
+              overrides=[f"ode={ode}", "features=visual", "front_end=lstm", f"hidden={args.hidden}", "embed=32",
+                         "mask_size=16", "val_metric=R@50", f"val_every={args.epochs}", f"bg_ratio={args.bg_ratio:g}",
+                         f"max_boxes={args.max_boxes}"],
+              detector=DETECTOR, seed=seed, device="cpu", cache_features=True)
+    for task in TASKS[::2] if t_end == T_TABLE else ():
+        if not (ws.run_dir(f"{name}-{task}") / "run.json").is_file():
+            retask(ws, name, task=task, name=f"{name}-{task}", device="cpu")
+
+
+def scores(ws: Workspace, run: str, task: str, split: str = "test") -> dict:
+    """R@K of a run's predictions on a split, and what the head recorded (object accuracies, NFE)."""
     prepared = load_prepared(ws, DATASET)
-    test = prepared.graphs.split_subset("test")
-    predictions = read_predictions(ws.run_dir(run) / "predictions" / "test.h5")
-    metrics = evaluate_predictions(test, predictions, task, load_prepared_priors(ws, DATASET), prepared.vocab,
+    graphs = prepared.graphs.split_subset(split)
+    predictions = read_predictions(ws.run_dir(run) / "predictions" / f"{split}.h5")
+    metrics = evaluate_predictions(graphs, predictions, task, load_prepared_priors(ws, DATASET), prepared.vocab,
                                    ks=KS).metrics
-    out = {f"R@{k}": round(100 * float(metrics[f"R@{k}"]), 2) for k in KS}
-    head_meta = predictions.meta.get("head_meta") or {}  # what the head recorded while predicting
-    for key in ("object_accuracy", "nfe_object", "nfe_pair"):
+    out = {f"R@{k}": 100 * float(metrics[f"R@{k}"]) for k in KS}
+    head_meta = predictions.meta.get("head_meta") or {}
+    for key in ("object_accuracy", "detector_object_accuracy"):
         if head_meta.get(key) is not None:
-            out[key] = round((100 if key == "object_accuracy" else 1) * float(head_meta[key]), 2)
+            out[key] = 100 * float(head_meta[key])
+    out.update({key: float(head_meta[key]) for key in ("nfe_object", "nfe_pair") if key in head_meta})
     return out
 
 
-def complete(ws: Workspace, name: str) -> bool:
-    path = ws.run_dir(name) / "run.json"
-    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
+def seconds_per_image(ws: Workspace, run: str, split: str = "val") -> dict:
+    """Wall-clock of the O-ODE's and the P-ODE's solves per image of a split (SGCls objects, one thread)."""
+    head, _, prepared = load_trained_head(ws, run)
+    graphs = prepared.graphs.split_subset(split)
+    objects = detector_source(load_detector(ws, DETECTOR, prepared.vocab, "cpu"), prepared, "sgcls")(graphs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        head.predict(objects)  # warm-up
+        head.model.solve_seconds = [0.0, 0.0]
+        head.predict(objects)
+    finally:
+        torch.set_num_threads(threads)
+    per_image = np.array(head.model.solve_seconds) / max(graphs.num_images, 1)
+    return {"seconds_object": float(per_image[0]), "seconds_pair": float(per_image[1])}
 
 
-def one_run(ws: Workspace, detector: str, args: argparse.Namespace, ode: str, seed: int, t_end: float,
-            first: bool) -> dict | None:
-    """Train (unless done) and score one run; --collect: score it only if it is complete, else None."""
-    name = f"nodis-{ode}-t{t_end:g}-s{seed}"
-    predcls = t_end == 1.5  # Fig. 3 needs SGCls only
-    if args.collect:
-        if not complete(ws, name) or (predcls and not complete(ws, name + "-predcls")):
-            return None
-    elif not (ws.run_dir(name) / "run.json").is_file():
-        train(ws, head="nodis", dataset=DATASET, task="sgcls", name=name, epochs=args.epochs, t_end=t_end,
-              overrides=[f"ode={ode}", "features=visual", f"hidden={args.hidden}", "embed=32", "mask_size=16",
-                         "val_metric=R@50"], detector=detector, seed=seed, device="cpu", cache_features=first)
-    if predcls and not (ws.run_dir(name + "-predcls") / "run.json").is_file():
-        retask(ws, name, task="predcls", name=name + "-predcls", device="cpu")
-    epochs = [json.loads(line) for line in (ws.run_dir(name) / "log.jsonl").read_text().splitlines()]
-    return {"ode": ode, "seed": seed, "t_end": t_end, "sgcls": scores(ws, name, "sgcls"),
-            "predcls": scores(ws, name + "-predcls", "predcls") if predcls else None,
-            "train_seconds": round(sum(r.get("seconds", 0) for r in epochs if r.get("event") == "epoch"), 1)}
+def optimiser_steps(ws: Workspace, run: str) -> int:
+    """The optimiser steps a run took (its last epoch record's step count)."""
+    records = [json.loads(line) for line in (ws.run_dir(run) / "log.jsonl").read_text().splitlines()]
+    return max(int(r.get("step", 0)) for r in records if r.get("event") == "epoch")
 
 
-def mean_sd(values: list[float]) -> list[float]:
-    return [round(statistics.mean(values), 2), round(statistics.stdev(values), 2) if len(values) > 1 else 0.0]
-
-
-def table2(runs: list[dict]) -> dict:
-    """Per row and task: [mean, sd] of each score over the seeds, and the seeds it holds."""
+def table2(ws: Workspace, seeds: range) -> dict:
+    """Per row and task: each score's values over the seeds with mean and sample sd."""
     out = {}
     for ode in ROWS:
-        mine = [r for r in runs if r["ode"] == ode]
-        if mine:
-            out[ode] = {task: {key: mean_sd([r[task][key] for r in mine]) for key in mine[0][task]}
-                        for task in ("sgcls", "predcls")}
-            out[ode]["seeds"] = [r["seed"] for r in mine]
+        runs = {task: [scores(ws, f"{run_name(ode, s, T_TABLE)}{'' if task == 'sgcls' else '-' + task}", task)
+                       for s in seeds] for task in TASKS}
+        out[ode] = {task: {key: summarise([r[key] for r in rs]) for key in rs[0]} for task, rs in runs.items()}
     return out
+
+
+def verdicts(table: dict) -> dict:
+    """Welch's test of R@50 and R@100 for the row pairs the paper's Table 2 compares, per task."""
+    return {f"{a} vs {b}": {task: {key: welch(table[a][task][key]["values"], table[b][task][key]["values"])
+                                   for key in ("R@50", "R@100")} for task in TASKS} for a, b in COMPARED}
+
+
+def fig3(ws: Workspace, t_ends: list[float], seeds: range) -> list[dict]:
+    """Per t_end: val SGCls R@50, NFE and solve seconds per val image of each ODE, over the seeds."""
+    points = []
+    for t_end in t_ends:
+        runs = [{**scores(ws, run_name("both", s, t_end), "sgcls", "val"),
+                 **seconds_per_image(ws, run_name("both", s, t_end))} for s in seeds]
+        keys = ("R@50", "object_accuracy", "nfe_object", "nfe_pair", "seconds_object", "seconds_pair")
+        points.append({"t_end": t_end, **{key: summarise([r[key] for r in runs]) for key in keys}})
+    return points
 
 
 def main() -> None:
@@ -160,34 +185,36 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(args.workspace or Path(tmp) / "ws")
-        detector = prepared_workspace(ws, args)
-        detector_seconds = round(time.perf_counter() - started, 1)
-        if args.only:
-            for job in args.only:
-                ode, seed, t_end = job.split(":")
-                one_run(ws, detector, args, ode, int(seed), float(t_end), first=False)
+        prepared_workspace(ws, args)
+        seeds = range(args.seeds)
+        t_ends = sorted(set(args.t_end) | {T_TABLE})
+        jobs = [(ode, s, T_TABLE) for s in seeds for ode in ROWS]
+        jobs += [("both", s, t) for s in seeds for t in t_ends if t != T_TABLE]
+        if args.only or args.worker:
+            first, step = (int(n) for n in args.worker.split("/")) if args.worker else (0, 1)
+            chosen = [job.split(":") for job in args.only] if args.only else jobs[first::step]
+            for ode, seed, t_end in chosen:
+                train_run(ws, args, ode, int(seed), float(t_end))
             return
-        runs = [one_run(ws, detector, args, ode, seed, 1.5, first=(ode, seed) == (ROWS[0], 0))
-                for seed in range(args.seeds) for ode in ROWS]
-        runs = [r for r in runs if r is not None]
-        sweep = [next((r for r in runs if r["ode"] == "both" and r["seed"] == 0 and t == 1.5), None)
-                 or one_run(ws, detector, args, "both", 0, t, first=False) for t in args.t_end]
-        sweep = [r for r in sweep if r is not None]
-        detector_metrics = json.loads((ws.run_dir(detector) / "metrics.json").read_text()) \
-            if (ws.run_dir(detector) / "metrics.json").is_file() else None
-        detector_accuracy = detector_object_accuracy(ws, detector)
-    print(json.dumps({
-        "benchmark": "ablate_nodis", "dataset": "synth", "images": args.images, "size": args.size,
-        "epochs": args.epochs, "seeds": args.seeds, "hidden": args.hidden, "front_end": "fc", "features": "visual",
-        "solver": "dopri5, atol = rtol = 0.01", "split": "test", "threads": args.threads,
-        "detector": {"run": detector, "minutes": detector_minutes(ws, detector), "sgcls_object_accuracy": detector_accuracy,
-                     "test_mAP@.5": (detector_metrics or {}).get("metrics", {}).get("mAP@.5")},
-        "collected_only": args.collect,
-        "seconds": {"detector_and_data": detector_seconds, "total": round(time.perf_counter() - started, 1)},
-        "table2": table2(runs), "fig3": [{"t_end": r["t_end"], "sgcls_R@50": r["sgcls"]["R@50"],
-                                          "nfe_object": r["sgcls"].get("nfe_object"),
-                                          "nfe_pair": r["sgcls"].get("nfe_pair")} for r in sweep],
-        "runs": runs, "paper": PAPER}, indent=2))
+        for ode, seed, t_end in jobs:
+            train_run(ws, args, ode, seed, t_end)
+        steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs})  # one value: the same in every run
+        table = table2(ws, seeds)
+        numbers = {"table2": table, "welch": verdicts(table), "fig3": fig3(ws, t_ends, seeds),
+                   "detector": json.loads((ws.run_dir(DETECTOR) / "metrics.json").read_text()).get("metrics"),
+                   "seconds_total": round(time.perf_counter() - started, 1)}
+    budgets = {"head_epochs": args.epochs, "head_steps_per_run": steps,
+               "detector_epochs": args.detector_epochs, "batch_size": 8, "images": args.images, "size": args.size,
+               "hidden": args.hidden, "bg_ratio": args.bg_ratio, "sgdet_max_boxes": args.max_boxes, "front_end": "lstm",
+               "checkpoint": "final weights (val_every = epochs)", "table_split": "test", "fig3_split": "val",
+               "t_end_table": T_TABLE, "solver": "dopri5, atol = rtol = 0.01", "threads": args.threads}
+    if args.no_write:
+        print(json.dumps({"budgets": budgets, "numbers": numbers}, indent=2))
+        return
+    path = write_result("ablate_nodis", budgets=budgets, seeds=list(seeds), numbers=numbers, sources=SOURCES,
+                        paper=PAPER, notes="Table 2 rows x SGDet (the paper's SGGen) / SGCls / PredCls and Fig. 3 "
+                                           "on sgtool's synthetic data; R@K in %; sd is the sample sd over seeds.")
+    print(path)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from sgtool.data.predictions import read_predictions
 from sgtool.errors import SgtoolError
 from sgtool.heads import ObjectPredictions, TrainData, get_head, gt_objects, make_config
 from sgtool.heads._relbatch import predict_batches
-from sgtool.heads.nodis import NodisHead, fixed_adjacency_product, noisy_distributions
+from sgtool.heads.nodis import ImageSequences, NodisHead, fixed_adjacency_product, noisy_distributions
 from sgtool.workspace import Workspace
 
 C, P = 5, 4  # tiny vocabulary sizes with background
@@ -80,7 +80,7 @@ def test_adjoint_and_plain_solve_give_the_same_forward_output():
     adjoint = head.model(batch)
     torch.testing.assert_close(adjoint["predicate_logits"], plain)
     head.loss(batch)["loss"].backward()  # the adjoint backward pass runs
-    assert head.model.pair_ode.net[0].weight.grad is not None
+    assert head.model.pair_ode.lstm.weight_ih_l0.grad is not None
 
 
 @pytest.mark.parametrize("front_end", ["fc", "gcn", "lstm"])
@@ -197,12 +197,15 @@ def test_sgcls_labels_are_the_o_ode_classifiers_and_follow_its_input_distributio
     assert NodisHead.labels_objects
     batch = next(iter(predict_batches(test.image_ids, test.box_offsets, test.boxes, test.labels, objects.scores,
                                       len(test.image_ids), head._visual())))
+    rng = np.random.default_rng(0)  # the orders predict draws for its one batch
     batch.extra = {"class_dist": torch.from_numpy(objects.class_scores),
-                   "order_noise": torch.zeros(len(batch.pairs), dtype=torch.float64)}
+                   "order_noise": torch.from_numpy(rng.random(len(batch.pairs))),
+                   "object_order": torch.from_numpy(rng.random(len(batch.labels)))}
     with torch.no_grad():
         logits = head.model(batch, own_labels=True)["object_logits"]
     np.testing.assert_array_equal(pred.labels, logits[:, 1:].argmax(1).numpy() + 1)
-    np.testing.assert_allclose(pred.scores, torch.softmax(logits, 1).max(1).values.numpy(), atol=1e-6)
+    chosen = torch.softmax(logits, 1)[torch.arange(len(logits)), torch.from_numpy(pred.labels)]
+    np.testing.assert_allclose(pred.scores, chosen.numpy(), atol=1e-6)  # the softmax at the chosen foreground label
     noise = np.random.default_rng(5).dirichlet(np.ones(C), len(test.labels)).astype(np.float32)
     changed = head.predict(sgcls_objects(test, noise))
     assert not np.allclose(changed.rel_scores, pred.rel_scores)  # the detector's distribution reaches the O-ODE
@@ -210,7 +213,7 @@ def test_sgcls_labels_are_the_o_ode_classifiers_and_follow_its_input_distributio
     np.testing.assert_array_equal(gt.labels, test.labels)  # PredCls keeps the GT labels
 
 
-def test_the_o_ode_is_trained_on_corrupted_not_clean_gt_distributions():
+def test_without_a_detector_the_o_ode_is_trained_on_corrupted_not_clean_gt_distributions():
     labels = np.random.default_rng(0).integers(1, C, 4000)
     dist = noisy_distributions(labels, C, 0.3, np.random.default_rng(1))
     np.testing.assert_allclose(dist.sum(1), 1, atol=1e-5)
@@ -237,8 +240,9 @@ def test_ode_switches_bypass_each_ode_and_change_the_numbers():
     assert not np.allclose(outputs["object"].rel_scores, outputs["pair"].rel_scores, atol=1e-3)
 
 
-def test_frequency_bias_is_switchable():
-    head, graphs = trained(steps=2)
+def test_frequency_bias_is_off_by_default_and_switchable():
+    assert make_config(NodisHead, {}).freq_bias is False
+    head, graphs = trained(steps=2, freq_bias=True)
     test = gt_objects(graphs.split_subset("test"))
     with_bias = head.predict(test).rel_scores
     head.config.freq_bias = False
@@ -279,3 +283,108 @@ def test_ode_none_and_both_through_the_cli_give_different_numbers(tmp_path, cli)
         assert pred.meta["head_meta"]["ode"] == ode and pred.meta["head"] == "nodis"  # the head's meta survives the engine's
     assert scores["none"].meta["head_meta"]["nfe_per_image"] == 0 and scores["both"].meta["head_meta"]["nfe_per_image"] > 0
     assert not np.allclose(scores["none"].rel_scores, scores["both"].rel_scores, atol=1e-3)
+
+
+# ---------------------------------------------------------------- context inside each image, none across images
+
+def two_image_rows(seed: int = 0):
+    """Rows of two images (5 and 4 rows), their image index and a random order."""
+    rng = np.random.default_rng(seed)
+    image = torch.tensor([0, 1, 0, 0, 1, 0, 1, 1, 0])
+    return image, torch.from_numpy(rng.random(len(image)))
+
+
+@pytest.mark.parametrize("which", ["object_ode", "pair_ode"])
+def test_the_ode_function_reads_its_images_other_rows_and_no_other_image(which):
+    head, _ = built()
+    func = getattr(head.model, which)
+    image, order = two_image_rows()
+    func.sequences = ImageSequences(image, 2, order)
+    x = torch.randn(len(image), func.lstm.input_size, generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[0] += 1.0  # one row of image 0
+    with torch.no_grad():
+        before, after = func(torch.tensor(0.0), x), func(torch.tensor(0.0), changed)
+    moved = (after - before).abs().amax(1)
+    same_image, other_image = (image == 0).numpy(), (image == 1).numpy()
+    same_image[0] = False
+    assert (moved[torch.from_numpy(same_image)] > 1e-4).all()  # every other row of its image feels it
+    torch.testing.assert_close(after[image == 1], before[image == 1], rtol=0, atol=0)  # the other image: exactly not
+    assert func(torch.tensor(1.0), x).equal(func(torch.tensor(0.0), x))  # f(t, x) is a function of x (autonomous)
+
+
+def test_changing_one_objects_or_pairs_input_changes_another_ones_output():
+    head, graphs = built(visual=True)
+    batch = first_batch(head, graphs)
+    with torch.no_grad():
+        base = head.model(batch)
+        batch.extra["class_dist"] = batch.extra["class_dist"].clone()
+        batch.extra["class_dist"][0] = torch.roll(batch.extra["class_dist"][0], 1)  # object 0's input only
+        changed = head.model(batch)
+    first_image = torch.from_numpy(np.arange(len(batch.labels)) < batch.box_offsets[1])
+    diff = (changed["object_logits"] - base["object_logits"]).abs().amax(1)
+    assert (diff[1:][first_image[1:]] > 1e-5).all()  # the O-ODE carries object 0 to the image's other objects
+    head2, _ = built(visual=True, ode="pair")  # the O-ODE off: only the P-ODE can carry context between pairs
+    with torch.no_grad():
+        base = head2.model(batch)["predicate_logits"]
+        batch.visual["union"] = batch.visual["union"].clone()
+        batch.visual["union"][0] += 1.0  # pair 0's own union vector only
+        changed = head2.model(batch)["predicate_logits"]
+    same_image = batch.pair_image == batch.pair_image[0]
+    same_image[0] = False
+    assert same_image.any() and ((changed - base).abs().amax(1)[same_image] > 1e-5).all()
+
+
+def test_training_feeds_the_o_ode_the_class_sources_distributions():
+    head, graphs = built()
+    calls = []
+
+    def detector_like(image_ids, box_offsets, boxes):
+        calls.append(len(image_ids))
+        rows = np.arange(len(boxes))
+        return np.eye(C, dtype=np.float32)[(rows % (C - 1)) + 1] * 0.7 + 0.3 / C
+
+    head.class_source = detector_like
+    batch = first_batch(head, graphs)
+    assert calls == [batch.num_images]
+    np.testing.assert_allclose(batch.extra["class_dist"].numpy(), detector_like([], [], batch.boxes.numpy()))
+
+
+def test_sgdet_detections_are_capped_at_max_boxes_per_image():
+    head, graphs = trained(steps=1, max_boxes=3)
+    test = graphs.split_subset("test")
+    objects = dataclasses.replace(sgcls_objects(test), detected=True)
+    pred = head.predict(objects)
+    counts = np.diff(pred.box_offsets)
+    np.testing.assert_array_equal(counts, np.minimum(np.diff(test.box_offsets), 3))
+    assert len(pred.pairs) == int((counts * (counts - 1)).sum())  # every ordered pair of the kept boxes
+
+
+def test_sgcls_head_meta_holds_the_heads_and_the_detectors_object_accuracy():
+    from types import SimpleNamespace
+
+    from sgg_fixtures import tiny_vocab
+    from sgtool.engine.train import predict_split
+
+    head, graphs = trained(steps=2)
+    test = graphs.split_subset("test")
+    objects = sgcls_objects(test)
+    detector_labels = objects.class_scores[:, 1:].argmax(1) + 1
+    objects = dataclasses.replace(objects, labels=detector_labels)  # a source's labels: its own argmax
+    run = SimpleNamespace(source=lambda g: objects, prepared=SimpleNamespace(name="tiny", vocab=tiny_vocab()),
+                          record=SimpleNamespace(task="sgcls", head="nodis", run="r"))
+    meta = predict_split(head, test, "test", run).meta["head_meta"]
+    assert meta["detector_object_accuracy"] == pytest.approx(float(np.mean(detector_labels == test.labels)))
+    pred = head.predict(objects)
+    assert meta["object_accuracy"] == pytest.approx(float(np.mean(pred.labels == test.labels)))
+
+
+def test_detector_skip_starts_the_o_ode_at_the_detectors_labels():
+    head, graphs = built(visual=True)
+    torch.nn.init.zeros_(head.model.object_classifier.weight)
+    torch.nn.init.zeros_(head.model.object_classifier.bias)
+    objects = sgcls_objects(graphs.split_subset("test"))
+    pred = head.predict(objects)
+    np.testing.assert_array_equal(pred.labels, objects.class_scores[:, 1:].argmax(1) + 1)
+    head.config.detector_skip = False
+    assert (head.predict(objects).labels == 1).all()  # zero logits without the skip: the first class everywhere

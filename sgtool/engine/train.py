@@ -420,6 +420,8 @@ def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: Run
     record = run.record
     if record.task == "sgcls":
         head_meta["object_accuracy"] = object_accuracy(graphs, predictions)
+        if objects.class_scores is not None:  # the detector's own labels on the same boxes
+            head_meta["detector_object_accuracy"] = object_accuracy(graphs, objects)
     predictions.meta = {"dataset": run.prepared.name, "split": split, "task": record.task, "head": record.head,
                         "run": record.run, "num_images": graphs.num_images,
                         "vocabulary_fingerprint": vocabulary_fingerprint(run.prepared.vocab)}

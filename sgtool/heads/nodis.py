@@ -7,29 +7,37 @@ docs/methods/nodis.md maps each equation to the code and lists every deviation.
 Objects (eq. 7):  x_u = FC([visual ROI vector of the box (when the head has visual features), box geometry,
                             class distribution of the object source])
           class distribution: PredCls the one-hot GT label; SGCls the detector's box classifier
-          (`ObjectPredictions.class_scores`); SGDet the detection's score on its label; training: the GT
-          one-hot corrupted (`label_noise`), never the clean GT, so the classifier cannot learn to echo it.
-          O-ODE: dh/dt = tanh(W_s h_u + W_n mean_{u' in image(u)} h_u');  h_u = odeint(O-ODE, x_u, [0, t_end])
-          object logits = Linear(h_u): the labels and scores returned in SGCls / SGDet (`labels_objects`).
+          (`ObjectPredictions.class_scores`); SGDet the detection's score on its label; training: the frozen
+          detector's distributions of the GT boxes (`DetectorClassDistributions`, as the official code), or,
+          with no detector attached (spatial features), the GT one-hot corrupted (`label_noise`).
+          O-ODE: dh/dt = BiLSTM(h) over each image's objects in random order;  h_u = odeint(O-ODE, x_u, [0, t_end])
+          object logits = Linear(h_u) (+ log of the class distribution: `detector_skip`, on): the labels and
+          scores returned in SGCls / SGDet (`labels_objects`).
 Pairs (eq. 8):    visual part   v = [ROI(s), ROI(o), ROI(union)] (when visual) + box geometry of s, o, union
                                     + RelDN spatial (22) + conv(2 x S x S pair masks)
-                  semantic part e = [emb(l_s), emb(l_o)], l = the O-ODE classifier's labels in SGCls / SGDet,
-                                    the GT labels in PredCls and in training (the paper's teacher forcing)
+                  semantic part e = [emb(l_s), emb(l_o)] (learned class embeddings: the language prior),
+                                    l = the O-ODE classifier's labels in SGCls / SGDet, the GT labels in
+                                    PredCls and in training (the paper's teacher forcing)
           front end: fc   FC(v) || FC(e) (two separate layers)
                      gcn  ReLU(A [v, e] W), A = 0.8 on the diagonal, 0.2 spread over the row (each image's pairs)
                      lstm BiLSTM(v) || BiLSTM(e) over each image's pairs in random order
-          P-ODE: dp/dt = W_2 tanh(W_1 p);  p = odeint(P-ODE, front_end, [0, t_end])
-          logits = Linear(ReLU(Linear(p))) (+ log p(predicate | l_s, l_o) from the training split: `freq_bias`)
+          P-ODE: dp/dt = BiLSTM(p) over each image's pairs in random order;  p = odeint(P-ODE, front_end, [0, t_end])
+          logits = Linear(ReLU(Linear(p))) (+ log p(predicate | l_s, l_o) of the training split if `freq_bias`, off)
+Both ODE functions restart their LSTM from a zero state at every evaluation: f(t, x) depends on x alone.
 `ode`: none | object | pair | both: which ODEs run; a switched-off ODE is the identity (h = x).
 Both ODEs: dopri5, atol = rtol = 0.01 (torchdiffeq); `adjoint` uses odeint_adjoint. All images of a batch are
-solved as one state; `predict` writes the image-weighted mean NFE of each ODE into the predictions' meta.
+solved as one state (padded, packed sequences); `predict` writes the image-weighted mean NFE of each ODE
+into the predictions' meta.
 Loss: cross entropy on predicates + `object_loss` x cross entropy on objects (GT targets).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
+
+import time
 
 import numpy as np
 import torch
@@ -42,11 +50,13 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
+from sgtool.heads._pairs import cap_boxes
 from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
 
 FRONT_ENDS = ("fc", "gcn", "lstm")
+SKIP_FLOOR = 1e-4  # the smallest class probability the detector skip passes on (log: -9.2)
 ODE_MODES = ("none", "object", "pair", "both")
 
 
@@ -59,16 +69,20 @@ class NodisConfig(VisualHeadConfig):
                             choices=FRONT_ENDS)
     ode: str = option("both", "which neural ODEs run (a switched-off one is the identity): none, object, pair or both",
                       choices=ODE_MODES)
-    freq_bias: bool = option(True, "add the training split's log frequency prior log p(predicate | subject, object class) "
-                                   "to the predicate logits", flag=False)
-    label_noise: float = option(0.3, "training: chance that an object's input class distribution peaks on a wrong class "
-                                     "(the O-ODE never sees the clean GT label)", min=0.0, max=1.0, flag=False)
+    freq_bias: bool = option(False, "add the training split's log frequency prior log p(predicate | subject, object class) "
+                                    "to the predicate logits (neither the paper nor its code has it)", flag=False)
+    label_noise: float = option(0.3, "training without a detector only (spatial features): chance that an object's "
+                                     "stand-in class distribution peaks on a wrong class", min=0.0, max=1.0, flag=False)
     adjoint: bool = option(False, "solve with torchdiffeq.odeint_adjoint (memory O(1) in the solver's depth)", flag=False)
     hidden: int = option(128, "width of the object state and of each half of the pair state", min=1, flag=False)
     embed: int = option(32, "class embedding size (the semantic vectors)", min=1, flag=False)
     mask_size: int = option(32, "side of the 2 x S x S pair masks fed to the spatial conv", min=4, flag=False)
     bg_ratio: float = option(3.0, "training: unannotated pairs sampled per annotated pair of an image", min=0.0, flag=False)
     object_loss: float = option(1.0, "weight of the object cross entropy", min=0.0, flag=False)
+    detector_skip: bool = option(True, "add log of the object source's class distribution to the object logits: the "
+                                       "O-ODE refines the detector's scores instead of relearning them", flag=False)
+    max_boxes: int = option(64, "SGDet: detections kept per image (highest scores) before pairing (the official "
+                                "code's max_per_img)", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -134,6 +148,60 @@ def source_distributions(objects: ObjectPredictions, num_classes: int) -> np.nda
     return out
 
 
+class DetectorClassDistributions:
+    """The frozen detector's class distribution of given boxes (softmax of its box classifier, column 0 =
+    background): the O-ODE's training input, as in the official code. Images come by id from `image`
+    (the visual source's); results are kept per (image id, boxes), so each image is classified once."""
+
+    def __init__(self, detector: Any, image: Callable[[int], torch.Tensor]) -> None:
+        self.detector, self.image = detector, image
+        self.cache: dict[tuple[int, bytes], np.ndarray] = {}
+
+    def __call__(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        boxes = np.asarray(boxes, np.float32)
+        keys = [(int(i), boxes[a:b].tobytes()) for i, a, b in zip(image_ids, box_offsets[:-1], box_offsets[1:])]
+        missing = [n for n, key in enumerate(keys) if key not in self.cache]
+        if missing:
+            probs = self.detector.classify_boxes(
+                [self.image(keys[n][0]) for n in missing],
+                [torch.from_numpy(boxes[box_offsets[n]:box_offsets[n + 1]]) for n in missing])
+            for n, p in zip(missing, probs):
+                self.cache[keys[n]] = p.numpy().astype(np.float32)
+        return np.concatenate([self.cache[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
+
+
+# ---------------------------------------------------------------- per-image sequences
+
+class ImageSequences:
+    """The rows of a batch (objects or pairs) as one sequence per image, in a given random order:
+    `run(lstm, x)` packs a flat (R, D) tensor into padded per-image sequences, runs the LSTM and
+    returns its outputs in the rows' original order. Images never see each other's rows."""
+
+    def __init__(self, image: torch.Tensor, num_images: int, order_noise: torch.Tensor) -> None:
+        order = np.lexsort((order_noise.cpu().numpy(), image.cpu().numpy()))
+        self.order = torch.from_numpy(order).to(image.device)
+        sorted_image = image[self.order]
+        lengths = torch.bincount(sorted_image, minlength=num_images)
+        self.position = torch.arange(len(image), device=image.device) - (torch.cumsum(lengths, 0) - lengths)[sorted_image]
+        used = lengths > 0
+        self.sequence = (torch.cumsum(used.long(), 0) - 1)[sorted_image]  # index among the non-empty images
+        self.lengths = lengths[used].cpu()
+        self.max_length = int(self.lengths.max()) if len(self.lengths) else 0
+
+    def run(self, lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+        """The (bidirectional) LSTM over each image's rows from a zero state; (R, output size)."""
+        width = lstm.hidden_size * (2 if lstm.bidirectional else 1)
+        if len(x) == 0:
+            return x.new_zeros(0, width)
+        padded = x.new_zeros(len(self.lengths), self.max_length, x.shape[1])
+        padded[self.sequence, self.position] = x[self.order]
+        packed = nn.utils.rnn.pack_padded_sequence(padded, self.lengths, batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=self.max_length)
+        result = x.new_empty(len(x), width)
+        result[self.order] = out[self.sequence, self.position]
+        return result
+
+
 # ---------------------------------------------------------------- ODE functions and the solve
 
 class CountedODE(nn.Module, ABC):
@@ -152,34 +220,22 @@ class CountedODE(nn.Module, ABC):
         """dx/dt at x."""
 
 
-class ObjectODE(CountedODE):
-    """dh/dt = tanh(W_s h + W_n mean of the image's objects): a GCN on the complete graph of each image."""
+class SequenceODE(CountedODE):
+    """dx/dt = BiLSTM(x): a bidirectional LSTM over each image's sequence (objects for the O-ODE, pairs
+    for the P-ODE), from a zero state at every evaluation, so f depends on x alone (autonomous).
+    `sequences` (an ImageSequences) is set once per forward pass; the state width stays `dim` (even)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.self_map, self.neighbour_map = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
-        self.image: torch.Tensor = torch.zeros(0, dtype=torch.int64)
-        self.count: torch.Tensor = torch.ones(0)
-
-    def set_graph(self, image: torch.Tensor, num_images: int) -> None:
-        self.image = image
-        self.count = torch.bincount(image, minlength=num_images).clamp(min=1).to(torch.float32)[:, None]
+        if dim % 2:
+            raise ValueError("SequenceODE needs an even state width (two LSTM directions)")
+        self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.sequences: ImageSequences | None = None
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.zeros(len(self.count), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, self.image, x)
-        mean = (mean / self.count.to(x.device))[self.image]
-        return torch.tanh(self.self_map(x) + self.neighbour_map(mean))
-
-
-class PairODE(CountedODE):
-    """dp/dt = W_2 tanh(W_1 p)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.sequences is None:
+            raise RuntimeError("SequenceODE: set `sequences` before solving")
+        return self.sequences.run(self.lstm, x)
 
 
 def solve(func: CountedODE, x0: torch.Tensor, t_end: float, atol: float, rtol: float,
@@ -221,13 +277,12 @@ class FrontEnd(nn.Module):
             self.out_dim = 4 * half
 
     def forward(self, visual: torch.Tensor, semantic: torch.Tensor, pair_image: torch.Tensor, num_images: int,
-                order_noise: torch.Tensor) -> torch.Tensor:
+                sequences: ImageSequences) -> torch.Tensor:
         if self.kind == "fc":
             return torch.cat([self.visual(visual), self.semantic(semantic)], 1)
         if self.kind == "gcn":
             return F.relu(fixed_adjacency_product(self.weight(torch.cat([visual, semantic], 1)), pair_image, num_images))
-        return torch.cat([_lstm_over_images(self.visual, visual, pair_image, num_images, order_noise),
-                          _lstm_over_images(self.semantic, semantic, pair_image, num_images, order_noise)], 1)
+        return torch.cat([sequences.run(self.visual, visual), sequences.run(self.semantic, semantic)], 1)
 
 
 def fixed_adjacency_product(x: torch.Tensor, pair_image: torch.Tensor, num_images: int) -> torch.Tensor:
@@ -238,29 +293,6 @@ def fixed_adjacency_product(x: torch.Tensor, pair_image: torch.Tensor, num_image
     return torch.where(count > 1, 0.8 * x + 0.2 * others, x)
 
 
-def _lstm_over_images(lstm: nn.LSTM, x: torch.Tensor, pair_image: torch.Tensor, num_images: int,
-                      order_noise: torch.Tensor) -> torch.Tensor:
-    """The LSTM over each image's pairs as one sequence, the pairs in the random order given by order_noise."""
-    if len(x) == 0:
-        return x.new_zeros(0, 2 * lstm.hidden_size)
-    order = torch.from_numpy(np.lexsort((order_noise.cpu().numpy(), pair_image.cpu().numpy()))).to(x.device)
-    image = pair_image[order]
-    lengths = torch.bincount(image, minlength=num_images)
-    starts = torch.cumsum(lengths, 0) - lengths
-    position = torch.arange(len(x), device=x.device) - starts[image]
-    padded = x.new_zeros(num_images, int(lengths.max()), x.shape[1])
-    padded[image, position] = x[order]
-    used = lengths > 0
-    packed = nn.utils.rnn.pack_padded_sequence(padded[used], lengths[used].cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=padded.shape[1])
-    full = out.new_zeros(num_images, padded.shape[1], out.shape[2])
-    full[used] = out
-    result = torch.empty(len(x), out.shape[2], dtype=out.dtype, device=x.device)
-    result[order] = full[image, position]
-    return result
-
-
 # ---------------------------------------------------------------- the network
 
 class NodisNet(nn.Module):
@@ -269,33 +301,41 @@ class NodisNet(nn.Module):
         super().__init__()
         h, e, c = config.hidden, config.embed, num_object_classes
         self.config, self.visual_dim = config, visual_dim
-        self.object_in = nn.Sequential(nn.Linear(visual_dim + OBJECT_GEOMETRY_DIM + c, h), nn.ReLU())
-        self.object_ode = ObjectODE(h)
-        self.object_classifier = nn.Linear(h, c)
+        state = h + h % 2  # the O-ODE's BiLSTM needs an even width
+        self.object_in = nn.Sequential(nn.Linear(visual_dim + OBJECT_GEOMETRY_DIM + c, state), nn.ReLU())
+        self.object_ode = SequenceODE(state)
+        self.object_classifier = nn.Linear(state, c)
         self.embedding = nn.Embedding(c, e)
         self.mask_conv = nn.Sequential(
             nn.Conv2d(2, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, e), nn.ReLU())
         visual_in = 3 * visual_dim + 3 * OBJECT_GEOMETRY_DIM + SPATIAL_DIM + e
         self.front_end = FrontEnd(config.front_end, visual_in, 2 * e, h)
-        self.pair_ode = PairODE(self.front_end.out_dim)
+        self.pair_ode = SequenceODE(self.front_end.out_dim)
         self.predicate_classifier = nn.Sequential(nn.Linear(self.front_end.out_dim, h), nn.ReLU(),
                                                   nn.Linear(h, num_predicate_classes))
         self.register_buffer("log_freq", torch.zeros(c, c, num_predicate_classes))
+        self.solve_seconds = [0.0, 0.0]  # wall-clock of the O-ODE's and the P-ODE's solves since the last reset
 
     def _solve(self, func: CountedODE, x0: torch.Tensor, on: bool) -> tuple[torch.Tensor, int]:
         if not on:
             return x0, 0  # the identity bypass of a switched-off ODE
         c = self.config
-        return solve(func, x0, c.t_end, c.atol, c.rtol, c.adjoint)
+        started = time.perf_counter()
+        out = solve(func, x0, c.t_end, c.atol, c.rtol, c.adjoint)
+        self.solve_seconds[func is self.pair_ode] += time.perf_counter() - started  # never in numbers that repeat
+        return out
 
     def objects(self, batch: RelBatch) -> tuple[torch.Tensor, int]:
         """Object logits from [ROI vector, geometry, class distribution] through the O-ODE, and its NFE."""
         parts = [batch.visual["objects"]] if self.visual_dim else []
         parts += [batch.object_geometry(), batch.extra["class_dist"]]
-        self.object_ode.set_graph(batch.box_image, batch.num_images)
+        self.object_ode.sequences = ImageSequences(batch.box_image, batch.num_images, batch.extra["object_order"])
         h, nfe = self._solve(self.object_ode, self.object_in(torch.cat(parts, 1)), self.config.object_ode_on)
-        return self.object_classifier(h), nfe
+        logits = self.object_classifier(h)
+        if self.config.detector_skip:
+            logits = logits + torch.log(batch.extra["class_dist"].clamp_min(SKIP_FLOOR))
+        return logits, nfe
 
     def pair_inputs(self, batch: RelBatch, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (visual, semantic) vectors of each pair."""
@@ -312,7 +352,9 @@ class NodisNet(nn.Module):
         object_logits, object_nfe = self.objects(batch)
         labels = object_logits[:, 1:].argmax(1) + 1 if own_labels else batch.labels
         visual, semantic = self.pair_inputs(batch, labels)
-        f = self.front_end(visual, semantic, batch.pair_image, batch.num_images, batch.extra["order_noise"])
+        sequences = ImageSequences(batch.pair_image, batch.num_images, batch.extra["order_noise"])
+        self.pair_ode.sequences = sequences
+        f = self.front_end(visual, semantic, batch.pair_image, batch.num_images, sequences)
         p, pair_nfe = self._solve(self.pair_ode, f, self.config.pair_ode_on)
         logits = self.predicate_classifier(p)
         if self.config.freq_bias:
@@ -336,6 +378,9 @@ class NodisHead(NetworkHelpers, TrainableHead):
         self.model: NodisNet | None = None
         self.visual_source: VisualSource | None = None  # set by whoever has a detector (SGDet / visual runs)
         self.predict_stats: dict[str, float] = {}
+        # (image ids, box offsets, boxes) -> (N, C) class distributions for the O-ODE's training input; by
+        # default the frozen detector behind the visual source; None: corrupted GT one-hots (no detector)
+        self.class_source: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def build(self, data: TrainData) -> NodisNet:
         torch.manual_seed(data.seed)
@@ -356,11 +401,26 @@ class NodisHead(NetworkHelpers, TrainableHead):
                               "Run `sgtool prepare` for this dataset again.")
         return np.asarray(log_freq, np.float32)
 
+    def training_class_source(self) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:
+        """Where the O-ODE's training input comes from: `class_source`, else the detector whose backbone
+        gives the visual features (then kept as `class_source`), else None (corrupted GT one-hots)."""
+        if self.class_source is None and self.model is not None and self.uses_visual():
+            detector = getattr(self.visual_source, "detector", None)
+            if detector is not None and hasattr(self.visual_source, "image"):
+                self.class_source = DetectorClassDistributions(detector, self.visual_source.image)
+        return self.class_source
+
     def batches(self, graphs: SceneGraphs, *, shuffle: bool, rng: np.random.Generator) -> Any:
+        source = self.training_class_source()
         for batch in train_batches(graphs, self.config.batch_size, self.config.bg_ratio, shuffle, rng, self._visual()):
-            batch.extra["class_dist"] = torch.from_numpy(noisy_distributions(
-                batch.labels.numpy(), self.num_object_classes, self.config.label_noise, rng))
+            dist = (source(batch.image_ids, batch.box_offsets, batch.boxes.numpy()) if source is not None else
+                    noisy_distributions(batch.labels.numpy(), self.num_object_classes, self.config.label_noise, rng))
+            if dist.shape != (len(batch.labels), self.num_object_classes):
+                raise SgtoolError(f"The class source gives {dist.shape[-1]}-column distributions; this NODIS head "
+                                  f"knows {self.num_object_classes} classes.", "Use a detector trained on this dataset.")
+            batch.extra["class_dist"] = torch.from_numpy(dist)
             batch.extra["order_noise"] = torch.from_numpy(rng.random(len(batch.pairs)))
+            batch.extra["object_order"] = torch.from_numpy(rng.random(len(batch.labels)))
             yield batch
 
     def loss(self, batch: RelBatch) -> dict[str, Any]:
@@ -380,17 +440,20 @@ class NodisHead(NetworkHelpers, TrainableHead):
         and never read `objects.labels` beyond the class distribution they come with (SGDet)."""
         model = self._require_model()
         model.eval()
+        if objects.detected:
+            objects = cap_boxes(objects, self.config.max_boxes)
         own = not objects.labels_given
         dist = source_distributions(objects, self.num_object_classes)
         guess = dist[:, 1:].argmax(1) + 1 if len(dist) else np.zeros(0, np.int64)
         labels = objects.labels.copy() if not own else guess.astype(np.int64)
         scores = objects.scores.astype(np.float32).copy()
-        rng = np.random.default_rng(0)  # the LSTM front end's pair order: fixed, so predictions repeat
+        rng = np.random.default_rng(0)  # the sequences' random orders: fixed, so predictions repeat
         results, nfe = [], np.zeros(2)
         for batch in predict_batches(objects.image_ids, objects.box_offsets, objects.boxes, labels, scores,
                                      self.config.batch_size, self._visual()):
             batch.extra = {"class_dist": torch.from_numpy(dist[batch.rows]),
-                           "order_noise": torch.from_numpy(rng.random(len(batch.pairs)))}
+                           "order_noise": torch.from_numpy(rng.random(len(batch.pairs))),
+                           "object_order": torch.from_numpy(rng.random(len(batch.labels)))}
             out = model(batch.to(self._device()), own_labels=own)
             results.append((batch, F.softmax(out["predicate_logits"], 1).cpu().numpy()))
             nfe += np.array([out["object_nfe"], out["pair_nfe"]]) * batch.num_images
