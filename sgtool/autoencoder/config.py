@@ -51,7 +51,7 @@ class AEConfig:
     baseline: str = option("paper", "Supervised loss: MSE heat map + matched cross entropy, attention frozen "
                            "(paper: the raw channel sum vs heat_scale x Gaussians of heat_sigma), or KL heat map + L1 coordinates + cross entropy (strong).",
                            choices=BASELINES, flag=False)
-    heat_sigma: float = option(1.0, "Paper baseline: sigma of the ground-truth Gaussians, in attention-map cells "
+    heat_sigma: float = option(2.0, "Paper baseline: sigma of the ground-truth Gaussians, in attention-map cells "
                                "(chosen on validation: docs/methods/ae.md).", min=0.1, flag=False)
     heat_scale: float = option(1.0, "Paper baseline: the peak of each ground-truth Gaussian (the raw channel sum "
                                "of the attention is compared with it).", min=0.0, flag=False)
