@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sgtool.autoencoder.losses import AUX_LOSSES, BASELINES, RECON_LOSSES
-from sgtool.autoencoder.model import EDGE_INPUTS
+from sgtool.autoencoder.model import EDGE_INPUTS, ENCODERS
 from sgtool.config import option
 from sgtool.errors import SgtoolError
 
@@ -39,14 +39,22 @@ class AEConfig:
     resolution: int = option(64, "The network's working resolution (the canvas is average-pooled to it).",
                              choices=(64, 128), flag=False)
     width: int = option(24, "Encoder channels.", min=1, flag=False)
+    encoder: str = option("coordconv-dilated", "Node encoder: ours (CoordConv channels, dilated blocks) or the "
+                          "same without either (plain).", choices=ENCODERS, flag=False)
+    refiner_sharpen: bool = option(True, "Refiner: add the fixed sharpening path sigmoid(8 (coarse - 0.5)) that "
+                                   "its layers correct (ours), or not (the paper's three layers alone).", flag=False)
     aux: str = option("paper", "Auxiliary loss: Eq. 5 on max-normalised maps (paper) or the pairwise shared "
                       "mass (overlap).", choices=AUX_LOSSES, flag=False)
     aux_weight: float = option(1.0, "Lambda of the auxiliary loss (0: off).", min=0, flag=False)
     edge_input: str = option("image", "What the edge classifier pools: the image only (the paper) or the image "
                              "and the candidate segment (image+segment).", choices=EDGE_INPUTS, flag=False)
     baseline: str = option("paper", "Supervised loss: MSE heat map + matched cross entropy, attention frozen "
-                           "(paper), or KL heat map + L1 coordinates + cross entropy (strong).",
+                           "(paper: the raw channel sum vs heat_scale x Gaussians of heat_sigma), or KL heat map + L1 coordinates + cross entropy (strong).",
                            choices=BASELINES, flag=False)
+    heat_sigma: float = option(2.0, "Paper baseline: sigma of the ground-truth Gaussians, in attention-map cells "
+                               "(chosen on validation: docs/methods/ae.md).", min=0.1, flag=False)
+    heat_scale: float = option(1.0, "Paper baseline: the peak of each ground-truth Gaussian (the raw channel sum "
+                               "of the attention is compared with it).", min=0.0, flag=False)
     freeze_attention_epochs: float = option(2.0, "Paper baseline: epochs of node-attention training, after which "
                                             "it is frozen and only the edge classifier learns.", min=0, flag=False)
     recon: str = option("msssim", "Reconstruction loss.", choices=RECON_LOSSES, flag=False)

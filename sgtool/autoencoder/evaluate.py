@@ -1,4 +1,7 @@
-"""`sgtool eval` on an ae run: triplet precision / recall / F1 per seed, mean ± std, reconstructions.
+"""`sgtool eval` on an ae run: triplet precision / recall / F1 per seed, mean ± sample sd, reconstructions.
+
+The one scorer of the ae head (`score_split`, over `sgtool.eval.point_graph.triplet_scores`): training's
+plateau check, `sgtool eval` and `benchmarks/ablate_ae.py` all use it.
 
 <ws>/reports/<run>/ report.json, report.md, reconstructions.png (input | coarse drawing | refined,
 predicted nodes marked, for a few images of the split), graphs/<image_id>.{gt,pred}.json (for
@@ -20,7 +23,7 @@ from sgtool.data.prepared import PreparedDataset, load_prepared
 from sgtool.engine.record import read_status
 from sgtool.data.shapes import node_points
 from sgtool.errors import SgtoolError
-from sgtool.eval.point_graph import DEFAULT_THRESHOLD, PointGraphs, triplet_scores
+from sgtool.eval.point_graph import DEFAULT_THRESHOLD, MATCHINGS, PointGraphs, localised, triplet_scores
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -34,8 +37,9 @@ class AEEvalOutcome:
     dataset: str
     split: str
     threshold: float
+    matching: str
     per_seed: dict[int, dict[str, float]]
-    summary: dict[str, dict[str, float]]  # metric -> {"mean", "std"}
+    summary: dict[str, dict[str, float]]  # metric -> {"mean", "std"} (sample sd)
     report_dir: Path
 
 
@@ -49,19 +53,26 @@ def predicted_point_graphs(predictions: Predictions, min_prob: float = EDGE_THRE
     return PointGraphs(predictions.box_offsets, node_points(predictions.boxes), predictions.pairs[keep])
 
 
-def score_split(data: LineDrawings, predictions: Predictions, threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
-    scores = triplet_scores(predicted_point_graphs(predictions), gt_point_graphs(data), threshold)
-    return {k: scores[k] for k in ("precision", "recall", "f1")}
+def score_split(data: LineDrawings, predictions: Predictions, threshold: float = DEFAULT_THRESHOLD,
+                matching: str = "nearest") -> dict[str, float]:
+    """Triplet P / R / F1 and their counts, and `localised`: the fraction of GT nodes with a slot within
+    `threshold` px."""
+    pred, gt = predicted_point_graphs(predictions), gt_point_graphs(data)
+    return {**triplet_scores(pred, gt, threshold, matching), "localised": localised(pred, gt, threshold)}
 
 
 def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample sd (n - 1; 0 for one seed) of precision, recall and F1 over the seeds."""
     names = ("precision", "recall", "f1")
-    return {n: {"mean": float(np.mean([m[n] for m in per_seed.values()])),
-                "std": float(np.std([m[n] for m in per_seed.values()]))} for n in names}
+    values = {n: [m[n] for m in per_seed.values()] for n in names}
+    return {n: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+            for n, v in values.items()}
 
 
 def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", threshold: float = DEFAULT_THRESHOLD,
-                reporter: Reporter = SILENT) -> AEEvalOutcome:
+                matching: str = "nearest", reporter: Reporter = SILENT) -> AEEvalOutcome:
+    if matching not in MATCHINGS:
+        raise SgtoolError(f"Unknown node matching '{matching}'.", f"Use one of: {', '.join(MATCHINGS)}.")
     if split not in SPLIT_CODES:
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if threshold <= 0:
@@ -84,8 +95,9 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
         if not np.array_equal(predictions.image_ids, data.graphs.image_ids):
             raise SgtoolError(f"The predictions of seed {s} are not for the {split} images of '{prepared.name}'.",
                               "Train the run again.")
-        per_seed[int(s)] = triplet_scores(predicted_point_graphs(predictions), gt_point_graphs(data), threshold)
-    outcome = AEEvalOutcome(run, prepared.name, split, threshold, per_seed, summarise(per_seed), ws.report_dir(run))
+        per_seed[int(s)] = score_split(data, predictions, threshold, matching)
+    outcome = AEEvalOutcome(run, prepared.name, split, threshold, matching, per_seed, summarise(per_seed),
+                            ws.report_dir(run))
     ws.check_writable()
     with atomic.exclusive(ws.report_dir(run), f"the report of run '{run}'"), \
             atomic.atomic_directory(ws.report_dir(run)) as staging:
@@ -100,7 +112,7 @@ def write_ae_report(folder: Path, outcome: AEEvalOutcome, settings: dict, prepar
     from sgtool.autoencoder.inference import infer, load_model
 
     payload = {"run": outcome.run, "head": "ae", "dataset": outcome.dataset, "split": outcome.split,
-               "node_threshold_px": outcome.threshold, "edge_threshold": EDGE_THRESHOLD,
+               "node_threshold_px": outcome.threshold, "node_matching": outcome.matching, "edge_threshold": EDGE_THRESHOLD,
                "options": settings.get("options"), "per_seed": outcome.per_seed, "summary": outcome.summary}
     atomic.write_json(folder / "report.json", payload)
     atomic.write_text(folder / "report.md", markdown(payload))
@@ -115,13 +127,14 @@ def write_ae_report(folder: Path, outcome: AEEvalOutcome, settings: dict, prepar
 
 def markdown(payload: dict) -> str:
     lines = [f"# ae run {payload['run']} on {payload['dataset']} ({payload['split']})", "",
-             f"Nodes match within {payload['node_threshold_px']} px; edges kept at probability > "
-             f"{payload['edge_threshold']}; duplicate triplets removed; micro-averaged over images.", "",
+             f"Nodes match within {payload['node_threshold_px']} px ({payload['node_matching']}); edges kept at "
+             f"probability > {payload['edge_threshold']}; identical triplets merged, every other predicted triplet "
+             "counted (self-loops and unmatched nodes: false positives); micro-averaged over images.", "",
              "| seed | precision (%) | recall (%) | F1 (%) |", "| --- | --- | --- | --- |"]
     for seed, m in payload["per_seed"].items():
         lines.append(f"| {seed} | {100 * m['precision']:.1f} | {100 * m['recall']:.1f} | {100 * m['f1']:.1f} |")
     s = payload["summary"]
-    lines.append("| mean ± std | " + " | ".join(f"{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}"
+    lines.append("| mean ± sample sd | " + " | ".join(f"{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}"
                                                 for k in ("precision", "recall", "f1")) + " |")
     return "\n".join(lines + ["", "![reconstructions](reconstructions.png)", ""])
 
@@ -180,7 +193,7 @@ def show_ae_eval(outcome: AEEvalOutcome, as_json: bool = False) -> None:
                        "report": str(outcome.report_dir / "report.json")})
         return
     rows = [(str(s), *(f"{100 * m[k]:.1f}" for k in ("precision", "recall", "f1"))) for s, m in outcome.per_seed.items()]
-    rows.append(("mean ± std", *(f"{100 * outcome.summary[k]['mean']:.1f} ± {100 * outcome.summary[k]['std']:.1f}"
+    rows.append(("mean ± sample sd", *(f"{100 * outcome.summary[k]['mean']:.1f} ± {100 * outcome.summary[k]['std']:.1f}"
                                  for k in ("precision", "recall", "f1"))))
     ui.print_table(f"Run {outcome.run} on {outcome.dataset} ({outcome.split}): triplets, nodes within "
                    f"{outcome.threshold:g} px", ("seed", "precision (%)", "recall (%)", "F1 (%)"), rows)

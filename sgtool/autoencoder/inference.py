@@ -63,7 +63,8 @@ def predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, devic
 
 
 def model_for(config: AEConfig) -> GraphAutoEncoder:
-    return GraphAutoEncoder(config.max_nodes, config.width, edge_input=config.edge_input)
+    return GraphAutoEncoder(config.max_nodes, config.width, edge_input=config.edge_input, encoder=config.encoder,
+                            refiner_sharpen=config.refiner_sharpen)
 
 
 def save_model(path: Path, model: GraphAutoEncoder, config: AEConfig) -> None:

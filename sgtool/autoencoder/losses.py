@@ -9,11 +9,13 @@ batch mean. `aux="paper"` is Eq. 5: mean over pixels of ReLU(sum of the max-norm
 times and asserts that the image side exceeds (win_size - 1) * 16, so the Gaussian window is 3
 pixels at 64 px, 7 at 128 px (the paper's 11 needs 161+ px); the five default scale weights are kept.
 
-Supervised baseline, `baseline="paper"` (Sec. 4): MSE between the channel-summed (max-normalised)
-attention and a Gaussian heat map at the ground-truth nodes, and binary cross entropy on the
-adjacency of the slots matched to ground-truth nodes (Hungarian, scipy); the attention is trained
-first and then frozen (train.py). `baseline="strong"`: KL heat-map loss + 10 x L1 on the matched
-coordinates + the cross entropy, nothing frozen.
+Supervised baseline, `baseline="paper"` (Sec. 4): MSE between the raw channel-summed attention (the
+softmax maps as they are, no normalisation) and a ground-truth heat map, `heat_scale` x the pointwise
+maximum of Gaussians of `heat_sigma` attention cells at the nodes; then binary cross entropy on the
+adjacency of the slots matched to ground-truth nodes (Hungarian, scipy). The attention alone is
+trained first (the heat map), then frozen while the edges alone learn (trainee.py).
+`baseline="strong"`: KL heat-map loss + 10 x L1 on the matched coordinates + the cross entropy,
+nothing frozen.
 """
 from __future__ import annotations
 
@@ -139,10 +141,18 @@ def matched_adjacency(assigned: list[np.ndarray], points: list[np.ndarray], edge
     return adjacency
 
 
+def paper_heatmap_loss(attention: Tensor, points: list[np.ndarray], sigma: float, scale: float) -> Tensor:
+    """The paper baseline's node loss: MSE between the raw channel sum of the attention maps and
+    `scale` x unit-peak Gaussians (sigma in attention cells) at the GT nodes."""
+    target = scale * gaussian_heatmap(points, attention.shape[-1], sigma, attention.device, peak=True)
+    return F.mse_loss(attention.sum(1, keepdim=True), target)
+
+
 def supervised_loss(out: dict[str, Tensor], points: list[np.ndarray], edges: list[np.ndarray],
-                    baseline: str = "paper", frozen: bool = False) -> dict[str, Tensor]:
-    """points: per image (n, 2) normalised GT nodes; edges: per image (e, 2) node pairs. `frozen`: the
-    paper baseline's second stage, the attention fixed, only the edges' cross entropy."""
+                    baseline: str = "paper", frozen: bool = False, heat_sigma: float = 2.0,
+                    heat_scale: float = 1.0) -> dict[str, Tensor]:
+    """points: per image (n, 2) normalised GT nodes; edges: per image (e, 2) node pairs. The paper
+    baseline trains the heat map alone, then (`frozen`: the attention fixed) the edges' cross entropy alone."""
     attention, coords, prob = out["attention"], out["coords"], out["edge_prob"]
     b, k, h, _ = attention.shape
     pairs = node_pairs(k).numpy()
@@ -150,9 +160,8 @@ def supervised_loss(out: dict[str, Tensor], points: list[np.ndarray], edges: lis
     target = torch.as_tensor(matched_adjacency(assigned, points, edges, pairs), device=prob.device)
     bce = F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), target)
     if baseline == "paper":
-        peaks = gaussian_heatmap(points, h, 1.0, attention.device, peak=True)
-        heat = F.mse_loss(max_normalised(attention).sum(1, keepdim=True), peaks)
-        loss = bce if frozen else heat + bce
+        heat = paper_heatmap_loss(attention, points, heat_sigma, heat_scale)
+        loss = bce if frozen else heat
         return {"loss": loss, "heatmap": heat.detach(), "bce": bce.detach()}
     target_map = gaussian_heatmap(points, h, 1.0, attention.device)
     summed = attention.sum(1, keepdim=True) / k

@@ -25,6 +25,7 @@ from sgtool.vision import require_torchvision
 
 ROI_SIZE = 16
 EDGE_INPUTS = ("image", "image+segment")
+ENCODERS = ("coordconv-dilated", "plain")  # ours; without CoordConv channels and dilations
 TEMPLATE_ROWS, TEMPLATE_COLS = 17, 8
 TEMPLATE_REACH = 4.0  # the template's half height is this many line sigmas
 
@@ -76,19 +77,24 @@ class ResBlock(nn.Module):
 # ---------------------------------------------------------------- encoder
 
 class NodeEncoder(nn.Module):
-    """Image -> K node-attention maps at half resolution -> DSNT coordinates."""
+    """Image -> K node-attention maps at half resolution -> DSNT coordinates. `kind="plain"`: the same
+    blocks without the CoordConv channels and with dilation 1 throughout."""
 
-    def __init__(self, max_nodes: int, width: int = 24) -> None:
+    def __init__(self, max_nodes: int, width: int = 24, kind: str = "coordconv-dilated") -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
+        self.coords = 2 if kind == "coordconv-dilated" else 0
+        self.stem = nn.Sequential(nn.Conv2d(1 + self.coords, width, 3, stride=2, padding=1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
-        self.blocks = nn.Sequential(*(ResBlock(width, d) for d in (1, 2, 4)))
-        self.head = nn.Conv2d(width + 2, max_nodes, 1)
+        self.blocks = nn.Sequential(*(ResBlock(width, d if self.coords else 1) for d in (1, 2, 4)))
+        self.head = nn.Conv2d(width + self.coords, max_nodes, 1)
+
+    def with_coords(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        return torch.cat([x, coord_channels(b, h, w, x.device)], 1) if self.coords else x
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        b, _, h, w = image.shape
-        x = self.blocks(self.stem(torch.cat([image, coord_channels(b, h, w, image.device)], 1)))
-        logits = self.head(torch.cat([x, coord_channels(b, *x.shape[2:], image.device)], 1))
+        x = self.blocks(self.stem(self.with_coords(image)))
+        logits = self.head(self.with_coords(x))
         attention = spatial_softmax(logits)
         return attention, dsnt(attention)
 
@@ -168,28 +174,34 @@ def compose(lines: Tensor, edge_prob: Tensor) -> Tensor:
 
 
 class Refiner(nn.Module):
-    """Three 3x3 conv layers (16 channels, PReLU) correcting the coarse drawing, in logit space."""
+    """Three 3x3 conv layers (16 channels, PReLU) correcting the coarse drawing, in logit space. With
+    `sharpen` (ours) they correct a fixed path sigmoid(8 (coarse - 0.5)), their last layer starting at
+    zero; without it (the paper's layers alone) the output is sigmoid(layers(coarse)), default init."""
 
-    def __init__(self) -> None:
+    def __init__(self, sharpen: bool = True) -> None:
         super().__init__()
+        self.sharpen = sharpen
         self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.PReLU(16), nn.Conv2d(16, 16, 3, padding=1),
                                  nn.PReLU(16), nn.Conv2d(16, 1, 3, padding=1))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        if sharpen:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, coarse: Tensor) -> Tensor:
-        return torch.sigmoid(8 * (coarse - 0.5) + self.net(coarse))
+        fixed = 8 * (coarse - 0.5) if self.sharpen else 0
+        return torch.sigmoid(fixed + self.net(coarse))
 
 
 # ---------------------------------------------------------------- the whole model
 
 class GraphAutoEncoder(nn.Module):
-    def __init__(self, max_nodes: int = 4, width: int = 24, roi_margin: float = 3.0, edge_input: str = "image") -> None:
+    def __init__(self, max_nodes: int = 4, width: int = 24, roi_margin: float = 3.0, edge_input: str = "image",
+                 encoder: str = "coordconv-dilated", refiner_sharpen: bool = True) -> None:
         super().__init__()
         self.max_nodes = max_nodes
-        self.encoder = NodeEncoder(max_nodes, width)
+        self.encoder = NodeEncoder(max_nodes, width, encoder)
         self.edges = EdgeClassifier(edge_input, roi_margin)
-        self.refiner = Refiner()
+        self.refiner = Refiner(refiner_sharpen)
         self.register_buffer("pairs", node_pairs(max_nodes), persistent=False)
 
     def encode(self, image: Tensor, sigma: float) -> dict[str, Tensor]:

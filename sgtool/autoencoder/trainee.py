@@ -55,7 +55,7 @@ def step_loss(model: GraphAutoEncoder, config: AEConfig, data: LineDrawings, ind
     out = model(image, sigma)
     if config.supervised:
         return supervised_loss(out, [data.points[i] for i in index], [data.edges[i] for i in index],
-                               config.baseline, frozen)
+                               config.baseline, frozen, config.heat_sigma, config.heat_scale)
     return self_supervised_loss(out, image, kind=config.recon, on=config.loss_on, aux_weight=config.aux_weight,
                                 aux=config.aux)
 
