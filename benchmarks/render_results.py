@@ -44,7 +44,9 @@ def fmt_number(value) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        if value != 0 and abs(value) < 0.01:
+        if value == 0:
+            return "0"
+        if abs(value) < 0.01:
             return f"{value:.2e}"
         return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
     return str(value)
