@@ -10,7 +10,7 @@ from sgtool.data.graphs import RelationSet, SceneGraphs, ordered_pairs
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainData, get_head, gt_objects, make_config
 from sgtool.heads.freq import FreqHead
-from sgtool.heads.reldn import ReldnHead, sample_pairs
+from sgtool.heads.reldn import ReldnHead, sample_image_pairs
 from sgtool.priors import compute_priors
 
 C, P = 5, 4  # tiny vocabulary sizes with background
@@ -97,7 +97,7 @@ def test_pair_sampling_caps_positives_and_pairs():
     _, subj, obj = ordered_pairs(np.array([0, 30]))
     chosen = np.random.default_rng(2).choice(len(subj), 200, replace=False)  # 200 annotated pairs, 870 in all
     graphs = one_image(30, [(subj[c], obj[c], 1 + c % 3) for c in chosen])
-    sample = sample_pairs(graphs, np.random.default_rng(0), 512, 128)
+    sample = sample_image_pairs(graphs, np.random.default_rng(0), 512, 128)
     assert len(sample.predicate) == 512 and (sample.predicate > 0).sum() == 128
     codes = sample.subj * 30 + sample.obj
     assert len(np.unique(codes)) == 512 and np.all(sample.subj != sample.obj)
@@ -109,11 +109,11 @@ def test_pair_sampling_caps_positives_and_pairs():
 def test_pair_sampling_keeps_every_positive_when_fewer():
     rels = [(0, 1, 1), (0, 1, 2), (2, 0, 3)]  # pair (0, 1) carries two predicates: two positive rows
     graphs = one_image(4, rels)
-    sample = sample_pairs(graphs, np.random.default_rng(0), 512, 128)
+    sample = sample_image_pairs(graphs, np.random.default_rng(0), 512, 128)
     got = sorted(zip(sample.subj[sample.predicate > 0], sample.obj[sample.predicate > 0], sample.predicate[sample.predicate > 0]))
     assert [tuple(map(int, r)) for r in got] == sorted(rels)
     assert (sample.predicate == 0).sum() == 12 - 2  # every other ordered pair, once
-    small = sample_pairs(graphs, np.random.default_rng(0), 5, 2)
+    small = sample_image_pairs(graphs, np.random.default_rng(0), 5, 2)
     assert len(small.predicate) == 5 and (small.predicate > 0).sum() == 2
 
 

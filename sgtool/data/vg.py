@@ -159,7 +159,7 @@ def apply_filters(graphs: SceneGraphs, filters: dict, val: int | None, recipe_va
                                  eligible=graphs.box_counts() > 0)
     notes["val_images"] = count
     if filters.get("filter_duplicate_rels"):
-        graphs, notes["relations_dropped_duplicate_pairs"] = one_predicate_per_pair(graphs, seed)
+        graphs, notes["relations_dropped_duplicate_pairs"] = filter_duplicate_rels(graphs, seed)
     if filters.get("filter_non_overlap"):
         graphs, notes["relations_dropped_non_overlap"], notes["images_dropped_non_overlap"] = drop_non_overlap(graphs)
     return graphs, notes
@@ -174,7 +174,7 @@ def _keep_relations(graphs: SceneGraphs, keep: np.ndarray) -> SceneGraphs:
     return graphs
 
 
-def one_predicate_per_pair(graphs: SceneGraphs, seed: int) -> tuple[SceneGraphs, int]:
+def filter_duplicate_rels(graphs: SceneGraphs, seed: int) -> tuple[SceneGraphs, int]:
     """Train images: where an ordered pair has several predicates, keep one picked with the seed."""
     rels = graphs.relations
     rel_image = np.repeat(np.arange(graphs.num_images), rels.counts())

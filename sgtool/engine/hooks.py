@@ -224,7 +224,7 @@ def default_hooks(config: Any, validate: Validator, bar: Any) -> list[Hook]:
 # ---------------------------------------------------------------- log.jsonl
 
 def write_log(path: Path, records: list[dict]) -> None:
-    atomic.write_text(path, "".join(json.dumps(r, default=_plain) + "\n" for r in records))
+    atomic.write_text(path, "".join(json.dumps(r, default=json_default) + "\n" for r in records))
 
 
 def read_log(path: Path) -> list[dict]:
@@ -233,8 +233,11 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.generic, torch.Tensor)):
+def json_default(value: Any) -> Any:
+    """json.dumps' fallback for what logs and metas hold: numpy / torch scalars as numbers, arrays as lists."""
+    if isinstance(value, np.generic) or isinstance(value, torch.Tensor) and value.dim() == 0:
         return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
     return str(value)
 

@@ -31,6 +31,7 @@ from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_p
 from sgtool.data.prepared import (
     PreparedDataset, check_same_dataset, dataset_fingerprint, load_prepared, load_prepared_priors,
 )
+from sgtool.engine.hooks import json_default
 from sgtool.engine.objects import labels_from_boxes, object_source as task_objects
 from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
 from sgtool.engine.visual import reattach, visual_source
@@ -257,7 +258,7 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
         record.write_config(staging)
         record.write_status(staging, "complete")
         atomic.write_text(staging / "log.jsonl", json.dumps({"time": time.time(), "event": "retask", "from_run": run,
-                                                             "metrics": metrics}, default=_plain) + "\n")
+                                                             "metrics": metrics}, default=json_default) + "\n")
     ws.set_latest("run", new)
     return TrainResult(new, ws.run_dir(new), record.head, prepared.name, task, metrics)
 
@@ -306,7 +307,7 @@ def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, run: RunDa
     log.append({"time": time.time(), "event": "val", "metrics": metrics})
     record.write_config(staging)
     record.write_status(staging, "complete")
-    atomic.write_text(staging / "log.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in log))
+    atomic.write_text(staging / "log.jsonl", "".join(json.dumps(r, default=json_default) + "\n" for r in log))
     return metrics
 
 
@@ -416,7 +417,7 @@ def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: Run
 
     objects = run.source(graphs)
     predictions = model.predict(objects)
-    head_meta = json.loads(json.dumps(predictions.meta or {}, default=_plain))  # plain JSON for the h5 attribute
+    head_meta = json.loads(json.dumps(predictions.meta or {}, default=json_default))  # plain JSON for the h5 attribute
     record = run.record
     if record.task == "sgcls":
         head_meta["object_accuracy"] = object_accuracy(graphs, predictions)
@@ -444,13 +445,6 @@ def save_checkpoint(folder: Path, model: RelationHead) -> Path:
         torch.save({"head": model.name, "state": state}, tmp)
     return path
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def show_train(result: TrainResult, as_json: bool = False) -> None:

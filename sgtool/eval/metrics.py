@@ -21,8 +21,8 @@ from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, match_candidate
 from sgtool.eval.ranking import (
     BoxPairRanking, EntryRanking, GraphRanking, box_pair_rank, candidate_entries, full_rank, graph_ranking,
 )
+from sgtool.tasks import TASKS  # noqa: F401 (re-exported)
 
-TASKS = ("predcls", "sgcls", "sgdet")
 BATCH_PAIRS = 60_000  # predicted pairs matched together (numpy work arrays stay cache-sized)
 BATCH_IMAGES = 2048
 GROUPS = ("head", "body", "tail")

@@ -39,7 +39,7 @@ class EvalOutcome:
     payload: dict = field(default_factory=dict)  # everything report.json holds (set when the report is built)
 
 
-def _plain(value: float) -> float | None:
+def _finite_or_none(value: float) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -62,7 +62,7 @@ def per_predicate_table(outcome: EvalOutcome, vocab: Vocabulary) -> dict[str, di
     for name, values in outcome.result.per_predicate.items():
         values = np.asarray(values, dtype=np.float64)
         names = vocab.predicates if len(values) == len(vocab.predicates) else ["__no_relation__", *vocab.predicates]
-        table[name] = {p: _plain(v) for p, v in zip(names, values) if p != "__no_relation__"}
+        table[name] = {p: _finite_or_none(v) for p, v in zip(names, values) if p != "__no_relation__"}
     return table
 
 
@@ -71,7 +71,7 @@ def report_payload(outcome: EvalOutcome, vocab: Vocabulary, settings: dict) -> d
     return {
         "run": outcome.run, "dataset": outcome.dataset, "split": outcome.split, "task": outcome.task,
         "head": settings.get("head"), "ks": list(outcome.ks), "sgtool_version": __version__,
-        "metrics": {name: _plain(value) for name, value in result.metrics.items()},
+        "metrics": {name: _finite_or_none(value) for name, value in result.metrics.items()},
         "conventions": dict(result.conventions),
         "per_predicate": per_predicate_table(outcome, vocab),
         "plot": PLOT_NAME,
@@ -174,7 +174,7 @@ def write_report(folder: Path, outcome: EvalOutcome, vocab: Vocabulary, settings
 def show_eval(outcome: EvalOutcome, as_json: bool = False) -> None:
     metrics, conventions = outcome.result.metrics, outcome.result.conventions
     if outcome.selected:
-        values = {name: _plain(metrics[name]) for name in outcome.selected}
+        values = {name: _finite_or_none(metrics[name]) for name in outcome.selected}
         if as_json:
             ui.print_json(values)
         else:
@@ -184,7 +184,7 @@ def show_eval(outcome: EvalOutcome, as_json: bool = False) -> None:
     if as_json:  # everything report.json carries (head meta included), and where it is
         where = {"report": str(outcome.report_dir / "report.json")} if outcome.report_dir is not None else {}
         ui.print_json({"run": outcome.run, "dataset": outcome.dataset, "split": outcome.split, "task": outcome.task,
-                       "metrics": {n: _plain(v) for n, v in metrics.items()}, **outcome.payload, **where})
+                       "metrics": {n: _finite_or_none(v) for n, v in metrics.items()}, **outcome.payload, **where})
         return
     ks, rows, shared = metric_grid(metrics, conventions)
     ui.print_table(f"{outcome.run} on {outcome.dataset} {outcome.split} ({outcome.task}), values in %",
@@ -192,7 +192,7 @@ def show_eval(outcome: EvalOutcome, as_json: bool = False) -> None:
                    ((family, *(percent(values.get(k)) for k in ks), text) for family, values, text in rows))
     if shared:
         ui.out.print(f"Every metric: {shared}.", highlight=False)
-    for line in single_metrics({n: _plain(v) for n, v in metrics.items()}, conventions):
+    for line in single_metrics({n: _finite_or_none(v) for n, v in metrics.items()}, conventions):
         ui.out.print(line, highlight=False)
     for note in outcome.payload.get("notes", []):
         ui.out.print(note, highlight=False)

@@ -26,8 +26,8 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.config import check_options, option
 from sgtool.errors import SgtoolError
 from sgtool.kinds import RELATION_FLAGS, EntryPoint, RunKind, register_kind, unregister_kind
+from sgtool.tasks import TASKS  # noqa: F401 (re-exported)
 
-TASKS = ("predcls", "sgcls", "sgdet")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "step", "cosine")
 FEATURE_MODES = ("auto", "spatial", "visual")

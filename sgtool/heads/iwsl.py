@@ -386,7 +386,7 @@ def instance_filter(r_image: np.ndarray, r_pred: np.ndarray, drop_rate: float) -
 
 # ---------------------------------------------------------------- the network
 
-def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+def _one_hidden_layer_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
@@ -398,9 +398,9 @@ class IwslNet(nn.Module):
         super().__init__()
         h, r, c, p = config.hidden, config.rank, num_object_classes, num_predicate_classes
         self.visual_dim = visual_dim
-        self.object_features = _mlp(OBJECT_GEOMETRY_DIM + visual_dim, h, h)
-        self.pair_features = _mlp(2 * h + SPATIAL_DIM + OBJECT_GEOMETRY_DIM + visual_dim, h, h)
-        self.global_features = _mlp(OBJECT_GEOMETRY_DIM + h, h, h)
+        self.object_features = _one_hidden_layer_mlp(OBJECT_GEOMETRY_DIM + visual_dim, h, h)
+        self.pair_features = _one_hidden_layer_mlp(2 * h + SPATIAL_DIM + OBJECT_GEOMETRY_DIM + visual_dim, h, h)
+        self.global_features = _one_hidden_layer_mlp(OBJECT_GEOMETRY_DIM + h, h, h)
         self.object_unary, self.predicate_unary = nn.Linear(h, c), nn.Linear(h, p)
         self.global_object, self.global_predicate = nn.Linear(h, c), nn.Linear(h, p)
         self.pairwise = nn.Linear(h, 3 * r)

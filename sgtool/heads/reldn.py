@@ -46,6 +46,7 @@ from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
+from sgtool.heads._layers import two_hidden_layer_mlp
 from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
 from sgtool.losses.contrastive import AVERAGINGS, BOTH_SIDES, LOSS_NAMES, OBJECT_SIDE, SUBJECT_SIDE, parse_losses, reldn_total_loss
 
@@ -104,10 +105,6 @@ class ReldnConfig(VisualHeadConfig):
 
 # ---------------------------------------------------------------- the network
 
-def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, outputs))
-
 
 class ReldnNet(nn.Module):
     """The three RelDN branches; `branches` returns each branch's (M, P) logits, `forward` their sum."""
@@ -121,10 +118,10 @@ class ReldnNet(nn.Module):
                                      requires_grad=config.learn_semantic)
         emb = config.class_embedding
         self.embedding = nn.Embedding(num_classes, emb) if emb else None
-        self.spatial = _mlp(SPATIAL_DIM + 2 * emb, config.spatial_hidden, num_p)
+        self.spatial = two_hidden_layer_mlp(SPATIAL_DIM + 2 * emb, config.spatial_hidden, num_p)
         self.visual_dim = visual_dim
         if visual_dim:
-            self.visual = _mlp(3 * visual_dim, config.visual_hidden, num_p)
+            self.visual = two_hidden_layer_mlp(3 * visual_dim, config.visual_hidden, num_p)
             self.subject_skip = nn.Linear(visual_dim, num_p)
             self.object_skip = nn.Linear(visual_dim, num_p)
 
@@ -159,7 +156,7 @@ class PairSample:
     predicate: np.ndarray
 
 
-def sample_pairs(graphs: SceneGraphs, rng: np.random.Generator, pairs_per_image: int = 512,
+def sample_image_pairs(graphs: SceneGraphs, rng: np.random.Generator, pairs_per_image: int = 512,
                  positives_per_image: int = 128) -> PairSample:
     """Per image: up to positives_per_image annotated rows, then unannotated ordered pairs (label 0)
     up to pairs_per_image rows in all; sampled without replacement, all kept when fewer."""
@@ -282,7 +279,7 @@ class ReldnHead(VisualInputs, TrainableHead):
         """The L0 sample's rows, then (when L1-L3 are on) the contrastive sample's rows, in one batch;
         `l0_rows` says where the first ends, `side` which side each contrastive row anchors."""
         c = self.config
-        samples: list[PairSample] = [sample_pairs(graphs, rng, c.pairs_per_image, c.positives_per_image)]
+        samples: list[PairSample] = [sample_image_pairs(graphs, rng, c.pairs_per_image, c.positives_per_image)]
         if any(name != "L0" for name in self.losses):
             samples.append(sample_contrastive(graphs, rng, c.contrastive_anchors, c.contrastive_negatives))
         image, subj, obj, predicate = (np.concatenate([getattr(x, k) for x in samples])

@@ -43,6 +43,7 @@ from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
 from sgtool.features.spatial import SPATIAL_DIM, normalized_coords, pair_masks, spatial_features
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
+from sgtool.heads._layers import two_hidden_layer_mlp
 from sgtool.heads._pairs import cap_boxes, frame_sizes, random_rank
 from sgtool.losses.tensor import factored_nll, predicate_log_probs, topk_triplets
 
@@ -104,11 +105,6 @@ class TensorConfig(VisualHeadConfig):
 
 # ---------------------------------------------------------------- the network
 
-def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    """Two hidden fully connected layers, then the output layer (a branch of Figure 3)."""
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, outputs))
-
 
 class MaskNet(nn.Module):
     """2 × M × M binary box masks -> two conv layers -> a fully connected layer (the paper's spatial feature)."""
@@ -135,9 +131,9 @@ class TensorNet(nn.Module):
         self.masks = MaskNet(config.mask_size, config.spatial_dim)
         self.visual_norm = nn.LayerNorm(visual_dim) if visual_dim else None  # shared over the three ROI vectors
         pair_dim = visual_dim + config.spatial_dim + SPATIAL_DIM
-        self.subject = _mlp(visual_dim + COORD_DIM, h, r * c)
-        self.object = _mlp(visual_dim + COORD_DIM, h, r * c)
-        self.predicate = _mlp(pair_dim, h, r * p)
+        self.subject = two_hidden_layer_mlp(visual_dim + COORD_DIM, h, r * c)
+        self.object = two_hidden_layer_mlp(visual_dim + COORD_DIM, h, r * c)
+        self.predicate = two_hidden_layer_mlp(pair_dim, h, r * p)
         self.sel = nn.Sequential(nn.Linear(pair_dim, config.sel_hidden), nn.ReLU(), nn.Linear(config.sel_hidden, 1))
         self.register_buffer("log_prior", torch.zeros(c, p, c))  # log ψ_u, [s, p, o]
         self.register_buffer("sel_trained", torch.zeros((), dtype=torch.bool))
