@@ -84,7 +84,7 @@ def _reason(exc: Exception) -> str:
     """The line of an unpickling error that names what was refused."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     named = [line for line in lines if "GLOBAL" in line or "global" in line or "Trying to" in line]
-    return ((named or lines or [type(exc).__name__])[0])[:200]
+    return ((named or lines or [type(exc).__name__])[0])[:200].rstrip(".,;: ")
 
 
 def _refused(exc: Exception) -> bool:
