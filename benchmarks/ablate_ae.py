@@ -316,7 +316,7 @@ def markdown(record: dict) -> str:
     """Tables 1-3 and our additions, the paper's numbers beside ours, then the compared pairs."""
     numbers, b = record["numbers"], record["budgets"]
     lines = [f"Budget: {b['steps']} optimiser steps of batch {b['batch_size']} per seed, <= {b['train_images']} "
-             f"training images, seeds {', '.join(map(str, record.get('seeds', [])))}; mean ± sample sd over the seeds, "
+             f"training images, encoder width {b.get('width', 24)}, seeds {', '.join(map(str, record.get('seeds', [])))}; mean ± sample sd over the seeds, "
              "%, test split; nodes matched many-to-one within 5 px (one-to-one Hungarian in its own column).", ""]
     for table, members in numbers["tables"].items():
         lines += [f"**{table}**", "", "| row | P | R | F1 | paper P | paper R | paper F1 | F1 one-to-one | "
