@@ -352,7 +352,7 @@ def test_bad_samples_on_the_cli_exit_2(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
     save_tiny(ws)
     result = cli("-w", ws.root, "train", "--head", "iwsl", "--samples", "0")
-    assert result.code == 2 and "--samples must be at least 1, not 0." in result.err and "Traceback" not in result.err
+    assert result.code == 2 and "--samples must be from 1 to 100000, not 0." in result.err and "Traceback" not in result.err
     assert not (ws.root / "runs").exists() or not any((ws.root / "runs").iterdir())
 
 

@@ -126,7 +126,7 @@ def test_bad_settings_are_one_sentence(settings, words):
 
 @pytest.mark.parametrize("args, words", [
     (["--t-end", "0"], "--t-end must be positive, not 0.0."),
-    (["--front-end", "rnn"], "Unknown NODIS front end 'rnn'"),
+    (["--front-end", "rnn"], "--front-end must be one of fc, gcn, lstm, not 'rnn'"),
 ])
 def test_bad_cli_options_exit_2(tmp_path, cli, args, words):
     ws = Workspace(tmp_path / "ws")

@@ -241,7 +241,7 @@ def test_tensor_sgcls_through_the_cli_uses_no_label_and_evaluates(tmp_path, cli)
 
 @pytest.mark.parametrize("args, words", [
     (["--head", "tensor", "--rank", "0"], "--rank must be at least 1, not 0."),
-    (["--head", "tensor", "--k", "3"], "--k must be 1, 10 or free"),
+    (["--head", "tensor", "--k", "3"], "--k must be one of 1, 10, free, not '3'"),
     (["--head", "freq", "--rank", "5"], "The freq head does not take --rank"),
     (["--head", "tensor", "--set", "features=visual"], "features=visual needs images"),
     (["--head", "tensor", "--set", "k_grid=0,2"], "k_grid must list positive whole numbers"),
