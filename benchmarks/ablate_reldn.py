@@ -14,7 +14,8 @@ L0+L1+L2, L0+L1+L2+L3; Table 2 is its first and last row).
 Per set, row and seed: R@50 of the metric engine (SGDet), the detection AP of each link predicate
 (the paper's APrel per class), partner accuracy (and its chance level) and crossed-pair / wrong-partner
 false positives on the GT pairs seen through the detections (`sgtool.eval.confusion`). The script
-computes mean and sample sd, median and IQR, and Welch's test of every row against L0, and writes
+computes mean and sample sd, median and IQR, and Welch's test of every row against L0 and against
+L0+L1+L2+L3, and writes
 benchmarks/results/ablate_reldn.json (`results_io`).
 
     nice -n 10 python benchmarks/ablate_reldn.py                         # the documented run
@@ -128,7 +129,8 @@ def run_round(ws: Workspace, args: argparse.Namespace, seed: int, rows: list[str
 
 
 def statistics_of(per_seed: dict) -> dict:
-    """Per row, set and measure: mean / sample sd (results_io), median, IQR; Welch of every row against L0."""
+    """Per row, set and measure: mean / sample sd (results_io), median, IQR; Welch of every row against L0 and
+    against L0+L1+L2+L3."""
     out: dict = {}
     for row, sets in per_seed.items():
         out[row] = {}
@@ -139,8 +141,9 @@ def statistics_of(per_seed: dict) -> dict:
                 if values:
                     q1, med, q3 = np.percentile(values, [25, 50, 75])
                     stats.update(median=float(med), iqr=[float(q1), float(q3)])
-                if row != "L0" and "L0" in per_seed:
-                    stats["vs_L0"] = welch(values, per_seed["L0"][kind][m])
+                for other in TABLE2:  # every row against L0 and against all four losses
+                    if row != other and other in per_seed:
+                        stats[f"vs_{other}"] = welch(values, per_seed[other][kind][m])
                 out[row][kind][m] = stats
     return out
 
