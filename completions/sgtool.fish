@@ -97,7 +97,7 @@ complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l cache-features 
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l epochs -x -d "Training epochs (heads with nothing to optimise ignore it) (>= 1)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l batch-size -x -d "Images per batch (>= 1)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l overlap -l no-overlap -d "freq: Only pairs whose boxes overlap, for statistics and candidates (default False)."
-complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l samples -x -d "iwsl: Importance samples s (Gumbel-Softmax draws per node), in training and at inference (1 to 100000; default 50)."
+complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l samples -x -d "iwsl: Importance samples s of the inference step (prediction; the paper's Table 4 varies it) (1 to 100000; default 50)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l t-end -x -d "nodis: integrate both ODEs over [0, t_end] (the paper: 1.5) (default 1.5)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l front-end -x -d "nodis: P-ODE front end: fc (two FC layers), gcn (fixed adjacency), lstm (pairs in random order) (one of fc, gcn, lstm; default fc)."
 complete -c sgtool -n 'test (__sgtool_path) = "sgtool train"' -l ode -x -d "nodis: which neural ODEs run (a switched-off one is the identity): none, object, pair or both (one of none, object, pair, both; default both)."
