@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sgdet-boxes", type=int, default=12, help="SGDet: the detector's top boxes per image")
     parser.add_argument("--workspace", type=Path, default=None, help="reuse this workspace (dataset 'synth')")
     parser.add_argument("--detector", default=None, help="reuse this detector run of the workspace")
+    parser.add_argument("--only-seed", type=int, default=None,
+                        help="train and score this training seed only; its runs go to --runs-out (no result file)")
+    parser.add_argument("--runs-out", type=Path, default=None, help="with --only-seed: write its runs here (JSON)")
+    parser.add_argument("--collect", type=Path, nargs="+", default=None,
+                        help="summarise these --runs-out files into the result instead of running")
     return parser.parse_args(argv)
 
 
@@ -156,10 +161,8 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(1)
-    started = time.time()
+def measure(args: argparse.Namespace, seeds: list[int]) -> tuple[list[dict], dict]:
+    """Train and score one model per seed; every run's numbers and the setup's facts."""
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(args.workspace or Path(tmp) / "ws")
         info = setup(ws, args)
@@ -167,25 +170,47 @@ def main(argv: list[str] | None = None) -> dict:
         test = prepared.graphs.split_subset("test")
         objects = {task: object_source(ws, prepared, task, args.detector, "cpu")[0](test) for task in TASKS}
         objects["sgdet"] = cap_boxes(objects["sgdet"], args.sgdet_boxes)
-        runs, steps = [], set()
-        for seed in range(args.seeds):
-            run = train_model(ws, seed, args)
-            runs += score_model(ws, run, seed, args, objects)
-        steps = sorted({r["steps"] for r in runs})
+        runs = []
+        for seed in seeds:
+            runs += score_model(ws, train_model(ws, seed, args), seed, args, objects)
+    return runs, info
+
+
+def report(args: argparse.Namespace, runs: list[dict], info: dict, seconds: float) -> dict:
     labels = [label for label, _ in rows(args.samples)]
     summary = table(runs, labels)
     numbers = {"summary": summary, "runs": runs, "selection": "the last checkpoint of every model (all columns)",
                "welch_unit": "training seed (each model's mean over prediction seeds)", **info,
-               "total_seconds": round(time.time() - started, 1)}
-    write_result("ablate_iwsl", budgets={"iwsl_epochs": args.epochs, "iwsl_train_steps": steps,
+               "total_seconds": round(seconds, 1)}
+    seeds = sorted({r["seed"] for r in runs})
+    write_result("ablate_iwsl", budgets={"iwsl_epochs": args.epochs, "iwsl_train_steps": sorted({r["steps"] for r in runs}),
                                           "detector_epochs": args.detector_epochs, "images": args.images,
                                           "sampled_emd_iters": args.sampled_iters, "sgdet_boxes": args.sgdet_boxes,
                                           "prediction_seeds": args.pred_seeds},
-                 seeds=list(range(args.seeds)), numbers=numbers, sources=SOURCES, paper=PAPER_TABLE_4,
+                 seeds=seeds, numbers=numbers, sources=SOURCES, paper=PAPER_TABLE_4,
                  notes=f"{args.pred_seeds} prediction seeds per model and row")
     print(json.dumps(summary, indent=2))
     print(markdown(summary), file=sys.stderr)
     return numbers
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.time()
+    if args.collect:
+        parts = [json.loads(path.read_text(encoding="utf-8")) for path in args.collect]
+        runs = [r for part in parts for r in part["runs"]]
+        seconds = max(part["seconds"] for part in parts)
+        return report(args, runs, {**parts[0]["info"], "parts": [str(p) for p in args.collect]}, seconds)
+    seeds = [args.only_seed] if args.only_seed is not None else list(range(args.seeds))
+    runs, info = measure(args, seeds)
+    if args.only_seed is None:
+        return report(args, runs, info, time.time() - started)
+    part = {"runs": runs, "info": info, "seconds": time.time() - started}
+    if args.runs_out:
+        args.runs_out.write_text(json.dumps(part) + "\n", encoding="utf-8")
+    return part
 
 
 if __name__ == "__main__":

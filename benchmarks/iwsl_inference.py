@@ -43,12 +43,12 @@ SOURCES = ["sgtool/heads/iwsl.py", "sgtool/heads/_relbatch.py", "sgtool/eval", "
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=160, help="synthetic images (70%% train)")
+    parser.add_argument("--images", type=int, default=300, help="synthetic images (70%% train)")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--detector-epochs", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=6, help="epochs of the iwsl head (a fixed dataset: fixed steps)")
+    parser.add_argument("--detector-epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of the iwsl head (a fixed dataset: fixed steps)")
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--anneal-steps", type=int, default=80, help="step at which tau reaches tau_min (within the run)")
+    parser.add_argument("--anneal-steps", type=int, default=100, help="step at which tau reaches tau_min (within the run)")
     parser.add_argument("--seeds", type=int, default=3, help="prediction seeds")
     parser.add_argument("--estimator", default="exact", choices=("exact", "sampled"))
     parser.add_argument("--samples", type=int, default=50, help="s of the inference step")
