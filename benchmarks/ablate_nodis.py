@@ -22,6 +22,7 @@ backbone's ROI features and, in training, its class distributions of the GT boxe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -40,6 +41,7 @@ from sgtool.engine.train import load_trained_head, retask, train
 from sgtool.engine.train_detector import train_detector
 from sgtool.engine.visual import cache_dataset_features, dataset_source
 from sgtool.eval.run_eval import evaluate_predictions
+from sgtool.heads import ObjectPredictions
 from sgtool.workspace import Workspace
 
 ROWS = ("none", "pair", "object", "both")  # the paper's Table 2 order: models 1-4
@@ -80,6 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker", default=None, metavar="K/N",
                         help="train every N-th run of the full job list from the K-th (0-based) and write nothing")
     parser.add_argument("--no-write", action="store_true", help="print the JSON, do not write benchmarks/results/")
+    parser.add_argument("--notes", default="", help="how the runs were made, for the result file")
     return parser.parse_args()
 
 
@@ -130,14 +133,15 @@ def scores(ws: Workspace, run: str, task: str, split: str = "test") -> dict:
 
 
 def seconds_per_image(ws: Workspace, run: str, split: str = "val") -> dict:
-    """Wall-clock of the O-ODE's and the P-ODE's solves per image of a split (SGCls objects, one thread)."""
+    """Wall-clock of the O-ODE's and the P-ODE's solves per image of a split (SGCls objects, one thread;
+    a warm-up pass over the split's first two images first)."""
     head, _, prepared = load_trained_head(ws, run)
     graphs = prepared.graphs.split_subset(split)
     objects = detector_source(load_detector(ws, DETECTOR, prepared.vocab, "cpu"), prepared, "sgcls")(graphs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        head.predict(objects)  # warm-up
+        head.predict(head_images(objects, 2))  # warm-up
         head.model.solve_seconds = [0.0, 0.0]
         head.predict(objects)
     finally:
@@ -150,6 +154,14 @@ def optimiser_steps(ws: Workspace, run: str) -> int:
     """The optimiser steps a run took (its last epoch record's step count)."""
     records = [json.loads(line) for line in (ws.run_dir(run) / "log.jsonl").read_text().splitlines()]
     return max(int(r.get("step", 0)) for r in records if r.get("event") == "epoch")
+
+
+def head_images(objects: ObjectPredictions, count: int) -> ObjectPredictions:
+    """The objects of the first `count` images."""
+    rows = slice(0, int(objects.box_offsets[min(count, objects.num_images)]))
+    return dataclasses.replace(objects, image_ids=objects.image_ids[:count], box_offsets=objects.box_offsets[:count + 1],
+                               boxes=objects.boxes[rows], labels=objects.labels[rows], scores=objects.scores[rows],
+                               class_scores=None if objects.class_scores is None else objects.class_scores[rows])
 
 
 def table2(ws: Workspace, seeds: range) -> dict:
@@ -212,8 +224,8 @@ def main() -> None:
         print(json.dumps({"budgets": budgets, "numbers": numbers}, indent=2))
         return
     path = write_result("ablate_nodis", budgets=budgets, seeds=list(seeds), numbers=numbers, sources=SOURCES,
-                        paper=PAPER, notes="Table 2 rows x SGDet (the paper's SGGen) / SGCls / PredCls and Fig. 3 "
-                                           "on sgtool's synthetic data; R@K in %; sd is the sample sd over seeds.")
+                        paper=PAPER, notes=args.notes or "Table 2 rows x SGDet (the paper's SGGen) / SGCls / PredCls "
+                                                         "and Fig. 3 on sgtool's synthetic data; R@K in %; sd: sample sd over seeds.")
     print(path)
 
 
