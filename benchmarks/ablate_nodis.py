@@ -82,6 +82,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker", default=None, metavar="K/N",
                         help="train every N-th run of the full job list from the K-th (0-based) and write nothing")
     parser.add_argument("--no-write", action="store_true", help="print the JSON, do not write benchmarks/results/")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: score the runs of --workspace (a Fig. 3 point lists the seeds it holds)")
     parser.add_argument("--notes", default="", help="how the runs were made, for the result file")
     return parser.parse_args()
 
@@ -184,11 +186,17 @@ def fig3(ws: Workspace, t_ends: list[float], seeds: range) -> list[dict]:
     """Per t_end: val SGCls R@50, NFE and solve seconds per val image of each ODE, over the seeds."""
     points = []
     for t_end in t_ends:
+        done = [s for s in seeds if complete(ws, run_name("both", s, t_end))]  # a run cut off is left out, and said
         runs = [{**scores(ws, run_name("both", s, t_end), "sgcls", "val"),
-                 **seconds_per_image(ws, run_name("both", s, t_end))} for s in seeds]
+                 **seconds_per_image(ws, run_name("both", s, t_end))} for s in done]
         keys = ("R@50", "object_accuracy", "nfe_object", "nfe_pair", "seconds_object", "seconds_pair")
-        points.append({"t_end": t_end, **{key: summarise([r[key] for r in runs]) for key in keys}})
+        points.append({"t_end": t_end, "seeds": done, **{key: summarise([r[key] for r in runs]) for key in keys}})
     return points
+
+
+def complete(ws: Workspace, run: str) -> bool:
+    path = ws.run_dir(run) / "run.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
 
 
 def main() -> None:
@@ -208,9 +216,10 @@ def main() -> None:
             for ode, seed, t_end in chosen:
                 train_run(ws, args, ode, int(seed), float(t_end))
             return
-        for ode, seed, t_end in jobs:
+        for ode, seed, t_end in jobs if not args.collect else ():
             train_run(ws, args, ode, seed, t_end)
-        steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs})  # one value: the same in every run
+        steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs
+                        if complete(ws, run_name(ode, s, t))})  # one value: the same in every run
         table = table2(ws, seeds)
         numbers = {"table2": table, "welch": verdicts(table), "fig3": fig3(ws, t_ends, seeds),
                    "detector": json.loads((ws.run_dir(DETECTOR) / "metrics.json").read_text()).get("metrics"),
