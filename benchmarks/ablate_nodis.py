@@ -182,6 +182,21 @@ def verdicts(table: dict) -> dict:
                                    for key in ("R@50", "R@100")} for task in TASKS} for a, b in COMPARED}
 
 
+def object_verdicts(table: dict) -> dict:
+    """Welch's test of SGCls object accuracy: each row against the detector's own, and O-ODE rows against the rest."""
+    accuracy = {ode: table[ode]["sgcls"]["object_accuracy"]["values"] for ode in ROWS}
+    detector = table["none"]["sgcls"]["detector_object_accuracy"]["values"]
+    out = {f"{ode} vs detector": welch(accuracy[ode], detector) for ode in ROWS}
+    out.update({f"{a} vs {b}": welch(accuracy[a], accuracy[b]) for a, b in (("object", "none"), ("both", "pair"))})
+    return out
+
+
+def sweep_verdicts(points: list[dict]) -> dict:
+    """Welch's test of val SGCls R@50 between neighbouring t_end points of Fig. 3."""
+    return {f"t_end {b['t_end']:g} vs {a['t_end']:g}": welch(b["R@50"]["values"], a["R@50"]["values"])
+            for a, b in zip(points, points[1:])}
+
+
 def fig3(ws: Workspace, t_ends: list[float], seeds: range) -> list[dict]:
     """Per t_end: val SGCls R@50, NFE and solve seconds per val image of each ODE, over the seeds."""
     points = []
@@ -221,7 +236,9 @@ def main() -> None:
         steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs
                         if complete(ws, run_name(ode, s, t))})  # one value: the same in every run
         table = table2(ws, seeds)
-        numbers = {"table2": table, "welch": verdicts(table), "fig3": fig3(ws, t_ends, seeds),
+        sweep = fig3(ws, t_ends, seeds)
+        numbers = {"table2": table, "welch": verdicts(table), "welch_object_accuracy": object_verdicts(table),
+                   "fig3": sweep, "welch_fig3": sweep_verdicts(sweep),
                    "detector": json.loads((ws.run_dir(DETECTOR) / "metrics.json").read_text()).get("metrics"),
                    "seconds_total": round(time.perf_counter() - started, 1)}
     budgets = {"head_epochs": args.epochs, "head_steps_per_run": steps,
