@@ -22,6 +22,7 @@ backbone's ROI features and, in training, its class distributions of the GT boxe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -40,6 +41,7 @@ from sgtool.engine.train import load_trained_head, retask, train
 from sgtool.engine.train_detector import train_detector
 from sgtool.engine.visual import cache_dataset_features, dataset_source
 from sgtool.eval.run_eval import evaluate_predictions
+from sgtool.heads import ObjectPredictions
 from sgtool.workspace import Workspace
 
 ROWS = ("none", "pair", "object", "both")  # the paper's Table 2 order: models 1-4
@@ -80,6 +82,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker", default=None, metavar="K/N",
                         help="train every N-th run of the full job list from the K-th (0-based) and write nothing")
     parser.add_argument("--no-write", action="store_true", help="print the JSON, do not write benchmarks/results/")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: score the runs of --workspace (a Fig. 3 point lists the seeds it holds)")
+    parser.add_argument("--notes", default="", help="how the runs were made, for the result file")
     return parser.parse_args()
 
 
@@ -130,14 +135,15 @@ def scores(ws: Workspace, run: str, task: str, split: str = "test") -> dict:
 
 
 def seconds_per_image(ws: Workspace, run: str, split: str = "val") -> dict:
-    """Wall-clock of the O-ODE's and the P-ODE's solves per image of a split (SGCls objects, one thread)."""
+    """Wall-clock of the O-ODE's and the P-ODE's solves per image of a split (SGCls objects, one thread;
+    a warm-up pass over the split's first two images first)."""
     head, _, prepared = load_trained_head(ws, run)
     graphs = prepared.graphs.split_subset(split)
     objects = detector_source(load_detector(ws, DETECTOR, prepared.vocab, "cpu"), prepared, "sgcls")(graphs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        head.predict(objects)  # warm-up
+        head.predict(head_images(objects, 2))  # warm-up
         head.model.solve_seconds = [0.0, 0.0]
         head.predict(objects)
     finally:
@@ -150,6 +156,14 @@ def optimiser_steps(ws: Workspace, run: str) -> int:
     """The optimiser steps a run took (its last epoch record's step count)."""
     records = [json.loads(line) for line in (ws.run_dir(run) / "log.jsonl").read_text().splitlines()]
     return max(int(r.get("step", 0)) for r in records if r.get("event") == "epoch")
+
+
+def head_images(objects: ObjectPredictions, count: int) -> ObjectPredictions:
+    """The objects of the first `count` images."""
+    rows = slice(0, int(objects.box_offsets[min(count, objects.num_images)]))
+    return dataclasses.replace(objects, image_ids=objects.image_ids[:count], box_offsets=objects.box_offsets[:count + 1],
+                               boxes=objects.boxes[rows], labels=objects.labels[rows], scores=objects.scores[rows],
+                               class_scores=None if objects.class_scores is None else objects.class_scores[rows])
 
 
 def table2(ws: Workspace, seeds: range) -> dict:
@@ -168,15 +182,36 @@ def verdicts(table: dict) -> dict:
                                    for key in ("R@50", "R@100")} for task in TASKS} for a, b in COMPARED}
 
 
+def object_verdicts(table: dict) -> dict:
+    """Welch's test of SGCls object accuracy: each row against the detector's own, and O-ODE rows against the rest."""
+    accuracy = {ode: table[ode]["sgcls"]["object_accuracy"]["values"] for ode in ROWS}
+    detector = table["none"]["sgcls"]["detector_object_accuracy"]["values"]
+    out = {f"{ode} vs detector": welch(accuracy[ode], detector) for ode in ROWS}
+    out.update({f"{a} vs {b}": welch(accuracy[a], accuracy[b]) for a, b in (("object", "none"), ("both", "pair"))})
+    return out
+
+
+def sweep_verdicts(points: list[dict]) -> dict:
+    """Welch's test of val SGCls R@50 between neighbouring t_end points of Fig. 3."""
+    return {f"t_end {b['t_end']:g} vs {a['t_end']:g}": welch(b["R@50"]["values"], a["R@50"]["values"])
+            for a, b in zip(points, points[1:])}
+
+
 def fig3(ws: Workspace, t_ends: list[float], seeds: range) -> list[dict]:
     """Per t_end: val SGCls R@50, NFE and solve seconds per val image of each ODE, over the seeds."""
     points = []
     for t_end in t_ends:
+        done = [s for s in seeds if complete(ws, run_name("both", s, t_end))]  # a run cut off is left out, and said
         runs = [{**scores(ws, run_name("both", s, t_end), "sgcls", "val"),
-                 **seconds_per_image(ws, run_name("both", s, t_end))} for s in seeds]
+                 **seconds_per_image(ws, run_name("both", s, t_end))} for s in done]
         keys = ("R@50", "object_accuracy", "nfe_object", "nfe_pair", "seconds_object", "seconds_pair")
-        points.append({"t_end": t_end, **{key: summarise([r[key] for r in runs]) for key in keys}})
+        points.append({"t_end": t_end, "seeds": done, **{key: summarise([r[key] for r in runs]) for key in keys}})
     return points
+
+
+def complete(ws: Workspace, run: str) -> bool:
+    path = ws.run_dir(run) / "run.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
 
 
 def main() -> None:
@@ -196,11 +231,14 @@ def main() -> None:
             for ode, seed, t_end in chosen:
                 train_run(ws, args, ode, int(seed), float(t_end))
             return
-        for ode, seed, t_end in jobs:
+        for ode, seed, t_end in jobs if not args.collect else ():
             train_run(ws, args, ode, seed, t_end)
-        steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs})  # one value: the same in every run
+        steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs
+                        if complete(ws, run_name(ode, s, t))})  # one value: the same in every run
         table = table2(ws, seeds)
-        numbers = {"table2": table, "welch": verdicts(table), "fig3": fig3(ws, t_ends, seeds),
+        sweep = fig3(ws, t_ends, seeds)
+        numbers = {"table2": table, "welch": verdicts(table), "welch_object_accuracy": object_verdicts(table),
+                   "fig3": sweep, "welch_fig3": sweep_verdicts(sweep),
                    "detector": json.loads((ws.run_dir(DETECTOR) / "metrics.json").read_text()).get("metrics"),
                    "seconds_total": round(time.perf_counter() - started, 1)}
     budgets = {"head_epochs": args.epochs, "head_steps_per_run": steps,
@@ -212,8 +250,8 @@ def main() -> None:
         print(json.dumps({"budgets": budgets, "numbers": numbers}, indent=2))
         return
     path = write_result("ablate_nodis", budgets=budgets, seeds=list(seeds), numbers=numbers, sources=SOURCES,
-                        paper=PAPER, notes="Table 2 rows x SGDet (the paper's SGGen) / SGCls / PredCls and Fig. 3 "
-                                           "on sgtool's synthetic data; R@K in %; sd is the sample sd over seeds.")
+                        paper=PAPER, notes=args.notes or "Table 2 rows x SGDet (the paper's SGGen) / SGCls / PredCls "
+                                                         "and Fig. 3 on sgtool's synthetic data; R@K in %; sd: sample sd over seeds.")
     print(path)
 
 
