@@ -135,11 +135,18 @@ def checked(ws: Path, case, name: str, *args, expect: int = 2, words: tuple = ()
     case(name, done, expect=expect, words=words, unchanged=kept(ws, live) == before)
 
 
-def wait_for(path: Path, seconds: float = 120.0) -> bool:
+def wait_for(path: Path, seconds: float = 120.0, holder: int | None = None) -> bool:
+    """Whether path appears within `seconds` (with `holder`: a lock file naming that pid as its writer)."""
+    def there() -> bool:
+        try:
+            return path.exists() and (holder is None or path.read_text().split()[:1] == [str(holder)])
+        except OSError:
+            return False
+
     deadline = time.time() + seconds
-    while not path.exists() and time.time() < deadline:
+    while not there() and time.time() < deadline:
         time.sleep(0.05)
-    return path.exists()
+    return there()
 
 
 def writer_cases(base: Path, ws: Path, case) -> None:
@@ -157,7 +164,7 @@ def writer_cases(base: Path, ws: Path, case) -> None:
     live.wait()
     first = subprocess.Popen([sys.executable, "-m", "sgtool", "-w", ws, "-q", "train", "--resume", "live"], env=ENV,
                              stderr=subprocess.PIPE)
-    if wait_for(ws / "runs" / ".live.lock"):
+    if wait_for(ws / "runs" / ".live.lock", holder=first.pid):  # the killed run's stale lock file is there already
         case("two train --resume of one killed run", sgtool("-w", ws, "train", "--resume", "live"),
              words=("Another sgtool process",))
     first.kill()
