@@ -1,7 +1,7 @@
 """Detector accuracy and speed: tiny Faster R-CNN on the synthetic data, printed as one JSON object.
 
 Prepares the synthetic dataset (default 2,000 images, 128 px) in a temporary workspace, trains the
-`tiny` detector for a number of epochs (default 8, as `sgtool demo`; 8 images per step), and reports COCO
+`tiny` detector for a number of epochs (default 7, as `sgtool demo`; 8 images per step), and reports COCO
 mAP@.5 and mAP@[.5:.95] on the test split, training and inference images per second. `--minutes M` adds
 a wall-clock cap (opt-in: its numbers then depend on the machine). Writes benchmarks/results/bench_detector.json.
 Target: mAP@.5 >= 0.90 at the default budget.
@@ -22,7 +22,7 @@ from sgtool.engine.train_detector import train_detector
 from sgtool.ui import Reporter
 from sgtool.workspace import Workspace
 
-TARGET_MAP50, EPOCHS = 0.90, 8
+TARGET_MAP50, EPOCHS = 0.90, 7
 
 
 def main() -> None:

@@ -52,9 +52,9 @@ def _runs(epochs: int) -> tuple[tuple[str, str, dict], ...]:
 
 
 PLANS = {  # sized from one-thread CPU seconds per step, as docs/demo.md shows
-    False: DemoPlan(images=2000, dataset="demo", detector_epochs=8, epochs=5, relation_runs=_runs(5),
+    False: DemoPlan(images=2000, dataset="demo", detector_epochs=7, epochs=5, relation_runs=_runs(5),
                     shapes=2000, ae_steps=500),
-    True: DemoPlan(images=300, dataset="demo-quick", detector_epochs=12, epochs=1, relation_runs=_runs(1),
+    True: DemoPlan(images=300, dataset="demo-quick", detector_epochs=10, epochs=1, relation_runs=_runs(1),
                    ae_steps=150),
 }
 
