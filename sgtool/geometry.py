@@ -3,7 +3,7 @@
 Two IoU conventions are in use. The plain one is torchvision's (`torchvision.ops.box_iou`): area
 (x2 - x1)(y2 - y1). The legacy one is the community SGG evaluator's (Fast R-CNN's `bbox_overlaps`):
 boxes hold their last pixel, area (x2 - x1 + 1)(y2 - y1 + 1); the relation metrics keep it so their
-numbers compare with published ones (EVALUATION.md). torchvision's IoU is pairwise (an N x M matrix
+numbers compare with published ones (docs/evaluation.md). torchvision's IoU is pairwise (an N x M matrix
 of tensors); every IoU here is row-wise (a[k] with b[k]) on the numpy arrays the data and the
 evaluator hold, so it stays numpy. `overlap_sides` broadcasts over leading axes, so the same
 function serves row-wise (N, 4) and all-pairs (k, n, 1, 4) x (k, 1, n, 4) calls.

@@ -1,4 +1,4 @@
-"""The vectorised metric engine against a slow, plain-Python reference written here from EVALUATION.md."""
+"""The vectorised metric engine against a slow, plain-Python reference written here from docs/evaluation.md."""
 from __future__ import annotations
 
 import math

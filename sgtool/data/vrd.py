@@ -8,7 +8,7 @@ images (`sg_dataset/sg_train_images`, `sg_train_images`, `images/train`, ... and
 
 The same (box, category) in several relations becomes one object; several predicates per pair
 are kept. Exact duplicate triplets are merged in the training images (the priors count each once)
-and kept in the test images, as the literature's test set and EVALUATION.md keep every annotated
+and kept in the test images, as the literature's test set and docs/evaluation.md keep every annotated
 relation; keep_duplicates keeps them everywhere, merge_test_duplicates merges them in test too. The official split is
 kept exactly (4,000 train / 1,000 test); val is 0 images unless `val` > 0, then that many
 training images chosen with the seed become split 1.

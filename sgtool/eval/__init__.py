@@ -1,4 +1,4 @@
-"""Triplet matching and every metric, implemented once (see EVALUATION.md).
+"""Triplet matching and every metric, implemented once (see docs/evaluation.md).
 
 The Python API: `evaluate(SceneGraphs, Predictions, ...)` on a whole split, `SceneGraphEvaluator`
 (reset / process / evaluate) chunk by chunk, and `evaluate_arrays` on plain per-image numpy arrays

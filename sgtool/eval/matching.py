@@ -1,6 +1,6 @@
 """Triplet matching: which predicted pairs agree with which ground-truth relations.
 
-Matching goes through labels and boxes, never box indices (EVALUATION.md): a predicted pair
+Matching goes through labels and boxes, never box indices (docs/evaluation.md): a predicted pair
 (s, o) is a candidate for a GT relation (gs, go, p) when label(s) = label(gs) and
 label(o) = label(go) in the same image. Ranking comes first: only a pair that some ranking
 (graph-constrained, no graph constraint, k per pair, phrase, GT pairs, complete GT) places in its

@@ -1,4 +1,4 @@
-"""Every SGG metric from one hit table (EVALUATION.md; SGB conventions).
+"""Every SGG metric from one hit table (docs/evaluation.md; SGB conventions).
 
 `evaluate` ranks each batch of images first, then matches once — only the pairs that some ranking
 can place within its top max(K), since no other pair can ever count — and records, per GT
@@ -603,7 +603,7 @@ def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: i
              seen_triplets: np.ndarray | None = None, iou: IoURule = IoURule(),
              top_k_per_pair: tuple = (1, 10, None), reporter=None, workers: int | None = None,
              empty_images: str = "zero") -> EvalResult:
-    """Evaluate predictions of one split against its ground truth (EVALUATION.md conventions).
+    """Evaluate predictions of one split against its ground truth (docs/evaluation.md conventions).
 
     iou: the box-matching rule (IoU >= 0.5 with the legacy +1-pixel areas by default).
     empty_images: "zero" (default) counts an image with GT relations and no candidate pair as
