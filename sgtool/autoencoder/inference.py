@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sgtool import atomic
+from sgtool.checkpoint import load, pack, save
 from sgtool.autoencoder.config import AEConfig
 from sgtool.autoencoder.data import LineDrawings, to_pixels
 from sgtool.autoencoder.model import GraphAutoEncoder
@@ -20,7 +20,6 @@ from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 
 HEAD = "ae"
-EARLIER_FORMS = {"edge_input": "image+segment", "aux": "overlap", "baseline": "strong"}  # checkpoints before these options
 NODE_BOX = 4.0  # side of the box written around each predicted node, pixels
 
 
@@ -68,20 +67,21 @@ def model_for(config: AEConfig) -> GraphAutoEncoder:
 
 
 def save_model(path: Path, model: GraphAutoEncoder, config: AEConfig) -> None:
-    with atomic.atomic_path(path) as tmp:
-        torch.save({"head": HEAD, "config": asdict(config), "state": model.state_dict()}, tmp)
+    """A model file of the one checkpoint format: {config, model} as the trainee's state."""
+    save(path, pack(HEAD, {"config": asdict(config), "model": model.state_dict()}))
 
 
 def load_model(path: Path) -> tuple[GraphAutoEncoder, AEConfig]:
+    """A seed's model; files written before the one format load too (their migration fills options added since)."""
     if not path.exists():
         raise SgtoolError(f"No auto-encoder checkpoint at {path}.", "Train the run again.")
-    from sgtool.engine.checkpoint import load_state
-
-    saved = load_state(path)  # unreadable bytes: one sentence
+    saved = load(path)  # unreadable bytes or another shape: one sentence
     try:
-        config = build(AEConfig, {**EARLIER_FORMS, **saved["config"]})
+        if saved["kind"] != HEAD:
+            raise KeyError("kind")
+        config = build(AEConfig, saved["model"]["config"])
         model = model_for(config)
-        model.load_state_dict(saved["state"])
+        model.load_state_dict(saved["model"]["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise SgtoolError(f"{path} is not an auto-encoder checkpoint ({type(exc).__name__}).",
                           "Train the run again.") from exc

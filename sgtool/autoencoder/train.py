@@ -8,7 +8,7 @@ A step budget (`--set steps=N`, else the epochs) with a time cap (`--set minutes
 A seed that ends on the blank-drawing plateau (no validation edge found) is named; with
 `--set plateau_restarts=N` it is retrained with the next unused seed, at most N times per run.
 
-<ws>/runs/<run>/ config.yaml, run.json ("status": "running", then "complete"), training/seed<S>/ (the
+<ws>/runs/<run>/ config.yaml, run.json ("status": "running", then "complete"; `engine/run.py`), training/seed<S>/ (the
 loop's checkpoints/last.pt + model.pt and log.jsonl of each seed: what `--resume` continues from),
 training/progress.json (the seeds done so far), checkpoints/model-seed<S>.pt, log.jsonl, metrics.json,
 training-curves.png, predictions/{val,test}.h5 (the first seed) and predictions/seed<S>/{val,test}.h5.
@@ -35,11 +35,12 @@ from sgtool.autoencoder.model import GraphAutoEncoder
 from sgtool.autoencoder.trainee import AEClock, AETrainee, step_loss, total_steps  # noqa: F401 (re-exported)
 from sgtool.config import build, check_options, resolve_device, user_settings
 from sgtool.data.predictions import vocabulary_fingerprint, write_predictions
-from sgtool.data.prepared import PreparedDataset, check_same_dataset, dataset_fingerprint, load_prepared
+from sgtool.data.prepared import PreparedDataset, dataset_fingerprint, load_prepared
 from sgtool.engine.checkpoint import LAST
 from sgtool.engine.hooks import CheckpointHook, Hook, LogHook, StepProgressHook, ValidationHook, write_log
 from sgtool.engine.loop import run_loop
-from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
+from sgtool.engine.record import RunRecord, TrainRequest
+from sgtool.engine.run import Run
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainData
 from sgtool.ui import SILENT, Reporter
@@ -107,52 +108,36 @@ def train_autoencoder(ws: Workspace, *, dataset: str | None = None, name: str | 
     device = resolve_device(device)
     splits = _load_splits(prepared, config)
     kind = "supervised" if config.supervised else "ae"
-    run = ws.claim_run_name(name, f"{kind}-{prepared.name}-k{config.max_nodes}")
+    run = Run.claim(ws, name, f"{kind}-{prepared.name}-k{config.max_nodes}")
     ws.check_writable()
     record = RunRecord(run=run, head=HEAD, dataset=prepared.name, task="sgdet", seed=seed, device=device,
                        options=asdict(config), seeds=[seed + i for i in range(config.seeds)],
                        dataset_sha256=dataset_fingerprint(prepared))
-    folder = ws.run_dir(run)
     with ws.training(run, prepared.name):  # one writer of the run; its dataset is not replaced meanwhile
-        try:
-            folder.mkdir()  # the atomic claim of the name
-        except FileExistsError:
-            raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.") from None
-        record.write_config(folder)
+        keeper = Run.new(ws.run_dir(run), record)
         reporter.info(f"Training the {'supervised ' if config.supervised else ''}auto-encoder (max {config.max_nodes} "
                       f"nodes) on '{prepared.name}' as run {run}, seeds {record.seeds}.")
-        result = _train_in_place(folder, record, config, splits, prepared, SeedProgress.start(record.seeds), reporter)
+        result = _train_in_place(keeper, config, splits, prepared, SeedProgress.start(record.seeds), reporter)
     ws.set_latest("run", run)
     return result
 
 
 def resume_autoencoder(ws: Workspace, run: str, request: TrainRequest) -> AETrainResult:
     """`sgtool train --resume RUN` of an ae run: the seeds left, the current one from its last checkpoint."""
-    given = request.given_flags()
-    if given:
-        raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
-                          "Leave that option out, or start a new run without --resume.")
-    folder = ws.require_run(run)
-    record = RunRecord.read(folder)
-    if read_status(folder) == "complete":
-        raise SgtoolError(f"The run '{run}' is complete; there is nothing to resume.", "Train a new run instead.")
-    if request.kind is not None and request.kind != HEAD:
-        raise SgtoolError(f"The run '{run}' trains the ae head, not {request.kind}.", "Leave out --head.")
-    if request.dataset is not None and request.dataset != record.dataset:
-        raise SgtoolError(f"The run '{run}' trains on '{record.dataset}', not '{request.dataset}'.", "Leave out --dataset.")
+    keeper = Run.resume(ws, run, request.kind, request.dataset, request.given_flags())
+    folder, record = keeper.folder, keeper.record
     progress = SeedProgress.read(folder, record.seeds or [record.seed])
-    if not progress.kept and not progress.replaced and not (seed_folder(folder, progress.queue[0]) / "checkpoints" / LAST).is_file():
-        raise SgtoolError(f"The run '{run}' stopped before its first checkpoint, so it cannot be resumed.",
-                          "Train a new run instead.")
+    if not progress.kept and not progress.replaced:
+        keeper.require_checkpoint(seed_folder(folder, progress.queue[0]) / "checkpoints" / LAST)
     config = build(AEConfig, record.options)
     prepared = load_prepared(ws, record.dataset)
-    check_same_dataset(prepared, record.dataset_sha256, run)
+    keeper.check_dataset(prepared)
     splits = _load_splits(prepared, config)
     with ws.training(run, prepared.name):  # one writer of the run; its dataset is not replaced meanwhile
-        atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
+        keeper.clean_leftovers()
         request.reporter.info(f"Resuming ae run {run}: seed(s) {progress.queue} left.")
-        result = _train_in_place(folder, record.replace(device=resolve_device(request.device)), config, splits,
-                                 prepared, progress, request.reporter)
+        keeper.record = record.replace(device=resolve_device(request.device))
+        result = _train_in_place(keeper, config, splits, prepared, progress, request.reporter)
     ws.set_latest("run", run)
     return result
 
@@ -195,20 +180,21 @@ class SeedProgress:
         atomic.write_json(Path(folder) / "training" / "progress.json", asdict(self))
 
 
-def _train_in_place(folder: Path, record: RunRecord, config: AEConfig, splits: dict[str, LineDrawings],
-                    prepared: PreparedDataset, progress: SeedProgress, reporter: Reporter) -> AETrainResult:
+def _train_in_place(keeper: Run, config: AEConfig, splits: dict[str, LineDrawings], prepared: PreparedDataset,
+                    progress: SeedProgress, reporter: Reporter) -> AETrainResult:
     """Train the seeds left into the run folder; run.json's status says how far it got."""
     start, threads = time.time(), torch.get_num_threads()
+    folder, record = keeper.folder, keeper.record
+
+    def resumable() -> bool:
+        return bool(progress.kept or any((folder / "training").glob(f"seed*/checkpoints/{LAST}")))
+
     try:
         torch.set_num_threads(config.threads or threads)
-        record.write_status(folder, "running")
-        while progress.queue:
-            _next_seed(folder, splits, prepared, config, record, progress, reporter)
-        metrics = _finish(folder, record, progress)
-    except BaseException as exc:
-        resumable = progress.kept or any((folder / "training").glob(f"seed*/checkpoints/{LAST}"))
-        record_failure(folder, record, exc, bool(resumable))
-        raise
+        with keeper.failures(resumable):
+            while progress.queue:
+                _next_seed(folder, splits, prepared, config, record, progress, reporter)
+            metrics = _finish(keeper, progress)
     finally:
         torch.set_num_threads(threads)
     stuck = [s for s, m in zip(progress.kept, progress.per_seed) if on_plateau(m)]
@@ -258,10 +244,11 @@ def _predict(model: GraphAutoEncoder, data: LineDrawings, config: AEConfig, reco
     return predictions
 
 
-def _finish(folder: Path, record: RunRecord, progress: SeedProgress) -> dict[str, float]:
+def _finish(keeper: Run, progress: SeedProgress) -> dict[str, float]:
     """The mean validation P / R / F1 of the kept seeds into metrics.json; the record, log and curves."""
     from sgtool.viz.curves import CURVES_NAME, draw_training_curves
 
+    folder = keeper.folder
     metrics = {k: float(np.mean([m[k] for m in progress.per_seed])) for k in progress.per_seed[0]}
     write_log(folder / "log.jsonl", [*progress.log, {"time": time.time(), "event": "val", "metrics": metrics,
                                                      "per_seed": progress.per_seed}])
@@ -270,9 +257,8 @@ def _finish(folder: Path, record: RunRecord, progress: SeedProgress) -> dict[str
                                                 "plateau_restarts": len(progress.replaced),
                                                 "plateau_seeds": progress.replaced})
     draw_training_curves(seed_folder(folder, progress.kept[0]) / "log.jsonl", folder / CURVES_NAME)
-    record = record.replace(seeds=progress.kept)
-    record.write_config(folder)
-    record.write_status(folder, "complete")
+    keeper.record = keeper.record.replace(seeds=progress.kept)
+    keeper.complete()
     return metrics
 
 

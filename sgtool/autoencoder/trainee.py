@@ -1,8 +1,8 @@
 """What the one training loop (`engine/loop.py`) drives to train the auto-encoder (Lu & Dubbelman,
-"Image-Graph-Image Translation via Auto-Encoding"): its loop settings, batches, loss and state, and
-`AEClock`, the hook that gives each step its learning rate, line width and (paper baseline) frozen
-attention, writes a log record every `log_every` steps and ends training at the step budget or the
-time cap.
+"Image-Graph-Image Translation via Auto-Encoding"): its loop settings, batches, loss, state and per-step
+learning rate (`step_lr`, which the loop's schedule sets), and `AEClock`, the clock hook that gives each step
+its line width and (paper baseline) frozen attention, writes a log record every `log_every` steps and ends
+training at the step budget or the time cap.
 
 Adam (beta = (0.6, 0.9)), gradients clipped at norm 5, the learning rate / 10 after `lr_drop_at` of
 training, the edge template's line width annealed from sigma_start to sigma_end over the first half.
@@ -11,7 +11,6 @@ Progress is the larger of steps / step budget and seconds / time cap, so a time 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -23,7 +22,7 @@ from sgtool.autoencoder.data import LineDrawings
 from sgtool.autoencoder.inference import HEAD, as_batch
 from sgtool.autoencoder.losses import self_supervised_loss, supervised_loss
 from sgtool.autoencoder.model import GraphAutoEncoder
-from sgtool.engine.hooks import Hook
+from sgtool.engine.hooks import Clock
 from sgtool.trainee import LoopSettings, Trainee
 
 GRAD_CLIP = 5.0
@@ -71,7 +70,7 @@ class AETrainee(Trainee):
         self.total = total_steps(ae, len(data))
         self.config = LoopSettings(ae.learning_rate, math.ceil(self.total / self.per_epoch), GRAD_CLIP,
                                    betas=(ae.beta1, ae.beta2))
-        self.sigma, self.frozen, self.train_seconds = ae.sigma_start, False, 0.0
+        self.sigma, self.frozen = ae.sigma_start, False
 
     def phases(self) -> list[tuple[str, int]]:
         return [("train", self.config.epochs)]
@@ -85,47 +84,48 @@ class AETrainee(Trainee):
         return step_loss(self.model, self.ae, self.data, index, self.sigma, self.device, self.frozen)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"config": asdict(self.ae), "model": self.model.state_dict(), "train_seconds": self.train_seconds}
+        return {"config": asdict(self.ae), "model": self.model.state_dict()}
+
+    def progress(self, step: int, seconds: float) -> float:
+        """How far training is: the larger of steps / step budget and seconds / time cap."""
+        cap = self.ae.minutes * 60
+        return max(step / self.total, seconds / cap if cap else 0.0)
+
+    def step_lr(self, step: int, seconds: float) -> float:
+        """The paper's learning rate, / 10 after `lr_drop_at` of training."""
+        return self.ae.learning_rate * (0.1 if self.progress(step, seconds) >= self.ae.lr_drop_at else 1.0)
 
 
-
-class AEClock(Hook):
-    """Before each step: the learning rate, the line width and the baseline's frozen attention at this point
-    of training. After it: the seconds trained (every session), a log record every `log_every` steps, and
-    the stop at the step budget or the time cap. The seed's last record says how many steps it took."""
+class AEClock(Clock):
+    """The seconds trained (every session, in its state). Before each step: the line width and the baseline's
+    frozen attention at this point of training. After it: a log record every `log_every` steps, and the stop
+    at the step budget or the time cap. The seed's last record says how many steps it took."""
 
     def __init__(self, seed: int) -> None:
+        super().__init__()
         self.seed = seed
 
     def before_train(self, loop: Any) -> None:
-        self.started, self.base = time.perf_counter(), loop.head.train_seconds
+        super().before_train(loop)
         if self.done(loop):  # resumed after the last step
             loop.stopped = True
 
-    def elapsed(self, loop: Any) -> float:
-        return self.base + time.perf_counter() - self.started
-
     def done(self, loop: Any) -> bool:
         cap = loop.head.ae.minutes * 60
-        return loop.state.step >= loop.head.total or bool(cap and loop.head.train_seconds >= cap)
+        return loop.state.step >= loop.head.total or bool(cap and self.seconds >= cap)
 
     def before_step(self, loop: Any) -> None:
         head, ae = loop.head, loop.head.ae
-        cap = ae.minutes * 60
-        progress = max(loop.state.step / head.total, self.elapsed(loop) / cap if cap else 0.0)
-        for group in loop.optimizer.param_groups:
-            group["lr"] = ae.learning_rate * (0.1 if progress >= ae.lr_drop_at else 1.0)
-        head.sigma = sigma_at(ae, progress)
+        head.sigma = sigma_at(ae, head.progress(loop.state.step, self.elapsed()))
         head.frozen = freezes_attention(ae) and loop.state.step >= ae.freeze_attention_epochs * head.per_epoch
         if head.frozen:
             freeze_attention(head.model, True)  # again each step: the loop puts the model in train mode per epoch
 
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
-        head = loop.head
-        head.train_seconds = self.elapsed(loop)
-        if loop.state.step % head.ae.log_every == 0:
+        super().after_step(loop, terms)
+        if loop.state.step % loop.head.ae.log_every == 0:
             loop.log.append({"event": "train", "seed": self.seed, "epoch": loop.state.epoch + 1, "step": loop.state.step,
-                             "lr": loop.optimizer.param_groups[0]["lr"], "seconds": round(head.train_seconds, 1),
+                             "lr": loop.optimizer.param_groups[0]["lr"], "seconds": round(self.seconds, 1),
                              **{k: round(float(v.detach()), 5) for k, v in terms.items() if k != "grad_norm"}})
         if self.done(loop):
             loop.stopped = True
@@ -136,4 +136,4 @@ class AEClock(Hook):
     def after_train(self, loop: Any) -> None:
         freeze_attention(loop.head.model, False)
         loop.log.append({"event": "trained", "seed": self.seed, "steps": loop.state.step,
-                         "seconds": round(loop.head.train_seconds, 1)})
+                         "seconds": round(self.seconds, 1)})

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -26,7 +26,6 @@ from sgtool.workspace import Workspace
 if TYPE_CHECKING:
     from torchvision.models.detection import FasterRCNN
 
-CHECKPOINT_FORMAT = "sgtool-detector"
 LATEST_KIND = "detector"  # workspace.json key latest_detector
 
 
@@ -146,23 +145,18 @@ def checkpoint_path(run_dir: Path) -> Path:
     raise SgtoolError(f"The run {run_dir.name} holds no detector checkpoint.", "Train one with `sgtool train-detector`.")
 
 
-def unwrap(payload: Any) -> Any:
-    """The detector's state inside a checkpoint of the one checkpointer ({"head": "detector", "state": ...})."""
-    if isinstance(payload, dict) and payload.get("head") == LATEST_KIND and isinstance(payload.get("state"), dict):
-        return payload["state"]
-    return payload
-
-
 def read_checkpoint(path: Path) -> dict:
+    """The detector's state in a run's checkpoint (the one format, or an older shape: `sgtool/checkpoint.py`)."""
+    from sgtool.checkpoint import load
+
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SgtoolError(f"{path} is not a readable detector checkpoint ({type(exc).__name__}).",
+        saved = load(path)
+    except SgtoolError as exc:
+        raise SgtoolError(f"{path} is not a readable detector checkpoint.",
                           "Train the detector again, or --resume it from an intact run.") from exc
-    payload = unwrap(payload)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if saved.get("kind") != LATEST_KIND or not isinstance(saved.get("model"), dict) or "spec" not in saved["model"]:
         raise SgtoolError(f"{path} is not an sgtool detector checkpoint.", "Pass a run made by `sgtool train-detector`.")
-    return payload
+    return saved["model"]
 
 
 def latest_detector(ws: Workspace) -> str:

@@ -121,7 +121,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise SgtoolError(f"{path} is not a PyTorch checkpoint or state dict.",
                           "Pass a .pt/.pth file written by torch.save (a state dict or an sgtool checkpoint).") from exc
     if isinstance(payload, dict) and payload.get("head") == "detector" and isinstance(payload.get("state"), dict):
-        payload = payload["state"]  # a model.pt of a detector run
+        payload = payload["state"]  # a model.pt of a detector run before the one checkpoint format
+    if isinstance(payload, dict) and payload.get("kind") == "detector" and isinstance(payload.get("model"), dict):
+        payload = payload["model"]  # a model.pt of a detector run (sgtool/checkpoint.py)
     if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
         payload = payload["model"]
     if not isinstance(payload, dict) or not any(isinstance(v, torch.Tensor) for v in payload.values()):

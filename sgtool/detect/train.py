@@ -2,20 +2,20 @@
 `engine/train_detector.py`): the checks made before anything is written, a new run's state, the COCO
 evaluation on the test split, and the result shown.
 
-<ws>/runs/<run>/ config.yaml, checkpoints/last.pt (every epoch, for --resume), checkpoints/model.pt (final),
+<ws>/runs/<run>/ config.yaml, run.json, checkpoints/last.pt (every epoch, for --resume), checkpoints/model.pt (final),
                  log.jsonl, coco/gt_test.json, coco/dt_test.json, metrics.json
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sgtool import __version__, distributed
+from sgtool import distributed
 from sgtool.config import MAX_INT
 from sgtool.data.prepared import PreparedDataset, load_prepared
 from sgtool.detect.api import Detector
@@ -99,12 +99,6 @@ def new_state(ws: Workspace, dataset: str | None, arch: str, epochs: int | None,
     if weights:
         load_weights(model, weights)
     return DetectorRunState(run, prepared, config, spec, seed, None, model)
-
-
-def run_settings(state: DetectorRunState, device: str) -> dict:
-    return {"run": state.run, "head": "detector", "task": "det", "arch": state.config.arch,
-            "dataset": state.prepared.name, "seed": state.seed, "device": device, "options": asdict(state.config),
-            "spec": state.spec.as_dict(), "sgtool_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 # ---------------------------------------------------------------- progress and rates

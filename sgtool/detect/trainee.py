@@ -1,6 +1,7 @@
 """What the one training loop (`engine/loop.py`) drives to train the detector: its loop settings, its
-batches (the order drawn from the loop's checkpointed generator), its loss and its state (the weights and
-everything `detect/api.py` needs to load them: spec, vocabulary, dataset, config, seed, seconds trained)."""
+batches (the order drawn from the loop's checkpointed generator), its loss, its per-step learning rate
+(`step_lr`, set by the loop's schedule) and its state (the weights and everything `detect/api.py` needs to
+load them: spec, vocabulary, dataset, config, seed)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,6 @@ import numpy as np
 import torch
 
 from sgtool.data.prepared import PreparedDataset
-from sgtool.detect.api import CHECKPOINT_FORMAT
 from sgtool.detect.config import DetectorConfig
 from sgtool.detect.data import SplitImages, train_batches
 from sgtool.detect.model import DetectorSpec
@@ -34,14 +34,18 @@ class DetectorTrainee(Trainee):
     name = "detector"
 
     def __init__(self, config: DetectorConfig, spec: DetectorSpec, prepared: PreparedDataset, seed: int,
-                 model: torch.nn.Module, device: str) -> None:
+                 model: torch.nn.Module, device: str, per_epoch: int = 1) -> None:
         self.detector_config, self.spec, self.prepared, self.seed, self.model = config, spec, prepared, seed, model
-        # AdamW, clipping, no per-epoch schedule (the lr follows the steps and the time budget, set before
-        # each step), validation = the latest epoch
+        # AdamW, clipping, no per-epoch schedule (the lr follows the steps and the time budget: step_lr),
+        # validation = the latest epoch
         self.config = LoopSettings(config.lr, config.epochs, config.grad_clip, config.weight_decay, "adamw",
                                    amp=str(device).startswith("cuda"))
         self.images = SplitImages(prepared.path, prepared.graphs.split_subset("train"))
-        self.device, self.train_seconds = device, 0.0
+        self.device, self.total = device, per_epoch * config.epochs  # optimiser steps (this rank's)
+
+    def step_lr(self, step: int, seconds: float) -> float:
+        config = self.detector_config
+        return config.lr * lr_factor(step, self.total, config.warmup_steps, seconds, config.time_budget)
 
     def phases(self) -> list[tuple[str, int]]:
         return [("train", self.detector_config.epochs)]
@@ -59,7 +63,7 @@ class DetectorTrainee(Trainee):
 
     def state_dict(self) -> dict[str, Any]:
         vocab = self.prepared.vocab
-        return {"format": CHECKPOINT_FORMAT, "version": 2, "spec": self.spec.as_dict(),
+        return {"spec": self.spec.as_dict(),
                 "vocabulary": {"objects": list(vocab.objects), "predicates": list(vocab.predicates)},
                 "dataset": self.prepared.name, "config": asdict(self.detector_config), "seed": self.seed,
-                "train_seconds": self.train_seconds, "model": self.model.state_dict()}
+                "model": self.model.state_dict()}

@@ -2,7 +2,12 @@
 
     before_train(loop)   before_step(loop)   after_step(loop, terms)   after_epoch(loop, record)   after_train(loop)
 
-AmpHook (bfloat16 autocast on CUDA, `--set amp=true`), BudgetHook (`--set max_steps=N`, `--set minutes=M`),
+A hook with state (a clock) returns it from `state_dict()`; last.pt keeps it under the hook's class name and a
+resumed run gives it back through `load_state_dict()` before `before_train`. Hooks never set the learning rate:
+the loop's schedule does (`engine/loop.py`).
+
+Clock (seconds trained over every session), AmpHook (bfloat16 autocast on CUDA, `--set amp=true`), BudgetHook
+(a Clock: `--set max_steps=N`, `--set minutes=M`),
 ValidationHook (val metrics, the best checkpoint by `val_metric`), LogHook (log.jsonl), CheckpointHook
 (last.pt), TensorBoardHook (`--set tensorboard=true`) and ProgressHook (the bar). Only rank 0 writes.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from time import perf_counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,35 @@ class Hook:
 
     def after_train(self, loop: Any) -> None: ...
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # stateless
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class Clock(Hook):
+    """The seconds trained, over every session of the run: its state, so a resumed run's time budget goes on
+    where it stopped. `seconds` is updated after each step; `elapsed()` is the time up to now."""
+
+    def __init__(self) -> None:
+        self.seconds, self.base, self.started = 0.0, 0.0, perf_counter()
+
+    def before_train(self, loop: Any) -> None:
+        self.base, self.started = self.seconds, perf_counter()
+
+    def elapsed(self) -> float:
+        return self.base + perf_counter() - self.started
+
+    def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
+        self.seconds = self.elapsed()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seconds = float(state.get("seconds", 0.0))
+
 
 class AmpHook(Hook):
     """Mixed precision on CUDA: the forward pass and loss under bfloat16 autocast (no loss scaling needed)."""
@@ -45,20 +80,22 @@ class AmpHook(Hook):
             loop.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
 
 
-class BudgetHook(Hook):
-    """Stops training after `max_steps` optimiser steps or `minutes` of training (0: no limit); the epoch
-    it stops in is then the last one (validated and checkpointed)."""
+class BudgetHook(Clock):
+    """Stops training after `max_steps` optimiser steps or `minutes` of training over every session (0: no
+    limit); the epoch it stops in is then the last one (validated and checkpointed)."""
 
     def __init__(self, max_steps: int, minutes: float) -> None:
-        self.max_steps, self.seconds, self.started = max_steps, 60 * minutes, time.time()
+        super().__init__()
+        self.max_steps, self.budget = max_steps, 60 * minutes
 
     def before_train(self, loop: Any) -> None:
+        super().before_train(loop)
         if self.max_steps and loop.state.step >= self.max_steps:  # resumed after the last step: nothing to add
             loop.stopped = True
 
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
-        if (self.max_steps and loop.state.step >= self.max_steps) or \
-                (self.seconds and time.time() - self.started >= self.seconds):
+        super().after_step(loop, terms)
+        if (self.max_steps and loop.state.step >= self.max_steps) or (self.budget and self.seconds >= self.budget):
             loop.stopped = True
 
 
@@ -81,7 +118,7 @@ class ValidationHook(Hook):
 
     def after_train(self, loop: Any) -> None:
         if distributed.is_main():
-            loop.head.load_state_dict(checkpoint.load_state(loop.checkpoints / checkpoint.BEST)["state"])
+            loop.head.load_state_dict(checkpoint.load(loop.checkpoints / checkpoint.BEST)["model"])
         loop.head.model.to(loop.data.device)
 
 
@@ -115,6 +152,8 @@ class LogHook(Hook):
 
 
 class CheckpointHook(Hook):
+    """last.pt after every epoch: everything a resume needs (`Loop.training_state`)."""
+
     def after_epoch(self, loop: Any, record: dict) -> None:
         if distributed.is_main():
             checkpoint.save_last(loop.checkpoints / checkpoint.LAST, loop.head, loop.training_state(), loop.rng)
@@ -183,7 +222,7 @@ class ProgressHook(Hook):
 
 class StepProgressHook(Hook):
     """A bar over the optimiser steps (the detector, the auto-encoder), its total the steps a time budget
-    leaves room for at the pace so far; the trainee's `train_seconds` counts every session."""
+    leaves room for at the pace so far; the loop's clock counts the seconds of every session."""
 
     def __init__(self, bar: Any, label: str, total: int, budget: float | None) -> None:
         self.bar, self.label, self.total, self.budget = bar, label, total, budget
@@ -194,7 +233,7 @@ class StepProgressHook(Hook):
 
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
         took = time.perf_counter() - self.started
-        left = self.budget - loop.head.train_seconds if self.budget else None
+        left = self.budget - loop.clock.seconds if self.budget else None
         total = expected_steps(loop.state.step, self.total, self.first_step, took, left)
         self.bar.update(self.task, completed=loop.state.step, total=total,
                         status=f"epoch {loop.state.epoch + 1}/{loop.phase_end} loss {float(terms['loss'].detach()):.3f}")

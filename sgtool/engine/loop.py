@@ -5,8 +5,11 @@ auto-encoder (`autoencoder/train.py`); everything besides stepping is a hook (`e
         for each epoch:  for batch in head.batches(train):  hooks; loss = head.loss(batch)["loss"]; step (clipped)
                          hooks: validation + best checkpoint, log.jsonl, last.pt, TensorBoard, progress
 
-Checkpoints (`engine/checkpoint.py`, atomic, in <run>/checkpoints/): last.pt after every epoch (all a resume
-needs), model.pt the best epoch by `val_metric`. A non-finite loss or gradient stops training with an
+The learning rate is scheduled here, in one place: a head's per-epoch schedule (`--set schedule=`), or a
+trainee's per-step one (`trainee.step_lr(step, seconds)`: the detector, the auto-encoder), set before each step.
+
+Checkpoints (`engine/checkpoint.py`, the one format, atomic, in <run>/checkpoints/): last.pt after every epoch
+(all a resume needs, each hook's state included), model.pt the best epoch by `val_metric`. A non-finite loss or gradient stops training with an
 SgtoolError; the last good last.pt is kept. Under torchrun (`sgtool/distributed.py`) each rank trains on its
 share of the batches through DDP, rank 0 validates, and only rank 0 writes.
 """
@@ -26,8 +29,8 @@ import numpy as np
 import torch
 
 from sgtool import distributed
-from sgtool.engine.checkpoint import BEST, LAST, STATE_FORMAT, load_state, resume_point  # noqa: F401 (re-exported)
-from sgtool.engine.hooks import Hook, Validator, default_hooks, read_log, write_log  # noqa: F401 (re-exported)
+from sgtool.engine.checkpoint import BEST, LAST, load, load_state, resume_point  # noqa: F401 (re-exported)
+from sgtool.engine.hooks import Clock, Hook, Validator, default_hooks, read_log, write_log  # noqa: F401 (re-exported)
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainableHead, TrainData
 from sgtool.ui import SILENT, Reporter
@@ -55,19 +58,60 @@ class Loop:
         self.loss_fn: Any = None
         self.batches_done, self.mean_loss = 0, 0.0
         self.autocast: Any = contextlib.nullcontext
+        self.hooks: list[Hook] = []
+        self.clock = Clock()  # the run's clock: its first Clock hook (`use_hooks`), else one of its own
+
+    def use_hooks(self, hooks: list[Hook], saved: dict | None) -> None:
+        """The run's hooks, their states given back from last.pt on resume (a hook it does not name starts afresh)."""
+        self.hooks = hooks
+        self.clock = next((hook for hook in hooks if isinstance(hook, Clock)), self.clock)
+        for hook in hooks if saved is not None else ():
+            hook.load_state_dict((saved.get("hooks") or {}).get(type(hook).__name__, {}))
 
     def begin_phase(self, index: int, phase: str, epochs: int, saved: dict | None) -> None:
         self.phase, self.phase_index = phase, index
         self.head.begin_phase(phase)
         self.optimizer, self.scheduler = make_optimizer(self.head.config, self.head.model.to(self.data.device), epochs)
-        if saved is not None and saved["phase"] == index:
+        if hasattr(self.head, "step_lr"):  # a per-step schedule of the trainee's own
+            self.scheduler = StepSchedule(self.optimizer, self.head.step_lr)
+        if saved is not None and saved["loop"].get("phase", 0) == index:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
         self.loss_fn = distributed.wrap_loss(self.head.model, self.head.loss)  # DDP under torchrun
 
+    def set_step_lr(self) -> None:
+        """Before each step: a per-step schedule sets the lr of this step (a per-epoch one is stepped after each epoch)."""
+        if isinstance(self.scheduler, StepSchedule):
+            self.scheduler.before_step(self.state.step, self.clock.elapsed())
+
     def training_state(self) -> dict[str, Any]:
+        """What last.pt holds besides the model and the random generators."""
+        states = {type(hook).__name__: hook.state_dict() for hook in self.hooks}
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "phase": self.phase_index, "loop": asdict(self.state)}
+                "loop": {**asdict(self.state), "phase": self.phase_index},
+                "hooks": {name: state for name, state in states.items() if state}}
+
+
+class StepSchedule:
+    """A trainee's per-step learning rate, `step_lr(step, seconds trained)`, set before each optimiser step.
+    It holds no state of its own: the step and the clock are in last.pt."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, step_lr: Any) -> None:
+        self.optimizer, self.step_lr = optimizer, step_lr
+
+    def before_step(self, step: int, seconds: float) -> None:
+        lr = self.step_lr(step, seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        pass  # nothing per epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # an old checkpoint's per-epoch LambdaLR state: the lr is set again before the next step
 
 
 def run_loop(head: TrainableHead, data: TrainData, folder: Path, validate: Validator,
@@ -86,11 +130,12 @@ def _train(head: TrainableHead, data: TrainData, folder: Path, validate: Validat
     loop, saved = Loop(head, data, folder), None
     if resume:  # the head's weights and every RNG from last.pt; epochs logged after it are dropped
         saved = resume_point(head, loop.checkpoints, loop.rng)
-        loop.state = LoopState(**saved["loop"])
+        loop.state = LoopState(**{k: v for k, v in saved["loop"].items() if k != "phase"})
         loop.log = [r for r in read_log(loop.folder / "log.jsonl")  # epoch records and a trainee's step records
                     if r.get("event") in ("epoch", "train") and r["epoch"] <= loop.state.epoch]
     with reporter.progress() as bar:
         hooks = make_hooks(head.config, validate, bar)
+        loop.use_hooks(hooks, saved)
         for hook in hooks:
             hook.before_train(loop)
         first = 0
@@ -122,6 +167,7 @@ def train_epoch(loop: Loop, hooks: list[Hook]) -> dict[str, float]:
     sums: dict[str, float] = {}
     loop.batches_done = 0
     for batch in distributed.shard(head.batches(loop.data.train, shuffle=True, rng=loop.rng)):
+        loop.set_step_lr()
         for hook in hooks:
             hook.before_step(loop)
         with loop.autocast():

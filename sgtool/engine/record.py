@@ -1,5 +1,6 @@
-"""The typed run record: what a run is (kind, dataset, task, seed, options, ...), written as config.yaml
-(everything) and run.json (who it is and its status) in the run folder."""
+"""The typed run record of every kind: what a run is (kind, dataset, task, seed, options, ...), written as
+config.yaml (everything) and run.json (who it is and its status: one schema, RUN_JSON_KEYS, for every kind)
+in the run folder. `engine/run.py` (Run) is what writes them."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from sgtool import __version__, atomic
 from sgtool.config import read_yaml
 from sgtool.ui import SILENT, Reporter
 
-STATUS_KEYS = ("run", "head", "dataset", "task", "seed")  # run.json carries these and the status
+RUN_JSON_KEYS = ("run", "head", "dataset", "task", "seed", "seeds", "status", "error")  # run.json, every kind
 
 
 def _now() -> str:
@@ -60,16 +61,13 @@ class RunRecord:
     def write_config(self, folder: Path) -> None:
         atomic.write_text(Path(folder) / "config.yaml", yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-    def write_status(self, folder: Path, status: str | None, error: str | None = None) -> None:
-        """run.json: the record's identity, `seeds` when set, and the status (None: no status key)."""
-        payload: dict[str, Any] = {key: getattr(self, key) for key in STATUS_KEYS}
-        if self.seeds is not None:
-            payload["seeds"] = self.seeds
-        if status is not None:
-            payload["status"] = status
-        if error:
-            payload["error"] = error
-        atomic.write_json(Path(folder) / "run.json", payload)
+    def status_payload(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """run.json's mapping: RUN_JSON_KEYS for every kind (`seeds`: every seed trained, [seed] for one)."""
+        return {"run": self.run, "head": self.head, "dataset": self.dataset, "task": self.task, "seed": self.seed,
+                "seeds": self.seeds if self.seeds is not None else [self.seed], "status": status, "error": error}
+
+    def write_status(self, folder: Path, status: str, error: str | None = None) -> None:
+        atomic.write_json(Path(folder) / "run.json", self.status_payload(status, error))
 
     def replace(self, **changes: Any) -> RunRecord:
         return dataclasses.replace(self, **changes)
@@ -90,8 +88,7 @@ def record_failure(folder: Path, record: RunRecord, exc: BaseException, resumabl
     status = "failed" if isinstance(exc, Exception) else "interrupted"
     reason = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {exc.filename or folder}"
     try:
-        payload = {key: getattr(record, key) for key in STATUS_KEYS}
-        atomic.write_json_or_overwrite(Path(folder) / "run.json", {**payload, "status": status, "error": reason})
+        atomic.write_json_or_overwrite(Path(folder) / "run.json", record.status_payload(status, reason))
     except OSError:
         if not resumable:
             shutil.rmtree(folder, ignore_errors=True)

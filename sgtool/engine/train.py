@@ -7,15 +7,16 @@ renamed into place, so a failed run leaves nothing behind. Trainable heads go th
 training loop (`engine/loop.py`) and write their run folder in place while training, so it can
 be resumed: run.json says "status": "running", then "complete" (or "failed"); predictions and
 metrics are written atomically at the end. Bad options are refused before anything is written,
-and a run name is never reused.
+and a run name is never reused. The run folder's life (name, record, status, failures, resume
+refusals) is `engine/run.py`'s Run, as for every kind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,12 @@ from sgtool.config import read_yaml, resolve_device, user_settings
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions, vocabulary_fingerprint, write_predictions
 from sgtool.data.prepared import (
-    PreparedDataset, check_same_dataset, dataset_fingerprint, load_prepared, load_prepared_priors,
+    PreparedDataset, dataset_fingerprint, load_prepared, load_prepared_priors,
 )
 from sgtool.engine.hooks import json_default
 from sgtool.engine.objects import labels_from_boxes, object_source as task_objects
-from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
+from sgtool.engine.record import RunRecord, TrainRequest, read_status
+from sgtool.engine.run import Run
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
 from sgtool.heads import (
@@ -123,7 +125,7 @@ def train_request(ws: Workspace, request: TrainRequest, object_source: ObjectSou
                                        request.cache_features, reporter)
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, request.seed, reporter)
-    run = distributed.broadcast(ws.claim_run_name(request.name, f"{head}-{prepared.name}-{task}")
+    run = distributed.broadcast(Run.claim(ws, request.name, f"{head}-{prepared.name}-{task}")
                                 if distributed.is_main() else None)
     ws.check_writable()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
@@ -179,12 +181,7 @@ def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int,
 def resume_train(ws: Workspace, run: str, request: TrainRequest,
                  object_source: ObjectSource | None = None) -> TrainResult:
     """Continue a killed or failed run from its last checkpoint, with the settings in its config.yaml."""
-    given = request.given_flags()
-    if given:
-        raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
-                          "Leave that option out, or start a new run without --resume.")
-    folder = ws.require_run(run)
-    record = _resumable_record(folder, run, request.kind, request.dataset)
+    record = _resumable_record(ws, run, request)
     with ws.training(run, record.dataset):  # one writer of the run; its dataset is not replaced meanwhile
         return _resume_held(ws, run, record, request, object_source)
 
@@ -203,14 +200,14 @@ def _resume_held(ws: Workspace, run: str, record: RunRecord, request: TrainReque
     device = distributed.setup(resolve_device(request.device))
     reporter = request.reporter if distributed.is_main() else SILENT
     prepared = load_prepared(ws, record.dataset)
-    check_same_dataset(prepared, record.dataset_sha256, run)
+    Run(folder, record).check_dataset(prepared)
     source = object_source or task_objects(ws, prepared, record.task, record.detector, device, reporter,
                                            labels_from_boxes(head_cls))[0]
     priors = load_prepared_priors(ws, prepared.name)
     data = _train_data(prepared, priors, device, int(record.seed or 0), reporter)
     ws.check_writable()
     if distributed.is_main():
-        atomic.remove_leftovers(folder)  # temp files of writes the kill interrupted
+        Run(folder, record).clean_leftovers()
     model = head_cls(config, prepared.vocab.num_object_classes, prepared.vocab.num_predicate_classes)
     reattach(ws, model, record, prepared, device=device)  # features=visual: the run's detector backbone again
     record = record.replace(device=device)
@@ -243,7 +240,7 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter,
                                        labels_from_boxes(head_cls))
     priors = load_prepared_priors(ws, prepared.name)
-    new = ws.claim_run_name(name, f"{record.head}-{prepared.name}-{task}")
+    new = Run.claim(ws, name, f"{record.head}-{prepared.name}-{task}")
     ws.check_writable()
     record = record.replace(run=new, task=task, detector=objects_run or visual_run, from_run=run, device=device,
                             created=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -255,8 +252,7 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
             if (folder / "checkpoints" / weights).is_file():
                 shutil.copy2(folder / "checkpoints" / weights, staging / "checkpoints" / weights)
         metrics = write_outputs(staging, model, RunData(prepared, priors, source, record), reporter)
-        record.write_config(staging)
-        record.write_status(staging, "complete")
+        Run(staging, record).complete()
         atomic.write_text(staging / "log.jsonl", json.dumps({"time": time.time(), "event": "retask", "from_run": run,
                                                              "metrics": metrics}, default=json_default) + "\n")
     ws.set_latest("run", new)
@@ -278,24 +274,17 @@ def retask_request(ws: Workspace, run: str, request: TrainRequest) -> TrainResul
                   reporter=request.reporter)
 
 
-def _resumable_record(folder: Path, run: str, head: str | None, dataset: str | None) -> RunRecord:
+def _resumable_record(ws: Workspace, run: str, request: TrainRequest) -> RunRecord:
     """The run's record, when the run is an unfinished run of a trainable head that fits the options."""
+    folder = ws.require_run(run)
     settings = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}
-    status = read_status(folder)
     name = str(settings.get("head"))
     if not settings or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
         raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
                           "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl|ae`.")
-    if status == "complete":
-        raise SgtoolError(f"The run '{run}' is complete; there is nothing to resume.", "Train a new run instead.")
-    if head is not None and head != name:
-        raise SgtoolError(f"The run '{run}' trains the {name} head, not {head}.", "Leave out --head.")
-    if dataset is not None and dataset != settings.get("dataset"):
-        raise SgtoolError(f"The run '{run}' trains on '{settings.get('dataset')}', not '{dataset}'.", "Leave out --dataset.")
-    if not (folder / "checkpoints" / "last.pt").is_file():
-        raise SgtoolError(f"The run '{run}' stopped before its first checkpoint, so it cannot be resumed.",
-                          "Train a new run instead.")
-    return RunRecord.from_dict(settings)
+    resumed = Run.resume(ws, run, request.kind, request.dataset, request.given_flags())
+    resumed.require_checkpoint(folder / "checkpoints" / "last.pt")
+    return resumed.record
 
 
 def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, run: RunData, reporter: Reporter) -> dict[str, float]:
@@ -305,8 +294,7 @@ def _fill_run(staging: Path, model: StatisticalHead, data: TrainData, run: RunDa
     save_checkpoint(staging / "checkpoints", model)
     metrics = write_outputs(staging, model, run, reporter)
     log.append({"time": time.time(), "event": "val", "metrics": metrics})
-    record.write_config(staging)
-    record.write_status(staging, "complete")
+    Run(staging, record).complete()
     atomic.write_text(staging / "log.jsonl", "".join(json.dumps(r, default=json_default) + "\n" for r in log))
     return metrics
 
@@ -316,43 +304,29 @@ def _train_in_place(folder: Path, model: TrainableHead, data: TrainData, run: Ru
     """The training loop writes the run folder as it goes; the status in run.json says how far it got."""
     from sgtool import distributed
     from sgtool.engine.budget import build_within_memory
+    from sgtool.engine.checkpoint import LAST
     from sgtool.engine.loop import read_log, run_loop, seed_everything, write_log
 
     record = run.record
     seed_everything(data.seed)
     build_within_memory(model, data)  # before the folder exists: a head that cannot be built changes nothing
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
-    if main and not resume:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            folder.mkdir()  # the atomic claim of the name: a concurrent train of the same name fails here
-        except FileExistsError:
-            raise SgtoolError(f"A run named '{folder.name}' was just made by another sgtool process.",
-                              "Pick another --name.") from None
+    if main:
+        keeper = Run(folder, record) if resume else Run.new(folder, record)
     reporter.info(f"{'Resuming' if resume else 'Training'} the {record.head} head on '{record.dataset}' "
                   f"({record.task}, {data.device}) as run {record.run}.")
-    try:
-        if main and not resume:
-            record.write_config(folder)
-        if main:
-            record.write_status(folder, "running")
+    with keeper.failures(lambda: (folder / "checkpoints" / LAST).exists()) if main else contextlib.nullcontext():
         run_loop(model, data, folder, _validator(model, data.val, run), reporter, resume=resume)
         if main:
             _select_k(folder, model, data.val, run)
         metrics = write_outputs(folder, model, run, reporter) if main else {}
-    except BaseException as exc:
-        if main:
-            from sgtool.engine.checkpoint import LAST
-
-            record_failure(folder, record, exc, (folder / "checkpoints" / LAST).exists())
-        raise
     if main:
         log = read_log(folder / "log.jsonl")
         write_log(folder / "log.jsonl", [*log, {"time": time.time(), "event": "val", "metrics": metrics}])
         from sgtool.viz.curves import CURVES_NAME, draw_training_curves
 
         draw_training_curves(folder / "log.jsonl", folder / CURVES_NAME)
-        record.write_status(folder, "complete")
+        keeper.complete()
     return metrics
 
 
@@ -374,7 +348,7 @@ def _select_k(folder: Path, model: RelationHead, val: SceneGraphs, run: RunData)
     R@50 of each k of its grid; the choice is part of the head state, so the best checkpoint is rewritten."""
     if not hasattr(model, "select_k") or getattr(model.config, "k", None) != "free" or len(val.relations) == 0:
         return
-    from sgtool.engine.checkpoint import BEST, load_state, save
+    from sgtool.engine.checkpoint import BEST, load, save
     from sgtool.eval import evaluate
 
     def measure(grid: list[int]) -> dict[int, float]:
@@ -385,8 +359,8 @@ def _select_k(folder: Path, model: RelationHead, val: SceneGraphs, run: RunData)
 
     recalls = model.select_k(measure)
     best = folder / "checkpoints" / BEST
-    saved = load_state(best)
-    saved.update(state=model.state_dict(), free_k={str(k): v for k, v in recalls.items()})
+    saved = load(best)
+    saved.update(model=model.state_dict(), loop={**(saved["loop"] or {}), "free_k": {str(k): v for k, v in recalls.items()}})
     save(best, saved)
 
 
@@ -432,17 +406,16 @@ def predict_split(model: RelationHead, graphs: SceneGraphs, split: str, run: Run
 
 
 def save_checkpoint(folder: Path, model: RelationHead) -> Path:
-    """model.npz when the state is numpy arrays only, else model.pt (torch.save)."""
+    """model.npz when the state is numpy arrays only (read back as the one checkpoint format), else model.pt."""
     state = model.state_dict()
     if all(isinstance(v, np.ndarray) for v in state.values()):
         path = folder / "model.npz"
         atomic.write_npz(path, {**state, "__head__": np.array(model.name)})
         return path
-    import torch
+    from sgtool.engine.checkpoint import pack, save
 
     path = folder / "model.pt"
-    with atomic.atomic_path(path) as tmp:
-        torch.save({"head": model.name, "state": state}, tmp)
+    save(path, pack(model.name, state))
     return path
 
 
@@ -478,20 +451,14 @@ def load_trained_head(ws: Workspace, run: str, images: Mapping[int, Any] | None 
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """The head state in a run's checkpoints/ (model.npz or model.pt); a damaged file is one sentence."""
-    damaged = SgtoolError(f"{folder / 'model.npz'} is damaged or not an sgtool head checkpoint.",
-                          "Train the head again (or restore the run folder from a copy).")
-    if (folder / "model.npz").exists():
-        try:
-            with np.load(folder / "model.npz", allow_pickle=False) as data:
-                return {key: data[key] for key in data.files if key != "__head__"}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated or random bytes
-            raise damaged from exc
-    if (folder / "model.pt").exists():
-        from sgtool.engine.checkpoint import load_state
+    """The head state in a run's checkpoints/ (model.npz or model.pt, any shape sgtool wrote); a damaged file
+    is one sentence."""
+    from sgtool.engine.checkpoint import load
 
-        saved = load_state(folder / "model.pt")
-        if not isinstance(saved.get("state"), dict):
-            raise SgtoolError(f"{folder / 'model.pt'} is not an sgtool head checkpoint.", "Train the head again.")
-        return saved["state"]
+    for name in ("model.npz", "model.pt"):
+        if (folder / name).exists():
+            saved = load(folder / name)
+            if not isinstance(saved.get("model"), dict):
+                raise SgtoolError(f"{folder / name} is not an sgtool head checkpoint.", "Train the head again.")
+            return saved["model"]
     raise SgtoolError(f"The run folder {folder.parent} holds no checkpoint.", "Train the head again.")

@@ -1,21 +1,22 @@
 """The `train-detector` stage: Faster R-CNN trained through the one training loop (`engine/loop.py`), then
 COCO mAP on the test split (`detect/train.py`). The loop drives `detect/trainee.py`'s DetectorTrainee.
 
-The detector's own hooks: DetectorClock (the lr per step: warm-up then cosine over the steps or the time
-budget, whichever ends first; the budget counts the seconds of every resumed session; each epoch's
-images/s) and the step bar (`hooks.StepProgressHook`). Checkpoints, log.jsonl
-and the best (= latest) model.pt come from the loop's hooks. The run folder exists while training so a
-killed run can be resumed; a run that fails before its first checkpoint is removed again.
+The lr per step is the loop's schedule (`DetectorTrainee.step_lr`: warm-up then cosine over the steps or the
+time budget, whichever ends first). The detector's own hooks: DetectorClock (the seconds trained over every
+resumed session, in its state; the stop at the budget; each epoch's images/s) and the step bar
+(`hooks.StepProgressHook`). Checkpoints, log.jsonl and the best (= latest) model.pt come from the loop's hooks.
+The run folder's life (config.yaml, run.json and its status, failures) is `engine/run.py`'s Run, as for every
+kind; the folder exists while training so a killed run can be resumed.
 """
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from sgtool import atomic, distributed
 from sgtool.config import resolve_device
@@ -25,11 +26,13 @@ from sgtool.detect.config import DetectorConfig
 from sgtool.detect.data import num_batches, require_images
 from sgtool.detect.model import DetectorSpec, build_model, check_arch
 from sgtool.detect.train import (DetectorResult, DetectorRunState, check_options, evaluate_detector, mean_rate,
-                                 new_state, run_settings)
-from sgtool.detect.trainee import DetectorTrainee, lr_factor
+                                 new_state)
+from sgtool.detect.trainee import DetectorTrainee
 from sgtool.engine import checkpoint
-from sgtool.engine.hooks import AmpHook, CheckpointHook, Hook, LogHook, StepProgressHook, ValidationHook, read_log
+from sgtool.engine.hooks import AmpHook, CheckpointHook, Clock, Hook, LogHook, StepProgressHook, ValidationHook, read_log
 from sgtool.engine.loop import run_loop
+from sgtool.engine.record import RunRecord
+from sgtool.engine.run import Run
 from sgtool.errors import SgtoolError
 from sgtool.heads import TrainData
 from sgtool.ui import SILENT, Reporter
@@ -75,7 +78,8 @@ def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None,
         raise SgtoolError(f"The run '{run}' holds no detector checkpoint to resume from.",
                           "Resume a run made by `sgtool train-detector`.")
     saved = checkpoint.training_state(path, DetectorTrainee.name)
-    state, done = saved["state"], saved["loop"]["epoch"]
+    state, done = saved["model"], saved["loop"]["epoch"]
+    trained = float(saved["hooks"].get(DetectorClock.__name__, {}).get("seconds", 0.0))
     config = DetectorConfig(**state["config"])
     if arch is not None and arch != config.arch:
         raise SgtoolError(f"The run '{run}' trains the {config.arch} architecture, not {arch}.", "Leave out --arch.")
@@ -92,8 +96,8 @@ def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None,
         raise SgtoolError(f"The run '{run}' has already trained {done} of {config.epochs} epochs.",
                           f"Pass --epochs {done + 1} or more to train it longer.")
     if time_budget is not None:
-        config.time_budget = state["train_seconds"] + time_budget * 60
-    elif config.time_budget and state["train_seconds"] >= config.time_budget:
+        config.time_budget = trained + time_budget * 60
+    elif config.time_budget and trained >= config.time_budget:
         raise SgtoolError(f"The run '{run}' has used its whole time budget ({config.time_budget / 60:g} minutes).",
                           "Pass --time-budget MINUTES to train it longer.")
     return DetectorRunState(run, prepared, config, DetectorSpec(**state["spec"]), int(state["seed"]), state,
@@ -103,18 +107,15 @@ def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None,
 def _run(ws: Workspace, state: DetectorRunState, device: str, reporter: Reporter) -> DetectorResult:
     run_dir = ws.run_dir(state.run)
     fresh, main = state.checkpoint is None, distributed.is_main()  # only rank 0 writes
-    if not fresh and main:
-        atomic.remove_leftovers(run_dir)  # temp files of writes a kill interrupted
-    try:
-        if fresh and main:
-            settings = run_settings(state, device)
-            atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
-            atomic.write_json(run_dir / "run.json", {k: settings[k] for k in ("run", "head", "dataset", "task", "arch", "seed")})
+    keeper = None
+    if main:
+        record = run_record(state, device)
+        keeper = Run.new(run_dir, record) if fresh else Run(run_dir, record)
+        if not fresh:
+            keeper.clean_leftovers()
+    with keeper.failures(lambda: (run_dir / "checkpoints" / checkpoint.LAST).exists()) if keeper \
+            else contextlib.nullcontext():
         trainee = _fit(run_dir, state, device, reporter)
-    except BaseException:
-        if fresh and main and not (run_dir / "checkpoints" / checkpoint.LAST).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     if not main:  # rank 0 evaluates and writes; the others wait for its metrics
         metrics = distributed.broadcast(None)
         return DetectorResult(state.run, run_dir, state.prepared.name, state.config.arch, state.config.epochs, metrics)
@@ -122,9 +123,16 @@ def _run(ws: Workspace, state: DetectorRunState, device: str, reporter: Reporter
     metrics = evaluate_detector(detector, state.prepared, run_dir, reporter)
     metrics["train_images_per_s"] = mean_rate(read_log(run_dir / "log.jsonl"))
     atomic.write_json(run_dir / "metrics.json", {"split": metrics.pop("split"), "task": "det", "metrics": metrics})
+    keeper.complete()
     ws.set_latest(LATEST_KIND, state.run)
     distributed.broadcast(metrics)
     return DetectorResult(state.run, run_dir, state.prepared.name, state.config.arch, state.config.epochs, metrics)
+
+
+def run_record(state: DetectorRunState, device: str) -> RunRecord:
+    """The detector run's record (config.yaml, run.json): its options are the DetectorConfig (arch included)."""
+    return RunRecord(run=state.run, head=DetectorTrainee.name, dataset=state.prepared.name, task="det",
+                     seed=state.seed, device=device, options=asdict(state.config))
 
 
 def _fit(run_dir: Path, state: DetectorRunState, device: str, reporter: Reporter) -> DetectorTrainee:
@@ -133,6 +141,7 @@ def _fit(run_dir: Path, state: DetectorRunState, device: str, reporter: Reporter
     model = state.model if state.model is not None else build_model(state.spec)
     trainee = DetectorTrainee(state.config, state.spec, state.prepared, state.seed, model, device)
     per_epoch = distributed.sharded_count(num_batches(len(trainee.images), state.config.batch_size))
+    trainee.total = per_epoch * state.config.epochs
     if per_epoch == 0:
         raise SgtoolError(f"The {len(trainee.images)} training images make fewer batches than the "
                           f"{distributed.world_size()} processes.", "Use a smaller --batch-size or fewer processes.")
@@ -150,31 +159,23 @@ def _fit(run_dir: Path, state: DetectorRunState, device: str, reporter: Reporter
     return trainee
 
 
-class DetectorClock(Hook):
-    """The detector's lr before each step (warm-up, then cosine over the steps or the time budget), the
-    seconds trained over every session (in the trainee's state, so in last.pt), the stop at the budget, and
-    each epoch's record as the detector writes it (partial, images/s, the loss terms, the last step's lr)."""
+class DetectorClock(Clock):
+    """The detector's clock: the seconds trained over every session (its state, in last.pt), the stop at the
+    time budget, and each epoch's record as the detector writes it (partial, images/s, the loss terms, the
+    last step's lr). The lr itself is the loop's schedule (`DetectorTrainee.step_lr`)."""
 
     def __init__(self, config: DetectorConfig, per_epoch: int) -> None:
-        self.config, self.per_epoch, self.total = config, per_epoch, per_epoch * config.epochs
-
-    def before_train(self, loop: Any) -> None:
-        self.started, self.base = time.perf_counter(), loop.head.train_seconds
-
-    def elapsed(self) -> float:
-        return self.base + time.perf_counter() - self.started
+        super().__init__()
+        self.config, self.per_epoch = config, per_epoch
 
     def before_step(self, loop: Any) -> None:
         if loop.batches_done == 0:
             self.epoch_started = time.perf_counter()
-        factor = lr_factor(loop.state.step, self.total, self.config.warmup_steps, self.elapsed(), self.config.time_budget)
-        for group in loop.optimizer.param_groups:
-            group["lr"] = self.last_lr = self.config.lr * factor
 
     def after_step(self, loop: Any, terms: dict[str, Any]) -> None:
-        loop.head.train_seconds = self.elapsed()
+        super().after_step(loop, terms)
         budget = self.config.time_budget
-        if distributed.any_rank(bool(budget) and loop.head.train_seconds >= budget):  # every rank together
+        if distributed.any_rank(bool(budget) and self.seconds >= budget):  # every rank together
             loop.stopped = True
 
     def after_epoch(self, loop: Any, record: dict) -> None:
@@ -182,7 +183,8 @@ class DetectorClock(Hook):
         images = loop.batches_done * self.config.batch_size * distributed.world_size()
         losses = {k: v for k, v in record["train"].items() if k != "grad_norm"}
         record.update(partial=loop.batches_done < self.per_epoch, seconds=round(took, 3),
-                      images_per_s=round(images / max(took, 1e-9), 2), lr=self.last_lr, **losses)
+                      images_per_s=round(images / max(took, 1e-9), 2), lr=loop.optimizer.param_groups[0]["lr"],
+                      **losses)
 
 
 def train_request(ws: Workspace, request: Any, resume: str | None = None) -> DetectorResult:
