@@ -184,7 +184,7 @@ def test_same_seed_same_weights_and_weights_file_start(trained_ws, tmp_path, cli
         result = cli("-w", ws, "-q", "--seed", "5", "train-detector", "--epochs", "1", "--batch-size", "4",
                      "--name", name, "--weights", start)
         assert result.code == 0, result.err
-    a, b = (torch.load(ws / f"runs/{n}/checkpoints/model.pt", weights_only=True)["state"]["model"] for n in ("a", "b"))
+    a, b = (torch.load(ws / f"runs/{n}/checkpoints/model.pt", weights_only=True)["model"]["model"] for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((ws / "runs/a/metrics.json").read_text()) ["metrics"]["mAP"] == \
         json.loads((ws / "runs/b/metrics.json").read_text())["metrics"]["mAP"]

@@ -64,8 +64,8 @@ def test_two_cpu_ranks_train_the_same_weights_as_one_process_with_the_global_bat
     assert sorted(ws.runs()) == ["ddp", "single"]  # rank 1 claimed no run of its own
     a, b = (load_state(ws.run_dir(r) / "checkpoints" / LAST) for r in ("single", "ddp"))
     assert a["loop"]["step"] == b["loop"]["step"] == STEPS  # 24 images / global batch 8, 3 epochs
-    for name, value in a["state"]["model"].items():  # measured: 1.5e-8 apart at most
-        torch.testing.assert_close(b["state"]["model"][name], value, atol=reduction_order_tolerance(), rtol=0)
+    for name, value in a["model"]["model"].items():  # measured: 1.5e-8 apart at most
+        torch.testing.assert_close(b["model"]["model"][name], value, atol=reduction_order_tolerance(), rtol=0)
     logs = [[json.loads(line) for line in (ws.run_dir(r) / "log.jsonl").read_text().splitlines()] for r in ("single", "ddp")]
     for x, y in zip(logs[0][:3], logs[1][:3]):  # the logged loss is the mean over the ranks
         assert y["train"]["loss"] == pytest.approx(x["train"]["loss"], abs=1e-5)

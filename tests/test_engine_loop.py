@@ -123,7 +123,8 @@ def test_loop_reduces_the_loss_and_writes_a_resumable_run(tmp_path):
     assert all(0 <= r["val"]["mR@50"] <= 1 and r["val_metric"] == "mR@50" for r in epochs)
     last = load_state(run / "checkpoints" / LAST)
     assert (last["loop"]["epoch"], last["loop"]["step"]) == (5, 5 * 3)  # 24 train images, batches of 8
-    assert {"optimizer", "scheduler", "rng", "phase"} <= set(last)
+    assert set(last) == {"format", "version", "kind", "model", "optimizer", "scheduler", "loop", "rng", "hooks"}
+    assert last["loop"]["phase"] == 0 and last["kind"] == "toy-linear"
     options = yaml.safe_load((run / "config.yaml").read_text())["options"]
     assert (options["optimizer"], options["schedule"], options["val_metric"]) == ("adam", "step", "mR@50")
     assert 0 < json.loads((run / "metrics.json").read_text())["metrics"]["R@50"] <= 1
@@ -134,7 +135,7 @@ def test_best_checkpoint_is_the_epoch_with_the_best_val_metric(tmp_path):
     log = run_loop(head, toy_data(), tmp_path, scripted([0.2, 0.6, 0.4, 0.6], head, snapshots))
     assert [r["val_value"] for r in log] == [0.2, 0.6, 0.4, 0.6]
     best = load_state(tmp_path / "checkpoints" / BEST)
-    assert best["epoch"] == 2 and best["val_value"] == 0.6  # ties keep the earlier epoch
+    assert best["loop"]["epoch"] == 2 and best["loop"]["val_value"] == 0.6  # ties keep the earlier epoch
     for name, value in head.state_dict().items():  # the head ends with the best epoch's weights
         torch.testing.assert_close(value, snapshots[1][name])
     assert not torch.equal(snapshots[1]["weight"], snapshots[3]["weight"])

@@ -86,7 +86,7 @@ def test_a_head_declared_in_a_test_module_trains_through_the_cli_with_its_own_fl
     assert result.code == 0, result.err
     run = ws.run_dir("t")
     assert yaml.safe_load((run / "config.yaml").read_text())["options"]["toy_width"] == 3
-    state = torch.load(run / "checkpoints" / "model.pt", weights_only=False)["state"]
+    state = torch.load(run / "checkpoints" / "model.pt", weights_only=False)["model"]
     assert state["0.weight"].shape[0] == 3  # the flag reached the network
     assert (run / "training-curves.png").stat().st_size > 1000
     from sgtool.data.predictions import read_predictions

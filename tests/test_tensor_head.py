@@ -218,7 +218,7 @@ def test_tensor_sgcls_through_the_cli_uses_no_label_and_evaluates(tmp_path, cli)
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r.get("phase") for r in records] == ["triplet", "sel", None]
     state = torch.load(run / "checkpoints" / "model.pt", weights_only=False)
-    assert int(state["state"]["model"]["free_k"]) in (1, 4) and set(state["free_k"]) == {"1", "4"}
+    assert int(state["model"]["model"]["free_k"]) in (1, 4) and set(state["loop"]["free_k"]) == {"1", "4"}
     written = read_predictions(run / "predictions" / "val.h5")
     assert written.pair_labels is not None
     # randomise the split's GT labels: the predictions do not change
