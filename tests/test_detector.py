@@ -78,7 +78,7 @@ def test_one_epoch_run_writes_checkpoint_and_metrics(trained_ws):
     import yaml
 
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert (config["head"], config["arch"], config["dataset"], config["task"]) == ("detector", "tiny", "synth", "det")
+    assert (config["head"], config["options"]["arch"], config["dataset"], config["task"]) == ("detector", "tiny", "synth", "det")
     for name in ("gt_test.json", "dt_test.json"):
         assert isinstance(json.loads((run / "coco" / name).read_text()), (dict, list))
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

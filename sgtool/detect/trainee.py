@@ -34,14 +34,14 @@ class DetectorTrainee(Trainee):
     name = "detector"
 
     def __init__(self, config: DetectorConfig, spec: DetectorSpec, prepared: PreparedDataset, seed: int,
-                 model: torch.nn.Module, device: str, per_epoch: int = 1) -> None:
+                 model: torch.nn.Module, device: str) -> None:
         self.detector_config, self.spec, self.prepared, self.seed, self.model = config, spec, prepared, seed, model
         # AdamW, clipping, no per-epoch schedule (the lr follows the steps and the time budget: step_lr),
         # validation = the latest epoch
         self.config = LoopSettings(config.lr, config.epochs, config.grad_clip, config.weight_decay, "adamw",
                                    amp=str(device).startswith("cuda"))
         self.images = SplitImages(prepared.path, prepared.graphs.split_subset("train"))
-        self.device, self.total = device, per_epoch * config.epochs  # optimiser steps (this rank's)
+        self.device, self.total = device, config.epochs  # optimiser steps (this rank's): set by the stage
 
     def step_lr(self, step: int, seconds: float) -> float:
         config = self.detector_config

@@ -16,6 +16,7 @@ keys are one schema for every kind (`RunRecord.write_status`).
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -84,17 +85,22 @@ class Run:
         atomic.remove_leftovers(self.folder)
 
     @contextlib.contextmanager
-    def failures(self, resumable: Callable[[], bool]) -> Iterator[None]:
+    def failures(self, resumable: Callable[[], bool], keep_unresumable: bool = True) -> Iterator[None]:
         """config.yaml (a new run's) and run.json "running" while the block trains; an error or interrupt is
         recorded in run.json ("failed" / "interrupted" and why) and raised again; a folder that cannot record it
-        and holds nothing to resume from (`resumable()`) is removed."""
+        and holds nothing to resume from (`resumable()`) is removed. `keep_unresumable=False`: a new run that
+        fails before it can be resumed is removed (the detector finds bad images only while training, and bad
+        input leaves the workspace as it was)."""
         try:
             if self.fresh:
                 self.record.write_config(self.folder)
             self.record.write_status(self.folder, "running")
             yield
         except BaseException as exc:
-            record_failure(self.folder, self.record, exc, resumable())
+            if self.fresh and not keep_unresumable and not resumable():
+                shutil.rmtree(self.folder, ignore_errors=True)
+            else:
+                record_failure(self.folder, self.record, exc, resumable())
             raise
 
     def complete(self, folder: Path | None = None) -> None:

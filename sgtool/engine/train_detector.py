@@ -6,7 +6,8 @@ time budget, whichever ends first). The detector's own hooks: DetectorClock (the
 resumed session, in its state; the stop at the budget; each epoch's images/s) and the step bar
 (`hooks.StepProgressHook`). Checkpoints, log.jsonl and the best (= latest) model.pt come from the loop's hooks.
 The run folder's life (config.yaml, run.json and its status, failures) is `engine/run.py`'s Run, as for every
-kind; the folder exists while training so a killed run can be resumed.
+kind; the folder exists while training so a killed run can be resumed, and a new run that fails before its
+first checkpoint is removed again.
 """
 from __future__ import annotations
 
@@ -113,8 +114,8 @@ def _run(ws: Workspace, state: DetectorRunState, device: str, reporter: Reporter
         keeper = Run.new(run_dir, record) if fresh else Run(run_dir, record)
         if not fresh:
             keeper.clean_leftovers()
-    with keeper.failures(lambda: (run_dir / "checkpoints" / checkpoint.LAST).exists()) if keeper \
-            else contextlib.nullcontext():
+    resumable = (run_dir / "checkpoints" / checkpoint.LAST).exists
+    with keeper.failures(resumable, keep_unresumable=False) if keeper else contextlib.nullcontext():
         trainee = _fit(run_dir, state, device, reporter)
     if not main:  # rank 0 evaluates and writes; the others wait for its metrics
         metrics = distributed.broadcast(None)
@@ -141,7 +142,7 @@ def _fit(run_dir: Path, state: DetectorRunState, device: str, reporter: Reporter
     model = state.model if state.model is not None else build_model(state.spec)
     trainee = DetectorTrainee(state.config, state.spec, state.prepared, state.seed, model, device)
     per_epoch = distributed.sharded_count(num_batches(len(trainee.images), state.config.batch_size))
-    trainee.total = per_epoch * state.config.epochs
+    trainee.total = per_epoch * state.config.epochs  # the lr schedule's steps
     if per_epoch == 0:
         raise SgtoolError(f"The {len(trainee.images)} training images make fewer batches than the "
                           f"{distributed.world_size()} processes.", "Use a smaller --batch-size or fewer processes.")
