@@ -9,8 +9,8 @@ The learning rate is scheduled here, in one place: a head's per-epoch schedule (
 trainee's per-step one (`trainee.step_lr(step, seconds)`: the detector, the auto-encoder), set before each step.
 
 Checkpoints (`engine/checkpoint.py`, the one format, atomic, in <run>/checkpoints/): last.pt after every epoch
-(all a resume needs, each hook's state included), model.pt the best epoch by `val_metric`. A non-finite loss or gradient stops training with an
-SgtoolError; the last good last.pt is kept. Under torchrun (`sgtool/distributed.py`) each rank trains on its
+(all a resume needs, each hook's state included), model.pt the best epoch by `val_metric`. A non-finite loss
+or gradient stops training with an SgtoolError; the last good last.pt is kept. Under torchrun (`sgtool/distributed.py`) each rank trains on its
 share of the batches through DDP, rank 0 validates, and only rank 0 writes.
 """
 from __future__ import annotations
