@@ -2,14 +2,14 @@
 
     before_train(loop)   before_step(loop)   after_step(loop, terms)   after_epoch(loop, record)   after_train(loop)
 
-A hook with state (a clock) returns it from `state_dict()`; last.pt keeps it under the hook's class name (one
-hook of a class per run) and a resumed run gives it back through `load_state_dict()` before `before_train`. Hooks never set the learning rate:
-the loop's schedule does (`engine/loop.py`).
+A hook with state (a clock) returns it from `state_dict()`; last.pt keeps it under the hook's class name
+(one hook of a class per run) and a resumed run gives it back through `load_state_dict()` before
+`before_train`. Hooks never set the learning rate: the loop's schedule does (`engine/loop.py`).
 
-Clock (seconds trained over every session), AmpHook (bfloat16 autocast on CUDA, `--set amp=true`), BudgetHook
-(a Clock: `--set max_steps=N`, `--set minutes=M`),
-ValidationHook (val metrics, the best checkpoint by `val_metric`), LogHook (log.jsonl), CheckpointHook
-(last.pt), TensorBoardHook (`--set tensorboard=true`) and ProgressHook (the bar). Only rank 0 writes.
+Clock (seconds trained over every session), AmpHook (bfloat16 autocast on CUDA, `--set amp=true`),
+BudgetHook (a Clock: `--set max_steps=N`, `--set minutes=M`), ValidationHook (val metrics, the best
+checkpoint by `val_metric`), LogHook (log.jsonl), CheckpointHook (last.pt), TensorBoardHook
+(`--set tensorboard=true`) and ProgressHook (the bar). Only rank 0 writes.
 """
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ trainee's per-step one (`trainee.step_lr(step, seconds)`: the detector, the auto
 
 Checkpoints (`engine/checkpoint.py`, the one format, atomic, in <run>/checkpoints/): last.pt after every epoch
 (all a resume needs, each hook's state included), model.pt the best epoch by `val_metric`. A non-finite loss
-or gradient stops training with an SgtoolError; the last good last.pt is kept. Under torchrun (`sgtool/distributed.py`) each rank trains on its
-share of the batches through DDP, rank 0 validates, and only rank 0 writes.
+or gradient stops training with an SgtoolError; the last good last.pt is kept. Under torchrun
+(`sgtool/distributed.py`) each rank trains on its share of the batches through DDP, rank 0 validates, and
+only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ class Loop:
         self.loss_fn = distributed.wrap_loss(self.head.model, self.head.loss)  # DDP under torchrun
 
     def set_step_lr(self) -> None:
-        """Before each step: a per-step schedule sets the lr of this step (a per-epoch one is stepped after each epoch)."""
+        """Before each step: a per-step schedule sets this step's lr (a per-epoch one steps after each epoch)."""
         if isinstance(self.scheduler, StepSchedule):
             self.scheduler.before_step(self.state.step, self.clock.elapsed())
 
