@@ -16,8 +16,8 @@ from sgtool.workspace import Workspace
 
 KINDS = {  # the smallest run of each kind: one pass, one epoch, narrow networks
     "freq": ["train", "--head", "freq", "--dataset", "tiny"],
-    "tensor": ["train", "--head", "tensor", "--dataset", "tiny", "--epochs", "1", "--batch-size", "8", "--set", "sel_epochs=0",
-               "--set", "hidden=8"],
+    "tensor": ["train", "--head", "tensor", "--dataset", "tiny", "--epochs", "1", "--batch-size", "8",
+               "--set", "sel_epochs=0", "--set", "hidden=8"],
     "ae": ["train", "--head", "ae", "--dataset", "shapes", "--epochs", "1", "--batch-size", "16", "--set", "width=4",
            "--set", "threads=1"],
     "detector": ["train-detector", "--dataset", "tiny", "--epochs", "1", "--batch-size", "4", "--threads", "1"],
