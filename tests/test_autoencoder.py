@@ -23,7 +23,7 @@ def shapes_ws(tmp_path_factory):
     return ws
 
 
-HEAT_IMAGES, HEAT_STEPS, HEAT_LR, HEAT_SEEDS = 48, 200, 3e-3, (0, 1, 2)  # the heat-map test: a small set, trained and scored
+HEAT_IMAGES, HEAT_STEPS, HEAT_LR, HEAT_SEEDS = 48, 100, 3e-3, (0, 1, 2)  # the heat-map test: a small set, trained and scored
 
 
 # ---------------------------------------------------------------- DSNT
