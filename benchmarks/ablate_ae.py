@@ -27,6 +27,7 @@ Budgets (per seed):
     python benchmarks/ablate_ae.py -w WS --dataset shapes --budget small --jobs 2
     python benchmarks/ablate_ae.py -w WS --rows full,k8 --seeds 2 --steps 20 --no-write   # a smoke
     python benchmarks/ablate_ae.py --render-docs
+    python benchmarks/ablate_ae.py -w WS --rows full,supervised-paper,supervised-strong --result ablate_ae_table1
 """
 from __future__ import annotations
 
@@ -105,6 +106,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="rows trained at the same time, one torch thread each")
     p.add_argument("--tag", help="run-name tag; runs of an earlier call with this tag are scored, not retrained")
     p.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
+    p.add_argument("--result", default="ablate_ae",
+                   help="name of the JSON written (benchmarks/results/NAME.json); the docs' tables read ablate_ae")
     p.add_argument("--render-docs", action="store_true", help="write docs/methods/ae.md's tables from the JSON")
     p.add_argument("--choose-heat", action="store_true",
                    help="choose the paper baseline's heat-map sigma and scale on the validation split (its own JSON)")
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
     budgets = {**budget, "dataset": args.dataset, "jobs": args.jobs, "tag": tag, "scale": args.budget,
                "reduced": any(getattr(args, k) is not None for k in SHRINKS)}
     if not args.no_write:
-        write_result("ablate_ae", budgets=budgets, seeds=seeds, numbers=payload, sources=SOURCES,
+        write_result(args.result, budgets=budgets, seeds=seeds, numbers=payload, sources=SOURCES,
                      paper={"seeds": PAPER_SEEDS, "rows": PAPER}, notes=notes(budget, args))
     print(json.dumps(payload, indent=2))
     print(markdown({"budgets": budgets, "seeds": seeds, "numbers": payload}))

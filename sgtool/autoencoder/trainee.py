@@ -20,7 +20,7 @@ import torch
 from sgtool.autoencoder.config import AEConfig
 from sgtool.autoencoder.data import LineDrawings
 from sgtool.autoencoder.inference import HEAD, as_batch
-from sgtool.autoencoder.losses import self_supervised_loss, supervised_loss
+from sgtool.autoencoder.losses import paper_heatmap_loss, self_supervised_loss, supervised_loss
 from sgtool.autoencoder.model import GraphAutoEncoder
 from sgtool.engine.hooks import Clock
 from sgtool.trainee import LoopSettings, Trainee
@@ -51,6 +51,10 @@ def freeze_attention(model: GraphAutoEncoder, frozen: bool) -> None:
 def step_loss(model: GraphAutoEncoder, config: AEConfig, data: LineDrawings, index: np.ndarray, sigma: float,
               device: str, frozen: bool = False) -> dict[str, torch.Tensor]:
     image = as_batch(data, index, device)
+    if freezes_attention(config) and not frozen:  # the baseline's first stage: the attention alone
+        heat = paper_heatmap_loss(model.encoder(image)[0], [data.points[i] for i in index], config.heat_sigma,
+                                  config.heat_scale)
+        return {"loss": heat, "heatmap": heat.detach()}
     out = model(image, sigma)
     if config.supervised:
         return supervised_loss(out, [data.points[i] for i in index], [data.edges[i] for i in index],
