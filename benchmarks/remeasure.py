@@ -35,6 +35,9 @@ PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("ablate_ae.py", ["--budget", "small", "--jobs", "2"], ("ablate_ae",)),
     ("ablate_ae.py", ["--choose-heat"], ("ablate_ae_heat",)),
     ("bench_detector.py", ["--images", "300", "--epochs", "2"], ("bench_detector",)),
+    # the reference evaluators' sources are fetched into a scratch folder first (see the script's docstring)
+    ("eval_versus.py", ["--images", "300", "--community-src", "/tmp/sgtool-ref/community",
+                        "--sgbench-src", "/tmp/sgtool-ref/sgbench"], ("bench_eval_versus",)),
     ("bench_view.py", ["--images", "10000"], ("bench_view",)),
     ("device_check.py", ["--json"], ("device_check",)),
     ("hostile_probes.py", [], ("hostile_probes",)),
