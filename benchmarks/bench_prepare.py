@@ -49,7 +49,8 @@ def record(out: dict, workers: int) -> None:
                                      "seconds_for_10k_at_most": TARGET_SECONDS_FOR_10K,
                                      "scaled_from_images": out["images"], "met": per_10k <= TARGET_SECONDS_FOR_10K}},
                  sources=["sgtool/data/synth.py", "sgtool/data/synth_scene.py", "sgtool/data/synth_multimodal.py",
-                          "sgtool/data/synth_confusion.py", "sgtool/data/workers.py", "sgtool/data/prepared.py"],
+                          "sgtool/data/synth_confusion.py", "sgtool/data/workers.py", "sgtool/data/prepared.py",
+                          "data_recipes/synth.yaml"],
                  notes="workers 0 = one per CPU core; on a shared machine the wall time includes waiting for cores.")
 
 
