@@ -41,6 +41,8 @@ PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("bench_view.py", ["--images", "10000"], ("bench_view",)),
     ("device_check.py", ["--json"], ("device_check",)),
     ("hostile_probes.py", [], ("hostile_probes",)),
+    *[(f"{name}.py", [], (name,)) for name in ("bench_priors", "bench_geometry", "bench_draw", "bench_tensor",
+                                                "tensor_modes", "bench_prepare", "bench_memory", "bench_prepare_vg")],
 ]
 
 
