@@ -6,6 +6,7 @@ that starts the autograd engine), so it counts every tensor really allocated. Th
 needs ~5 GB per copy at 1,024 pairs (tens of GB with log, logsumexp and backward), so by default
 it is measured at --full-pairs and scaled linearly (it is linear in pairs); the factored form is
 measured at both sizes for a like-for-like ratio. Targets: ≥ 10× faster, ≥ 50× less memory.
+Also writes benchmarks/results/bench_tensor.json with both targets checked.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import sys
 import time
 
 import torch
+from results_io import write_result
 
 from sgtool.losses.tensor import factored_nll, full_tensor_nll
 
+TARGETS = {"speedup": 10, "memory_ratio": 50}
 
 
 def full_linear_nll(s_scores: torch.Tensor, p_scores: torch.Tensor, o_scores: torch.Tensor,
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
             "speedup": ratio(full_small, fact_small, "seconds"),
             "memory_ratio": ratio(full_small, fact_small, "peak_rss_growth_bytes")},
         "float64_check": float64_check(args.check_pairs, args.rank, sizes),
-        "targets": {"speedup": 10, "memory_ratio": 50},
+        "targets": TARGETS,
     }
 
 
@@ -149,7 +152,38 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.pairs, args.rank, tuple(args.sizes), args.repeats)))
         return
-    print(json.dumps(run(args), default=float))
+    out = run(args)
+    print(json.dumps(out, default=float))
+    record(out, args)
+
+
+def record(out: dict, args: argparse.Namespace) -> None:
+    """benchmarks/results/bench_tensor.json: one row per form, the ratios, the targets checked."""
+    forms = {kind: {"pairs": args.pairs, "seconds": out[kind]["seconds"],
+                    "peak_rss_growth_mib": round(out[kind]["peak_rss_growth_bytes"] / 2**20, 2),
+                    "measured_at_pairs": out[kind].get("extrapolated_from_pairs") or args.pairs}
+             for kind in ("factored", "full", "full_linear")}
+    small = out["like_for_like_at_full_pairs"]
+    like = {kind: {"pairs": args.full_pairs, "seconds": small[kind]["seconds"],
+                   "peak_rss_growth_mib": round(small[kind]["peak_rss_growth_bytes"] / 2**20, 2)}
+            for kind in ("factored", "full", "full_linear")}
+    ratios = {"vs full (log-space)": {"speedup": out["speedup"], "memory_ratio": out["memory_ratio"]},
+              "vs full_linear": {"speedup": out["speedup_vs_full_linear"],
+                                 "memory_ratio": out["memory_ratio_vs_full_linear"]},
+              "vs full at full_pairs": {"speedup": small["speedup"], "memory_ratio": small["memory_ratio"]}}
+    met = {key: out[key] is not None and out[key] >= target for key, target in TARGETS.items()}
+    write_result("bench_tensor", budgets={"pairs": args.pairs, "full_pairs": args.full_pairs, "rank": args.rank,
+                                          "sizes": list(args.sizes), "repeats": args.repeats, "threads": args.threads},
+                 seeds=[0], numbers={"forms": forms, "like_for_like": like, "ratios": ratios,
+                                     "float64_check": out["float64_check"],
+                                     "targets": {"speedup_at_least": TARGETS["speedup"],
+                                                 "memory_ratio_at_least": TARGETS["memory_ratio"],
+                                                 "speedup_met": met["speedup"],
+                                                 "memory_ratio_met": met["memory_ratio"]}},
+                 sources=["sgtool/losses/tensor.py"],
+                 notes="Loss + backward, float32 on CPU, median of `repeats`; the full forms are measured at "
+                       "full_pairs and scaled linearly to pairs (measured_at_pairs). A ratio is empty when the "
+                       "factored form's RSS growth is below what peak RSS resolves.")
 
 
 if __name__ == "__main__":
