@@ -80,6 +80,7 @@ class SceneGraphEvaluator:
                         s.iou_threshold, groups_seen_k[2])
         chunk = HitTable.empty(len(part.relations), len(part.complete) if part.complete is not None else 0,
                                len(outputs.pairs), list_columns(s.k_lists), part.num_images)
+        chunk.every_pair_predicate = False  # only the top max(K) pairs are kept
         score_batches(EvalSetup(part, outputs, s.task, s.num_predicates, s.ks, s.kmax, s.k_lists, s.iou_threshold,
                                 s.legacy_iou, s.empty_images), chunk, None, 1)
         self._place(chunk, i0, i1)

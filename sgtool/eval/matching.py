@@ -20,6 +20,21 @@ import numpy as np
 from sgtool.geometry import rowwise_iou, union_boxes
 
 NO_HIT = np.iinfo(np.int64).max  # rank of a GT relation that no prediction hits
+DENSE_KEYS = 1 << 22  # key ranges up to this size are looked up in a table (4 MiB of bools)
+
+
+def is_member(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """np.isin(keys, members) for non-negative integer keys, many keys against few members: one
+    table lookup per key when the key range is small (a batch's box pairs), else binary search."""
+    if not len(keys) or not len(members):
+        return np.zeros(len(keys), bool)
+    top = int(max(keys.max(), members.max())) + 1
+    if top <= DENSE_KEYS:
+        table = np.zeros(top, bool)
+        table[members] = True
+        return table[keys]
+    members = np.unique(members)
+    return members[np.searchsorted(members, keys).clip(max=len(members) - 1)] == keys
 
 
 def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,8 @@ import numpy as np
 
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
-from sgtool.eval.matching import expand_ranges
-from sgtool.eval.ranking import best_predicate, grouped_descending
+from sgtool.eval.matching import expand_ranges, is_member
+from sgtool.eval.ranking import grouped_descending
 from sgtool.geometry import rowwise_iou
 
 CONVENTIONS = {
@@ -48,10 +48,14 @@ def match_instances(gt: SceneGraphs, pred: Predictions, threshold: float = 0.5) 
     stop = np.searchsorted(g_key[order], p_key, side="right")
     box, at = expand_ranges(start, stop - start)
     g_row = order[at]
-    iou = rowwise_iou(pred.boxes[box], gt.boxes[g_row], legacy=False)
-    best = np.lexsort((g_row, -iou, box))  # per predicted box: highest IoU, then the first GT box
-    first = best[np.concatenate([[True], box[best][1:] != box[best][:-1]])] if len(best) else best
+    iou = rowwise_iou(pred.boxes[box], gt.boxes[g_row], legacy=False)  # grouped by box, GT rows ascending
     out = np.full(len(pred.labels), -1, np.int64)
+    if not len(box):
+        return out
+    starts = np.flatnonzero(np.concatenate([[True], box[1:] != box[:-1]]))
+    best = np.fmax.reduceat(iou, starts)  # per predicted box with candidates: the highest IoU (NaN last)
+    at_best = np.flatnonzero(iou == np.repeat(best, np.diff(np.append(starts, len(box)))))
+    first = at_best[np.concatenate([[True], box[at_best][1:] != box[at_best][:-1]])]  # the first GT box on ties
     ok = iou[first] >= threshold
     out[box[first][ok]] = g_row[first][ok]
     return out
@@ -166,11 +170,12 @@ def sgbench_aggregate(t: SgbenchTable, counted: np.ndarray, ks: tuple[int, ...],
     return metrics, conventions
 
 
-def _member(keys: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
-    """np.isin(keys, sorted_unique) by binary search (the second array is small, the first large)."""
-    if not len(sorted_unique):
-        return np.zeros(len(keys), bool)
-    return sorted_unique[np.searchsorted(sorted_unique, keys).clip(max=len(sorted_unique) - 1)] == keys
+def _on_gt_pairs(s: np.ndarray, o: np.ndarray, n: int, gt_pairs: np.ndarray) -> np.ndarray:
+    """Which (subject, object) GT-box rows (-1: unmatched) form a GT pair (keys s * n + o)."""
+    matched = np.flatnonzero((s >= 0) & (o >= 0))
+    on = np.zeros(len(s), bool)
+    on[matched] = is_member(s[matched] * n + o[matched], gt_pairs)
+    return on
 
 
 def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: list[np.ndarray] | None,
@@ -181,18 +186,16 @@ def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: l
         table = np.concatenate(ng_lists) if ng_lists else np.zeros((0, 3), np.int64)
         s = mapped[table[:, 0] + pred.box_offsets[image]]
         o = mapped[table[:, 1] + pred.box_offsets[image]]
-        key = s * n + o
-        on = (s >= 0) & (o >= 0) & _member(key, gt_pairs)
-        return key[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
+        on = _on_gt_pairs(s, o, n, gt_pairs)
+        return (s * n + o)[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
     s, o = mapped[pred.pairs[:, 0]], mapped[pred.pairs[:, 1]]
-    key = s * n + o
-    rows = np.flatnonzero((s >= 0) & (o >= 0) & _member(key, gt_pairs))
+    rows = np.flatnonzero(_on_gt_pairs(s, o, n, gt_pairs))
     scale = np.ones(len(rows)) if task == "predcls" else \
         pred.scores[pred.pairs[rows, 0]].astype(np.float64) * pred.scores[pred.pairs[rows, 1]]
     width = pred.rel_scores.shape[1] - 1
     score = pred.rel_scores[rows, 1:].astype(np.float64) * scale[:, None]
     order = np.argsort(grouped_descending(score.ravel(), np.zeros(score.size, np.int64)), kind="stable")
-    return np.repeat(key[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
+    return np.repeat(s[rows] * n + o[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
 
 
 def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: str,
