@@ -90,7 +90,7 @@ def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarra
     gt_key = _label_pair_keys(gt_pairs, gt, gt.image_of()[gt_pairs[:, 0]], width)
     order = np.argsort(gt_key, kind="stable")
     sorted_key = gt_key[order]
-    chosen = pred_pairs[rows]
+    chosen = np.take(pred_pairs, rows, axis=0)  # np.take: a row gather many times faster than [rows]
     image = pred.image_of()[chosen[:, 0]]
     if own is None:
         pred_key = _label_pair_keys(chosen, pred, image, width)
@@ -100,8 +100,9 @@ def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarra
     stop = np.searchsorted(sorted_key, pred_key, side="right")
     query, at = expand_ranges(start, stop - start)
     rel, pair = order[at], rows[query]
-    g_s, g_o = gt.boxes[gt_pairs[rel, 0]], gt.boxes[gt_pairs[rel, 1]]
-    p_s, p_o = pred.boxes[pred_pairs[pair, 0]], pred.boxes[pred_pairs[pair, 1]]
+    g_pairs, p_pairs = np.take(gt_pairs, rel, axis=0), np.take(pred_pairs, pair, axis=0)
+    g_s, g_o = np.take(gt.boxes, g_pairs[:, 0], axis=0), np.take(gt.boxes, g_pairs[:, 1], axis=0)
+    p_s, p_o = np.take(pred.boxes, p_pairs[:, 0], axis=0), np.take(pred.boxes, p_pairs[:, 1], axis=0)
     rel_ok = (rowwise_iou(g_s, p_s, legacy) >= iou_threshold) & (rowwise_iou(g_o, p_o, legacy) >= iou_threshold)
     phr_ok = rowwise_iou(union_boxes(g_s, g_o), union_boxes(p_s, p_o), legacy) >= iou_threshold
     keep = rel_ok | phr_ok
