@@ -10,7 +10,7 @@ import pytest
 
 from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.data.predictions import Predictions
-from sgtool.detect.coco import coco_metrics, detections_to_coco, evaluate_coco, gt_to_coco, write_coco
+from sgtool.coco import coco_metrics, detections_to_coco, evaluate_coco, gt_to_coco, write_coco
 from sgtool.eval import CocoEvaluator, ConfusionEvaluator, PointGraphEvaluator
 from sgtool.eval.confusion import confusion_metrics, select_predictions, sgdet_confusion_metrics
 from sgtool.eval.point_graph import PointGraphs, triplet_scores

@@ -6,7 +6,7 @@ per chunk of images, `evaluate()`.
 - `ConfusionEvaluator`: the confusion-set measures (`confusion.confusion_metrics`, or
   `sgdet_confusion_metrics` with `sgdet=True`); every measure but the APs is taken per image, the APs
   keep each pair's score and label until `evaluate()`.
-- `CocoEvaluator`: box mAP with pycocotools (`detect.coco.coco_metrics`, what `train-detector` reports);
+- `CocoEvaluator`: box mAP with pycocotools (`sgtool.coco.coco_metrics`, what `train-detector` reports);
   the COCO ground truth and result lists grow chunk by chunk, pycocotools runs once in `evaluate()`.
 
 Each gives the numbers of the whole-split function it wraps, whatever the chunks (tests/test_eval_siblings.py).
@@ -19,7 +19,7 @@ import numpy as np
 
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
-from sgtool.detect.coco import categories, coco_metrics, detections_to_coco, gt_to_coco
+from sgtool.coco import categories, coco_metrics, detections_to_coco, gt_to_coco
 from sgtool.eval.confusion import (
     IOU, confusion_from_parts, confusion_parts, detection_ap_from_hits, detection_hits, match_detections, project_to_gt,
 )

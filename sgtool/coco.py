@@ -1,4 +1,5 @@
-"""COCO JSON export of ground truth and detections, and pycocotools' COCOeval on them."""
+"""COCO JSON export of ground truth and detections, and pycocotools' COCOeval on them (a metric: the detector
+(detect/train.py) and the evaluators (eval/siblings.py) both score with it)."""
 from __future__ import annotations
 
 import contextlib
