@@ -24,6 +24,19 @@ from sgtool.data.graphs import SceneGraphs, offsets_from_counts
 from sgtool.eval import SceneGraphEvaluator
 
 KS = (20, 50, 100)
+SOURCES = ["sgtool/eval/evaluator.py", "sgtool/eval/metrics.py", "sgtool/eval/ranking.py", "sgtool/eval/matching.py",
+           "sgtool/eval/sgbench.py", "sgtool/geometry.py", "sgtool/data/graphs.py"]  # what the timed paths run
+
+
+class Clock:
+    """Wall and CPU seconds of what runs between `start()` and `stop()` (CPU time: this process only, so
+    it is steadier than wall time on a machine shared with other work; every path is single-threaded)."""
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def dense_ground_truth(images: int, boxes: int, predicates: int, classes: int, seed: int) -> SceneGraphs:
@@ -55,15 +68,17 @@ class SgtoolPath:
         self.evaluator = SceneGraphEvaluator(gt, task="predcls", num_predicates=predicates, ks=KS,
                                              predicate_groups=groups, seen_triplets=seen, sgbench=sgbench)
 
-    def step(self, part: SceneGraphs, pred) -> float:
-        start = time.perf_counter()
+    def step(self, part: SceneGraphs, pred) -> tuple[float, float]:
+        clock = Clock()
+        clock.start()
         self.evaluator.process(part, pred)
-        return time.perf_counter() - start
+        return clock.stop()
 
-    def finish(self) -> tuple[float, dict]:
-        start = time.perf_counter()
+    def finish(self) -> tuple[tuple[float, float], dict]:
+        clock = Clock()
+        clock.start()
         metrics = self.evaluator.evaluate().metrics
-        return time.perf_counter() - start, metrics
+        return clock.stop(), metrics
 
 
 class MinimalPath:
@@ -75,8 +90,9 @@ class MinimalPath:
         self.sgbench, self.predicates = sgbench, predicates
         self.recalls = {f"{m}@{k}": [] for m in ("R", "mR") for k in KS}
 
-    def step(self, part: SceneGraphs, pred) -> float:
-        start = time.perf_counter()
+    def step(self, part: SceneGraphs, pred) -> tuple[float, float]:
+        clock = Clock()
+        clock.start()
         for i in np.flatnonzero(part.relations.counts() > 0):
             b0, b1 = part.box_offsets[i], part.box_offsets[i + 1]
             r0, r1 = part.relations.offsets[i], part.relations.offsets[i + 1]
@@ -91,15 +107,16 @@ class MinimalPath:
             for k in KS:
                 self.recalls[f"R@{k}"].append(self.sgbench.recall(k, False, gt_triplets, matched, self.predicates))
                 self.recalls[f"mR@{k}"].append(self.sgbench.recall(k, True, gt_triplets, matched, self.predicates))
-        return time.perf_counter() - start
+        return clock.stop()
 
-    def finish(self) -> tuple[float, dict]:
-        start = time.perf_counter()
+    def finish(self) -> tuple[tuple[float, float], dict]:
+        clock = Clock()
+        clock.start()
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             metrics = {name: float(np.nanmean(np.nanmean(np.stack(v), axis=0)[1:])) if name.startswith("mR")
                        else float(np.mean(v)) for name, v in self.recalls.items()}
-        return time.perf_counter() - start, metrics
+        return clock.stop(), metrics
 
 
 class CommunityPath:
@@ -145,36 +162,40 @@ class CommunityPath:
         p.add_field("pred_rel_scores", torch.from_numpy(scores[order]))
         return g, p
 
-    def step(self, part: SceneGraphs, pred) -> float:
+    def step(self, part: SceneGraphs, pred) -> tuple[float, float]:
         pairs = [self._boxlists(part, pred, i) for i in range(part.num_images)]
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         for g, p in pairs:
             self.one_image(g, p, self.container, self.evaluators)
-        return time.perf_counter() - start
+        return clock.stop()
 
-    def finish(self) -> tuple[float, dict]:
-        start = time.perf_counter()
+    def finish(self) -> tuple[tuple[float, float], dict]:
+        clock = Clock()
+        clock.start()
         self.evaluators["eval_mean_recall"].calculate_mean_recall(self.mode)
         self.evaluators["eval_ng_mean_recall"].calculate_mean_recall(self.mode)
-        spent = time.perf_counter() - start
+        spent = clock.stop()
         metrics = {f"R@{k}": float(np.mean(self.result[self.mode + "_recall"][k])) for k in KS}
         metrics.update({f"mR@{k}": float(self.result[self.mode + "_mean_recall"][k]) for k in KS})
         return spent, metrics
 
 
-def run_paths(gt: SceneGraphs, args, paths: dict) -> dict[str, tuple[float, dict]]:
-    """Every path on each chunk in turn; seconds spent and metrics per path."""
-    spent = dict.fromkeys(paths, 0.0)
-    done = 0
+def run_paths(gt: SceneGraphs, args, paths: dict) -> dict[str, tuple[np.ndarray, dict]]:
+    """Every path on each chunk in turn; (wall, CPU) seconds spent and metrics per path."""
+    spent = {name: np.zeros(2) for name in paths}
+    done, loads = 0, []
     for part, pred in dense_chunks(gt, args.predicates, args.chunk, args.seed):
         for name, path in paths.items():
             spent[name] += path.step(part, pred)
         done += part.num_images
-        print(f"{done} images: " + ", ".join(f"{n} {s:.1f} s" for n, s in spent.items()), flush=True)
+        loads.append(os.getloadavg()[0])
+        print(f"{done} images: " + ", ".join(f"{n} {s[0]:.1f} s" for n, s in spent.items()), flush=True)
     out = {}
     for name, path in paths.items():
         extra, metrics = path.finish()
         out[name] = (spent[name] + extra, metrics)
+    args.loads = loads
     return out
 
 
@@ -207,27 +228,33 @@ def versus_main(argv: list[str]) -> None:
     results = run_paths(gt, args, paths)
     numbers = summary(results, args, gt, peak_rss_mib() if resettable else float("nan"))
     write_result("bench_eval_versus", budgets={"images": args.images, "boxes_min": args.boxes}, seeds=[args.seed],
-                 numbers=numbers, sources=["sgtool/eval"],
+                 numbers=numbers, sources=SOURCES,
                  notes="one run, the paths in turn on each chunk; the reference evaluators imported from their "
-                       "fetched sources / the sgbench package; peak RSS is the whole process (every path)")
+                       "fetched sources / the sgbench package; peak RSS is the whole process (every path); "
+                       "ratio_* are of wall seconds, cpu_ratio_* of this process's CPU seconds (steadier when the "
+                       "machine is shared: load_average_1min_min/max are the machine's load over the run)")
 
 
 def summary(results: dict, args, gt: SceneGraphs, peak: float) -> dict:
     numbers = {"images": args.images, "pairs_per_image_min": int(gt.box_counts().min() * (gt.box_counts().min() - 1)),
                "predicates": args.predicates, "gt_relations": len(gt.relations), "chunk_images": args.chunk,
                "peak_rss_mib_all_paths": round(peak, 1), "load_average_1min": round(os.getloadavg()[0], 2)}
+    numbers.update(load_average_1min_min=round(min(args.loads), 2), load_average_1min_max=round(max(args.loads), 2))
     for name, (spent, metrics) in results.items():
-        numbers[f"{name}_s"] = round(spent, 3)
-        numbers[f"{name}_images_per_s"] = round(args.images / spent, 1)
-        numbers[f"{name}_metrics"] = len(metrics)
-        numbers[f"{name}_R@100"] = metrics.get("R@100")
-        print(f"{name}: {spent:.2f} s, {args.images / spent:.1f} images/s, {len(metrics)} metrics", flush=True)
+        wall, cpu = (float(x) for x in spent)
+        numbers.update({f"{name}_s": round(wall, 3), f"{name}_cpu_s": round(cpu, 3),
+                        f"{name}_images_per_s": round(args.images / wall, 1),
+                        f"{name}_images_per_cpu_s": round(args.images / cpu, 1), f"{name}_metrics": len(metrics),
+                        f"{name}_R@100": metrics.get("R@100")})
+        print(f"{name}: {wall:.2f} s ({cpu:.2f} CPU s), {args.images / wall:.1f} images/s, {len(metrics)} metrics",
+              flush=True)
     for reference in ("minimal_numpy_sgbench_R_mR", "community_loop"):
         for ours in ("sgtool", "sgtool_with_sgbench"):
             if reference in results:
-                ratio = results[reference][0] / results[ours][0]
-                numbers[f"ratio_{reference}_over_{ours}"] = round(ratio, 2)
-                print(f"{ours} is {ratio:.2f}x the speed of {reference}", flush=True)
+                wall, cpu = (float(x) for x in results[reference][0] / results[ours][0])
+                numbers[f"ratio_{reference}_over_{ours}"] = round(wall, 2)
+                numbers[f"cpu_ratio_{reference}_over_{ours}"] = round(cpu, 2)
+                print(f"{ours} is {wall:.2f}x the speed of {reference} (wall; {cpu:.2f}x in CPU time)", flush=True)
     return numbers
 
 

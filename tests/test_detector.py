@@ -12,7 +12,7 @@ from sgtool.data.prepared import load_prepared
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth import prepare_synth
 from sgtool.detect import load_detector
-from sgtool.detect.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
+from sgtool.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
 from sgtool.engine.checkpoint import load_state
 from sgtool.engine.hooks import read_log
 from sgtool.errors import SgtoolError

@@ -3,6 +3,7 @@ help comes from the declarations, and no function outside cli.py takes more than
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def test_a_head_declared_in_a_test_module_trains_through_the_cli_with_its_own_fl
     assert read_predictions(run / "predictions" / "test.h5").meta["head_meta"] == {"toy_calls": 1}
     evaluated = cli("-w", ws.root, "eval", "--run", "t", "--json")
     assert evaluated.code == 0, evaluated.err
+    assert json.loads(evaluated.out)["head_meta"] == {"toy_calls": 1}  # eval --json carries it as report.json does
     report = (ws.root / "reports" / "t" / "report.md").read_text()
     assert "toy_calls: 1" in report  # the head's meta reaches the report
 

@@ -20,7 +20,7 @@ from sgtool.config import MAX_INT
 from sgtool.data.prepared import PreparedDataset, load_prepared
 from sgtool.detect.api import Detector
 from sgtool.detect.config import DetectorConfig
-from sgtool.detect.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
+from sgtool.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coco
 from sgtool.detect.data import SplitImages, require_images
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, load_weights, read_state_dict
 from sgtool.errors import SgtoolError

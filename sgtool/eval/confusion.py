@@ -62,17 +62,22 @@ def confusion_metrics(gt: SceneGraphs, pred: Predictions, predicates: list[int])
     """AP-<e> per predicate, partner_accuracy, partner_chance and wrong_partner_fp over the given link predicates.
 
     gt and pred hold the same images and boxes in the same order (PredCls), pred every ordered pair."""
+    return confusion_from_parts([confusion_parts(gt, pred, predicates)], predicates)
+
+
+def confusion_parts(gt: SceneGraphs, pred: Predictions, predicates: list[int]) -> dict:
+    """What `confusion_metrics` needs from some images (every measure but AP is per image; AP keeps each
+    pair's score and label): `confusion_from_parts` of the parts of consecutive chunks gives the split's."""
     n = max(len(gt.labels), 1)
     rels = gt.relations
-    out: dict[str, float] = {}
-    credit, chance, fp, fp_total = [], [], 0, 0
+    parts: dict = {"scores": {}, "positive": {}, "credit": [], "chance": [], "fp": 0, "fp_total": 0}
     guess = pred.rel_scores.argmax(1)
     pair_key = pred.pairs[:, 0] * n + pred.pairs[:, 1]
     for e in predicates:
         mine = rels.predicates == e
         keys = rels.pairs[mine, 0] * n + rels.pairs[mine, 1]
         is_e = np.isin(pair_key, keys)
-        out[f"AP-{e}"] = average_precision(pred.rel_scores[:, e], is_e)
+        parts["scores"][e], parts["positive"][e] = pred.rel_scores[:, e], is_e
         if not mine.any():
             continue
         # candidate groups: (subject, class of the object)
@@ -87,11 +92,22 @@ def confusion_metrics(gt: SceneGraphs, pred: Predictions, predicates: list[int])
         at_best = np.bincount(slot, weights=(score == best[slot]).astype(float), minlength=len(used))
         size = np.bincount(slot, minlength=len(used))
         own = pred.rel_scores[_pair_rows(pred, keys, n), e]
-        credit.append(np.where(own == best[rel_slot], 1.0 / at_best[rel_slot], 0.0))
-        chance.append(1.0 / size[rel_slot])
+        parts["credit"].append(np.where(own == best[rel_slot], 1.0 / at_best[rel_slot], 0.0))
+        parts["chance"].append(1.0 / size[rel_slot])
         wrong = ~is_e[candidate]
-        fp += int((guess[candidate][wrong] == e).sum())
-        fp_total += int(wrong.sum())
+        parts["fp"] += int((guess[candidate][wrong] == e).sum())
+        parts["fp_total"] += int(wrong.sum())
+    return parts
+
+
+def confusion_from_parts(parts: list[dict], predicates: list[int]) -> dict[str, float]:
+    """`confusion_metrics` of the images whose `confusion_parts` are given (in image order)."""
+    out: dict[str, float] = {
+        f"AP-{e}": average_precision(np.concatenate([p["scores"][e] for p in parts]),
+                                     np.concatenate([p["positive"][e] for p in parts])) for e in predicates}
+    credit = [c for p in parts for c in p["credit"]]
+    chance = [c for p in parts for c in p["chance"]]
+    fp, fp_total = sum(p["fp"] for p in parts), sum(p["fp_total"] for p in parts)
     credit_all = np.concatenate(credit) if credit else np.zeros(0)
     out["partner_accuracy"] = float(credit_all.mean()) if len(credit_all) else float("nan")
     out["partner_chance"] = float(np.concatenate(chance).mean()) if chance else float("nan")
@@ -187,11 +203,18 @@ def project_to_gt(gt: SceneGraphs, pred: Predictions, iou_threshold: float = IOU
 
 def detection_average_precision(gt: SceneGraphs, pred: Predictions, predicate: int, iou_threshold: float = IOU) -> float:
     """Detection AP of one predicate (module doc); nan without a GT relation of it."""
+    return detection_ap_from_hits(*detection_hits(gt, pred, predicate, iou_threshold))
+
+
+def detection_hits(gt: SceneGraphs, pred: Predictions, predicate: int,
+                   iou_threshold: float = IOU) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each detection pair's score for the predicate, whether it claims a GT relation of it (the best-ranked
+    pair hitting that relation: ranks never cross images, so chunks of images give the split's), the GT count."""
     _same_images(gt, pred)
     mine = gt.relations.predicates == predicate
-    if not mine.any():
-        return float("nan")
     score = pred.rel_scores[:, predicate] * pred.scores[pred.pairs[:, 0]] * pred.scores[pred.pairs[:, 1]]
+    if not mine.any():
+        return score, np.zeros(len(score), bool), 0
     order = np.argsort(-score, kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
@@ -201,11 +224,18 @@ def detection_average_precision(gt: SceneGraphs, pred: Predictions, predicate: i
     hit_rel, hit_rank = found.gt[found.rel_ok], rank[found.pair[found.rel_ok]]
     claim = np.full(int(mine.sum()), len(order), dtype=np.int64)  # the best-ranked pair hitting each relation
     np.minimum.at(claim, hit_rel, hit_rank)
-    hits = np.zeros(len(order) + 1, bool)
-    hits[claim] = True
-    hits = hits[:-1]
+    claimed = np.zeros(len(order) + 1, bool)
+    claimed[claim] = True
+    return score, claimed[:-1][rank], int(mine.sum())
+
+
+def detection_ap_from_hits(score: np.ndarray, claims: np.ndarray, relations: int) -> float:
+    """AP of the pairs ranked by score (stable), hits = the claiming pairs, over `relations` GT relations."""
+    if not relations:
+        return float("nan")
+    hits = claims[np.argsort(-score, kind="stable")]
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision[hits].sum() / mine.sum())
+    return float(precision[hits].sum() / relations)
 
 
 def sgdet_confusion_metrics(gt: SceneGraphs, pred: Predictions, predicates: list[int],

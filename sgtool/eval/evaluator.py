@@ -6,7 +6,7 @@ metrics need is computed within one image, so each chunk of consecutive images i
 (`HitTable.gt_columns`, the one list every metric family reads from) are placed into one table for the
 whole split. The per-pair side keeps only what the complete-GT precision needs (pairs ranked within the
 top max(K)). `evaluate()` then aggregates exactly as `evaluate` does on the whole split at once.
-`PointGraphEvaluator` is its sibling for the auto-encoder's point graphs.
+Its siblings (point graphs, confusion sets, COCO box mAP) are in siblings.py.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from sgtool.eval.metrics import (
     EvalResult, EvalSetup, Hits, HitTable, IoURule, aggregate, check, check_empty_images, conventions_of,
     empty_counts, k_list_names, list_columns, score_batches, validate_inputs,
 )
-from sgtool.eval.point_graph import DEFAULT_THRESHOLD, PointGraphs, triplet_scores
 from sgtool.eval.sgbench import SgbenchTable, sgbench_aggregate, sgbench_table
 
 
@@ -80,6 +79,7 @@ class SceneGraphEvaluator:
                         s.iou_threshold, groups_seen_k[2])
         chunk = HitTable.empty(len(part.relations), len(part.complete) if part.complete is not None else 0,
                                len(outputs.pairs), list_columns(s.k_lists), part.num_images)
+        chunk.every_pair_predicate = False  # only the top max(K) pairs are kept
         score_batches(EvalSetup(part, outputs, s.task, s.num_predicates, s.ks, s.kmax, s.k_lists, s.iou_threshold,
                                 s.legacy_iou, s.empty_images), chunk, None, 1)
         self._place(chunk, i0, i1)
@@ -121,28 +121,4 @@ class SceneGraphEvaluator:
         return EvalResult(metrics, per_pred, conventions, hits, counts)
 
 
-class PointGraphEvaluator:
-    """Triplet precision / recall / F1 of point graphs (point_graph.py), summed over every chunk processed."""
-
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        self.threshold = threshold
-        self.reset()
-
-    def reset(self) -> None:
-        self.hits = self.predicted = self.ground_truth = 0
-
-    def process(self, inputs: PointGraphs, outputs: PointGraphs) -> None:
-        scores = triplet_scores(outputs, inputs, self.threshold)
-        self.hits += scores["hits"]
-        self.predicted += scores["predicted"]
-        self.ground_truth += scores["ground_truth"]
-
-    def evaluate(self) -> dict[str, float]:
-        precision = self.hits / self.predicted if self.predicted else 0.0
-        recall = self.hits / self.ground_truth if self.ground_truth else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": precision, "recall": recall, "f1": f1, "hits": self.hits,
-                "predicted": self.predicted, "ground_truth": self.ground_truth}
-
-
-__all__ = ["NO_HIT", "Evaluator", "PointGraphEvaluator", "SceneGraphEvaluator"]
+__all__ = ["NO_HIT", "Evaluator", "SceneGraphEvaluator"]

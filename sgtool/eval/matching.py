@@ -20,6 +20,21 @@ import numpy as np
 from sgtool.geometry import rowwise_iou, union_boxes
 
 NO_HIT = np.iinfo(np.int64).max  # rank of a GT relation that no prediction hits
+DENSE_KEYS = 1 << 22  # key ranges up to this size are looked up in a table (4 MiB of bools)
+
+
+def is_member(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """np.isin(keys, members) for non-negative integer keys, many keys against few members: one
+    table lookup per key when the key range is small (a batch's box pairs), else binary search."""
+    if not len(keys) or not len(members):
+        return np.zeros(len(keys), bool)
+    top = int(max(keys.max(), members.max())) + 1
+    if top <= DENSE_KEYS:
+        table = np.zeros(top, bool)
+        table[members] = True
+        return table[keys]
+    members = np.unique(members)
+    return members[np.searchsorted(members, keys).clip(max=len(members) - 1)] == keys
 
 
 def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +90,7 @@ def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarra
     gt_key = _label_pair_keys(gt_pairs, gt, gt.image_of()[gt_pairs[:, 0]], width)
     order = np.argsort(gt_key, kind="stable")
     sorted_key = gt_key[order]
-    chosen = pred_pairs[rows]
+    chosen = np.take(pred_pairs, rows, axis=0)  # np.take: a row gather many times faster than [rows]
     image = pred.image_of()[chosen[:, 0]]
     if own is None:
         pred_key = _label_pair_keys(chosen, pred, image, width)
@@ -85,8 +100,9 @@ def match_candidates(gt_pairs: np.ndarray, gt: BatchBoxes, pred_pairs: np.ndarra
     stop = np.searchsorted(sorted_key, pred_key, side="right")
     query, at = expand_ranges(start, stop - start)
     rel, pair = order[at], rows[query]
-    g_s, g_o = gt.boxes[gt_pairs[rel, 0]], gt.boxes[gt_pairs[rel, 1]]
-    p_s, p_o = pred.boxes[pred_pairs[pair, 0]], pred.boxes[pred_pairs[pair, 1]]
+    g_pairs, p_pairs = np.take(gt_pairs, rel, axis=0), np.take(pred_pairs, pair, axis=0)
+    g_s, g_o = np.take(gt.boxes, g_pairs[:, 0], axis=0), np.take(gt.boxes, g_pairs[:, 1], axis=0)
+    p_s, p_o = np.take(pred.boxes, p_pairs[:, 0], axis=0), np.take(pred.boxes, p_pairs[:, 1], axis=0)
     rel_ok = (rowwise_iou(g_s, p_s, legacy) >= iou_threshold) & (rowwise_iou(g_o, p_o, legacy) >= iou_threshold)
     phr_ok = rowwise_iou(union_boxes(g_s, g_o), union_boxes(p_s, p_o), legacy) >= iou_threshold
     keep = rel_ok | phr_ok

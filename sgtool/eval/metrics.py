@@ -17,7 +17,7 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
-from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, match_candidates, min_rank
+from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, is_member, match_candidates, min_rank
 from sgtool.eval.ranking import (
     BoxPairRanking, EntryRanking, GraphRanking, box_pair_rank, candidate_entries, full_rank, graph_ranking,
 )
@@ -192,6 +192,7 @@ class HitTable:
     pred_unique_rank: np.ndarray  # graph rank after removing duplicates (NO_HIT for a duplicate)
     pred_complete_hit: np.ndarray
     pair_counts: np.ndarray  # (images,) candidate pairs per image
+    every_pair_predicate: bool = True  # False: pred_predicate only for pairs ranked in the top max(K)
 
     @classmethod
     def empty(cls, n_gt: int, n_complete: int, n_pairs: int, k_names: list[str], n_images: int) -> "HitTable":
@@ -283,16 +284,11 @@ def _gt_pair_flags(s: EvalSetup, i0: int, i1: int, pairs: np.ndarray, pb: BatchB
     """Which predicted pairs are GT pairs (same box indices as an annotated relation) — for A@K.
 
     PredCls / SGCls keep the GT boxes (validated), so a batch-local box row names the same box on
-    both sides and a pair is one int64 key; the few GT keys are looked up by binary search."""
+    both sides and a pair is one int64 key, looked up among the few GT keys (`is_member`)."""
     g0, g1 = s.gt.relations.offsets[i0], s.gt.relations.offsets[i1]
     width = max(len(pb.labels), 1)
     gt_pairs = s.gt.relations.pairs[g0:g1] - s.gt.box_offsets[i0]
-    gt_keys = np.unique(gt_pairs[:, 0] * width + gt_pairs[:, 1])
-    keys = pairs[:, 0] * width + pairs[:, 1]
-    if not len(gt_keys):
-        return np.zeros(len(keys), bool)
-    at = np.searchsorted(gt_keys, keys).clip(max=len(gt_keys) - 1)
-    return gt_keys[at] == keys
+    return is_member(pairs[:, 0] * width + pairs[:, 1], gt_pairs[:, 0] * width + gt_pairs[:, 1])
 
 
 def _filtered_rank(flag: np.ndarray, score: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -387,7 +383,13 @@ def _process_batch(s: EvalSetup, t: HitTable, i0: int, i1: int) -> None:
     t.pair_counts[i0:i1] = counts
     gc = graph_ranking(b.rel_scores, None if s.task == "predcls" else b.scale, b.image, counts,
                        s.pred.pair_offsets[i0:i1] - b.p0, s.kmax)
-    t.pred_rank[b.p0:b.p1], t.pred_predicate[b.p0:b.p1], t.pred_score[b.p0:b.p1] = gc.rank, gc.predicate, gc.score
+    t.pred_rank[b.p0:b.p1], t.pred_score[b.p0:b.p1] = gc.rank, gc.score
+    if t.every_pair_predicate:
+        t.pred_predicate[b.p0:b.p1] = gc.predicate
+    else:  # only the ranked top is read (streaming): the others are left 0
+        top = np.flatnonzero(gc.rank < s.kmax)
+        t.pred_predicate[b.p0:b.p1] = 0
+        t.pred_predicate[b.p0 + top] = gc.predicate_at(top)
     cand, gt_pred = _match_relations(s, t, gc, b)
     _entry_lists(s, t, gc, b, cand, gt_pred)
     if s.gt.complete is not None:
@@ -410,7 +412,7 @@ def _match_relations(s: EvalSetup, t: HitTable, gc: GraphRanking, b: _Batch) -> 
         ranked |= b.box_pair_ranking.row_rank < s.kmax
     cand = match_candidates(gt_pairs, b.gb, b.pairs, b.pb, np.flatnonzero(ranked), s.iou_threshold, s.legacy_iou,
                             b.pair_labels)
-    same = gc.predicate[cand.pair] == gt_pred[cand.gt]
+    same = gc.predicate_at(cand.pair) == gt_pred[cand.gt]
     hit = cand.rel_ok & same
     phrase = cand.phr_ok & same
     n = b.g1 - b.g0

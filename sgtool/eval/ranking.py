@@ -19,13 +19,27 @@ NO_RANK = np.iinfo(np.int64).max  # a pair or entry outside the ranked top
 class GraphRanking:
     """One predicate per pair (best non-background); the best m pairs of each image ranked."""
 
-    predicate: np.ndarray  # (C,) 1-based
-    prob: np.ndarray  # (C,) float64 probability of that predicate
+    prob: np.ndarray  # (C,) float64 probability of the best predicate
     score: np.ndarray  # (C,) float64 triplet score
     rank: np.ndarray  # (C,) int64, 0-based within the image; NO_RANK outside the top m
     image: np.ndarray  # (C,) batch image of each pair
     counts: np.ndarray  # (B,) pairs per image
+    rel_scores: np.ndarray  # (C, P) the batch's scores (predicates are read from them on demand)
     full: np.ndarray | None = None  # (C,) rank of every pair, computed on first use (complete GT)
+    every_predicate: np.ndarray | None = None  # (C,) computed on first use of `predicate`
+
+    @property
+    def predicate(self) -> np.ndarray:
+        """(C,) 1-based best predicate of every pair (first index on ties)."""
+        if self.every_predicate is None:
+            self.every_predicate = best_predicate(self.rel_scores)
+        return self.every_predicate
+
+    def predicate_at(self, rows: np.ndarray) -> np.ndarray:
+        """The best predicate of the given rows only (most pairs are never looked at)."""
+        if self.every_predicate is not None:
+            return self.every_predicate[rows]
+        return best_predicate(np.take(self.rel_scores, rows, axis=0))  # np.take: a fast row gather
 
     def full_rank(self) -> np.ndarray:
         """Stable descending rank of every pair within its image."""
@@ -34,26 +48,36 @@ class GraphRanking:
         return self.full
 
 
-def best_predicate(rel_scores: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """argmax over columns 1.. (first index on ties) and its probability.
+def best_predicate(rel_scores: np.ndarray) -> np.ndarray:
+    """1-based argmax over columns 1.. (the first index on ties)."""
+    if not len(rel_scores):
+        return np.zeros(0, np.int64)
+    return rel_scores[:, 1:].argmax(axis=1).astype(np.int64) + 1
 
-    One pass of torch's max over the columns 1.. view gives both (its reduction over a short row is
-    several times faster than numpy's argmax, and it returns the first maximal index as numpy does);
-    numpy's argmax is the fallback for dtypes torch cannot view."""
-    n = len(rel_scores)
-    if not n:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    if rel_scores.dtype in (np.float32, np.float64) and rel_scores.dtype.isnative:
+
+def best_probability(rel_scores: np.ndarray) -> np.ndarray:
+    """float64 maximum over columns 1.. (the background column is never a predicate).
+
+    Elementwise maxima of column halves (overlapping by one column when the width is odd, which a
+    maximum does not mind), in torch: several times faster than a reduction over a short row
+    (numpy's max, torch's amax), and than a maximum that also returns its index; the predicate is
+    found afterwards for the few pairs that need it. numpy is the fallback for other dtypes."""
+    if not len(rel_scores):
+        return np.zeros(0, np.float64)
+    if rel_scores.dtype in (np.float32, np.float64) and rel_scores.dtype.isnative and rel_scores.shape[1] > 1:
         import warnings
 
         import torch
 
         with warnings.catch_warnings():  # a read-only array is only read here
             warnings.simplefilter("ignore", UserWarning)
-            values, index = torch.from_numpy(np.asarray(rel_scores)[:, 1:]).max(dim=1)
-        return index.numpy().astype(np.int64) + 1, values.numpy().astype(np.float64)
-    pred = rel_scores[:, 1:].argmax(axis=1).astype(np.int64) + 1
-    return pred, np.take_along_axis(rel_scores, pred[:, None], axis=1)[:, 0].astype(np.float64)
+            values = torch.from_numpy(np.asarray(rel_scores)[:, 1:])
+        width = values.shape[1]
+        while width > 1:
+            half = (width + 1) // 2
+            values, width = torch.maximum(values[:, :half], values[:, width - half:width]), half
+        return values[:, 0].numpy().astype(np.float64)
+    return rel_scores[:, 1:].max(axis=1).astype(np.float64)
 
 
 def _kth_best(neg_score: np.ndarray, counts: np.ndarray, first_row: np.ndarray, m: int) -> np.ndarray:
@@ -129,10 +153,10 @@ def full_rank(score: np.ndarray, image: np.ndarray) -> np.ndarray:
 def graph_ranking(rel_scores: np.ndarray, pair_scale: np.ndarray | None, image: np.ndarray, counts: np.ndarray,
                   first_row: np.ndarray, m: int) -> GraphRanking:
     """pair_scale: subject score x object score per pair (None: 1, PredCls)."""
-    pred, prob = best_predicate(rel_scores)
+    prob = best_probability(rel_scores)
     score = prob if pair_scale is None else prob * pair_scale
     rank = rank_top(score, image, counts, first_row, m)
-    return GraphRanking(pred, prob, score, rank, image, counts)
+    return GraphRanking(prob, score, rank, image, counts, rel_scores)
 
 
 @dataclass
@@ -209,7 +233,7 @@ def _thresholded_entries(rows: np.ndarray, img: np.ndarray, t0: np.ndarray, rel_
     scale, floor = pair_scale[rows], t0[img]
     with np.errstate(divide="ignore", invalid="ignore"):
         loose = np.where(scale > 0, floor / scale * (1 - 1e-6), np.where(floor <= 0, -np.inf, np.inf))
-    probs = rel_scores[rows, 1:]
+    probs = np.take(rel_scores, rows, axis=0)[:, 1:]
     j, q = np.nonzero(probs >= loose[:, None].astype(probs.dtype))
     row, b = rows[j], img[j]
     prob = probs[j, q].astype(np.float64)
@@ -287,7 +311,7 @@ def _small_image_entries(rows: np.ndarray, img: np.ndarray, rel_scores: np.ndarr
     needed iff its score reaches that t_k. Every more probable predicate of its pair then reaches
     its own (lower or equal) threshold too, so the ranks computed among the kept entries are exact.
     """
-    probs = rel_scores[rows, 1:]
+    probs = np.take(rel_scores, rows, axis=0)[:, 1:]
     n_rows, width = probs.shape
     within = np.empty((n_rows, width), np.int64)
     within[np.arange(n_rows)[:, None], np.argsort(-probs, axis=1, kind="stable")] = np.arange(width)

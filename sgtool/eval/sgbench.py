@@ -24,8 +24,8 @@ import numpy as np
 
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
-from sgtool.eval.matching import expand_ranges
-from sgtool.eval.ranking import best_predicate, grouped_descending
+from sgtool.eval.matching import expand_ranges, is_member
+from sgtool.eval.ranking import grouped_descending
 from sgtool.geometry import rowwise_iou
 
 CONVENTIONS = {
@@ -48,10 +48,14 @@ def match_instances(gt: SceneGraphs, pred: Predictions, threshold: float = 0.5) 
     stop = np.searchsorted(g_key[order], p_key, side="right")
     box, at = expand_ranges(start, stop - start)
     g_row = order[at]
-    iou = rowwise_iou(pred.boxes[box], gt.boxes[g_row], legacy=False)
-    best = np.lexsort((g_row, -iou, box))  # per predicted box: highest IoU, then the first GT box
-    first = best[np.concatenate([[True], box[best][1:] != box[best][:-1]])] if len(best) else best
+    iou = rowwise_iou(np.take(pred.boxes, box, axis=0), np.take(gt.boxes, g_row, axis=0), legacy=False)  # by box, GT rows ascending
     out = np.full(len(pred.labels), -1, np.int64)
+    if not len(box):
+        return out
+    starts = np.flatnonzero(np.concatenate([[True], box[1:] != box[:-1]]))
+    best = np.fmax.reduceat(iou, starts)  # per predicted box with candidates: the highest IoU (NaN last)
+    at_best = np.flatnonzero(iou == np.repeat(best, np.diff(np.append(starts, len(box)))))
+    first = at_best[np.concatenate([[True], box[at_best][1:] != box[at_best][:-1]])]  # the first GT box on ties
     ok = iou[first] >= threshold
     out[box[first][ok]] = g_row[first][ok]
     return out
@@ -60,9 +64,11 @@ def match_instances(gt: SceneGraphs, pred: Predictions, threshold: float = 0.5) 
 def _gt_triplets(gt: SceneGraphs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unique GT triplets: (image, subject row, object row, predicate), sorted."""
     rels = gt.relations
-    table = np.column_stack([owner_of_rows(rels.offsets), rels.pairs, rels.predicates])
-    table = np.unique(table, axis=0) if len(table) else table.reshape(0, 4)
-    return table[:, 0], table[:, 1], table[:, 2], table[:, 3]
+    n, width = max(len(gt.labels), 1), int(rels.predicates.max(initial=0)) + 1
+    key = np.unique((rels.pairs[:, 0] * n + rels.pairs[:, 1]) * width + rels.predicates)  # rows name the image
+    subject, rest = np.divmod(key, n * width)
+    obj, predicate = np.divmod(rest, width)
+    return gt.image_of_box()[subject], subject, obj, predicate
 
 
 def _first_position(keys: np.ndarray, positions: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -104,11 +110,12 @@ class SgbenchTable:
 
 
 def _recall_columns(gt: SceneGraphs, pred: Predictions, pred_rank: np.ndarray, pred_predicate: np.ndarray,
-                    mapped: np.ndarray, kmax: int, num_predicates: int) -> tuple[np.ndarray, ...]:
+                    mapped: np.ndarray, kmax: int, num_predicates: int, triplets: tuple) -> tuple[np.ndarray, ...]:
     """First positions of the unique GT triplets and GT pairs in the graph-constrained top kmax."""
     rows = np.flatnonzero(pred_rank < kmax)
-    s, o = mapped[pred.pairs[rows, 0]], mapped[pred.pairs[rows, 1]]
-    g_img, g_s, g_o, g_p = _gt_triplets(gt)
+    chosen = np.take(pred.pairs, rows, axis=0)
+    s, o = mapped[chosen[:, 0]], mapped[chosen[:, 1]]
+    g_img, g_s, g_o, g_p = triplets  # _gt_triplets
     n = max(len(gt.labels), 1)
     gt_pair = g_s * n + g_o  # GT box rows are global: a pair of rows names its image
     ok = (s >= 0) & (o >= 0)
@@ -124,10 +131,11 @@ def sgbench_table(gt: SceneGraphs, pred: Predictions, pred_rank: np.ndarray, pre
     """SGBench's columns of these images: pred_rank / pred_predicate are sgtool's graph-constrained ranking."""
     num_predicates = pred.rel_scores.shape[1]
     mapped = match_instances(gt, pred)
-    recall = _recall_columns(gt, pred, pred_rank, pred_predicate, mapped, kmax, num_predicates)
+    triplets = _gt_triplets(gt)
+    recall = _recall_columns(gt, pred, pred_rank, pred_predicate, mapped, kmax, num_predicates, triplets)
     matched = np.unique(mapped[mapped >= 0])
     matched_boxes = np.bincount(gt.image_of_box()[matched], minlength=gt.num_images)
-    cells = _prank_cells(gt, pred, mapped, task, ng_lists, num_predicates)
+    cells = _prank_cells(gt, pred, mapped, task, ng_lists, num_predicates, triplets)
     return SgbenchTable(*recall, matched_boxes, gt.box_counts(), *cells)
 
 
@@ -166,11 +174,10 @@ def sgbench_aggregate(t: SgbenchTable, counted: np.ndarray, ks: tuple[int, ...],
     return metrics, conventions
 
 
-def _member(keys: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
-    """np.isin(keys, sorted_unique) by binary search (the second array is small, the first large)."""
-    if not len(sorted_unique):
-        return np.zeros(len(keys), bool)
-    return sorted_unique[np.searchsorted(sorted_unique, keys).clip(max=len(sorted_unique) - 1)] == keys
+def _on_gt_pairs(s: np.ndarray, o: np.ndarray, n: int, gt_pairs: np.ndarray) -> np.ndarray:
+    """Which (subject, object) GT-box rows (-1: unmatched) form a GT pair (keys s * n + o)."""
+    key = np.where((s >= 0) & (o >= 0), s * n + o, n * n)  # n * n: no pair of GT rows
+    return is_member(key, gt_pairs)
 
 
 def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: list[np.ndarray] | None,
@@ -181,25 +188,27 @@ def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: l
         table = np.concatenate(ng_lists) if ng_lists else np.zeros((0, 3), np.int64)
         s = mapped[table[:, 0] + pred.box_offsets[image]]
         o = mapped[table[:, 1] + pred.box_offsets[image]]
-        key = s * n + o
-        on = (s >= 0) & (o >= 0) & _member(key, gt_pairs)
-        return key[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
-    s, o = mapped[pred.pairs[:, 0]], mapped[pred.pairs[:, 1]]
-    key = s * n + o
-    rows = np.flatnonzero((s >= 0) & (o >= 0) & _member(key, gt_pairs))
+        on = _on_gt_pairs(s, o, n, gt_pairs)
+        return (s * n + o)[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
+    s, o = pred.pairs[:, 0], pred.pairs[:, 1]
+    if np.array_equal(mapped, np.arange(len(mapped))):  # each predicted box is its own GT box (PredCls)
+        rows = np.flatnonzero(is_member(s * n + o, gt_pairs))
+    else:
+        s, o = mapped[s], mapped[o]
+        rows = np.flatnonzero(_on_gt_pairs(s, o, n, gt_pairs))
     scale = np.ones(len(rows)) if task == "predcls" else \
         pred.scores[pred.pairs[rows, 0]].astype(np.float64) * pred.scores[pred.pairs[rows, 1]]
     width = pred.rel_scores.shape[1] - 1
-    score = pred.rel_scores[rows, 1:].astype(np.float64) * scale[:, None]
+    score = np.take(pred.rel_scores, rows, axis=0)[:, 1:].astype(np.float64) * scale[:, None]
     order = np.argsort(grouped_descending(score.ravel(), np.zeros(score.size, np.int64)), kind="stable")
-    return np.repeat(key[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
+    return np.repeat(s[rows] * n + o[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
 
 
 def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: str,
-                 ng_lists: list[np.ndarray] | None, num_predicates: int) -> tuple[np.ndarray, ...]:
+                 ng_lists: list[np.ndarray] | None, num_predicates: int, triplets: tuple) -> tuple[np.ndarray, ...]:
     """PRank's (image, predicate) cells: each GT triplet's rank among the distinct predicates listed for its
     pair (in list order), summed and counted per cell over the GT triplets found."""
-    g_img, g_s, g_o, g_p = _gt_triplets(gt)
+    g_img, g_s, g_o, g_p = triplets  # _gt_triplets
     n = max(len(gt.labels), 1)
     gt_pair = g_s * n + g_o
     key, predicate, order = _prank_entries(pred, mapped, task, ng_lists, np.unique(gt_pair), n)

@@ -1,7 +1,9 @@
-"""COCO JSON export of ground truth and detections, and pycocotools' COCOeval on them."""
+"""COCO JSON export of ground truth and detections, and pycocotools' COCOeval on them (a metric: the detector
+(detect/train.py) and the evaluators (eval/siblings.py) both score with it)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,16 +57,23 @@ def write_coco(folder: Path, split: str, gt: dict, detections: list[dict]) -> tu
 
 def evaluate_coco(gt_path: Path, dt_path: Path, class_names: Sequence[str]) -> dict:
     """mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP (area all, 100 detections) with pycocotools."""
+    return coco_metrics(_read_json(gt_path), _read_json(dt_path), class_names)
+
+
+def coco_metrics(gt: dict, detections: list[dict], class_names: Sequence[str]) -> dict:
+    """`evaluate_coco` on a COCO ground-truth dict and result list held in memory (left unchanged:
+    pycocotools writes into the dicts it is given, so it gets copies)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if not detections:
+        return _empty_metrics(class_names)
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_path))
-        detections = _read_json(dt_path)
-        if not detections:
-            return _empty_metrics(class_names)
-        dt = gt.loadRes(str(dt_path))
-        evaluator = COCOeval(gt, dt, iouType="bbox")
+        truth = COCO()
+        truth.dataset = copy.deepcopy(gt)
+        truth.createIndex()
+        dt = truth.loadRes(copy.deepcopy(detections))
+        evaluator = COCOeval(truth, dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
