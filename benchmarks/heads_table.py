@@ -98,9 +98,9 @@ def vrd_table(args, heads: list[str], tmp: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=600, help="synthetic images (train/val/test split inside)")
+    parser.add_argument("--images", type=int, default=300, help="synthetic images (train/val/test split inside)")
     parser.add_argument("--detector-epochs", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3, help="head training epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="head training epochs")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--heads", default=",".join(HEADS))

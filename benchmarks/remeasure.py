@@ -24,7 +24,8 @@ import results_io  # noqa: E402
 VRD = str(results_io.REPO.parent / "shared" / "data" / "vrd")
 # script, its arguments, and the results it writes (one run writes all of them)
 PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
-    ("heads_table.py", ["--features", "spatial,visual", "--seeds", "3"], ("heads_table_spatial", "heads_table_visual")),
+    ("heads_table.py", ["--features", "spatial", "--seeds", "3"], ("heads_table_spatial",)),
+    ("heads_table.py", ["--features", "visual", "--seeds", "3"], ("heads_table_visual",)),
     ("heads_table.py", ["--vrd", VRD, "--seeds", "3"], ("heads_table_vrd",)),
     ("ablate_tensor.py", ["--vrd", VRD], ("ablate_tensor_synth_spatial", "ablate_tensor_synth_visual",
                                           "ablate_tensor_vrd")),
