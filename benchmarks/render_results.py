@@ -8,14 +8,26 @@ A dict whose values are dicts with the same keys becomes one table (rows x colum
 listed as path | value. Nothing here is typed by hand: tests/test_results_doc.py fails when
 docs/results.md differs from what this script renders.
 
-    python benchmarks/render_results.py            # writes docs/results.md
-    python benchmarks/render_results.py --check    # exit 1 when docs/results.md is out of date
+Any other page under docs/ takes measured numbers only through an include block, which this script
+fills (everything between the two markers is replaced):
+
+    <!-- results: NAME -->                 all of benchmarks/results/NAME.json: numbers and the paper's
+    <!-- results: NAME key/sub key -->     only numbers["key"]["sub key"] (and the paper's at that path)
+    <!-- results: NAME paper: key -->      only the paper's numbers (at that path, if one is given)
+    <!-- /results -->
+
+The block gets the result's stale / current line, its tables and a link to its section here.
+
+    python benchmarks/render_results.py            # writes docs/results.md and fills every block
+    python benchmarks/render_results.py --check    # exit 1 when docs/results.md or a page is out of date
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_io  # noqa: E402
 
 DOC = results_io.REPO / "docs" / "results.md"
+DOCS = results_io.REPO / "docs"
+BLOCK = re.compile(r"(<!-- results: *(?P<spec>[^>]*?) *-->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+OPENER = re.compile(r"<!-- results:")
+CLOSER = "<!-- /results -->"
 INTRO = """# Results
 
 Every number on this page comes from a JSON file in `benchmarks/results/`, written by the benchmark
@@ -152,7 +168,8 @@ def render_record(record: dict) -> list[str]:
     return lines
 
 
-def render(results: Path = results_io.RESULTS) -> str:
+def render(results: Path | None = None) -> str:
+    results = results or results_io.RESULTS
     lines = [INTRO]
     records = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
     if not records:
@@ -162,18 +179,106 @@ def render(results: Path = results_io.RESULTS) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+class IncludeError(ValueError):
+    """A results block names a result or a path that does not exist, or is not closed."""
+
+
+def load_record(name: str, results: Path, page: str) -> dict:
+    path = results / f"{name}.json"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in results.glob("*.json"))) or "none"
+        raise IncludeError(f"{page}: no result named {name!r} (no {results.name}/{name}.json); "
+                           f"known results: {known}")
+    return json.loads(path.read_text())
+
+
+def select(value, keys: list[str], name: str, page: str):
+    """The sub-object of `value` at `keys`, or IncludeError naming the first key that is missing."""
+    for depth, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            where = "/".join(keys[:depth]) or "the top level"
+            choices = ", ".join(map(str, value)) if isinstance(value, dict) else "none (not a table)"
+            raise IncludeError(f"{page}: result {name!r} has no key {key!r} under {where}; keys there: {choices}")
+        value = value[key]
+    return value
+
+
+def parse_spec(spec: str, page: str) -> tuple[str, str, list[str]]:
+    """'NAME [paper:] [a/b]' -> (name, 'numbers' or 'paper', [a, b])."""
+    name, _, rest = spec.strip().partition(" ")
+    if not name:
+        raise IncludeError(f"{page}: a results block names no result; write <!-- results: NAME [path] -->")
+    rest = rest.strip()
+    part = "numbers"
+    if rest.startswith("paper:"):
+        part, rest = "paper", rest[len("paper:"):].strip()
+    return name, part, [key.strip() for key in rest.split("/") if key.strip()]
+
+
+def render_block(spec: str, page: Path, results: Path, docs: Path) -> str:
+    """The text that goes between a block's markers on `page`."""
+    label = page.relative_to(docs).as_posix()
+    name, part, keys = parse_spec(spec, label)
+    record = load_record(name, results, label)
+    link = os.path.relpath(docs / "results.md", page.parent).replace(os.sep, "/")
+    where = f"`{part}` / " + " / ".join(f"`{k}`" for k in keys) if keys else f"`{part}`" if part == "paper" else "all"
+    lines = [f"*Rendered from `benchmarks/results/{name}.json` ({where}) by `python benchmarks/render_results.py`; "
+             f"{freshness(record)}. The whole run: [{name} on the results page]({link}#{name.lower()}).*", ""]
+    lines += render_numbers(select(record.get(part) or {}, keys, name, label), 4)
+    if part == "numbers" and record.get("paper"):
+        try:
+            paper = select(record["paper"], keys, name, label)
+        except IncludeError:
+            paper = None
+        if paper:
+            lines += ["**The paper's numbers**", ""] + render_numbers(paper, 4)
+    return "\n".join(lines).rstrip("\n") + "\n\n"
+
+
+def fill_page(text: str, page: Path, results: Path | None = None, docs: Path | None = None) -> str:
+    """`text` with every results block of `page` filled; IncludeError on an unclosed block."""
+    results, docs = results or results_io.RESULTS, docs or DOCS
+    label = page.relative_to(docs).as_posix()
+    if len(OPENER.findall(text)) != text.count(CLOSER):
+        raise IncludeError(f"{label}: every <!-- results: NAME --> needs its own {CLOSER} after it")
+    return BLOCK.sub(lambda m: m.group(1) + "\n" + render_block(m.group("spec"), page, results, docs)
+                     + m.group(4), text)
+
+
+def rendered_pages(results: Path | None = None, docs: Path | None = None) -> dict[Path, str]:
+    """docs/results.md and every page with a results block -> its rendered text."""
+    results, docs = results or results_io.RESULTS, docs or DOCS
+    pages = {docs / "results.md": render(results)}
+    for page in sorted(docs.rglob("*.md")):
+        if page == docs / "results.md":
+            continue
+        text = page.read_text(encoding="utf-8")
+        if OPENER.search(text) or CLOSER in text:
+            pages[page] = fill_page(text, page, results, docs)
+    return pages
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md is out of date")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when docs/results.md or a page's results block is out of date")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = DOC.read_text() if DOC.exists() else ""
-        print("docs/results.md is up to date" if current == text else "docs/results.md is out of date")
-        return 0 if current == text else 1
-    DOC.write_text(text)
-    print(f"wrote {DOC.relative_to(results_io.REPO)}")
-    return 0
+    try:
+        pages = rendered_pages()
+    except IncludeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stale = [p for p, text in pages.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    for page in stale:
+        name = page.relative_to(results_io.REPO)
+        if args.check:
+            print(f"{name} is out of date: run python benchmarks/render_results.py")
+        else:
+            page.write_text(pages[page], encoding="utf-8")
+            print(f"wrote {name}")
+    if not stale:
+        print(f"docs are up to date ({len(pages)} pages rendered)")
+    return 1 if args.check and stale else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import render_results  # noqa: E402
 import results_io  # noqa: E402
@@ -46,3 +48,63 @@ def test_a_result_is_marked_stale_once_its_sources_change(tmp_path, monkeypatch)
     assert "- **stale**" in text
     record = json.loads((root / "results" / "toy.json").read_text())
     assert record["source_hash"] != results_io.source_hash(["pkg"])
+
+
+def test_every_docs_page_with_a_results_block_is_the_rendered_one():
+    for page, text in render_results.rendered_pages().items():
+        assert page.read_text(encoding="utf-8") == text, f"{page.name}: run python benchmarks/render_results.py"
+
+
+def _docs_tree(tmp_path, monkeypatch, page_text: str):
+    root = _fake_repo(tmp_path, monkeypatch)
+    (root / "docs" / "methods").mkdir(parents=True)
+    page = root / "docs" / "methods" / "toy.md"
+    page.write_text(page_text)
+    return root, page
+
+
+def test_a_block_with_a_path_is_filled_with_that_table_its_freshness_and_a_link(tmp_path, monkeypatch):
+    root, page = _docs_tree(tmp_path, monkeypatch, "# Toy\n\nbefore\n<!-- results: toy rows -->\nold text\n"
+                                                   "<!-- /results -->\nafter\n")
+    pages = render_results.rendered_pages(root / "results", root / "docs")
+    text = pages[page]
+    assert text.startswith("# Toy\n\nbefore\n<!-- results: toy rows -->\n") and text.endswith("<!-- /results -->\nafter\n")
+    assert "old text" not in text
+    assert "| L0 | 52.00 ± 2.00 (n=3) | 3 |" in text
+    assert "L0 vs L0+L1" not in text  # only the sub-dict at the path
+    assert "current: the sources it exercised are unchanged" in text
+    assert "](../results.md#toy)" in text
+    assert pages[root / "docs" / "results.md"] == render_results.render(root / "results")
+    assert render_results.fill_page(text, page, root / "results", root / "docs") == text  # idempotent
+
+
+def test_a_whole_result_block_carries_the_paper_and_turns_stale_with_its_sources(tmp_path, monkeypatch):
+    root, page = _docs_tree(tmp_path, monkeypatch, "<!-- results: toy -->\n<!-- /results -->\n"
+                                                   "<!-- results: toy paper: R@50 -->\n<!-- /results -->\n")
+    (root / "pkg" / "head.py").write_text("alpha = 2\n")
+    text = render_results.rendered_pages(root / "results", root / "docs")[page]
+    assert "resolved (p=" in text and "| R@50 | 61.72 | 62.65 |" in text
+    assert "| L0 | 61.72 |" in text  # the paper's sub-dict alone
+    assert text.count("**stale**") == 2
+
+
+def test_a_block_naming_a_missing_result_or_key_is_a_clear_error(tmp_path, monkeypatch):
+    root, page = _docs_tree(tmp_path, monkeypatch, "<!-- results: nosuch -->\n<!-- /results -->\n")
+    with pytest.raises(render_results.IncludeError, match=r"methods/toy.md: no result named 'nosuch'.*known results: toy"):
+        render_results.rendered_pages(root / "results", root / "docs")
+    page.write_text("<!-- results: toy rows/L9 -->\n<!-- /results -->\n")
+    with pytest.raises(render_results.IncludeError, match=r"no key 'L9' under rows; keys there: L0, L0\+L1"):
+        render_results.rendered_pages(root / "results", root / "docs")
+    page.write_text("<!-- results: toy -->\nno end\n")
+    with pytest.raises(render_results.IncludeError, match="needs its own"):
+        render_results.rendered_pages(root / "results", root / "docs")
+
+
+def test_check_reports_a_page_out_of_date_and_rendering_fixes_it(tmp_path, monkeypatch, capsys):
+    root, page = _docs_tree(tmp_path, monkeypatch, "<!-- results: toy rows -->\n<!-- /results -->\n")
+    monkeypatch.setattr(render_results, "DOCS", root / "docs")
+    assert render_results.main(["--check"]) == 1
+    assert "docs/methods/toy.md is out of date" in capsys.readouterr().out
+    assert render_results.main([]) == 0 and render_results.main(["--check"]) == 0
+    page.write_text("<!-- results: ../secret -->\n<!-- /results -->\n")
+    assert render_results.main([]) == 2 and "no result named '../secret'" in capsys.readouterr().err
