@@ -83,7 +83,8 @@ def fmt_cell(value) -> str:
         return f"{fmt_number(value['mean'])} ± {fmt_number(value['sd'])} (n={value['n']})"
     if is_verdict(value):
         p = "—" if value["p"] is None else fmt_number(value["p"])
-        return f"{'resolved' if value['resolved'] else 'not resolved'} (p={p})"
+        diff = "" if value.get("diff") is None else f", diff {'+' if value['diff'] > 0 else ''}{fmt_number(value['diff'])}"
+        return f"{'resolved' if value['resolved'] else 'not resolved'} (p={p}{diff})"
     if isinstance(value, list):
         return ", ".join(fmt_cell(v) for v in value) if len(value) <= 12 else f"{len(value)} values"
     if isinstance(value, dict):
@@ -92,7 +93,19 @@ def fmt_cell(value) -> str:
 
 
 def is_leaf(value) -> bool:
+    if as_records(value) is not None:
+        return False
     return not isinstance(value, dict) or is_summary(value) or is_verdict(value)
+
+
+def as_records(value) -> list[str] | None:
+    """The shared keys when `value` is a list of flat dicts with one set of keys (a table's rows), else None."""
+    if not isinstance(value, list) or not value or not all(isinstance(r, dict) and r for r in value):
+        return None
+    columns = list(value[0].keys())
+    if any(list(r.keys()) != columns or not all(is_leaf(c) for c in r.values()) for r in value):
+        return None
+    return columns
 
 
 def as_matrix(value) -> list[str] | None:
@@ -114,7 +127,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def flatten(value, prefix: str = "") -> list[tuple[str, object]]:
-    if is_leaf(value):
+    if is_leaf(value) or isinstance(value, list):
         return [(prefix or "value", value)]
     out: list[tuple[str, object]] = []
     for key, item in value.items():
@@ -122,8 +135,12 @@ def flatten(value, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def render_numbers(value, depth: int = 4) -> list[str]:
-    """Tables for one `numbers` (or `paper`) object: matrices as tables, nested groups as headings."""
+def render_numbers(value, depth: int = 4, prefix: str = "") -> list[str]:
+    """Tables for one `numbers` (or `paper`) object: matrices as tables, nested groups as headings
+    (or, with a `prefix`, as bold labels `prefix / key`: an included block adds no headings to its page)."""
+    records = as_records(value)
+    if records is not None:
+        return table([str(c) for c in records], [[fmt_cell(r[c]) for c in records] for r in value]) + [""]
     columns = as_matrix(value)
     if columns is not None:
         return table([""] + [str(c) for c in columns],
@@ -138,7 +155,11 @@ def render_numbers(value, depth: int = 4) -> list[str]:
         if depth > 6:
             lines += table(["", "value"], [[path, fmt_cell(v)] for path, v in flatten(item, str(key))]) + [""]
             continue
-        lines += ["#" * depth + f" {key}", ""] + render_numbers(item, depth + 1)
+        if prefix:
+            label = f"{prefix} / {key}"
+            lines += [f"**{label}**", ""] + render_numbers(item, depth + 1, label)
+        else:
+            lines += ["#" * depth + f" {key}", ""] + render_numbers(item, depth + 1)
     return lines
 
 
@@ -224,14 +245,14 @@ def render_block(spec: str, page: Path, results: Path, docs: Path) -> str:
     where = f"`{part}` / " + " / ".join(f"`{k}`" for k in keys) if keys else f"`{part}`" if part == "paper" else "all"
     lines = [f"*Rendered from `benchmarks/results/{name}.json` ({where}) by `python benchmarks/render_results.py`; "
              f"{freshness(record)}. The whole run: [{name} on the results page]({link}#{name.lower()}).*", ""]
-    lines += render_numbers(select(record.get(part) or {}, keys, name, label), 4)
+    lines += render_numbers(select(record.get(part) or {}, keys, name, label), 4, " / ".join([name] + keys))
     if part == "numbers" and record.get("paper"):
         try:
             paper = select(record["paper"], keys, name, label)
         except IncludeError:
             paper = None
         if paper:
-            lines += ["**The paper's numbers**", ""] + render_numbers(paper, 4)
+            lines += ["**The paper's numbers**", ""] + render_numbers(paper, 4, " / ".join(["the paper"] + keys))
     return "\n".join(lines).rstrip("\n") + "\n\n"
 
 
