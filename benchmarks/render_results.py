@@ -3,7 +3,8 @@
 Every result becomes one section: what ran (command, commit, date, machine, step budgets, seeds), a
 computed "stale" mark when the sgtool sources it exercised have changed since (their sha256 no longer
 matches `source_hash`), then its numbers and the paper's numbers as tables. Summaries written by
-`results_io.summarise` print as mean ± sd (n); Welch verdicts print as resolved / not resolved with p.
+`results_io.summarise` print as mean ± sd (n), followed by any Welch verdict stored beside them; Welch
+verdicts print as resolved / not resolved with p and the difference of means.
 A dict whose values are dicts with the same keys becomes one table (rows x columns); anything else is
 listed as path | value. Nothing here is typed by hand: tests/test_results_doc.py fails when
 docs/results.md differs from what this script renders.
@@ -80,7 +81,8 @@ def fmt_cell(value) -> str:
     if is_summary(value):
         if value["mean"] is None:
             return "—"
-        return f"{fmt_number(value['mean'])} ± {fmt_number(value['sd'])} (n={value['n']})"
+        tests = "".join(f"; {key}: {fmt_cell(v)}" for key, v in value.items() if is_verdict(v))
+        return f"{fmt_number(value['mean'])} ± {fmt_number(value['sd'])} (n={value['n']}){tests}"
     if is_verdict(value):
         p = "—" if value["p"] is None else fmt_number(value["p"])
         diff = "" if value.get("diff") is None else f", diff {'+' if value['diff'] > 0 else ''}{fmt_number(value['diff'])}"
@@ -245,7 +247,8 @@ def render_block(spec: str, page: Path, results: Path, docs: Path) -> str:
     where = f"`{part}` / " + " / ".join(f"`{k}`" for k in keys) if keys else f"`{part}`" if part == "paper" else "all"
     lines = [f"*Rendered from `benchmarks/results/{name}.json` ({where}) by `python benchmarks/render_results.py`; "
              f"{freshness(record)}. The whole run: [{name} on the results page]({link}#{name.lower()}).*", ""]
-    lines += render_numbers(select(record.get(part) or {}, keys, name, label), 4, " / ".join([name] + keys))
+    title = " / ".join([name] + (["the paper"] if part == "paper" else []) + keys)
+    lines += render_numbers(select(record.get(part) or {}, keys, name, label), 4, title)
     if part == "numbers" and record.get("paper"):
         try:
             paper = select(record["paper"], keys, name, label)
