@@ -3,7 +3,7 @@
 Every result becomes one section: what ran (command, commit, date, machine, step budgets, seeds), a
 computed "stale" mark when the sgtool sources it exercised have changed since (their sha256 no longer
 matches `source_hash`), then its numbers and the paper's numbers as tables. Summaries written by
-`results_io.summarise` print as mean ± sd (n), followed by any Welch verdict stored beside them; Welch
+`results_io.summarise` print as mean ± sd (n, and median [IQR] when stored), followed by any Welch verdict stored beside them; Welch
 verdicts print as resolved / not resolved with p and the difference of means.
 A dict whose values are dicts with the same keys becomes one table (rows x columns); anything else is
 listed as path | value. Nothing here is typed by hand: tests/test_results_doc.py fails when
@@ -82,7 +82,10 @@ def fmt_cell(value) -> str:
         if value["mean"] is None:
             return "—"
         tests = "".join(f"; {key}: {fmt_cell(v)}" for key, v in value.items() if is_verdict(v))
-        return f"{fmt_number(value['mean'])} ± {fmt_number(value['sd'])} (n={value['n']}){tests}"
+        spread = ""
+        if value.get("median") is not None and isinstance(value.get("iqr"), list):
+            spread = f", median {fmt_number(value['median'])} [IQR {', '.join(map(fmt_number, value['iqr']))}]"
+        return f"{fmt_number(value['mean'])} ± {fmt_number(value['sd'])} (n={value['n']}{spread}){tests}"
     if is_verdict(value):
         p = "—" if value["p"] is None else fmt_number(value["p"])
         diff = "" if value.get("diff") is None else f", diff {'+' if value['diff'] > 0 else ''}{fmt_number(value['diff'])}"
