@@ -108,3 +108,11 @@ def test_check_reports_a_page_out_of_date_and_rendering_fixes_it(tmp_path, monke
     assert render_results.main([]) == 0 and render_results.main(["--check"]) == 0
     page.write_text("<!-- results: ../secret -->\n<!-- /results -->\n")
     assert render_results.main([]) == 2 and "no result named '../secret'" in capsys.readouterr().err
+
+
+def test_the_ae_page_tables_are_the_ones_ablate_ae_renders_from_its_results():
+    import ablate_ae  # its own renderer: the paper's numbers beside ours per row, which the generic one lacks
+    page = (render_results.DOCS / "methods" / "ae.md").read_text(encoding="utf-8")
+    for name, render in (("ablate_ae", ablate_ae.markdown), ("ablate_ae_heat", ablate_ae.heat_markdown)):
+        record = json.loads((results_io.RESULTS / f"{name}.json").read_text())
+        assert render(record) in page, "run: python benchmarks/ablate_ae.py --render-docs"
