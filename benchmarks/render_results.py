@@ -37,9 +37,10 @@ import results_io  # noqa: E402
 
 DOC = results_io.REPO / "docs" / "results.md"
 DOCS = results_io.REPO / "docs"
-BLOCK = re.compile(r"(<!-- results: *(?P<spec>[^>]*?) *-->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
-OPENER = re.compile(r"<!-- results:")
-CLOSER = "<!-- /results -->"
+# Markers count only at the start of a line, so a page may show the syntax in inline code.
+BLOCK = re.compile(r"^(<!-- results: *(?P<spec>[^>]*?) *-->\n)(?P<body>.*?)^(<!-- /results -->)$", re.S | re.M)
+OPENER = re.compile(r"^<!-- results:", re.M)
+CLOSER = re.compile(r"^<!-- /results -->$", re.M)
 INTRO = """# Results
 
 Every number on this page comes from a JSON file in `benchmarks/results/`, written by the benchmark
@@ -47,7 +48,8 @@ script named in its section, and is rendered by `python benchmarks/render_result
 when this page differs from what the script renders). Means and sample standard deviations (n − 1)
 are computed by the scripts; "resolved" means Welch's t-test gives p < 0.05. A section marked
 **stale** was measured on sgtool sources that have changed since: its numbers describe older code
-and are due to be measured again.
+and are due to be measured again. The method pages quote parts of these results through blocks the
+same script fills, each with the same stale / current mark.
 """
 SUMMARY_KEYS = {"n", "mean", "sd", "values"}
 VERDICT_KEYS = {"p", "resolved"}
@@ -266,8 +268,8 @@ def fill_page(text: str, page: Path, results: Path | None = None, docs: Path | N
     """`text` with every results block of `page` filled; IncludeError on an unclosed block."""
     results, docs = results or results_io.RESULTS, docs or DOCS
     label = page.relative_to(docs).as_posix()
-    if len(OPENER.findall(text)) != text.count(CLOSER):
-        raise IncludeError(f"{label}: every <!-- results: NAME --> needs its own {CLOSER} after it")
+    if len(OPENER.findall(text)) != len(CLOSER.findall(text)):
+        raise IncludeError(f"{label}: every <!-- results: NAME --> line needs its own <!-- /results --> line after it")
     return BLOCK.sub(lambda m: m.group(1) + "\n" + render_block(m.group("spec"), page, results, docs)
                      + m.group(4), text)
 
@@ -280,7 +282,7 @@ def rendered_pages(results: Path | None = None, docs: Path | None = None) -> dic
         if page == docs / "results.md":
             continue
         text = page.read_text(encoding="utf-8")
-        if OPENER.search(text) or CLOSER in text:
+        if OPENER.search(text) or CLOSER.search(text):
             pages[page] = fill_page(text, page, results, docs)
     return pages
 

@@ -116,3 +116,18 @@ def test_the_ae_page_tables_are_the_ones_ablate_ae_renders_from_its_results():
     for name, render in (("ablate_ae", ablate_ae.markdown), ("ablate_ae_heat", ablate_ae.heat_markdown)):
         record = json.loads((results_io.RESULTS / f"{name}.json").read_text())
         assert render(record) in page, "run: python benchmarks/ablate_ae.py --render-docs"
+
+
+def test_rows_lists_become_tables_and_summaries_carry_their_median_and_stored_verdicts():
+    summary = {**results_io.summarise([1.0, 2.0, 6.0]), "median": 2.0, "iqr": [1.5, 4.0],
+               "vs_L0": results_io.welch([1.0, 2.0, 6.0], [1.0, 1.5, 0.5])}
+    text = "\n".join(render_results.render_numbers({"fig": [{"t": 0.5, "R@50": 3.0}, {"t": 1.5, "R@50": 4.0}],
+                                                    "row": {"R@50": summary}}))
+    assert "| t | R@50 |\n| --- | --- |\n| 0.500 | 3.00 |\n| 1.50 | 4.00 |" in text
+    assert "| R@50 | 3.00 ± 2.65 (n=3, median 2.00 [IQR 1.50, 4.00]); vs_L0: not resolved (p=" in text
+
+
+def test_a_marker_inside_a_line_of_prose_is_not_a_block(tmp_path, monkeypatch):
+    prose = "Write `<!-- results: NAME -->` and `<!-- /results -->` on lines of their own.\n"
+    root, page = _docs_tree(tmp_path, monkeypatch, prose)
+    assert page not in render_results.rendered_pages(root / "results", root / "docs")
