@@ -15,6 +15,8 @@ fills (everything between the two markers is replaced):
     <!-- results: NAME -->                 all of benchmarks/results/NAME.json: numbers and the paper's
     <!-- results: NAME key/sub key -->     only numbers["key"]["sub key"] (and the paper's at that path)
     <!-- results: NAME paper: key -->      only the paper's numbers (at that path, if one is given)
+    <!-- results: NAME freshness: -->      only its stale / current line and the link (for a page whose
+                                           tables a script of its own renders, e.g. ablate_ae.py)
     <!-- /results -->
 
 The block gets the result's stale / current line, its tables and a link to its section here.
@@ -232,35 +234,45 @@ def select(value, keys: list[str], name: str, page: str):
 
 
 def parse_spec(spec: str, page: str) -> tuple[str, str, list[str]]:
-    """'NAME [paper:] [a/b]' -> (name, 'numbers' or 'paper', [a, b])."""
+    """'NAME [paper: | freshness:] [a/b]' -> (name, 'numbers', 'paper' or 'freshness', [a, b])."""
     name, _, rest = spec.strip().partition(" ")
     if not name:
         raise IncludeError(f"{page}: a results block names no result; write <!-- results: NAME [path] -->")
-    rest = rest.strip()
-    part = "numbers"
-    if rest.startswith("paper:"):
-        part, rest = "paper", rest[len("paper:"):].strip()
+    part, rest = "numbers", rest.strip()
+    for prefix in ("paper:", "freshness:"):
+        if rest.startswith(prefix):
+            part, rest = prefix[:-1], rest[len(prefix):].strip()
     return name, part, [key.strip() for key in rest.split("/") if key.strip()]
+
+
+def block_tables(record: dict, part: str, keys: list[str], page: str) -> list[str]:
+    """The tables of one block: the selected numbers (or paper's), and the paper's beside ours at that path."""
+    name = record["name"]
+    if part == "freshness":
+        return []
+    title = " / ".join([name] + (["the paper"] if part == "paper" else []) + keys)
+    lines = render_numbers(select(record.get(part) or {}, keys, name, page), 4, title)
+    if part == "numbers" and record.get("paper"):
+        try:
+            paper = select(record["paper"], keys, name, page)
+        except IncludeError:
+            paper = None
+        if paper:
+            lines += ["**The paper's numbers**", ""] + render_numbers(paper, 4, " / ".join(["the paper"] + keys))
+    return lines
 
 
 def render_block(spec: str, page: Path, results: Path, docs: Path) -> str:
     """The text that goes between a block's markers on `page`."""
     label = page.relative_to(docs).as_posix()
     name, part, keys = parse_spec(spec, label)
-    record = load_record(name, results, label)
+    record = {**load_record(name, results, label), "name": name}
     link = os.path.relpath(docs / "results.md", page.parent).replace(os.sep, "/")
-    where = f"`{part}` / " + " / ".join(f"`{k}`" for k in keys) if keys else f"`{part}`" if part == "paper" else "all"
+    where = (f"`{part}` / " + " / ".join(f"`{k}`" for k in keys) if keys
+             else "all" if part == "numbers" else f"`{part}`" if part == "paper" else "its freshness")
     lines = [f"*Rendered from `benchmarks/results/{name}.json` ({where}) by `python benchmarks/render_results.py`; "
              f"{freshness(record)}. The whole run: [{name} on the results page]({link}#{name.lower()}).*", ""]
-    title = " / ".join([name] + (["the paper"] if part == "paper" else []) + keys)
-    lines += render_numbers(select(record.get(part) or {}, keys, name, label), 4, title)
-    if part == "numbers" and record.get("paper"):
-        try:
-            paper = select(record["paper"], keys, name, label)
-        except IncludeError:
-            paper = None
-        if paper:
-            lines += ["**The paper's numbers**", ""] + render_numbers(paper, 4, " / ".join(["the paper"] + keys))
+    lines += block_tables(record, part, keys, label)
     return "\n".join(lines).rstrip("\n") + "\n\n"
 
 

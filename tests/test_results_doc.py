@@ -131,3 +131,10 @@ def test_a_marker_inside_a_line_of_prose_is_not_a_block(tmp_path, monkeypatch):
     prose = "Write `<!-- results: NAME -->` and `<!-- /results -->` on lines of their own.\n"
     root, page = _docs_tree(tmp_path, monkeypatch, prose)
     assert page not in render_results.rendered_pages(root / "results", root / "docs")
+
+
+def test_a_freshness_block_carries_only_the_mark_and_the_link(tmp_path, monkeypatch):
+    root, page = _docs_tree(tmp_path, monkeypatch, "<!-- results: toy freshness: -->\n<!-- /results -->\n")
+    text = render_results.rendered_pages(root / "results", root / "docs")[page]
+    assert "current: the sources it exercised are unchanged" in text and "](../results.md#toy)" in text
+    assert "|" not in text
