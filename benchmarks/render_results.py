@@ -234,7 +234,7 @@ def select(value, keys: list[str], name: str, page: str):
 
 
 def parse_spec(spec: str, page: str) -> tuple[str, str, list[str]]:
-    """'NAME [paper: | freshness:] [a/b]' -> (name, 'numbers', 'paper' or 'freshness', [a, b])."""
+    """'NAME [paper: | freshness:] [a/b]' -> (name, part: 'numbers', 'paper' or 'freshness', [a, b])."""
     name, _, rest = spec.strip().partition(" ")
     if not name:
         raise IncludeError(f"{page}: a results block names no result; write <!-- results: NAME [path] -->")
