@@ -13,6 +13,7 @@ from typer.core import TyperCommand
 
 from sgtool import __version__, ui
 from sgtool.errors import EXIT_USER_ERROR, SgtoolError
+from sgtool.flags import flag
 from sgtool.workspace import DEFAULT_WORKSPACE, Workspace
 
 app = typer.Typer(
@@ -99,7 +100,7 @@ def _format_parameter(fmt_name: str, name: str, field: object, meta: dict, hint:
     kind = bare[0] if typing.get_origin(hint) is not None and bare else hint
     if meta["choices"]:
         kind = Enum(f"{fmt_name}_{name}", {str(c): str(c) for c in meta["choices"]}, type=str)
-    decls = (meta["spelling"] or "--" + name.replace("_", "-"),)
+    decls = (meta["spelling"] or flag(name),)
     shown = describe_range(meta) if not meta["choices"] else ""
     help_text = meta["help"] + (f" ({shown})" if shown else "")
     required = meta["required"]
@@ -206,8 +207,8 @@ def _kind_parameters() -> list[inspect.Parameter]:
 
     params = []
     for name, spec in flag_specs(registered_kinds()).items():
-        dash = "--" + name.replace("_", "-")
-        decls = (f"{dash}/--no-{name.replace('_', '-')}",) if spec.annotation is bool else (dash,)
+        dash = flag(name)
+        decls = (f"{dash}/{flag('no_' + name)}",) if spec.annotation is bool else (dash,)
         annotation = Annotated[Optional[spec.annotation], typer.Option(*decls, help=spec.help_for())]
         params.append(inspect.Parameter(f"kind_{name}", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None))
     return params

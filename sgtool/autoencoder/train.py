@@ -41,6 +41,7 @@ from sgtool.engine.hooks import CheckpointHook, Hook, LogHook, StepProgressHook,
 from sgtool.engine.loop import run_loop
 from sgtool.engine.record import RunRecord, TrainRequest, read_status, record_failure
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag, setting
 from sgtool.heads import TrainData
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -117,7 +118,7 @@ def train_autoencoder(ws: Workspace, *, dataset: str | None = None, name: str | 
         try:
             folder.mkdir()  # the atomic claim of the name
         except FileExistsError:
-            raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.") from None
+            raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", f"Pick another {flag('name')}.") from None
         record.write_config(folder)
         reporter.info(f"Training the {'supervised ' if config.supervised else ''}auto-encoder (max {config.max_nodes} "
                       f"nodes) on '{prepared.name}' as run {run}, seeds {record.seeds}.")
@@ -130,16 +131,16 @@ def resume_autoencoder(ws: Workspace, run: str, request: TrainRequest) -> AETrai
     """`sgtool train --resume RUN` of an ae run: the seeds left, the current one from its last checkpoint."""
     given = request.given_flags()
     if given:
-        raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
-                          "Leave that option out, or start a new run without --resume.")
+        raise SgtoolError(f"{flag('resume')} continues a run as it was; it does not take {given[0]}.",
+                          f"Leave that option out, or start a new run without {flag('resume')}.")
     folder = ws.require_run(run)
     record = RunRecord.read(folder)
     if read_status(folder) == "complete":
         raise SgtoolError(f"The run '{run}' is complete; there is nothing to resume.", "Train a new run instead.")
     if request.kind is not None and request.kind != HEAD:
-        raise SgtoolError(f"The run '{run}' trains the ae head, not {request.kind}.", "Leave out --head.")
+        raise SgtoolError(f"The run '{run}' trains the ae head, not {request.kind}.", f"Leave out {flag('head')}.")
     if request.dataset is not None and request.dataset != record.dataset:
-        raise SgtoolError(f"The run '{run}' trains on '{record.dataset}', not '{request.dataset}'.", "Leave out --dataset.")
+        raise SgtoolError(f"The run '{run}' trains on '{record.dataset}', not '{request.dataset}'.", f"Leave out {flag('dataset')}.")
     progress = SeedProgress.read(folder, record.seeds or [record.seed])
     if not progress.kept and not progress.replaced and not (seed_folder(folder, progress.queue[0]) / "checkpoints" / LAST).is_file():
         raise SgtoolError(f"The run '{run}' stopped before its first checkpoint, so it cannot be resumed.",
@@ -162,7 +163,7 @@ def _load_splits(prepared: PreparedDataset, config: AEConfig) -> dict[str, LineD
               for s in ("train", "val", "test")}
     if len(splits["train"]) < config.batch_size:
         raise SgtoolError(f"The train split of '{prepared.name}' holds {len(splits['train'])} images, fewer than "
-                          f"one batch of {config.batch_size}.", "Prepare more images or lower --batch-size.")
+                          f"one batch of {config.batch_size}.", f"Prepare more images or lower {flag('batch_size')}.")
     return splits
 
 
@@ -289,6 +290,6 @@ def show_ae_train(result: AETrainResult, as_json: bool = False) -> None:
     if result.stuck_seeds:
         ui.err.print(f"Warning: seed(s) {', '.join(map(str, result.stuck_seeds))} found no edge on the validation "
                      "split: training did not leave its starting plateau (a blank drawing). Train longer "
-                     "(--set steps=...), with another --seed, or with --set plateau_restarts=N.", highlight=False)
+                     f"({setting('steps')}...), with another {flag('seed')}, or with {setting('plateau_restarts', 'N')}.", highlight=False)
     ui.show_run(payload, as_json, f"Run {result.run} (ae on {result.dataset}, {len(result.seeds)} seed(s), "
                 f"{result.minutes:.1f} min): validation triplets", result.metrics, ("precision", "recall", "f1"))

@@ -24,6 +24,7 @@ from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -165,9 +166,9 @@ def prepare_shapes(ws: Workspace, images: int = 50_000, seed: int = 0, name: str
                    force: bool = False, reporter: Reporter = SILENT) -> PreparedDataset:
     """Draw the Simple Shape dataset into the workspace (stage behind `sgtool prepare shapes`)."""
     if not 1 <= images <= MAX_IMAGES:
-        raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 50000.")
+        raise SgtoolError(f"{flag('images')} must be between 1 and {MAX_IMAGES:,}, not {images}.", f"Try {flag('images')} 50000.")
     if workers < 0:
-        raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
+        raise SgtoolError(f"{flag('workers')} must be 0 (one per core) or more, not {workers}.", f"Use {flag('workers')} 0.")
     recipe = load_recipe(RECIPE)
     spec = load_spec(recipe)
     workers = workers or os.cpu_count() or 1

@@ -26,6 +26,7 @@ from sgtool.data.synth_confusion import annotate_links, make_confusion_scene, sc
 from sgtool.data.synth_scene import Scene, box_of, draw_link, draw_shape, overlaps_any, shape_extent
 from sgtool.data.workers import worker_pool
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.geometry import box_gap, clip_boxes, overlap_sides
 from sgtool.priors import GroupRule
 from sgtool.ui import SILENT, Reporter
@@ -322,12 +323,12 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
     confusion: overrides of the recipe's `confusion` section (e.g. {"instance_fraction": 0.3}).
     multimodal: the share of images in the multimodal subset (default: the recipe's, 0 = none)."""
     if not 1 <= images <= MAX_IMAGES:
-        raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 2000.")
+        raise SgtoolError(f"{flag('images')} must be between 1 and {MAX_IMAGES:,}, not {images}.", f"Try {flag('images')} 2000.")
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise SgtoolError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}.",
+        raise SgtoolError(f"{flag('size')} must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}.",
                           "Shapes and links need room; the default is 128.")
     if workers < 0:
-        raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
+        raise SgtoolError(f"{flag('workers')} must be 0 (one per core) or more, not {workers}.", f"Use {flag('workers')} 0.")
     if multimodal is not None and not 0 <= multimodal <= 1:
         raise SgtoolError(f"The multimodal share must be between 0 and 1, not {multimodal}.", "Try 0.5.")
     recipe = synth_multimodal.with_multimodal(load_recipe("synth"), multimodal)

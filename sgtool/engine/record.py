@@ -14,6 +14,7 @@ import yaml
 
 from sgtool import __version__, atomic
 from sgtool.config import read_yaml
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 
 STATUS_KEYS = ("run", "head", "dataset", "task", "seed")  # run.json carries these and the status
@@ -98,7 +99,7 @@ def record_failure(folder: Path, record: RunRecord, exc: BaseException, resumabl
 
 
 def flag_name(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
+    return flag(field_name)
 
 
 @dataclass
