@@ -115,7 +115,7 @@ def test_predictions_layout_stats_and_checkpoint_round_trip():
     ({"t_end": 0}, "--t-end must be positive"),
     ({"t_end": -1.0}, "--t-end must be positive"),
     ({"front_end": "rnn"}, "--front-end must be one of fc, gcn, lstm, not 'rnn'"),
-    ({"ode": "all"}, "The setting ode must be one of none, object, pair, both, not 'all'"),
+    ({"ode": "all"}, "--ode must be one of none, object, pair, both, not 'all'"),
     ({"label_noise": 1.5}, "label_noise must be from 0.0 to 1.0"),
     ({"atol": 0}, "atol and rtol must be positive"),
 ])
