@@ -238,8 +238,8 @@ class _TrainCallback:
         s = _settings(ctx)
         options = {key[len("kind_"):]: value for key, value in values.items() if key.startswith("kind_")}
         task = values["task"]
-        given = {"--task": task != Task.predcls, "--detector": values["detector"], "--name": values["name"],
-                 "--config": values["config"], "--set": values["set_"], "--cache-features": values["cache_features"]}
+        given = {flag("task"): task != Task.predcls, flag("detector"): values["detector"], flag("name"): values["name"],
+                 flag("config"): values["config"], flag("set"): values["set_"], flag("cache_features"): values["cache_features"]}
         request = TrainRequest(kind=values["head"], dataset=values["dataset"], task=task.value, name=values["name"],
                                detector=values["detector"], config_path=values["config"],
                                overrides=list(values["set_"] or []), options=options, passed=_passed(given),
@@ -287,7 +287,7 @@ def _other_settings(kind: object) -> str:
             shown = "; ".join(x for x in (describe_range(meta), f"default {field.default}") if x)
             parts.append(f"{name} ({shown})")
     labels = " It labels objects in SGCls / SGDet." if getattr(kind, "labels_objects", False) else ""
-    return f"{kind.name}: {kind.summary}{labels} Other settings (--set name=value): {', '.join(parts)}."
+    return f"{kind.name}: {kind.summary}{labels} Other settings ({flag('set')} name=value): {', '.join(parts)}."
 
 
 def _head_in(args: list[str]) -> str | None:
@@ -362,8 +362,8 @@ def eval_(
                                     dump_graphs=dump_graphs, reporter=s.reporter)
         show_evaluation(outcome, None, as_json=s.json)
         return
-    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None,
-                      "--empty-images": None if empty == "zero" else empty})
+    passed = _passed({flag("task"): task, flag("metric"): metric, flag("k"): k, flag("dump_graphs"): dump_graphs or None,
+                      flag("empty_images"): None if empty == "zero" else empty})
     outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
                              metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter,
                              empty_images=empty)
