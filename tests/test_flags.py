@@ -72,10 +72,13 @@ def spelled_names(source: str) -> list[tuple[str, str]]:
     """(speller, literal name) of every `flag("x")`, `setting("x", ...)` and `how_to_set(cls, "x", ...)` call."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in SPELLERS:
-            arg = node.args[1 if node.func.id == "how_to_set" else 0] if node.args else None
+        if not isinstance(node, ast.Call):
+            continue
+        speller = getattr(node.func, "id", None) or getattr(node.func, "attr", None)  # flag(...) or flags.flag(...)
+        if speller in SPELLERS and node.args:
+            arg = node.args[1 if speller == "how_to_set" else 0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                found.append((node.func.id, arg.value))
+                found.append((speller, arg.value))
     return found
 
 
@@ -89,6 +92,7 @@ def test_the_scanners_see_what_they_look_for():
     assert hand_spelled(code) == ["--t-end"]
     assert spelled_names(code) == [("flag", "t_end"), ("setting", "ode")]
     assert spelled_names('how_to_set(Config, "atol", 0.01)') == [("how_to_set", "atol")]
+    assert spelled_names('flags.setting("lr")') == [("setting", "lr")]
     assert flag("t_end") == "--t-end" and setting("ode", "none") == "--set ode=none"
 
 
