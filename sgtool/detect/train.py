@@ -49,11 +49,11 @@ def _check_positive(name: str, value: float | None, example: str) -> None:
 
 def check_options(epochs: int | None, batch_size: int | None, lr: float | None, time_budget: float | None,
                    threads: int | None = None) -> None:
-    _check_positive(flag('epochs'), epochs, "12")
-    _check_positive(flag('batch_size'), batch_size, "8")
-    _check_positive(flag('lr'), lr, "0.002")
-    _check_positive(flag('time_budget'), time_budget, "15")
-    _check_positive(flag('threads'), threads, "1")
+    _check_positive(flag("epochs"), epochs, "12")
+    _check_positive(flag("batch_size"), batch_size, "8")
+    _check_positive(flag("lr"), lr, "0.002")
+    _check_positive(flag("time_budget"), time_budget, "15")
+    _check_positive(flag("threads"), threads, "1")
     if lr is not None and not math.isfinite(lr):
         raise SgtoolError(f"{flag('lr')} must be a finite number, not {lr}.", f"For example {flag('lr')} 0.002.")
 

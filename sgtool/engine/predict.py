@@ -113,7 +113,7 @@ def output_folder(ws: Workspace, out: Path | None) -> Path:
     """--out as a folder that can take the graphs (made if missing), checked before any model is loaded: a
     file, pipe, device or symlink loop, or a folder that sgtool manages in the workspace, is one sentence."""
     out = Path(out) if out is not None else Path.cwd()
-    ws.refuse_managed(out, flag('out'))
+    ws.refuse_managed(out, flag("out"))
     try:
         info = os.stat(out)
     except FileNotFoundError:

@@ -264,14 +264,14 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     return TrainResult(new, ws.run_dir(new), record.head, prepared.name, task, metrics)
 
 
-RETASK_FLAGS = (flag('task'), flag('detector'), flag('name'))
+RETASK_FLAGS = (flag("task"), flag("detector"), flag("name"))
 
 
 def retask_request(ws: Workspace, run: str, request: TrainRequest) -> TrainResult:
     """`train --from RUN`: only --task, --detector and --name apply."""
     foreign = [flag for flag in request.given_flags() if flag not in RETASK_FLAGS]
-    foreign += [flag('head')] if request.kind else []
-    foreign += [flag('dataset')] if request.dataset else []
+    foreign += [flag("head")] if request.kind else []
+    foreign += [flag("dataset")] if request.dataset else []
     if foreign:
         raise SgtoolError(f"{flag('from')} reuses a trained run as it is; it does not take {foreign[0]}.",
                           f"It takes {', '.join(RETASK_FLAGS)}; leave {foreign[0]} out.")

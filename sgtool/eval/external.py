@@ -156,7 +156,7 @@ def _check_options(predictions: Path | None, run: str | None, dump_graphs: int) 
         raise SgtoolError(f"{flag('format')} and {flag('dataset')} describe a predictions file, but no {flag('predictions')} was given.",
                           f"Pass {flag('predictions')} FILE, or leave {flag('format')} and {flag('dataset')} out to evaluate a run.")
     if run is not None or dump_graphs:
-        option = flag('run') if run is not None else flag('dump_graphs')
+        option = flag("run") if run is not None else flag("dump_graphs")
         raise SgtoolError(f"{option} applies to a run's evaluation, not to {flag('predictions')}.", f"Leave {option} out.")
 
 

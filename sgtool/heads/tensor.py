@@ -163,7 +163,7 @@ class TensorNet(nn.Module):
 
 # ---------------------------------------------------------------- pairs and inputs
 
-def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, subj: np.ndarray, obj: np.ndarray,
+def label_free_pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, subj: np.ndarray, obj: np.ndarray,
                 mask_size: int) -> dict[str, Tensor]:
     """Label-free network inputs of pairs (global box rows): box coordinates, masks, RelDN deltas, in each
     image's box-extent frame (`_pairs.frame_sizes`)."""
@@ -242,7 +242,7 @@ class TensorHead(VisualInputs, TrainableHead):
 
     def _inputs(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray, subj: np.ndarray,
                 obj: np.ndarray) -> dict[str, Tensor]:
-        return self._with_visual(pair_inputs(box_offsets, boxes, subj, obj, self.config.mask_size),
+        return self._with_visual(label_free_pair_inputs(box_offsets, boxes, subj, obj, self.config.mask_size),
                                  image_ids, box_offsets, boxes, subj, obj)
 
     def _new_model(self, visual_dim: int = 0) -> TensorNet:
