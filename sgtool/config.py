@@ -76,8 +76,12 @@ def given_as(name: str, meta: dict, value: Any) -> str:
 
 
 def how_to_set(cls: type, name: str, value: Any) -> str:
-    """`given_as` for the option `name` that config class `cls` declares (KeyError for one it does not)."""
-    return given_as(name, declarations(cls)[name][1], value)
+    """`given_as` for the field `name` of config class `cls` (a plain field takes `--set`; KeyError for a name
+    that is no field of it)."""
+    if name not in {field.name for field in dataclasses.fields(cls)}:
+        raise KeyError(name)
+    declared = declarations(cls).get(name)
+    return given_as(name, declared[1] if declared else {"flag": False}, value)
 
 
 def check_options(config: Any) -> None:

@@ -124,9 +124,11 @@ def test_every_setting_a_hint_names_is_declared():
 
 def test_how_to_set_follows_the_declaration():
     from sgtool.heads.nodis import NodisConfig
+    from sgtool.heads.reldn import ReldnConfig
 
     assert how_to_set(NodisConfig, "t_end", 1.5) == "--t-end 1.5"
     assert how_to_set(NodisConfig, "atol", 0.01) == "--set atol=0.01"
+    assert how_to_set(ReldnConfig, "lambdas", "[1,0.5,0.1]") == "--set lambdas=[1,0.5,0.1]"  # a plain field
     with pytest.raises(KeyError):
         how_to_set(NodisConfig, "no_such_setting", 1)
 
