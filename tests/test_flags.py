@@ -160,3 +160,21 @@ def test_out_of_range_hints_name_real_flags(kind):
         assert (flag(name) if meta["flag"] else setting(name)) in said
         checked += 1
     assert checked > 0
+
+
+def test_every_how_to_set_in_the_code_resolves():
+    """`how_to_set(Config, "x", ...)`: Config, looked up in the module that calls it, has a field x."""
+    import importlib
+
+    checked = 0
+    for path, text in sources(include_cli=False).items():
+        if "how_to_set(" not in text or path == "config.py":
+            continue
+        module = importlib.import_module("sgtool." + path.removesuffix(".py").replace("/", ".").removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "how_to_set":
+                name = node.args[1].value
+                said = how_to_set(getattr(module, node.args[0].id), name, 1)  # KeyError: no such field
+                assert said in (setting(name, 1), f"{flag(name)} 1"), said
+                checked += 1
+    assert checked >= 10
