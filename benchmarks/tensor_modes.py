@@ -32,7 +32,7 @@ from sgtool.engine.loop import run_loop
 from sgtool.engine.objects import unlabelled_gt_objects
 from sgtool.eval import evaluate
 from sgtool.heads import TrainData, make_config
-from sgtool.heads.tensor import TensorHead, pair_inputs
+from sgtool.heads.tensor import TensorHead, label_free_pair_inputs
 from sgtool.losses.tensor import log_joint
 from sgtool.priors import compute_priors
 from sgtool.workspace import Workspace
@@ -50,7 +50,7 @@ def role_relations(test, vocab) -> tuple[np.ndarray, dict[str, int]]:
 
 def masses(head: TensorHead, test, rows: np.ndarray, ids: dict[str, int]) -> tuple[float, float]:
     pairs = test.relations.pairs[rows]
-    inputs = pair_inputs(test.box_offsets, test.boxes, pairs[:, 0], pairs[:, 1], head.config.mask_size)
+    inputs = label_free_pair_inputs(test.box_offsets, test.boxes, pairs[:, 0], pairs[:, 1], head.config.mask_size)
     with torch.no_grad():
         factors = head.model.factors(head.model.inputs(inputs))
 

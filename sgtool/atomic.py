@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from sgtool.flags import flag
 
 
 def _current_umask() -> int:
@@ -252,7 +253,7 @@ def _lock_path(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(target: Path, what: str, hint: str = "Wait for it to finish, or pick another --name.") -> Iterator[None]:
+def exclusive(target: Path, what: str, hint: str = f"Wait for it to finish, or pick another {flag('name')}.") -> Iterator[None]:
     """Hold an flock on `.<target>.lock` beside target while the block runs; a second writer of the same
     target, or a writer while readers hold it (`shared`), is refused in one sentence. The lock file is
     removed on release (the inode check in _lock keeps that safe: a writer that locked a file already

@@ -13,6 +13,7 @@ from typer.core import TyperCommand
 
 from sgtool import __version__, ui
 from sgtool.errors import EXIT_USER_ERROR, SgtoolError
+from sgtool.flags import flag
 from sgtool.workspace import DEFAULT_WORKSPACE, Workspace
 
 app = typer.Typer(
@@ -99,7 +100,7 @@ def _format_parameter(fmt_name: str, name: str, field: object, meta: dict, hint:
     kind = bare[0] if typing.get_origin(hint) is not None and bare else hint
     if meta["choices"]:
         kind = Enum(f"{fmt_name}_{name}", {str(c): str(c) for c in meta["choices"]}, type=str)
-    decls = (meta["spelling"] or "--" + name.replace("_", "-"),)
+    decls = (meta["spelling"] or flag(name),)
     shown = describe_range(meta) if not meta["choices"] else ""
     help_text = meta["help"] + (f" ({shown})" if shown else "")
     required = meta["required"]
@@ -206,8 +207,8 @@ def _kind_parameters() -> list[inspect.Parameter]:
 
     params = []
     for name, spec in flag_specs(registered_kinds()).items():
-        dash = "--" + name.replace("_", "-")
-        decls = (f"{dash}/--no-{name.replace('_', '-')}",) if spec.annotation is bool else (dash,)
+        dash = flag(name)
+        decls = (f"{dash}/{flag('no_' + name)}",) if spec.annotation is bool else (dash,)
         annotation = Annotated[Optional[spec.annotation], typer.Option(*decls, help=spec.help_for())]
         params.append(inspect.Parameter(f"kind_{name}", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None))
     return params
@@ -237,8 +238,8 @@ class _TrainCallback:
         s = _settings(ctx)
         options = {key[len("kind_"):]: value for key, value in values.items() if key.startswith("kind_")}
         task = values["task"]
-        given = {"--task": task != Task.predcls, "--detector": values["detector"], "--name": values["name"],
-                 "--config": values["config"], "--set": values["set_"], "--cache-features": values["cache_features"]}
+        given = {flag("task"): task != Task.predcls, flag("detector"): values["detector"], flag("name"): values["name"],
+                 flag("config"): values["config"], flag("set"): values["set_"], flag("cache_features"): values["cache_features"]}
         request = TrainRequest(kind=values["head"], dataset=values["dataset"], task=task.value, name=values["name"],
                                detector=values["detector"], config_path=values["config"],
                                overrides=list(values["set_"] or []), options=options, passed=_passed(given),
@@ -286,7 +287,7 @@ def _other_settings(kind: object) -> str:
             shown = "; ".join(x for x in (describe_range(meta), f"default {field.default}") if x)
             parts.append(f"{name} ({shown})")
     labels = " It labels objects in SGCls / SGDet." if getattr(kind, "labels_objects", False) else ""
-    return f"{kind.name}: {kind.summary}{labels} Other settings (--set name=value): {', '.join(parts)}."
+    return f"{kind.name}: {kind.summary}{labels} Other settings ({flag('set')} name=value): {', '.join(parts)}."
 
 
 def _head_in(args: list[str]) -> str | None:
@@ -361,8 +362,8 @@ def eval_(
                                     dump_graphs=dump_graphs, reporter=s.reporter)
         show_evaluation(outcome, None, as_json=s.json)
         return
-    passed = _passed({"--task": task, "--metric": metric, "--k": k, "--dump-graphs": dump_graphs or None,
-                      "--empty-images": None if empty == "zero" else empty})
+    passed = _passed({flag("task"): task, flag("metric"): metric, flag("k"): k, flag("dump_graphs"): dump_graphs or None,
+                      flag("empty_images"): None if empty == "zero" else empty})
     outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
                              metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter,
                              empty_images=empty)

@@ -10,6 +10,7 @@ import typing
 from enum import Enum
 
 import typer
+from sgtool.flags import flag, setting
 
 MARKER = "<!-- cli-reference -->"
 
@@ -71,12 +72,12 @@ def _section(command, path: str, level: int) -> list[str]:
 
 def _kind_section(kind) -> list[str]:
     """One run kind's declared settings: flag or `--set`, range, default, help."""
-    from sgtool.config import declarations, describe_range
+    from sgtool.config import declarations, describe_range, spelled
 
-    lines = [f"### `sgtool train --head {kind.name}`", "", _clean(kind.summary), "",
+    lines = [f"### `sgtool train {flag('head')} {kind.name}`", "", _clean(kind.summary), "",
              "| setting | given as | valid | default | what |", "| --- | --- | --- | --- | --- |"]
     for name, (field, meta) in declarations(kind.config).items():
-        given = f"`--{name.replace('_', '-')}`" if meta["flag"] else f"`--set {name}=…`"
+        given = f"`{spelled(name, meta)}`" if meta["flag"] else f"`{setting(name, '…')}`"
         lines.append(f"| `{name}` | {given} | {_clean(describe_range(meta))} | `{field.default}` | {_clean(meta['help'])} |")
     return lines + [""]
 

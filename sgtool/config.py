@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag, setting
 
 T = TypeVar("T")
 
@@ -64,6 +65,25 @@ def declarations(cls: type) -> dict[str, tuple[dataclasses.Field, dict]]:
     return found
 
 
+def spelled(name: str, meta: dict) -> str:
+    """The flag of declared option `name`: its `spelling` (the first of a pair such as "--a/--no-a") or `flag`."""
+    return (meta.get("spelling") or flag(name)).split("/")[0]
+
+
+def given_as(name: str, meta: dict, value: Any) -> str:
+    """How a user gives declared option `name` the value: '--t-end 1.5' for a flag, else '--set t_end=1.5'."""
+    return f"{spelled(name, meta)} {value}" if meta["flag"] else setting(name, value)
+
+
+def how_to_set(cls: type, name: str, value: Any) -> str:
+    """`given_as` for the field `name` of config class `cls` (a plain field takes `--set`; KeyError for a name
+    that is no field of it)."""
+    if name not in {field.name for field in dataclasses.fields(cls)}:
+        raise KeyError(name)
+    declared = declarations(cls).get(name)
+    return given_as(name, declared[1] if declared else {"flag": False}, value)
+
+
 def check_options(config: Any) -> None:
     """One sentence (SgtoolError) for the first declared option whose value is out of its range."""
     for name, (field, meta) in declarations(type(config)).items():
@@ -74,9 +94,8 @@ def check_options(config: Any) -> None:
               (meta["max"] is not None and value is not None and value > meta["max"])
         if bad:
             default = field.default if field.default is not dataclasses.MISSING else None
-            flag = "--" + name.replace("_", "-")
-            what, fix = (flag, f"{flag} {default}") if meta["flag"] else (f"The setting {name}", f"--set {name}={default}")
-            raise SgtoolError(f"{what} must be {describe_range(meta, prose=True)}, not {value!r}.", f"Use {fix} (its default).")
+            what = spelled(name, meta) if meta["flag"] else f"The setting {name}"
+            raise SgtoolError(f"{what} must be {describe_range(meta, prose=True)}, not {value!r}.", f"Use {given_as(name, meta, default)} (its default).")
 
 
 # ---------------------------------------------------------------- YAML and overrides
@@ -87,7 +106,7 @@ MAX_SEED = 2**32 - 1
 def check_seed(seed: int) -> int:
     """--seed is a whole number from 0 to 2**32 - 1 (what every generator sgtool seeds accepts)."""
     if not 0 <= seed <= MAX_SEED:
-        raise SgtoolError(f"--seed must be a whole number from 0 to {MAX_SEED:,}, not {seed}.", "Use e.g. --seed 0.")
+        raise SgtoolError(f"{flag('seed')} must be a whole number from 0 to {MAX_SEED:,}, not {seed}.", f"Use e.g. {flag('seed')} 0.")
     return seed
 
 
@@ -124,7 +143,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise SgtoolError(f"The override '{pair}' is not of the form key=value.", "Example: --set optim.lr=0.001")
+            raise SgtoolError(f"The override '{pair}' is not of the form key=value.", f"Example: {setting('lr', '0.001')}")
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -136,7 +155,7 @@ def parse_overrides(pairs: list[str]) -> dict:
             node[parts[-1]] = parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise SgtoolError(f"The value of the override '{pair}' is not valid YAML ({_yaml_problem(exc)}).",
-                              "Example: --set optim.lr=0.001") from exc
+                              f"Example: {setting('lr', '0.001')}") from exc
     return out
 
 
@@ -231,7 +250,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise SgtoolError("--device cuda was asked for, but no CUDA GPU is available.", "Use --device cpu or auto.")
+        raise SgtoolError(f"{flag('device')} cuda was asked for, but no CUDA GPU is available.", f"Use {flag('device')} cpu or auto.")
     if name not in ("cpu", "cuda"):
         raise SgtoolError(f"Unknown device '{name}'.", "Use auto, cpu or cuda.")
     return name

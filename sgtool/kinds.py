@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sgtool.flags import flag
 from sgtool.registry import Registry
 
-RELATION_FLAGS = ("--dataset", "--task", "--detector", "--name", "--config", "--set", "--cache-features")
+RELATION_FLAGS = (flag("dataset"), flag("task"), flag("detector"), flag("name"), flag("config"), flag("set"), flag("cache_features"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class RunKind:
     retask: Callable[..., Any] | None = None
     predict: Callable[..., Any] | None = None  # `sgtool predict` on the user's images
     command: str = "train"  # the command that trains it (its flags are that command's)
-    run_flags: tuple[str, ...] = ("--dataset", "--name", "--config", "--set")  # run-level flags it takes
+    run_flags: tuple[str, ...] = (flag("dataset"), flag("name"), flag("config"), flag("set"))  # run-level flags it takes
     labels_objects: bool = False  # in SGCls / SGDet it returns its own object labels
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sgtool import atomic
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 
 DEFAULT_WORKSPACE = "sgtool-workspace"
 STATE_FILE = "workspace.json"
@@ -45,7 +46,7 @@ def check_names(**names: str | None) -> None:
             try:
                 check_name(name, kind)
             except SgtoolError as exc:
-                raise SgtoolError(f"--{option.replace('_', '-')}: {exc.message}", exc.hint) from None
+                raise SgtoolError(f"{flag(option)}: {exc.message}", exc.hint) from None
 
 
 class Workspace:
@@ -99,7 +100,7 @@ class Workspace:
         if isinstance(state, dict) or not strict:
             return state if isinstance(state, dict) else {}
         raise SgtoolError(f"{path}, which remembers the latest dataset and run, is corrupt, so the latest is unknown.",
-                          f"Name it (--dataset / --run, see `sgtool info`), or delete {STATE_FILE}: the next "
+                          f"Name it ({flag('dataset')} / {flag('run')}, see `sgtool info`), or delete {STATE_FILE}: the next "
                           "prepare or train writes it again.")
 
     def set_latest(self, kind: str, name: str) -> None:
@@ -123,8 +124,8 @@ class Workspace:
             return name
         if self.runs():
             raise SgtoolError(f"The workspace {self.root} records no latest run among its runs ({', '.join(self.runs())}).",
-                              "Pass --run NAME.")
-        raise SgtoolError(f"The workspace {self.root} holds no training run.", "Run `sgtool train` first, or pass --run.")
+                              f"Pass {flag('run')} NAME.")
+        raise SgtoolError(f"The workspace {self.root} holds no training run.", f"Run `sgtool train` first, or pass {flag('run')}.")
 
     def require_dataset(self, name: str) -> Path:
         check_name(name, "dataset name")
@@ -157,7 +158,7 @@ class Workspace:
         check_name(name, "run name")
         if name in self.runs():
             raise SgtoolError(f"A run named '{name}' already exists in {self.root}.",
-                              hint or f"Pick another --name, or leave it out to get {self.new_run_name(name)}.")
+                              hint or f"Pick another {flag('name')}, or leave it out to get {self.new_run_name(name)}.")
         return name
 
     # ------------------------------------------------------------ one writer
@@ -182,7 +183,7 @@ class Workspace:
     def refuse_file_root(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise SgtoolError(f"The workspace {self.root} is a file, not a folder.",
-                              "Pass a folder with --workspace or SGTOOL_WORKSPACE.")
+                              f"Pass a folder with {flag('workspace')} or SGTOOL_WORKSPACE.")
 
     MANAGED = ("data", "priors", "runs", "reports")
 
@@ -207,4 +208,4 @@ class Workspace:
             os.unlink(probe)
         except OSError as exc:
             raise SgtoolError(f"The workspace {self.root} is not writable ({exc.strerror or exc}).",
-                              "Pass a writable folder with --workspace or SGTOOL_WORKSPACE.") from exc
+                              f"Pass a writable folder with {flag('workspace')} or SGTOOL_WORKSPACE.") from exc

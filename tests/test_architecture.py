@@ -146,3 +146,25 @@ def test_graph_sees_every_kind_of_import_and_the_finder_sees_cycles(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.d", "pkg.sub", "pkg.sub.c", "pkg.a"]
     del graph["pkg.sub.c"]
     assert find_cycle(graph) is None
+
+
+MAX_FUNCTION_LINES = 60  # the house rule, for every function in sgtool/ but cli.py's
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
+    """(name, lines) of every function or method longer than `limit` lines, from `def` to its last line."""
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_the_length_check_counts_from_def_to_the_last_line():
+    nested = "class A:\n    def short(self):\n        return 1\n\n    def long(self):\n" + "        x = 1\n" * 60
+    assert long_functions(nested) == [("long", 61)]
+    assert long_functions("def f():\n" + "    x = 1\n" * 59) == []
+
+
+def test_no_function_outside_the_cli_is_over_sixty_lines():
+    root = Path(sgtool.__file__).parent
+    found = {f"{path.relative_to(root)}:{name}": lines for path in sorted(root.rglob("*.py")) if path.name != "cli.py"
+             for name, lines in long_functions(path.read_text(encoding="utf-8"))}
+    assert found == {}

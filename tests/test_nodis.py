@@ -114,8 +114,8 @@ def test_predictions_layout_stats_and_checkpoint_round_trip():
 @pytest.mark.parametrize("settings, words", [
     ({"t_end": 0}, "--t-end must be positive"),
     ({"t_end": -1.0}, "--t-end must be positive"),
-    ({"front_end": "rnn"}, "Unknown NODIS front end 'rnn'"),
-    ({"ode": "all"}, "Unknown NODIS ode setting 'all'"),
+    ({"front_end": "rnn"}, "--front-end must be one of fc, gcn, lstm, not 'rnn'"),
+    ({"ode": "all"}, "--ode must be one of none, object, pair, both, not 'all'"),
     ({"label_noise": 1.5}, "label_noise must be from 0.0 to 1.0"),
     ({"atol": 0}, "atol and rtol must be positive"),
 ])

@@ -16,7 +16,7 @@ from sgtool.engine.loop import run_loop
 from sgtool.engine.objects import unlabelled_gt_objects
 from sgtool.eval import evaluate
 from sgtool.heads import ObjectPredictions, TrainData, gt_objects, make_config
-from sgtool.heads.tensor import TensorHead, pair_inputs, selection_pairs
+from sgtool.heads.tensor import TensorHead, label_free_pair_inputs, selection_pairs
 from sgtool.losses.tensor import log_full_tensor
 from sgtool.priors import compute_priors
 from sgtool.workspace import Workspace
@@ -45,7 +45,7 @@ def trained(tmp_path, **settings) -> tuple[TensorHead, TrainData]:
 def explicit(head: TensorHead, objects: ObjectPredictions, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Brute force: the explicit (M, S, P, O) probability tensor ψ_c (normalised) and P(sel) of the pairs."""
     model = head.model
-    inputs = pair_inputs(objects.box_offsets, objects.boxes, pairs[:, 0], pairs[:, 1], head.config.mask_size)
+    inputs = label_free_pair_inputs(objects.box_offsets, objects.boxes, pairs[:, 0], pairs[:, 1], head.config.mask_size)
     with torch.no_grad():
         branch = model.inputs(inputs)
         log_y = log_full_tensor(*model.factors(branch))

@@ -14,6 +14,7 @@ from sgtool.autoencoder.losses import AUX_LOSSES, BASELINES, RECON_LOSSES
 from sgtool.autoencoder.model import EDGE_INPUTS, ENCODERS
 from sgtool.config import option
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag, setting
 
 PAPER_LR = {"ae": 5e-4, "supervised": 3e-4}  # the paper's initial learning rates
 
@@ -22,8 +23,8 @@ PAPER_LR = {"ae": 5e-4, "supervised": 3e-4}  # the paper's initial learning rate
 class AEConfig:
     max_nodes: int = option(4, "Node slots of the auto-encoder.", min=2, max=16)
     supervised: bool = option(False, "Train the encoder on ground truth (the baseline).")
-    seeds: int = option(1, "Train this many seeds (--seed, +1, ...) into one run.", min=1)
-    epochs: int = option(30, "Training epochs (the paper: 30; its baseline 15), unless --set steps=N.", min=1)
+    seeds: int = option(1, f"Train this many seeds ({flag('seed')}, +1, ...) into one run.", min=1)
+    epochs: int = option(30, f"Training epochs (the paper: 30; its baseline 15), unless {setting('steps', 'N')}.", min=1)
     steps: int = option(0, "Optimiser steps per seed; the primary budget (0: the epochs decide).", min=0, flag=False)
     batch_size: int = option(128, "Images per batch (the paper: 128; at least 2: batch norm).", min=2)
     lr: float = option(0.0, "Adam learning rate (0: the paper's, 5e-4, or 3e-4 for the baseline).", min=0, flag=False)

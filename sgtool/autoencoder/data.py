@@ -10,6 +10,7 @@ from sgtool.data.graphs import SceneGraphs
 from sgtool.data.prepared import PreparedDataset
 from sgtool.data.shapes import node_points
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag, setting
 
 
 @dataclass
@@ -31,7 +32,7 @@ def check_shapes_dataset(prepared: PreparedDataset) -> int:
     if prepared.manifest.get("recipe") != "shapes" or not prepared.has_images:
         raise SgtoolError(f"The ae head needs a shapes dataset, and '{prepared.name}' was prepared with the "
                           f"'{prepared.manifest.get('recipe')}' recipe.",
-                          "Run `sgtool prepare shapes` and pass --dataset shapes.")
+                          f"Run `sgtool prepare shapes` and pass {flag('dataset')} shapes.")
     return int(prepared.manifest.get("image_size", 128))
 
 
@@ -57,7 +58,7 @@ def load_split(prepared: PreparedDataset, split: str, resolution: int, limit: in
     canvas = check_shapes_dataset(prepared)
     if canvas % resolution:
         raise SgtoolError(f"The working resolution {resolution} does not divide the {canvas}-pixel canvas.",
-                          "Use --set resolution=64 or 128.")
+                          f"Use {setting('resolution', '64')} or 128.")
     graphs = prepared.graphs.split_subset(split)
     if limit:
         graphs = graphs.select(np.arange(min(limit, graphs.num_images)))

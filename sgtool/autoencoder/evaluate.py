@@ -24,6 +24,7 @@ from sgtool.engine.record import read_status
 from sgtool.data.shapes import node_points
 from sgtool.errors import SgtoolError
 from sgtool.eval.point_graph import DEFAULT_THRESHOLD, MATCHINGS, PointGraphs, localised, triplet_scores
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -82,11 +83,11 @@ def run_ae_eval(ws: Workspace, *, run: str | None = None, split: str = "test", t
     settings = read_yaml(folder / "config.yaml")
     if read_status(folder) not in (None, "complete"):
         raise SgtoolError(f"The ae run '{run}' has not finished training ({read_status(folder)}).",
-                          f"Finish it with `sgtool train --resume {run}`.")
+                          f"Finish it with `sgtool train {flag('resume')} {run}`.")
     prepared = load_prepared(ws, settings["dataset"])
     data = load_split(prepared, split, int(settings["options"]["resolution"]))
     if len(data) == 0:
-        raise SgtoolError(f"The {split} split of '{prepared.name}' holds no images.", "Evaluate another split with --split.")
+        raise SgtoolError(f"The {split} split of '{prepared.name}' holds no images.", f"Evaluate another split with {flag('split')}.")
     reporter.info(f"Evaluating ae run {run} on the {split} split of '{prepared.name}' ({len(data)} images, "
                   f"{len(settings['seeds'])} seed(s)).")
     per_seed = {}

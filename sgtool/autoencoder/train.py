@@ -42,6 +42,7 @@ from sgtool.engine.loop import run_loop
 from sgtool.engine.record import RunRecord, TrainRequest
 from sgtool.engine.run import Run
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag, setting
 from sgtool.heads import TrainData
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -147,7 +148,7 @@ def _load_splits(prepared: PreparedDataset, config: AEConfig) -> dict[str, LineD
               for s in ("train", "val", "test")}
     if len(splits["train"]) < config.batch_size:
         raise SgtoolError(f"The train split of '{prepared.name}' holds {len(splits['train'])} images, fewer than "
-                          f"one batch of {config.batch_size}.", "Prepare more images or lower --batch-size.")
+                          f"one batch of {config.batch_size}.", f"Prepare more images or lower {flag('batch_size')}.")
     return splits
 
 
@@ -275,6 +276,6 @@ def show_ae_train(result: AETrainResult, as_json: bool = False) -> None:
     if result.stuck_seeds:
         ui.err.print(f"Warning: seed(s) {', '.join(map(str, result.stuck_seeds))} found no edge on the validation "
                      "split: training did not leave its starting plateau (a blank drawing). Train longer "
-                     "(--set steps=...), with another --seed, or with --set plateau_restarts=N.", highlight=False)
+                     f"({setting('steps')}...), with another {flag('seed')}, or with {setting('plateau_restarts', 'N')}.", highlight=False)
     ui.show_run(payload, as_json, f"Run {result.run} (ae on {result.dataset}, {len(result.seeds)} seed(s), "
                 f"{result.minutes:.1f} min): validation triplets", result.metrics, ("precision", "recall", "f1"))

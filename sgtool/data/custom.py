@@ -22,6 +22,7 @@ from sgtool.data.normalize import (
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.sgg_h5 import Vocabulary, read_json
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.geometry import box_sides, clip_boxes
 from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
@@ -283,7 +284,7 @@ def assign_splits(records: list[Record], val_fraction: float, test_fraction: flo
         raise SgtoolError(f"record {k}{_file_part(records[k])} has no split, but other records do.",
                           "Give every record a split, or none (then it is drawn with the seed).")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise SgtoolError("--val-fraction and --test-fraction must be in [0, 1) and sum to less than 1.", "Example: 0.1 and 0.2.")
+        raise SgtoolError(f"{flag('val_fraction')} and {flag('test_fraction')} must be in [0, 1) and sum to less than 1.", "Example: 0.1 and 0.2.")
     n = len(records)
     order = np.random.default_rng(seed).permutation(n)
     split = np.zeros(n, dtype=np.int8)
@@ -324,7 +325,7 @@ def _stage_images(records: list[Record], folder: Path, staging: Path) -> tuple[l
     for k, r in enumerate(records):
         if r.file and (".." in Path(r.file).parts or Path(r.file).is_absolute()):
             raise SgtoolError(f"record {k}: the image path '{r.file}' leaves the image folder.",
-                              "Give file paths relative to the image folder (--images).")
+                              f"Give file paths relative to the image folder ({flag('images')}).")
     sources = [folder / r.file if r.file and (folder / r.file).is_file() else None for r in records]
     targets = [f"images/{r.file}" if src is not None else None for r, src in zip(records, sources)]
     return link_images(staging, sources, targets), int(sum(s is None for s in sources))
@@ -336,9 +337,9 @@ def prepare_custom(ws: Workspace, source: Path, name: str = "custom", images: Pa
     source = Path(source).expanduser().resolve()
     if source.is_dir():
         raise SgtoolError(f"The custom dataset source {source} is a directory, not a JSON file.",
-                          "Pass the JSON file itself with --source.")
+                          f"Pass the JSON file itself with {flag('source')}.")
     if not source.is_file():
-        raise SgtoolError(f"The custom dataset file {source} does not exist.", "Pass the JSON file with --source.")
+        raise SgtoolError(f"The custom dataset file {source} does not exist.", f"Pass the JSON file with {flag('source')}.")
     parameters = {"source": str(source), "images": str(images) if images else None, "val_fraction": val_fraction,
                   "test_fraction": test_fraction, "seed": seed}
     return save_prepared(ws, name, "custom", parameters,

@@ -15,6 +15,7 @@ from typing import Any
 
 from sgtool.config import build, check_options
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.registry import Registry
 from sgtool.ui import SILENT, Reporter
 
@@ -47,7 +48,7 @@ def get_format(name: str) -> DatasetFormat:
         known = [f.name for f in dataset_formats()]
         fmt = FORMATS.get(name)
     if fmt is None:
-        raise SgtoolError(f"Unknown dataset format '{name}' (known: {', '.join(known)}).", "Run `sgtool prepare --help`.")
+        raise SgtoolError(f"Unknown dataset format '{name}' (known: {', '.join(known)}).", f"Run `sgtool prepare {flag('help')}`.")
     return fmt
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from sgtool.data.graphs import RelationSet, SceneGraphs, offsets_from_counts, ordered_pairs
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.geometry import rowwise_iou
 
 _PAIR_CHUNK_IMAGES = 20_000
@@ -227,7 +228,7 @@ def carve_val(split: np.ndarray, count: int, seed: int, source: str, pick: str =
         raise SgtoolError(f"Unknown validation pick '{pick}'.", f"Use one of: {', '.join(VAL_PICKS)}.")
     if count < 0 or count >= len(train):
         raise SgtoolError(f"Cannot take {count} validation images from the {len(train)} training images of {source}.",
-                          "Pass a smaller --val (0 for no validation split).")
+                          f"Pass a smaller {flag('val')} (0 for no validation split).")
     chosen = train[:count] if pick == "first" else np.random.default_rng(seed).choice(train, size=count, replace=False)
     split[chosen] = 1
     return split

@@ -23,6 +23,7 @@ from sgtool import atomic
 from sgtool.data.graphs import owner_of_rows
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 
 _ARRAYS = ("image_ids", "box_offsets", "boxes", "labels", "scores", "pair_offsets", "pairs", "rel_scores")
 
@@ -87,7 +88,7 @@ def write_predictions(path: Path, predictions: Predictions) -> None:
 def read_predictions(path: Path) -> Predictions:
     path = Path(path)
     if not path.exists():
-        raise SgtoolError(f"No predictions file at {path}.", "Train a head with `sgtool train`, or check --run / --split.")
+        raise SgtoolError(f"No predictions file at {path}.", f"Train a head with `sgtool train`, or check {flag('run')} / {flag('split')}.")
     try:
         with h5py.File(path, "r") as h5:
             missing = [name for name in _ARRAYS if name not in h5]

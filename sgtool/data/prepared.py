@@ -18,6 +18,7 @@ from sgtool.data.sgg_h5 import (
     vocabulary_from_dicts, write_sgg_h5,
 )
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.priors import GroupRule, compute_priors, load_priors, save_priors
 from sgtool.workspace import Workspace, check_name
 
@@ -62,10 +63,10 @@ def _check_replace_allowed(ws: Workspace, name: str, recipe: str, parameters: di
         old = read_json(manifest_path)
     except SgtoolError as exc:
         raise SgtoolError(f"The dataset '{name}' has a corrupt {MANIFEST} ({manifest_path}), so it cannot be told apart "
-                          "from another preparation.", "Pass --force to prepare it again in its place.") from exc
+                          "from another preparation.", f"Pass {flag('force')} to prepare it again in its place.") from exc
     if not isinstance(old, dict) or old.get("recipe") != recipe or old.get("parameters") != parameters:
         raise SgtoolError(f"The workspace already holds a dataset '{name}' prepared with other parameters.",
-                          "Pass --force to replace it, or --name to prepare it under another name.")
+                          f"Pass {flag('force')} to replace it, or {flag('name')} to prepare it under another name.")
 
 
 def save_prepared(ws: Workspace, name: str, recipe: str, parameters: dict,
@@ -153,7 +154,7 @@ def check_same_dataset(prepared: PreparedDataset, fingerprint: str | None, run: 
     if fingerprint is not None and dataset_fingerprint(prepared) != fingerprint:
         raise SgtoolError(f"The dataset '{prepared.name}' was prepared again since run '{run}' started (its files' "
                           "sha256 differ), so the run cannot resume on it.",
-                          "Train a new run instead; keep a dataset a run uses under its own name (prepare --name).")
+                          f"Train a new run instead; keep a dataset a run uses under its own name (prepare {flag('name')}).")
 
 
 def check_labels_in_vocabulary(graphs: SceneGraphs, vocab: Vocabulary, path: Path) -> None:

@@ -17,13 +17,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_from_counts
-from sgtool.config import option
+from sgtool.config import check_options, option
 from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.workers import worker_pool
-from sgtool.errors import SgtoolError
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -164,10 +163,7 @@ def node_points(boxes: np.ndarray) -> np.ndarray:
 def prepare_shapes(ws: Workspace, images: int = 50_000, seed: int = 0, name: str = "shapes", workers: int = 0,
                    force: bool = False, reporter: Reporter = SILENT) -> PreparedDataset:
     """Draw the Simple Shape dataset into the workspace (stage behind `sgtool prepare shapes`)."""
-    if not 1 <= images <= MAX_IMAGES:
-        raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 50000.")
-    if workers < 0:
-        raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
+    check_options(ShapesOptions(images=images, name=name, workers=workers, force=force))
     recipe = load_recipe(RECIPE)
     spec = load_spec(recipe)
     workers = workers or os.cpu_count() or 1

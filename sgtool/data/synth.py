@@ -19,7 +19,7 @@ from sgtool.data.graphs import SPLIT_CODES, RelationSet, SceneGraphs, offsets_fr
 from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data import synth_multimodal
-from sgtool.config import option
+from sgtool.config import check_options, option
 from sgtool.data.formats import DatasetFormat, register_format
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth_confusion import annotate_links, make_confusion_scene, scene_kind
@@ -321,13 +321,7 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
 
     confusion: overrides of the recipe's `confusion` section (e.g. {"instance_fraction": 0.3}).
     multimodal: the share of images in the multimodal subset (default: the recipe's, 0 = none)."""
-    if not 1 <= images <= MAX_IMAGES:
-        raise SgtoolError(f"--images must be between 1 and {MAX_IMAGES:,}, not {images}.", "Try --images 2000.")
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        raise SgtoolError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}.",
-                          "Shapes and links need room; the default is 128.")
-    if workers < 0:
-        raise SgtoolError(f"--workers must be 0 (one per core) or more, not {workers}.", "Use --workers 0.")
+    check_options(SynthOptions(images=images, size=size, name=name, workers=workers, force=force))
     if multimodal is not None and not 0 <= multimodal <= 1:
         raise SgtoolError(f"The multimodal share must be between 0 and 1, not {multimodal}.", "Try 0.5.")
     recipe = synth_multimodal.with_multimodal(load_recipe("synth"), multimodal)
@@ -355,8 +349,8 @@ def prepare_synth(ws: Workspace, images: int = 2000, size: int = 128, seed: int 
 class SynthOptions:
     """`sgtool prepare synth`'s options."""
 
-    images: int = option(2000, "Number of images to render.", min=1)
-    size: int = option(128, "Image side in pixels.", min=16)
+    images: int = option(2000, "Number of images to render.", min=1, max=MAX_IMAGES)
+    size: int = option(128, "Image side in pixels (shapes and links need room).", min=MIN_SIZE, max=MAX_SIZE)
     name: str = option("synth", "Dataset name in the workspace.")
     workers: int = option(0, "Processes that render images (0 = one per CPU core).", min=0)
     force: bool = option(False, "Replace a dataset of this name prepared with other parameters.")

@@ -37,6 +37,7 @@ from sgtool.data.sgg_h5 import (
     vocabulary_from_dicts,
 )
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.geometry import boxes_overlap, clip_boxes
 from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
@@ -63,7 +64,7 @@ def detect_source(source: Path) -> tuple[str, tuple[Path, ...]]:
     raise SgtoolError(
         f"{source} holds neither the community files (VG-SGG-with-attri.h5 or VG-SGG.h5 with its dicts and "
         "image_data.json) nor raw Visual Genome JSON (objects.json, relationships.json, image_data.json).",
-        "Point --source at the folder of one of the two releases.")
+        f"Point {flag('source')} at the folder of one of the two releases.")
 
 
 # ---------------------------------------------------------------- community h5

@@ -32,6 +32,7 @@ from sgtool.data.prepared import PreparedDataset, Staged, save_prepared
 from sgtool.data.recipes import load_recipe
 from sgtool.data.sgg_h5 import Vocabulary, read_json
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.geometry import box_sides, clip_boxes
 from sgtool.priors import GroupRule
 from sgtool.workspace import Workspace
@@ -51,7 +52,7 @@ def check_source(source: Path) -> None:
     missing = [name for name in REQUIRED if not (source / name).is_file()]
     if len(missing) == len(REQUIRED):
         raise SgtoolError(f"{source} holds none of the VRD files ({', '.join(REQUIRED)}).",
-                          "Point --source at the folder of the VRD JSON release.")
+                          f"Point {flag('source')} at the folder of the VRD JSON release.")
     if missing:
         raise SgtoolError(f"{source} lacks {', '.join(missing)}.", "The VRD release needs all four JSON files.")
 

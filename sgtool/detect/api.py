@@ -21,6 +21,7 @@ from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.detect.data import to_float
 from sgtool.detect.model import DetectorSpec, build_model
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class Detector:
             who = f"The detector run '{self.run}'" if self.run else "The detector"
             raise SgtoolError(f"{who} was trained on another object vocabulary ({len(self.vocab.objects)} classes) "
                               f"than {dataset} ({len(vocab.objects)} classes).",
-                              "Train a detector on this dataset with `sgtool train-detector --dataset NAME`.")
+                              f"Train a detector on this dataset with `sgtool train-detector {flag('dataset')} NAME`.")
 
     # ------------------------------------------------------------ batches
     def _chunks(self, images: Sequence[torch.Tensor], *others: Sequence):
@@ -153,7 +154,7 @@ def read_checkpoint(path: Path) -> dict:
         saved = load(path)
     except SgtoolError as exc:
         raise SgtoolError(f"{path} is not a readable detector checkpoint.",
-                          "Train the detector again, or --resume it from an intact run.") from exc
+                          f"Train the detector again, or {flag('resume')} it from an intact run.") from exc
     if saved.get("kind") != LATEST_KIND or not isinstance(saved.get("model"), dict) or "spec" not in saved["model"]:
         raise SgtoolError(f"{path} is not an sgtool detector checkpoint.", "Pass a run made by `sgtool train-detector`.")
     return saved["model"]

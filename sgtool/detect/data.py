@@ -11,6 +11,7 @@ from PIL import Image
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.prepared import PreparedDataset
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 
 CACHE_LIMIT_BYTES = 2 << 30  # keep decoded images in memory when a split fits in this
 
@@ -18,7 +19,7 @@ CACHE_LIMIT_BYTES = 2 << 30  # keep decoded images in memory when a split fits i
 def require_images(prepared: PreparedDataset, what: str = "train a detector") -> None:
     if not prepared.has_images:
         raise SgtoolError(f"The dataset '{prepared.name}' holds annotations only (no images), so it cannot {what}.",
-                          "Prepare a dataset with images (e.g. `sgtool prepare synth`), or pass --dataset.")
+                          f"Prepare a dataset with images (e.g. `sgtool prepare synth`), or pass {flag('dataset')}.")
 
 
 def read_image(path: Path) -> torch.Tensor:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sgtool.detect.config import DetectorConfig
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.kinds import EntryPoint, RunKind, register_kind
 
 
@@ -17,7 +18,7 @@ def show_train(result: Any, as_json: bool) -> None:
 
 def refuse_eval(ws: Any, run: str, *rest: Any) -> Any:
     raise SgtoolError(f"The run '{run}' is a detector run (`sgtool eval` scores relation and ae runs).",
-                      f"Its COCO mAP is in metrics.json; resume it with `sgtool train-detector --resume {run}`.")
+                      f"Its COCO mAP is in metrics.json; resume it with `sgtool train-detector {flag('resume')} {run}`.")
 
 
 DETECTOR_KIND = register_kind(RunKind(

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.vision import require_torchvision
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class DetectorSpec:
 def check_arch(arch: str) -> None:
     if arch not in ARCHS:
         raise SgtoolError(f"Unknown detector architecture '{arch}' (valid: {', '.join(ARCHS)}).",
-                          "Pass --arch tiny on a CPU, or one of the others on a GPU.")
+                          f"Pass {flag('arch')} tiny on a CPU, or one of the others on a GPU.")
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -114,7 +115,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: an sgtool detector checkpoint or a plain (torchvision) state dict."""
     path = Path(path)
     if not path.is_file():
-        raise SgtoolError(f"The weights file {path} does not exist.", "Check the path passed to --weights.")
+        raise SgtoolError(f"The weights file {path} does not exist.", f"Check the path passed to {flag('weights')}.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for files that are not checkpoints
@@ -139,6 +140,6 @@ def load_weights(model: FasterRCNN, path: Path) -> int:
     best = max(({k: v for k, v in c.items() if k in own and own[k].shape == v.shape} for c in candidates), key=len)
     if not best:
         raise SgtoolError(f"No tensor in {path} fits the {type(model.backbone).__name__} detector.",
-                          "Pass weights of the same architecture as --arch.")
+                          f"Pass weights of the same architecture as {flag('arch')}.")
     model.load_state_dict(best, strict=False)
     return len(best)

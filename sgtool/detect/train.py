@@ -24,6 +24,7 @@ from sgtool.coco import detections_to_coco, evaluate_coco, gt_to_coco, write_coc
 from sgtool.detect.data import SplitImages, require_images
 from sgtool.detect.model import DEFAULT_SIZES, DetectorSpec, build_model, load_weights, read_state_dict
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -48,13 +49,13 @@ def _check_positive(name: str, value: float | None, example: str) -> None:
 
 def check_options(epochs: int | None, batch_size: int | None, lr: float | None, time_budget: float | None,
                    threads: int | None = None) -> None:
-    _check_positive("--epochs", epochs, "12")
-    _check_positive("--batch-size", batch_size, "8")
-    _check_positive("--lr", lr, "0.002")
-    _check_positive("--time-budget", time_budget, "15")
-    _check_positive("--threads", threads, "1")
+    _check_positive(flag("epochs"), epochs, "12")
+    _check_positive(flag("batch_size"), batch_size, "8")
+    _check_positive(flag("lr"), lr, "0.002")
+    _check_positive(flag("time_budget"), time_budget, "15")
+    _check_positive(flag("threads"), threads, "1")
     if lr is not None and not math.isfinite(lr):
-        raise SgtoolError(f"--lr must be a finite number, not {lr}.", "For example --lr 0.002.")
+        raise SgtoolError(f"{flag('lr')} must be a finite number, not {lr}.", f"For example {flag('lr')} 0.002.")
 
 
 def check_splits(prepared: PreparedDataset) -> None:
@@ -89,7 +90,7 @@ def new_state(ws: Workspace, dataset: str | None, arch: str, epochs: int | None,
     if weights:
         read_state_dict(weights)  # a file that is not a checkpoint fails here, before anything is built
     run = distributed.broadcast(ws.claim_run_name(name, f"detector-{arch}-{prepared.name}",
-                                                  f"Pick another --name, or continue it with --resume {name}.")
+                                                  f"Pick another {flag('name')}, or continue it with {flag('resume')} {name}.")
                                 if distributed.is_main() else None)
     min_size, max_size = DEFAULT_SIZES[arch]
     spec = DetectorSpec(arch, len(prepared.vocab.objects), config.min_size or min_size, config.max_size or max_size,

@@ -9,6 +9,7 @@ import os
 import torch
 
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.heads import TrainableHead, TrainData
 
 TRAINING_COPIES = 4  # weights, gradients and Adam's two moments, each one float per parameter
@@ -62,5 +63,5 @@ def build_within_memory(head: TrainableHead, data: TrainData) -> None:
         if needed > free:
             raise SgtoolError(f"The {head.name} head with these settings has {count:,} parameters, which need about "
                               f"{_size(needed)} to train, more than the {_size(free)} free on {data.device}.",
-                              "Lower the setting that sizes the network (e.g. --rank or a hidden size).")
+                              f"Lower the setting that sizes the network (e.g. {flag('rank')} or a hidden size).")
     head.build(data)

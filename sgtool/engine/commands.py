@@ -10,6 +10,7 @@ from typing import Any
 from sgtool.engine.kinds import DEFAULT_KIND, RunKind, TrainRequest, get_kind, kind_of_run, refuse_foreign
 from sgtool.errors import SgtoolError
 from sgtool.eval.run_eval import run_eval
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace, check_names
 
@@ -34,7 +35,7 @@ def run_training(ws: Workspace, request: TrainRequest, resume: str | None = None
     kind = get_kind(request.kind or DEFAULT_KIND)
     if kind.command != "train":
         raise SgtoolError(f"The {kind.name} is trained with `sgtool {kind.command}`, not `sgtool train`.",
-                          f"Run `sgtool {kind.command} --help`.")
+                          f"Run `sgtool {kind.command} {flag('help')}`.")
     refuse_foreign(kind, request)
     return kind.train(ws, dataclasses.replace(request, kind=kind.name)), kind
 
@@ -49,9 +50,9 @@ def refuse_resume(ws: Workspace, run: str, kind: RunKind | None) -> None:
     """One sentence for a run that `sgtool train --resume` cannot continue."""
     ws.require_run(run)
     if kind is not None and kind.command != "train":
-        raise SgtoolError(f"The run '{run}' is a {kind.name} run.", f"Resume it with `sgtool {kind.command} --resume {run}`.")
+        raise SgtoolError(f"The run '{run}' is a {kind.name} run.", f"Resume it with `sgtool {kind.command} {flag('resume')} {run}`.")
     raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
-                      "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl|ae`.")
+                      f"Resume a run made by `sgtool train {flag('head')} reldn|tensor|nodis|iwsl|ae`.")
 
 
 def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", passed: tuple[str, ...] = (),
@@ -88,5 +89,5 @@ def predict_run(ws: Workspace, images: list[Path], *, run: str | None = None, re
     if kind.predict is None:
         article = "an" if kind.name[0] in "aeiou" else "a"
         raise SgtoolError(f"The run '{name}' is {article} {kind.name} run; `sgtool predict` runs a relation head on your images.",
-                          "Pass --run with a relation-head run (see `sgtool info`).")
+                          f"Pass {flag('run')} with a relation-head run (see `sgtool info`).")
     return kind.predict(ws, images, run=name, pixels=pixels, reporter=reporter, **options)

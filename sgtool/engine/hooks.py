@@ -27,6 +27,7 @@ from sgtool import atomic
 from sgtool import distributed
 from sgtool.engine import checkpoint
 from sgtool.errors import SgtoolError
+from sgtool.flags import setting
 
 Validator = Callable[[], dict[str, float]]  # predicts the val split with the head, returns its metrics
 
@@ -134,7 +135,7 @@ def improved(state: Any, metric: str, metrics: dict[str, float] | None) -> bool:
         return True
     if metric not in metrics:
         raise SgtoolError(f"The validation metric {metric} is not computed for this task.",
-                          "Pick another with --set val_metric=..., e.g. mR@50 or R@50.")
+                          f"Pick another with {setting('val_metric')}..., e.g. mR@50 or R@50.")
     value = float(metrics[metric])
     if state.best_value is not None and value <= state.best_value:
         return False
@@ -191,7 +192,7 @@ def require_tensorboard() -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        raise SgtoolError("--set tensorboard=true needs the tensorboard package, which is not installed.",
+        raise SgtoolError(f"{setting('tensorboard', 'true')} needs the tensorboard package, which is not installed.",
                           "Install it with `pip install 'sgtool[tensorboard]'`, or leave the setting out.") from exc
     return SummaryWriter
 

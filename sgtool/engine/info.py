@@ -11,6 +11,7 @@ from sgtool import ui
 from sgtool.data.prepared import MANIFEST, PreparedDataset, sha256_of
 from sgtool.data.sgg_h5 import read_json
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.workspace import Workspace
 
 
@@ -51,7 +52,7 @@ def workspace_summary(ws: Workspace, verify: bool = False) -> dict:
         try:
             manifest, status = read_json(ws.data_dir(name) / MANIFEST), None
         except SgtoolError:
-            manifest, status = {}, f"{MANIFEST} is corrupt: prepare it again with --force"
+            manifest, status = {}, f"{MANIFEST} is corrupt: prepare it again with {flag('force')}"
         manifest = manifest if isinstance(manifest, dict) else {}
         datasets[name] = {
             "recipe": manifest.get("recipe"),

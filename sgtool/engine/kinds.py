@@ -15,6 +15,7 @@ from typing import Any
 from sgtool.config import build, check_options, declarations, describe_range
 from sgtool.engine.record import TrainRequest, flag_name  # noqa: F401 (part of the registry's API)
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.kinds import RunKind, register_kind, registered_kind, registered_kinds  # noqa: F401 (re-exported)
 from sgtool.workspace import Workspace
 
@@ -44,7 +45,7 @@ def get_kind(name: str) -> RunKind:
     if kind is None:
         known = [k.name for k in registered_kinds() if k.command == "train"]
         raise SgtoolError(f"Unknown relation head '{name}' (known heads: {', '.join(known)}).",
-                          "Pass one of them to --head.")
+                          f"Pass one of them to {flag('head')}.")
     return kind
 
 
@@ -142,8 +143,8 @@ def refuse_foreign(kind: RunKind, request: TrainRequest) -> None:
             whose = f" (an option of the {', '.join(owners)} head{'s' if len(owners) > 1 else ''})" if owners else ""
             raise SgtoolError(f"The {kind.name} head does not take {flag_name(key)}{whose}.",
                               f"Its settings are: {', '.join(sorted(fields))}.")
-    for flag in request.passed:
-        if flag not in kind.run_flags:
-            raise SgtoolError(f"The {kind.name} head does not take {flag}.",
-                              f"It takes {', '.join(kind.run_flags)} and its own options; leave {flag} out.")
+    for passed in request.passed:
+        if passed not in kind.run_flags:
+            raise SgtoolError(f"The {kind.name} head does not take {passed}.",
+                              f"It takes {', '.join(kind.run_flags)} and its own options; leave {passed} out.")
     check_options(build(kind.config, request.given()))

@@ -33,6 +33,7 @@ from sgtool import distributed
 from sgtool.engine.checkpoint import BEST, LAST, load, load_state, resume_point  # noqa: F401 (re-exported)
 from sgtool.engine.hooks import Clock, Hook, Validator, default_hooks, read_log, write_log  # noqa: F401 (re-exported)
 from sgtool.errors import SgtoolError
+from sgtool import flags
 from sgtool.heads import TrainableHead, TrainData
 from sgtool.ui import SILENT, Reporter
 
@@ -199,7 +200,7 @@ def check_finite(what: str, value: torch.Tensor, state: LoopState) -> None:
         kept = f"The last good checkpoint (epoch {state.epoch}, checkpoints/{LAST}) is kept; " if state.epoch else ""
         raise SgtoolError(f"Training stopped in epoch {state.epoch + 1} (step {state.step + 1}): the {what} is "
                           f"{float(value.detach().float().reshape(-1)[0])}.",
-                          f"{kept}try a lower --set lr=... or a --set grad_clip=... .")
+                          f"{kept}try a lower {flags.setting('lr')}... or a {flags.setting('grad_clip')}... .")
 
 
 # ---------------------------------------------------------------- optimiser, schedule, seeds

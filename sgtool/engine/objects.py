@@ -12,6 +12,7 @@ from sgtool.data.graphs import SceneGraphs, offsets_from_counts
 from sgtool.data.prepared import PreparedDataset
 from sgtool.detect import Detector, SplitImages, load_detector
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.heads import ObjectPredictions, ObjectSource, gt_objects
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -105,7 +106,7 @@ def object_source(ws: Workspace, prepared: PreparedDataset, task: str, detector_
     if task == "sgcls" and boxes_alone:
         return unlabelled_gt_objects, None
     if not prepared.has_images:
-        raise SgtoolError(f"--task {task} needs images, and the dataset '{prepared.name}' holds annotations only.",
-                          "Use --task predcls on annotation-only datasets.")
+        raise SgtoolError(f"{flag('task')} {task} needs images, and the dataset '{prepared.name}' holds annotations only.",
+                          f"Use {flag('task')} predcls on annotation-only datasets.")
     detector = load_detector(ws, detector_run, prepared.vocab, resolve_device(device), dataset=f"the dataset '{prepared.name}'")
     return detector_source(detector, prepared, task, reporter), detector.run

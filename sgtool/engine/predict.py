@@ -16,6 +16,7 @@ from sgtool.detect import load_detector
 from sgtool.engine.objects import detected_objects
 from sgtool.engine.train import load_trained_head
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.viz.graph_json import build_graph, relative_image, write_graph
 from sgtool.workspace import Workspace, check_names
@@ -66,7 +67,7 @@ def read_inputs(images: list[Path], top: int) -> list:
     if not images:
         raise SgtoolError("No image was given.", "Pass one or more PNG or JPEG files.")
     if top < 1:
-        raise SgtoolError(f"--top must be at least 1, not {top}.", "Pass how many relations to keep per image.")
+        raise SgtoolError(f"{flag('top')} must be at least 1, not {top}.", "Pass how many relations to keep per image.")
     return [read_user_image(path) for path in images]
 
 
@@ -112,19 +113,19 @@ def output_folder(ws: Workspace, out: Path | None) -> Path:
     """--out as a folder that can take the graphs (made if missing), checked before any model is loaded: a
     file, pipe, device or symlink loop, or a folder that sgtool manages in the workspace, is one sentence."""
     out = Path(out) if out is not None else Path.cwd()
-    ws.refuse_managed(out, "--out")
+    ws.refuse_managed(out, flag("out"))
     try:
         info = os.stat(out)
     except FileNotFoundError:
         info = None
     except OSError as exc:  # a symlink loop, a path through a file
-        raise SgtoolError(f"--out {out} cannot be used as a folder ({exc.strerror or exc}).", "Pass a folder.") from exc
+        raise SgtoolError(f"{flag('out')} {out} cannot be used as a folder ({exc.strerror or exc}).", "Pass a folder.") from exc
     if info is not None and not stat.S_ISDIR(info.st_mode):
-        raise SgtoolError(f"--out {out} is not a folder.", "Pass a folder for the graph.json files.")
+        raise SgtoolError(f"{flag('out')} {out} is not a folder.", "Pass a folder for the graph.json files.")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SgtoolError(f"The folder --out {out} cannot be made ({exc.strerror or exc}).",
+        raise SgtoolError(f"The folder {flag('out')} {out} cannot be made ({exc.strerror or exc}).",
                           "Pass a folder you can write.") from exc
     return out
 

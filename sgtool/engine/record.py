@@ -15,6 +15,7 @@ import yaml
 
 from sgtool import __version__, atomic
 from sgtool.config import read_yaml
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 
 RUN_JSON_KEYS = ("run", "head", "dataset", "task", "seed", "seeds", "status", "error")  # run.json, every kind
@@ -95,7 +96,7 @@ def record_failure(folder: Path, record: RunRecord, exc: BaseException, resumabl
 
 
 def flag_name(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
+    return flag(field_name)
 
 
 @dataclass

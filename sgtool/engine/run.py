@@ -24,6 +24,7 @@ from sgtool import atomic
 from sgtool.data.prepared import PreparedDataset, check_same_dataset
 from sgtool.engine.record import RunRecord, read_status, record_failure
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.workspace import Workspace
 
 
@@ -49,7 +50,7 @@ class Run:
             run.folder.mkdir()
         except FileExistsError:
             raise SgtoolError(f"A run named '{record.run}' was just made by another sgtool process.",
-                              "Pick another --name.") from None
+                              f"Pick another {flag('name')}.") from None
         return run
 
     @classmethod
@@ -58,17 +59,17 @@ class Run:
         """An unfinished run to continue as it was: refused in one sentence when it is complete, of another
         kind or dataset than asked, or when options that would change it are given."""
         if given:
-            raise SgtoolError(f"--resume continues a run as it was; it does not take {given[0]}.",
-                              "Leave that option out, or start a new run without --resume.")
+            raise SgtoolError(f"{flag('resume')} continues a run as it was; it does not take {given[0]}.",
+                              f"Leave that option out, or start a new run without {flag('resume')}.")
         folder = ws.require_run(name)
         record = RunRecord.read(folder)
         if read_status(folder) == "complete":
             raise SgtoolError(f"The run '{name}' is complete; there is nothing to resume.", "Train a new run instead.")
         if kind is not None and kind != record.head:
-            raise SgtoolError(f"The run '{name}' trains the {record.head} head, not {kind}.", "Leave out --head.")
+            raise SgtoolError(f"The run '{name}' trains the {record.head} head, not {kind}.", f"Leave out {flag('head')}.")
         if dataset is not None and dataset != record.dataset:
             raise SgtoolError(f"The run '{name}' trains on '{record.dataset}', not '{dataset}'.",
-                              "Leave out --dataset.")
+                              f"Leave out {flag('dataset')}.")
         return cls(folder, record)
 
     def require_checkpoint(self, path: Path) -> None:

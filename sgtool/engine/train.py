@@ -38,6 +38,7 @@ from sgtool.engine.record import RunRecord, TrainRequest, read_status
 from sgtool.engine.run import Run
 from sgtool.engine.visual import reattach, visual_source
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.heads import (
     TASKS, HeadConfig, ObjectSource, RelationHead, StatisticalHead, TrainableHead, TrainData, available_heads,
     VisualHeadConfig, config_dict, get_head, make_config,
@@ -65,9 +66,9 @@ RUN_KEYS = ("dataset", "task", "name", "detector", "config_path", "overrides", "
 
 def check_task(task: str, head: type[RelationHead]) -> None:
     if task not in TASKS:
-        raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", "Pass --task predcls, sgcls or sgdet.")
+        raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", f"Pass {flag('task')} predcls, sgcls or sgdet.")
     if task not in head.tasks:
-        raise SgtoolError(f"The {head.name} head does not support --task {task}.", f"It supports: {', '.join(head.tasks)}.")
+        raise SgtoolError(f"The {head.name} head does not support {flag('task')} {task}.", f"It supports: {', '.join(head.tasks)}.")
 
 
 def head_config(head: type[RelationHead], config_path: Path | None, overrides: list[str],
@@ -162,7 +163,7 @@ class RunData:
 
 def _refuse_taken(ws: Workspace, run: str) -> None:
     if ws.run_dir(run).exists():  # claimed free, then made by a concurrent train of the same name
-        raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", "Pick another --name.")
+        raise SgtoolError(f"A run named '{run}' was just made by another sgtool process.", f"Pick another {flag('name')}.")
 
 
 def _train_data(prepared: PreparedDataset, priors: dict, device: str, seed: int,
@@ -223,8 +224,8 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     """A new run holding RUN's trained weights, scoring `task`'s objects without training (a model
     trained on ground-truth pairs, evaluated in SGCls / SGDet as the community reports it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SgtoolError("--from trains nothing, so it runs in one process, not under torchrun.",
-                          f"Run `sgtool train --from {run} --task {task}` without torchrun.")
+        raise SgtoolError(f"{flag('from')} trains nothing, so it runs in one process, not under torchrun.",
+                          f"Run `sgtool train {flag('from')} {run} {flag('task')} {task}` without torchrun.")
     folder = ws.require_run(run)
     if read_status(folder) != "complete" or not (folder / "config.yaml").is_file():
         raise SgtoolError(f"The run '{run}' is not a complete relation-head run, so its weights cannot be reused.",
@@ -236,7 +237,7 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     visual_run = record.detector if record.features == "visual" else None
     if detector is not None and visual_run is not None and detector != visual_run:
         raise SgtoolError(f"The run '{run}' uses the ROI features of the detector '{visual_run}', not '{detector}'.",
-                          f"Pass --detector {visual_run}, or leave it out.")
+                          f"Pass {flag('detector')} {visual_run}, or leave it out.")
     source, objects_run = task_objects(ws, prepared, task, detector or visual_run, device, reporter,
                                        labels_from_boxes(head_cls))
     priors = load_prepared_priors(ws, prepared.name)
@@ -259,16 +260,16 @@ def retask(ws: Workspace, run: str, *, task: str, name: str | None = None, detec
     return TrainResult(new, ws.run_dir(new), record.head, prepared.name, task, metrics)
 
 
-RETASK_FLAGS = ("--task", "--detector", "--name")
+RETASK_FLAGS = (flag("task"), flag("detector"), flag("name"))
 
 
 def retask_request(ws: Workspace, run: str, request: TrainRequest) -> TrainResult:
     """`train --from RUN`: only --task, --detector and --name apply."""
     foreign = [flag for flag in request.given_flags() if flag not in RETASK_FLAGS]
-    foreign += ["--head"] if request.kind else []
-    foreign += ["--dataset"] if request.dataset else []
+    foreign += [flag("head")] if request.kind else []
+    foreign += [flag("dataset")] if request.dataset else []
     if foreign:
-        raise SgtoolError(f"--from reuses a trained run as it is; it does not take {foreign[0]}.",
+        raise SgtoolError(f"{flag('from')} reuses a trained run as it is; it does not take {foreign[0]}.",
                           f"It takes {', '.join(RETASK_FLAGS)}; leave {foreign[0]} out.")
     return retask(ws, run, task=request.task, name=request.name, detector=request.detector, device=request.device,
                   reporter=request.reporter)
@@ -281,7 +282,7 @@ def _resumable_record(ws: Workspace, run: str, request: TrainRequest) -> RunReco
     name = str(settings.get("head"))
     if not settings or name not in available_heads() or not issubclass(get_head(name), TrainableHead):
         raise SgtoolError(f"The run '{run}' is not a run of a trainable relation head, so it cannot be resumed.",
-                          "Resume a run made by `sgtool train --head reldn|tensor|nodis|iwsl|ae`.")
+                          f"Resume a run made by `sgtool train {flag('head')} reldn|tensor|nodis|iwsl|ae`.")
     resumed = Run.resume(ws, run, request.kind, request.dataset, request.given_flags())
     resumed.require_checkpoint(folder / "checkpoints" / "last.pt")
     return resumed.record

@@ -35,6 +35,7 @@ from sgtool.engine.loop import run_loop
 from sgtool.engine.record import RunRecord
 from sgtool.engine.run import Run
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 from sgtool.heads import TrainData
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace, check_names
@@ -72,8 +73,8 @@ def train_detector(ws: Workspace, *, resume: str | None = None, seed: int = 0, d
 def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None, epochs: int | None,
                  weights: Path | None, name: str | None, time_budget: float | None) -> DetectorRunState:
     if weights is not None or name is not None:
-        raise SgtoolError("--resume continues a run as it was; it takes neither --weights nor --name.",
-                          "Leave those out, or start a new run without --resume.")
+        raise SgtoolError(f"{flag('resume')} continues a run as it was; it takes neither {flag('weights')} nor {flag('name')}.",
+                          f"Leave those out, or start a new run without {flag('resume')}.")
     path = ws.require_run(run) / "checkpoints" / checkpoint.LAST
     if not path.is_file():
         raise SgtoolError(f"The run '{run}' holds no detector checkpoint to resume from.",
@@ -83,9 +84,9 @@ def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None,
     trained = float(saved["hooks"].get(DetectorClock.__name__, {}).get("seconds", 0.0))
     config = DetectorConfig(**state["config"])
     if arch is not None and arch != config.arch:
-        raise SgtoolError(f"The run '{run}' trains the {config.arch} architecture, not {arch}.", "Leave out --arch.")
+        raise SgtoolError(f"The run '{run}' trains the {config.arch} architecture, not {arch}.", f"Leave out {flag('arch')}.")
     if dataset is not None and dataset != state["dataset"]:
-        raise SgtoolError(f"The run '{run}' trains on '{state['dataset']}', not '{dataset}'.", "Leave out --dataset.")
+        raise SgtoolError(f"The run '{run}' trains on '{state['dataset']}', not '{dataset}'.", f"Leave out {flag('dataset')}.")
     prepared = load_prepared(ws, state["dataset"])
     require_images(prepared)
     if list(state["vocabulary"]["objects"]) != list(prepared.vocab.objects):
@@ -95,12 +96,12 @@ def resume_state(ws: Workspace, run: str, dataset: str | None, arch: str | None,
         config.epochs = epochs
     if done >= config.epochs:
         raise SgtoolError(f"The run '{run}' has already trained {done} of {config.epochs} epochs.",
-                          f"Pass --epochs {done + 1} or more to train it longer.")
+                          f"Pass {flag('epochs')} {done + 1} or more to train it longer.")
     if time_budget is not None:
         config.time_budget = trained + time_budget * 60
     elif config.time_budget and trained >= config.time_budget:
         raise SgtoolError(f"The run '{run}' has used its whole time budget ({config.time_budget / 60:g} minutes).",
-                          "Pass --time-budget MINUTES to train it longer.")
+                          f"Pass {flag('time_budget')} MINUTES to train it longer.")
     return DetectorRunState(run, prepared, config, DetectorSpec(**state["spec"]), int(state["seed"]), state,
                             epochs_done=done)
 
@@ -145,7 +146,7 @@ def _fit(run_dir: Path, state: DetectorRunState, device: str, reporter: Reporter
     trainee.total = per_epoch * state.config.epochs  # the lr schedule's steps
     if per_epoch == 0:
         raise SgtoolError(f"The {len(trainee.images)} training images make fewer batches than the "
-                          f"{distributed.world_size()} processes.", "Use a smaller --batch-size or fewer processes.")
+                          f"{distributed.world_size()} processes.", f"Use a smaller {flag('batch_size')} or fewer processes.")
     graphs = state.prepared.graphs
     data = TrainData(graphs.split_subset("train"), graphs.split_subset("val"), state.prepared.vocab, {}, device, state.seed)
     reporter.info(f"Training the {state.config.arch} detector on '{state.prepared.name}' ({len(trainee.images)} images) "

@@ -19,6 +19,7 @@ from sgtool.data.prepared import PreparedDataset
 from sgtool.detect import Detector, SplitImages, latest_detector, load_detector
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, FeatureTable, ImageLike, loaders_by_id
+from sgtool.flags import flag, setting
 from sgtool.heads import HeadConfig, RelationHead, VisualHeadConfig, VisualInputs
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
@@ -41,8 +42,8 @@ def visual_source(ws: Workspace, prepared: PreparedDataset, head: type[RelationH
     Sets config.features to the mode it resolved to ("visual" or "spatial") when it was visual or auto."""
     if not takes_visual(head, config):
         if cache:
-            raise SgtoolError(f"--cache-features stores detector ROI features, and the {head.name} head does not "
-                              "use them here.", "Use it with --head reldn, tensor, nodis or iwsl and --set features=visual.")
+            raise SgtoolError(f"{flag('cache_features')} stores detector ROI features, and the {head.name} head does not "
+                              "use them here.", f"Use it with {flag('head')} reldn, tensor, nodis or iwsl and {setting('features', 'visual')}.")
         return None, None
     if config.features == "auto" and getattr(head, "pixels_by_default", False) and prepared.has_images:
         detector = _paper_detector(ws, prepared, head.name, detector_run, device)
@@ -51,8 +52,8 @@ def visual_source(ws: Workspace, prepared: PreparedDataset, head: type[RelationH
     config.features = "visual" if detector is not None else "spatial"
     if detector is None:
         if cache:
-            raise SgtoolError("--cache-features needs a trained detector and a dataset with images.",
-                              "Run `sgtool train-detector` first, or leave out --cache-features.")
+            raise SgtoolError(f"{flag('cache_features')} needs a trained detector and a dataset with images.",
+                              f"Run `sgtool train-detector` first, or leave out {flag('cache_features')}.")
         return None, None
     source = dataset_source(prepared, detector)
     if cache:
@@ -65,7 +66,7 @@ def _detector(ws: Workspace, prepared: PreparedDataset, run: str | None, require
     if not prepared.has_images:
         if required:
             raise SgtoolError(f"features=visual needs images, and the dataset '{prepared.name}' holds annotations only.",
-                              "Use --set features=spatial on annotation-only datasets.")
+                              f"Use {setting('features', 'spatial')} on annotation-only datasets.")
         return None
     if run is None:
         try:
@@ -73,7 +74,7 @@ def _detector(ws: Workspace, prepared: PreparedDataset, run: str | None, require
         except SgtoolError:
             if required:
                 raise SgtoolError(f"features=visual needs a trained detector, and the workspace {ws.root} holds none.",
-                                  "Train one with `sgtool train-detector`, or use --set features=spatial.") from None
+                                  f"Train one with `sgtool train-detector`, or use {setting('features', 'spatial')}.") from None
             return None
         if not required:  # auto: the latest detector only when it knows this dataset's vocabulary
             detector = load_detector(ws, run, None, device)
@@ -91,7 +92,7 @@ def _paper_detector(ws: Workspace, prepared: PreparedDataset, head: str, run: st
                               f"images, is the paper's model on a detector's ROI features, and the workspace {ws.root} "
                               "holds no detector.",
                               "Train one with `sgtool train-detector`, or choose the pixel-free variant with "
-                              "--set features=spatial.") from None
+                              f"{setting('features', 'spatial')}.") from None
     return load_detector(ws, run, prepared.vocab, device, dataset=f"the dataset '{prepared.name}'")
 
 
@@ -136,7 +137,7 @@ def reattach(ws: Workspace, head: RelationHead, record: Any, prepared: PreparedD
     run = record.detector
     if not run:
         raise SgtoolError(f"The run '{record.run}' uses visual features but names no detector run.",
-                          "Train the head again with --detector RUN.")
+                          f"Train the head again with {flag('detector')} RUN.")
     detector = load_detector(ws, str(run), prepared.vocab, device, dataset=f"the run's dataset '{prepared.name}'")
     if images is not None:
         head.attach_visual(DetectorVisualFeatures(detector, images, GRID))

@@ -22,6 +22,7 @@ from sgtool.eval.metrics import (
     empty_counts, k_list_names, list_columns, score_batches, validate_inputs,
 )
 from sgtool.eval.sgbench import SgbenchTable, sgbench_aggregate, sgbench_table
+from sgtool.flags import flag
 
 
 class Evaluator(Protocol):
@@ -49,7 +50,7 @@ class SceneGraphEvaluator:
                  sgbench: bool = False) -> None:
         check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
               "No image of the split has a ground-truth relation, so there is nothing to recall.",
-              "Check the split (--split) or the dataset's relations.")
+              f"Check the split ({flag('split')}) or the dataset's relations.")
         check_empty_images(empty_images)
         ks = tuple(int(k) for k in ks)
         self.setup = EvalSetup(gt, None, task, num_predicates, ks, max(ks), k_list_names(tuple(top_k_per_pair)),

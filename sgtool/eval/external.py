@@ -20,10 +20,11 @@ from sgtool.eval.formats import LoadedPredictions, read_prediction_file
 from sgtool.eval.metrics import TASKS, EvalResult, check_empty_images, evaluate
 from sgtool.eval.report import EvalOutcome, report_payload
 from sgtool.eval.sgbench import sgbench_metrics
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace, check_names
 
-NO_STATISTICS = ("Without --dataset there are no training statistics, so zR@K / ng-zR@K (seen triplets) and "
+NO_STATISTICS = (f"Without {flag('dataset')} there are no training statistics, so zR@K / ng-zR@K (seen triplets) and "
                  "head/body/tail-mR@K (predicate groups) are left out.")
 
 
@@ -57,7 +58,7 @@ def match_images(path: Path, loaded: LoadedPredictions, gt: SceneGraphs, where: 
         what = (f"{len(missing)} of the {gt.num_images} images of {where} are missing (first: id {missing[0]})"
                 if len(missing) else f"{len(extra)} of its images are not in {where} (first: id {extra[0]})")
         raise SgtoolError(f"{path} holds predictions for {n_file} images, matched by id: {what}.",
-                          "Predict exactly the images of the split you evaluate on (--split).")
+                          f"Predict exactly the images of the split you evaluate on ({flag('split')}).")
     return order[at]
 
 
@@ -70,7 +71,7 @@ def check_file_ground_truth(path: Path, file_gt: SceneGraphs, gt: SceneGraphs, w
         differs = np.array([0]) if bad else differs
     if len(differs):
         raise SgtoolError(f"The ground truth inside {path} differs from {where} (first at image {differs[0]} in order): "
-                          "it was made for another dataset or split.", "Pass the --dataset and --split it was made on.")
+                          "it was made for another dataset or split.", f"Pass the {flag('dataset')} and {flag('split')} it was made on.")
 
 
 def guess_task(pred: Predictions, gt: SceneGraphs) -> str:
@@ -85,7 +86,7 @@ def widen(pred: Predictions, num_predicates: int, path: Path) -> Predictions:
     have = pred.rel_scores.shape[1]
     if have > num_predicates:
         raise SgtoolError(f"{path} scores {have} predicate columns, the vocabulary has {num_predicates}.",
-                          "Evaluate it against the dataset it was made for (--dataset).")
+                          f"Evaluate it against the dataset it was made for ({flag('dataset')}).")
     if have < num_predicates:
         pred.rel_scores = np.pad(pred.rel_scores, ((0, 0), (0, num_predicates - have)))
     return pred
@@ -106,7 +107,7 @@ def _dataset_ground_truth(ws: Workspace, path: Path, loaded: LoadedPredictions, 
 def _file_ground_truth(path: Path, loaded: LoadedPredictions, split: str):
     if loaded.gt is None:
         raise SgtoolError(f"{path} carries no ground truth ({loaded.format} format), so there is nothing to score against.",
-                          "Pass --dataset NAME (a dataset prepared with `sgtool prepare`) and --split.")
+                          f"Pass {flag('dataset')} NAME (a dataset prepared with `sgtool prepare`) and {flag('split')}.")
     gt = scene_graphs_from_arrays(loaded.gt, split)
     if loaded.named_ids:
         gt.image_ids = loaded.predictions.image_ids.copy()
@@ -152,11 +153,11 @@ def evaluate_file(path: Path, gt: SceneGraphs, *, fmt: str | None = None, num_pr
 
 def _check_options(predictions: Path | None, run: str | None, dump_graphs: int) -> None:
     if predictions is None:
-        raise SgtoolError("--format and --dataset describe a predictions file, but no --predictions was given.",
-                          "Pass --predictions FILE, or leave --format and --dataset out to evaluate a run.")
+        raise SgtoolError(f"{flag('format')} and {flag('dataset')} describe a predictions file, but no {flag('predictions')} was given.",
+                          f"Pass {flag('predictions')} FILE, or leave {flag('format')} and {flag('dataset')} out to evaluate a run.")
     if run is not None or dump_graphs:
-        option = "--run" if run is not None else "--dump-graphs"
-        raise SgtoolError(f"{option} applies to a run's evaluation, not to --predictions.", f"Leave {option} out.")
+        option = flag("run") if run is not None else flag("dump_graphs")
+        raise SgtoolError(f"{option} applies to a run's evaluation, not to {flag('predictions')}.", f"Leave {option} out.")
 
 
 def run_external_eval(ws: Workspace, *, predictions: Path | None, fmt: str | None = None, dataset: str | None = None,
@@ -173,13 +174,13 @@ def run_external_eval(ws: Workspace, *, predictions: Path | None, fmt: str | Non
     if split not in SPLIT_CODES:
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if task is not None and task not in TASKS:
-        raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", "Pass --task predcls, sgcls or sgdet.")
+        raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", f"Pass {flag('task')} predcls, sgcls or sgdet.")
     path = Path(predictions)
     loaded = read_prediction_file(path, fmt)
     name, gt, rows, vocab, priors = (_dataset_ground_truth(ws, path, loaded, dataset, split) if dataset is not None
                                      else _file_ground_truth(path, loaded, split))
     if len(gt.relations) == 0:
-        raise SgtoolError(f"{name} holds no annotated relation to evaluate.", "Evaluate another split with --split.")
+        raise SgtoolError(f"{name} holds no annotated relation to evaluate.", f"Evaluate another split with {flag('split')}.")
     reporter.info(f"Evaluating {path.name} ({loaded.format}) against {name} ({gt.num_images} images).")
     result, pred, task = score_predictions(path, loaded, gt, rows, num_predicates=vocab.num_predicate_classes, task=task,
                                            ks=ks, priors=priors, empty_images=empty_images, reporter=reporter)

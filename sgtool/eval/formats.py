@@ -20,6 +20,7 @@ import numpy as np
 from sgtool.data.predictions import Predictions, read_predictions
 from sgtool.errors import SgtoolError
 from sgtool.eval.arrays import ImageGraph, ImagePrediction, predictions_from_arrays
+from sgtool.flags import flag
 
 FORMATS = ("sgb", "sgbench", "sgtool", "json")
 MAX_JSON_BYTES = 2 * 1024**3
@@ -50,13 +51,13 @@ def guess_format(path: Path) -> str:
     if text.startswith("{"):
         return "sgbench" if '"triplets"' in Path(path).read_text(errors="replace")[:1_000_000] else "json"
     raise SgtoolError(f"{path} is neither a pickle, an HDF5 file nor JSON, so its format is unknown.",
-                      "Pass --format sgb, sgbench, sgtool or json (docs/evaluate-your-predictions.md).")
+                      f"Pass {flag('format')} sgb, sgbench, sgtool or json (docs/evaluate-your-predictions.md).")
 
 
 def read_prediction_file(path: Path, fmt: str | None = None) -> LoadedPredictions:
     path = Path(path)
     if not path.is_file():
-        raise SgtoolError(f"No predictions file at {path}.", "Pass --predictions with the file your model wrote.")
+        raise SgtoolError(f"No predictions file at {path}.", f"Pass {flag('predictions')} with the file your model wrote.")
     fmt = fmt or guess_format(path)
     if fmt not in FORMATS:
         raise SgtoolError(f"Unknown format '{fmt}'.", f"Use one of: {', '.join(FORMATS)}.")

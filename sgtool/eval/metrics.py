@@ -21,6 +21,7 @@ from sgtool.eval.matching import NO_HIT, BatchBoxes, Candidates, is_member, matc
 from sgtool.eval.ranking import (
     BoxPairRanking, EntryRanking, GraphRanking, box_pair_rank, candidate_entries, full_rank, graph_ranking,
 )
+from sgtool.flags import flag
 from sgtool.tasks import TASKS  # noqa: F401 (re-exported)
 
 BATCH_PAIRS = 60_000  # predicted pairs matched together (numpy work arrays stay cache-sized)
@@ -245,7 +246,7 @@ def validate_inputs(gt: SceneGraphs, pred: Predictions, task: str, num_predicate
     if task != "sgdet":
         check(np.array_equal(gt.box_counts(), np.diff(pred.box_offsets)),
                f"{task} predictions must keep the ground-truth boxes, but their box counts differ.",
-               "Use --task sgdet for predictions on detected boxes.")
+               f"Use {flag('task')} sgdet for predictions on detected boxes.")
     if predicate_groups is not None:
         check(np.shape(predicate_groups) == (num_predicates,),
                f"predicate_groups has shape {np.shape(predicate_groups)}, expected ({num_predicates},).",
@@ -616,7 +617,7 @@ def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: i
     check_empty_images(empty_images)
     check(len(gt.relations) > 0 or (gt.complete is not None and len(gt.complete) > 0),
            "No image of the split has a ground-truth relation, so there is nothing to recall.",
-           "Check the split (--split) or the dataset's relations.")
+           f"Check the split ({flag('split')}) or the dataset's relations.")
     ks = tuple(int(k) for k in ks)
     s = EvalSetup(gt, pred, task, num_predicates, ks, max(ks), k_list_names(tuple(top_k_per_pair)),
                float(iou_threshold), bool(legacy_iou), empty_images)
@@ -632,7 +633,7 @@ def evaluate(gt: SceneGraphs, pred: Predictions, *, task: str, num_predicates: i
 
 
 def check_empty_images(value: str) -> None:
-    check(value in EMPTY_IMAGES, f"Unknown --empty-images value '{value}'.",
+    check(value in EMPTY_IMAGES, f"Unknown {flag('empty_images')} value '{value}'.",
            "Use zero (count such an image as 0) or skip (leave it out, as SGB does).")
 
 

@@ -23,6 +23,7 @@ from sgtool.errors import SgtoolError
 from sgtool.eval import TASKS, EvalResult, evaluate, parse_metric
 from sgtool.eval.metrics import check_empty_images
 from sgtool.eval.report import EvalOutcome
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -54,17 +55,17 @@ def parse_ks(text: str | None) -> tuple[int, ...]:
         return DEFAULT_KS
     parts = [part.strip() for part in str(text).split(",") if part.strip()]
     if not all(re.fullmatch("[0-9]+", part) for part in parts):  # int() would take '5_0' and non-ASCII digits
-        raise SgtoolError(f"--k '{text}' is not a comma-separated list of whole numbers.", "Example: --k 20,50,100")
+        raise SgtoolError(f"{flag('k')} '{text}' is not a comma-separated list of whole numbers.", f"Example: {flag('k')} 20,50,100")
     ks = sorted({int(part) for part in parts})
     if not ks or ks[0] < 1:
-        raise SgtoolError(f"--k '{text}' must list positive numbers.", "Example: --k 20,50,100")
+        raise SgtoolError(f"{flag('k')} '{text}' must list positive numbers.", f"Example: {flag('k')} 20,50,100")
     return check_ks(tuple(ks))
 
 
 def check_ks(ks: tuple[int, ...]) -> tuple[int, ...]:
     if ks and max(ks) > MAX_K:
         raise SgtoolError(f"K = {max(ks)} is beyond the largest K sgtool evaluates ({MAX_K:,}).",
-                          "Pass a K no larger than the triplets an image can have, e.g. --k 20,50,100.")
+                          f"Pass a K no larger than the triplets an image can have, e.g. {flag('k')} 20,50,100.")
     return ks
 
 
@@ -83,7 +84,7 @@ def check_available(selected: list[str], result: EvalResult, task: str) -> None:
     if missing:
         raise SgtoolError(f"The metric {missing[0]} is not computed for these {task} predictions "
                           "(A@K needs predcls or sgcls, complete-* a dataset with complete ground truth, "
-                          "k-lists are k1, k10 and kfree).", "Leave --metric out to see every metric computed.")
+                          "k-lists are k1, k10 and kfree).", f"Leave {flag('metric')} out to see every metric computed.")
 
 
 def run_settings(ws: Workspace, run: str) -> dict:
@@ -119,10 +120,10 @@ def check_belongs(predictions: Predictions, prepared: PreparedDataset, gt: Scene
 def resolve_task(task: str | None, predictions: Predictions, settings: dict, path: Path) -> str:
     made = predictions.meta.get("task") or settings.get("task")
     if task is not None and task not in TASKS:
-        raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", "Pass --task predcls, sgcls or sgdet.")
+        raise SgtoolError(f"Unknown task '{task}' (known tasks: {', '.join(TASKS)}).", f"Pass {flag('task')} predcls, sgcls or sgdet.")
     if task is not None and made is not None and task != made:
         raise SgtoolError(f"{path} holds {made} predictions, so it cannot be evaluated as {task}.",
-                          f"Leave --task out, or train a run for {task}.")
+                          f"Leave {flag('task')} out, or train a run for {task}.")
     return task or made or "predcls"
 
 
@@ -139,7 +140,7 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     if split not in SPLIT_CODES:
         raise SgtoolError(f"Unknown split '{split}'.", f"Use one of: {', '.join(SPLIT_CODES)}.")
     if dump_graphs < 0:
-        raise SgtoolError(f"--dump-graphs must be 0 or more, not {dump_graphs}.", "Pass how many images to dump.")
+        raise SgtoolError(f"{flag('dump_graphs')} must be 0 or more, not {dump_graphs}.", "Pass how many images to dump.")
     run = run if run is not None else ws.latest_run()
     settings = run_settings(ws, run)
     path = ws.run_dir(run) / "predictions" / f"{split}.h5"
@@ -150,7 +151,7 @@ def run_eval(ws: Workspace, *, run: str | None = None, split: str = "test", task
     task = resolve_task(task, predictions, settings, path)
     if len(gt.relations) == 0:
         raise SgtoolError(f"The {split} split of '{prepared.name}' holds no annotated relation to evaluate.",
-                          "Evaluate another split with --split.")
+                          f"Evaluate another split with {flag('split')}.")
     priors = load_prepared_priors(ws, prepared.name)
     reporter.info(f"Evaluating run {run} on the {split} split of '{prepared.name}' ({task}, {gt.num_images} images).")
     result = evaluate_predictions(gt, predictions, task, priors, prepared.vocab, ks, reporter, empty_images)

@@ -28,6 +28,7 @@ from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, FeatureTable
 from sgtool.features.spatial import spatial_features, union_boxes
 from sgtool.features.visual import roi_features
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.workspace import Workspace
 
@@ -116,7 +117,7 @@ def read_feature_cache(path: Path) -> FeatureCache:
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
     except (OSError, KeyError) as exc:
         raise SgtoolError(f"{path} is not a readable feature cache ({exc}).",
-                          "Delete it; it is rebuilt by the next run with --cache-features.") from exc
+                          f"Delete it; it is rebuilt by the next run with {flag('cache_features')}.") from exc
     return FeatureCache(**arrays, attrs=attrs)
 
 
@@ -161,5 +162,5 @@ def read_pooled_cache(path: Path) -> tuple[FeatureTable, dict]:
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
     except (OSError, KeyError) as exc:
         raise SgtoolError(f"{path} is not a readable feature cache ({exc}).",
-                          "Delete it; `sgtool train --cache-features` writes it again.") from exc
+                          f"Delete it; `sgtool train {flag('cache_features')}` writes it again.") from exc
     return FeatureTable(**arrays), attrs

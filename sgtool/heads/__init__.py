@@ -23,8 +23,9 @@ import numpy as np
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
 from sgtool.data.sgg_h5 import Vocabulary
-from sgtool.config import check_options, option
+from sgtool.config import check_options, how_to_set, option
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag, setting
 from sgtool.kinds import RELATION_FLAGS, EntryPoint, RunKind, register_kind, unregister_kind
 from sgtool.tasks import TASKS  # noqa: F401 (re-exported)
 
@@ -106,8 +107,8 @@ class HeadConfig:
     def validate(self) -> None:
         """What a declared range cannot say (the ranges themselves: `check_options`)."""
         checks = [
-            (self.lr > 0, f"lr must be positive, not {self.lr}", "Use --set lr=0.001."),
-            (0 < self.gamma <= 1, f"gamma must be in (0, 1], not {self.gamma}", "Use --set gamma=0.1."),
+            (self.lr > 0, f"lr must be positive, not {self.lr}", f"Use {how_to_set(HeadConfig, 'lr', 0.001)}."),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], not {self.gamma}", f"Use {how_to_set(HeadConfig, 'gamma', 0.1)}."),
         ]
         for ok, message, hint in checks:
             if not ok:
@@ -142,7 +143,7 @@ class VisualInputs:
         """Whether a new network gets visual inputs (features=visual, or auto with a source attached)."""
         if self.config.features == "visual" and self.visual_source is None:
             raise SgtoolError(f"The {self.name} head was asked for visual features, but no detector features are available.",
-                              "Train a detector with `sgtool train-detector`, or use --set features=spatial.")
+                              f"Train a detector with `sgtool train-detector`, or use {setting('features', 'spatial')}.")
         return self.config.features != "spatial" and self.visual_source is not None
 
     def uses_visual(self) -> bool:
@@ -293,7 +294,7 @@ def get_head(name: str) -> type[RelationHead]:
         importlib.import_module(f"{__name__}.{name}")
     if name not in _REGISTRY:
         raise SgtoolError(f"Unknown relation head '{name}' (known heads: {', '.join(available_heads())}).",
-                          "Pass one of them to --head.")
+                          f"Pass one of them to {flag('head')}.")
     return _REGISTRY[name]
 
 

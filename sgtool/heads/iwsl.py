@@ -45,11 +45,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sgtool.config import option
+from sgtool.config import how_to_set, option
 from sgtool.data.graphs import SceneGraphs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM
+from sgtool.flags import flag
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
 from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
@@ -87,10 +88,10 @@ class IwslConfig(VisualHeadConfig):
     def validate(self) -> None:
         super().validate()
         if self.samples < 1:
-            raise SgtoolError(f"--samples must be at least 1, not {self.samples}.", "Use e.g. --samples 50.")
+            raise SgtoolError(f"{flag('samples')} must be at least 1, not {self.samples}.", f"Use e.g. {how_to_set(IwslConfig, 'samples', 50)}.")
         if self.tau_min > self.tau:
             raise SgtoolError(f"Temperatures need 0 < tau_min <= tau, not {self.tau_min} and {self.tau}.",
-                              "Use --set tau=1 --set tau_min=0.5.")
+                              f"Use {how_to_set(IwslConfig, 'tau', 1)} {how_to_set(IwslConfig, 'tau_min', 0.5)}.")
 
 
 def temperature(step: int, tau: float, tau_min: float, beta: float) -> float:

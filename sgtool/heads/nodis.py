@@ -44,11 +44,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sgtool.config import check_options, option
+from sgtool.config import check_options, how_to_set, option
 from sgtool.data.graphs import SceneGraphs
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM, pair_masks
+from sgtool.flags import flag
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
 from sgtool.heads._pairs import cap_boxes
 from sgtool.heads._relbatch import (
@@ -87,13 +88,9 @@ class NodisConfig(VisualHeadConfig):
     def validate(self) -> None:
         super().validate()
         checks = [
-            (self.t_end > 0, f"--t-end must be positive, not {self.t_end}.", "Use e.g. --t-end 1.5."),
-            (self.front_end in FRONT_ENDS, f"Unknown NODIS front end '{self.front_end}' (known: {', '.join(FRONT_ENDS)}).",
-             "Pass --front-end fc, gcn or lstm."),
-            (self.ode in ODE_MODES, f"Unknown NODIS ode setting '{self.ode}' (known: {', '.join(ODE_MODES)}).",
-             "Pass --set ode=none, object, pair or both."),
+            (self.t_end > 0, f"{flag('t_end')} must be positive, not {self.t_end}.", f"Use e.g. {how_to_set(NodisConfig, 't_end', 1.5)}."),
             (self.atol > 0 and self.rtol > 0, f"atol and rtol must be positive, not {self.atol} and {self.rtol}.",
-             "Use --set atol=0.01 --set rtol=0.01."),
+             f"Use {how_to_set(NodisConfig, 'atol', 0.01)} {how_to_set(NodisConfig, 'rtol', 0.01)}."),
         ]
         for ok, message, hint in checks:
             if not ok:

@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgtool.config import check_options, option
+from sgtool.config import check_options, how_to_set, option
 from sgtool.data.graphs import SceneGraphs, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
 from sgtool.errors import SgtoolError
 from sgtool.features.source import DetectorVisualFeatures, VisualSource  # noqa: F401 (re-exported)
 from sgtool.features.spatial import SPATIAL_DIM
+from sgtool.flags import setting
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads._layers import two_hidden_layer_mlp
 from sgtool.heads._pairs import pair_inputs, random_rank, score_all_pairs
@@ -90,10 +91,10 @@ class ReldnConfig(VisualHeadConfig):
         parse_losses(self.losses)
         checks = [
             (len(self.lambdas) == 3 and all(x >= 0 for x in self.lambdas),
-             f"lambdas must be three non-negative weights (λ1, λ2, λ3), not {self.lambdas}", "Use --set lambdas=[1.0,0.5,0.1]."),
+             f"lambdas must be three non-negative weights (λ1, λ2, λ3), not {self.lambdas}", f"Use {how_to_set(ReldnConfig, 'lambdas', '[1.0,0.5,0.1]')}."),
             (self.positives_per_image <= self.pairs_per_image,
              f"positives_per_image ({self.positives_per_image}) must be between 1 and pairs_per_image "
-             f"({self.pairs_per_image})", "Use --set pairs_per_image=512 --set positives_per_image=128."),
+             f"({self.pairs_per_image})", f"Use {how_to_set(ReldnConfig, 'pairs_per_image', 512)} {how_to_set(ReldnConfig, 'positives_per_image', 128)}."),
         ]
         for ok, message, hint in checks:
             if not ok:
@@ -245,7 +246,7 @@ class ReldnHead(VisualInputs, TrainableHead):
         if detector is None:
             raise SgtoolError("predicate_branch=trained trains a copy of a detector's backbone, and this reldn head "
                               "has no detector features.",
-                              "Use a detector's features (`sgtool train-detector`), or --set predicate_branch=frozen.")
+                              f"Use a detector's features (`sgtool train-detector`), or {setting('predicate_branch', 'frozen')}.")
         from sgtool.features.union_branch import UnionBranch
 
         return UnionBranch(detector, getattr(self.visual_source, "grid", 2))

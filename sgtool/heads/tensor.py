@@ -38,10 +38,11 @@ from torch import Tensor, nn
 
 from sgtool.data.graphs import SceneGraphs, offsets_from_counts, ordered_pairs, owner_of_rows
 from sgtool.data.predictions import Predictions
-from sgtool.config import option
+from sgtool.config import how_to_set, option
 from sgtool.errors import SgtoolError
 from sgtool.features.source import VisualSource
 from sgtool.features.spatial import SPATIAL_DIM, normalized_coords, pair_masks, spatial_features
+from sgtool.flags import flag
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, VisualInputs, register_head
 from sgtool.heads._layers import two_hidden_layer_mlp
 from sgtool.heads._pairs import cap_boxes, frame_sizes, random_rank
@@ -85,7 +86,7 @@ class TensorConfig(VisualHeadConfig):
         super().validate()
         self.k = str(self.k).lower()
         if self.k not in K_CHOICES:
-            raise SgtoolError(f"The tensor head's --k must be 1, 10 or free, not '{self.k}'.", "Use --k free.")
+            raise SgtoolError(f"The tensor head's {flag('k')} must be 1, 10 or free, not '{self.k}'.", f"Use {how_to_set(TensorConfig, 'k', 'free')}.")
         from sgtool.config import check_options
 
         check_options(self)
@@ -99,7 +100,7 @@ class TensorConfig(VisualHeadConfig):
             values = []
         if not values or values[0] < 1:
             raise SgtoolError(f"The tensor head's k_grid must list positive whole numbers, not '{self.k_grid}'.",
-                              "Use --set k_grid=1,2,3,5,10,20.")
+                              f"Use {how_to_set(TensorConfig, 'k_grid', '1,2,3,5,10,20')}.")
         return values
 
 
@@ -162,7 +163,7 @@ class TensorNet(nn.Module):
 
 # ---------------------------------------------------------------- pairs and inputs
 
-def pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, subj: np.ndarray, obj: np.ndarray,
+def label_free_pair_inputs(box_offsets: np.ndarray, boxes: np.ndarray, subj: np.ndarray, obj: np.ndarray,
                 mask_size: int) -> dict[str, Tensor]:
     """Label-free network inputs of pairs (global box rows): box coordinates, masks, RelDN deltas, in each
     image's box-extent frame (`_pairs.frame_sizes`)."""
@@ -241,7 +242,7 @@ class TensorHead(VisualInputs, TrainableHead):
 
     def _inputs(self, image_ids: np.ndarray, box_offsets: np.ndarray, boxes: np.ndarray, subj: np.ndarray,
                 obj: np.ndarray) -> dict[str, Tensor]:
-        return self._with_visual(pair_inputs(box_offsets, boxes, subj, obj, self.config.mask_size),
+        return self._with_visual(label_free_pair_inputs(box_offsets, boxes, subj, obj, self.config.mask_size),
                                  image_ids, box_offsets, boxes, subj, obj)
 
     def _new_model(self, visual_dim: int = 0) -> TensorNet:

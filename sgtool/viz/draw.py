@@ -19,6 +19,7 @@ from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
 
 from sgtool import atomic  # noqa: E402
 from sgtool.errors import SgtoolError  # noqa: E402
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter  # noqa: E402
 from sgtool.viz.graph_json import image_path, read_graph, top_relations  # noqa: E402
 
@@ -48,7 +49,7 @@ def output_path(graph_path: Path, out: Path | None) -> tuple[Path, str]:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise SgtoolError(f"Cannot draw into '{path.name}': the extension must be .png or .svg.",
-                          "Pass --out FILE.png or --out FILE.svg.")
+                          f"Pass {flag('out')} FILE.png or {flag('out')} FILE.svg.")
     return path, fmt
 
 
@@ -57,7 +58,7 @@ def draw_graph(graph_path: Path, out: Path | None = None, top: int | None = None
     picture says how many were left out, so any graph.json draws in bounded time and memory. A named image
     that is missing is left out with a warning."""
     if top is not None and not 1 <= top <= MAX_TOP:
-        raise SgtoolError(f"--top must be from 1 to {MAX_TOP}, not {top}.", "Pass the number of relations to draw.")
+        raise SgtoolError(f"{flag('top')} must be from 1 to {MAX_TOP}, not {top}.", "Pass the number of relations to draw.")
     graph = read_graph(graph_path)
     path, fmt = output_path(graph_path, out)
     every = graph.get("relations", [])
@@ -89,7 +90,7 @@ def _objects_to_show(objects: list[dict], relations: list[dict], only_related: b
 
 def _left_out_note(left_out: tuple[int, int]) -> str:
     parts = [f"{n:,} {what} left out" for n, what in zip(left_out, ("relations", "objects")) if n]
-    return f" ({', '.join(parts)}; --top N draws more)" if parts else ""
+    return f" ({', '.join(parts)}; {flag('top')} N draws more)" if parts else ""
 
 
 def _figure(graph: dict, objects: list[dict], relations: list[dict], image: Path | None,

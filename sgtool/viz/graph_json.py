@@ -19,6 +19,7 @@ import numpy as np
 from sgtool import atomic
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.errors import SgtoolError
+from sgtool.flags import flag
 
 MAX_GRAPH_BYTES = 256 << 20  # bounds the memory json takes to read one (a 51 MB graph takes about 0.5 GB)
 _HINT = "See the graph.json format in docs/training.md (Drawing graphs): objects with id, label and box; relations with subject, predicate and object."
@@ -53,7 +54,7 @@ def read_graph(path: Path) -> dict:
     from sgtool.inputs import parse_json, read_text
 
     path = Path(path)
-    text = read_text(path, "The graph file", MAX_GRAPH_BYTES, "Keep the best relations only, e.g. with `sgtool predict --top`.")
+    text = read_text(path, "The graph file", MAX_GRAPH_BYTES, f"Keep the best relations only, e.g. with `sgtool predict {flag('top')}`.")
     payload = parse_json(text, path, _HINT)
     validate_graph(payload, path)
     return payload

@@ -18,6 +18,7 @@ from sgtool.errors import SgtoolError
 from sgtool.eval import EvalResult
 from sgtool.eval.confusion import predicate_confusion
 from sgtool.eval.run_eval import DEFAULT_KS, check_belongs, check_ks, evaluate_predictions, resolve_task, run_settings
+from sgtool.flags import flag
 from sgtool.workspace import Workspace, check_names
 
 
@@ -60,7 +61,7 @@ def pick_runs(ws: Workspace, runs: list[str] | None, split: str) -> list[str]:
              and (ws.run_dir(name) / "config.yaml").is_file()]
     if not found:
         raise SgtoolError(f"No run in {ws.root} holds predictions for the {split} split.",
-                          "Train a relation head first (`sgtool train`), or pass --split.")
+                          f"Train a relation head first (`sgtool train`), or pass {flag('split')}.")
     datasets = {name: run_settings(ws, name).get("dataset") for name in found}
     try:
         latest = ws.latest_run()
@@ -77,7 +78,7 @@ def _check_same_dataset(settings: dict[str, dict]) -> str:
         if settings[name]["dataset"] != first:
             raise SgtoolError(f"The runs '{names[0]}' (dataset '{first}') and '{name}' (dataset "
                               f"'{settings[name]['dataset']}') were made on different datasets, so their graphs "
-                              "cannot be compared image by image.", "Pass --run only for runs of one dataset.")
+                              "cannot be compared image by image.", f"Pass {flag('run')} only for runs of one dataset.")
     return first
 
 
@@ -85,7 +86,7 @@ def _read_run_predictions(ws: Workspace, run: str, split: str) -> Predictions:
     path = _predictions_path(ws, run, split)
     if not path.is_file():
         raise SgtoolError(f"The run '{run}' holds no predictions for the {split} split, so there is nothing to show.",
-                          "Pick relation-head runs (see `sgtool info`), or another --split.")
+                          f"Pick relation-head runs (see `sgtool info`), or another {flag('split')}.")
     predictions = read_predictions(path)
     made_for = predictions.meta.get("split")
     if made_for and made_for != split:
@@ -97,14 +98,14 @@ def _read_run_predictions(ws: Workspace, run: str, split: str) -> Predictions:
 def load_view_data(ws: Workspace, runs: list[str], split: str, top: int) -> ViewData:
     """Read and evaluate every run (K = 20, 50, 100 and the view's top K), refusing runs that do not compare."""
     if top < 1:
-        raise SgtoolError(f"--top must be 1 or more, not {top}.", "Pass how many predictions to show, e.g. --top 20.")
+        raise SgtoolError(f"{flag('top')} must be 1 or more, not {top}.", f"Pass how many predictions to show, e.g. {flag('top')} 20.")
     ks = check_ks(tuple(sorted(set(DEFAULT_KS) | {top})))
     settings = {name: run_settings(ws, name) for name in runs}
     prepared = load_prepared(ws, _check_same_dataset(settings))
     gt = prepared.graphs.split_subset(split)
     if len(gt.relations) == 0:
         raise SgtoolError(f"The {split} split of '{prepared.name}' holds no annotated relation to compare.",
-                          "Pass another --split.")
+                          f"Pass another {flag('split')}.")
     priors = load_prepared_priors(ws, prepared.name)
     loaded = []
     for name in runs:

@@ -23,6 +23,7 @@ from string import Template
 from sgtool import __version__, atomic, ui
 from sgtool.errors import SgtoolError
 from sgtool.eval.report import EvalOutcome, report_payload
+from sgtool.flags import flag
 from sgtool.ui import SILENT, Reporter
 from sgtool.viz.view.pictures import write_pictures
 from sgtool.viz.view.records import SHARD_SIZE, RunMarks, gallery_index, run_marks, shard_payload
@@ -59,15 +60,15 @@ def vendored() -> dict:
 def check_out(out: Path) -> None:
     """--out must be a new folder, an empty one, or an earlier view (replaced whole), in a writable place."""
     if out.exists() and not out.is_dir():
-        raise SgtoolError(f"--out {out} is a file, not a folder.", "Pass a new folder, e.g. --out ./view.")
+        raise SgtoolError(f"{flag('out')} {out} is a file, not a folder.", f"Pass a new folder, e.g. {flag('out')} ./view.")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise SgtoolError(f"--out {out} already holds files that are not an sgtool view, so it is left alone.",
+        raise SgtoolError(f"{flag('out')} {out} already holds files that are not an sgtool view, so it is left alone.",
                           "Pass a new or empty folder, or the folder of an earlier view to replace it.")
     try:
         Workspace(out.parent).check_writable()  # the workspace's probe: make the folder, then a temp file in it
     except SgtoolError:
-        raise SgtoolError(f"--out {out} cannot be written: its folder {out.parent} cannot be made or written.",
-                          "Pass a folder you can write, e.g. --out ./view.") from None
+        raise SgtoolError(f"{flag('out')} {out} cannot be written: its folder {out.parent} cannot be made or written.",
+                          f"Pass a folder you can write, e.g. {flag('out')} ./view.") from None
 
 
 def _write_js(path: Path, variable: str, payload: object) -> None:
@@ -155,7 +156,7 @@ def view_server(folder: Path, port: int = 0):
         return ThreadingHTTPServer(("127.0.0.1", port), handler)
     except (OSError, OverflowError) as exc:
         raise SgtoolError(f"Cannot listen on 127.0.0.1:{port} ({getattr(exc, 'strerror', None) or exc}).",
-                          "Pass another --port, or 0 for any free one.") from None
+                          f"Pass another {flag('port')}, or 0 for any free one.") from None
 
 
 def serve_view(folder: Path, port: int = 0) -> None:
