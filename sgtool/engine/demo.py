@@ -52,23 +52,27 @@ HEADS = ("freq", "tensor", "reldn", "nodis", "iwsl")  # every relation head; the
 NO_SGDET = ("nodis", "iwsl")  # the slowest heads to score in SGDet: they would take most of the demo
 
 
-def _runs(epochs: int, max_boxes: int = 80, nodis_hidden: int = 128) -> tuple[tuple[str, str, dict], ...]:
+def _runs(epochs: int, max_boxes: int = 80, nodis_hidden: int = 128,
+          nodis_epochs: int | None = None) -> tuple[tuple[str, str, dict], ...]:
     """PredCls training of every head, then its weights scored in SGCls and SGDet. `max_boxes`: the detections
-    tensor and reldn pair per SGDet image (their scoring cost grows with its square)."""
+    tensor and reldn pair per SGDet image (their scoring cost grows with its square); nodis, whose ODEs make it
+    the costliest head to train, may take fewer epochs and a narrower state."""
     visual = {"epochs": epochs}  # features=auto -> the demo detector's ROI features, cached once
     options = {"freq": {}, "tensor": {"rank": 5, "max_boxes": max_boxes, **visual},
-               "reldn": {"max_boxes": max_boxes, **visual}, "nodis": {"hidden": nodis_hidden, **visual},
-               "iwsl": {"samples": 10, **visual}}
+               "reldn": {"max_boxes": max_boxes, **visual},
+               "nodis": {"hidden": nodis_hidden, "epochs": nodis_epochs or epochs}, "iwsl": {"samples": 10, **visual}}
     trained = tuple((head, "predcls", options[head]) for head in HEADS)
     return trained + tuple((head, task, {}) for task in ("sgcls", "sgdet") for head in HEADS  # reuse predcls
                            if task != "sgdet" or head not in NO_SGDET)
 
 
-PLANS = {  # sized from one-thread CPU seconds per step, as docs/demo.md shows
-    False: DemoPlan(images=2000, dataset="demo", detector_epochs=7, epochs=5, relation_runs=_runs(5),
-                    shapes=2000, ae_steps=500),
-    True: DemoPlan(images=300, dataset="demo-quick", detector_epochs=10, epochs=1, relation_runs=_runs(1),
-                   ae_steps=150),
+PLANS = {  # sized from CPU seconds per stage (benchmarks/bench_demo.py; docs/demo.md)
+    False: DemoPlan(images=1000, dataset="demo", detector_epochs=6, epochs=3,
+                    relation_runs=_runs(3, max_boxes=40, nodis_hidden=64, nodis_epochs=1), shapes=2000, ae_steps=300,
+                    ae_set=("lr=0.003", "width=16")),
+    True: DemoPlan(images=300, dataset="demo-quick", detector_epochs=5, epochs=1,
+                   relation_runs=_runs(1, max_boxes=20, nodis_hidden=64), shapes=400, ae_steps=150,
+                   ae_set=("lr=0.003", "width=16")),
 }
 
 
