@@ -8,7 +8,7 @@ Prints one JSON object (per kind: steps/s, peak GPU memory, loss agreement, test
 it to benchmarks/results/device_check.json.
 
     python benchmarks/device_check.py --json                                # 64 images, 5 steps per kind
-    python benchmarks/device_check.py --json --images 24 --shapes 40 --steps 2   # the test's size
+    python benchmarks/device_check.py --json --images 24 --size 64 --shapes 40 --steps 2   # the test's
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def run_checks(args: argparse.Namespace, root: Path) -> dict:
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     ws = Workspace(root / "ws")
-    prepared = prepare_synth(ws, images=args.images, seed=args.seed, name="check", force=True)
+    prepared = prepare_synth(ws, images=args.images, size=args.size, seed=args.seed, name="check", force=True)
     prepare_shapes(ws, images=args.shapes, seed=args.seed, name="check-shapes", workers=1, force=True)
     train_images = int(prepared.manifest["counts"]["train"]["images"])
     kinds = {}
@@ -152,7 +152,7 @@ def run_checks(args: argparse.Namespace, root: Path) -> dict:
     ddp = check_ddp(ws, args)
     return {"device": device, "cuda": cuda, "gpus": torch.cuda.device_count() if cuda else 0,
             "gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__,
-            "sizes": {"images": args.images, "shapes": args.shapes, "steps": args.steps}, "kinds": kinds, "ddp": ddp,
+            "sizes": {"images": args.images, "size": args.size, "shapes": args.shapes, "steps": args.steps}, "kinds": kinds, "ddp": ddp,
             "ok": all(k["ok"] for k in kinds.values()) and ddp.get("ok", True)}
 
 
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--images", type=int, default=64, help="synthetic images (detector and relation heads)")
+    parser.add_argument("--size", type=int, default=128, help="side of the synthetic images, pixels")
     parser.add_argument("--shapes", type=int, default=80, help="Simple Shape drawings (ae)")
     parser.add_argument("--steps", type=int, default=5, help="optimiser steps per kind (the detector: one epoch)")
     parser.add_argument("--seed", type=int, default=0)
