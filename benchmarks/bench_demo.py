@@ -36,7 +36,8 @@ def stage_budgets(plan: demo.DemoPlan, train_images: int) -> dict[str, str]:
                "draw a predicted graph": "—"}
     for head, task, options in plan.relation_runs:
         verb = "train + eval" if task == "predcls" else "reuse + eval"
-        budgets[f"{verb} {head} ({task})"] = f"{options['epochs']} epochs" if "epochs" in options else "no training"
+        epochs = options.get("epochs")
+        budgets[f"{verb} {head} ({task})"] = f"{epochs} epoch{'s' * (epochs != 1)}" if epochs else "no training"
     return budgets
 
 
