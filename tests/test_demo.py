@@ -13,7 +13,7 @@ from sgtool.cli import main
 from sgtool.engine import demo
 
 # every head in PredCls, SGCls and SGDet as the quick plan runs them, at 64 px and a few steps
-TINY = demo.DemoPlan(images=40, dataset="demo-tiny", detector_epochs=1, epochs=1, size=64,
+TINY = demo.DemoPlan(images=24, dataset="demo-tiny", detector_epochs=1, epochs=1, size=64,
                      relation_runs=demo._runs(1, max_boxes=8, nodis_hidden=16), shapes=60, ae_steps=4,
                      ae_set=("width=8",))
 
