@@ -70,7 +70,7 @@ PLANS = {  # sized from CPU seconds per stage (benchmarks/bench_demo.py; docs/de
     False: DemoPlan(images=1000, dataset="demo", detector_epochs=6, epochs=3,
                     relation_runs=_runs(3, max_boxes=20, nodis_hidden=32, nodis_epochs=1), shapes=2000, ae_steps=300,
                     ae_set=("lr=0.003", "width=16")),
-    True: DemoPlan(images=300, dataset="demo-quick", detector_epochs=5, epochs=1,
+    True: DemoPlan(images=240, dataset="demo-quick", detector_epochs=6, epochs=1,
                    relation_runs=_runs(1, max_boxes=12, nodis_hidden=32), shapes=400, ae_steps=150,
                    ae_set=("lr=0.003", "width=16")),
 }
