@@ -5,8 +5,8 @@ one torch thread, and records per stage the user + system CPU seconds of this pr
 (`sgtool.engine.demo.cpu_seconds`), the wall seconds, and the line the demo prints; then every relation run's
 test recalls and the auto-encoder's test triplet scores. CPU seconds barely move with the machine's load, so
 they are the number to size the plans by: with one thread the stages run one after another on one core, so
-on an idle machine the wall time is about the CPU time (`sgtool demo` itself lets torch use both cores of
-a 2-core machine, which is no slower). Writes benchmarks/results/bench_demo_<plan>.json.
+on an idle machine the wall time is about the CPU time (`sgtool demo` itself lets torch choose its threads
+for the heads; only the one-thread figure is measured). Writes benchmarks/results/bench_demo_<plan>.json.
 
     nice -n 10 python benchmarks/bench_demo.py --plan quick
 """
