@@ -8,7 +8,7 @@ Prints one JSON object (per kind: steps/s, peak GPU memory, loss agreement, test
 it to benchmarks/results/device_check.json.
 
     python benchmarks/device_check.py --json                                # 64 images, 5 steps per kind
-    python benchmarks/device_check.py --json --images 24 --shapes 40 --steps 2   # the test's size
+    python benchmarks/device_check.py --json --images 24 --size 64 --shapes 40 --steps 2 --light  # the test's
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ from sgtool.workspace import Workspace
 
 HEADS = ("freq", "tensor", "reldn", "nodis", "iwsl")
 HEAD_SETTINGS = {"tensor": ["sel_epochs=0"], "iwsl": ["samples=2"]}  # one phase; few samples
+# --light (the CPU test's size): a narrow nodis state and few detections paired per predicted image
+LIGHT_SETTINGS = {"tensor": ["max_boxes=8"], "reldn": ["max_boxes=8"], "nodis": ["max_boxes=8", "hidden=16"]}
 # bfloat16 keeps 8 bits of mantissa (0.4 % per rounding); a loss after a network's few hundred operations
 # stays within a few %. The detector samples its RPN / ROI anchors from the device's generator, so its first
 # loss differs by that sampling too.
@@ -68,7 +70,7 @@ def train(ws: Workspace, kind: str, device: str, name: str, dataset: str, option
     return trained, numbers
 
 
-def budget(kind: str, steps: int, train_images: int, one_step: bool) -> tuple[dict, list[str]]:
+def budget(kind: str, steps: int, train_images: int, one_step: bool, light: bool = False) -> tuple[dict, list[str]]:
     """The options and --set overrides that train `kind` for `steps` optimiser steps (or exactly one step)."""
     if kind == "detector":  # its budget is epochs: one epoch, or one batch of every training image
         return {"epochs": 1, "batch_size": train_images if one_step else 8}, []
@@ -77,7 +79,8 @@ def budget(kind: str, steps: int, train_images: int, one_step: bool) -> tuple[di
     if kind == "freq":
         return {}, []
     return {"epochs": 1 if one_step else steps, "batch_size": 8}, [f"max_steps={1 if one_step else steps}",
-                                                                    "amp=true", *HEAD_SETTINGS.get(kind, [])]
+                                                                    "amp=true", *HEAD_SETTINGS.get(kind, []),
+                                                                    *(LIGHT_SETTINGS.get(kind, []) if light else [])]
 
 
 def loss_agreement(ws: Workspace, kind: str, dataset: str, train_images: int, seed: int) -> dict:
@@ -110,7 +113,7 @@ def check_kind(ws: Workspace, kind: str, device: str, args: argparse.Namespace, 
     agreement = None
     if device == "cuda" and kind != "freq":  # freq takes no optimiser step
         agreement = loss_agreement(ws, kind, dataset, train_images, args.seed)
-    options, overrides = budget(kind, args.steps, train_images, one_step=False)
+    options, overrides = budget(kind, args.steps, train_images, one_step=False, light=args.light)
     trained, numbers = train(ws, kind, device, f"check-{kind}", dataset, options, overrides, args.seed)
     images = sorted((ws.root / "data" / "check" / "images").glob("*.png"))[:2]
     scored = evaluate(ws, kind, trained, images, device, out)
@@ -140,7 +143,7 @@ def run_checks(args: argparse.Namespace, root: Path) -> dict:
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     ws = Workspace(root / "ws")
-    prepared = prepare_synth(ws, images=args.images, seed=args.seed, name="check", force=True)
+    prepared = prepare_synth(ws, images=args.images, size=args.size, seed=args.seed, name="check", force=True)
     prepare_shapes(ws, images=args.shapes, seed=args.seed, name="check-shapes", workers=1, force=True)
     train_images = int(prepared.manifest["counts"]["train"]["images"])
     kinds = {}
@@ -152,7 +155,8 @@ def run_checks(args: argparse.Namespace, root: Path) -> dict:
     ddp = check_ddp(ws, args)
     return {"device": device, "cuda": cuda, "gpus": torch.cuda.device_count() if cuda else 0,
             "gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__,
-            "sizes": {"images": args.images, "shapes": args.shapes, "steps": args.steps}, "kinds": kinds, "ddp": ddp,
+            "sizes": {"images": args.images, "size": args.size, "shapes": args.shapes, "steps": args.steps,
+                      "light": args.light}, "kinds": kinds, "ddp": ddp,
             "ok": all(k["ok"] for k in kinds.values()) and ddp.get("ok", True)}
 
 
@@ -160,8 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--images", type=int, default=64, help="synthetic images (detector and relation heads)")
+    parser.add_argument("--size", type=int, default=128, help="side of the synthetic images, pixels")
     parser.add_argument("--shapes", type=int, default=80, help="Simple Shape drawings (ae)")
     parser.add_argument("--steps", type=int, default=5, help="optimiser steps per kind (the detector: one epoch)")
+    parser.add_argument("--light", action="store_true",
+                        help="nodis at state width 16 and 8 detections paired per predicted image (the CPU test)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sgtool-device-check-") as tmp:

@@ -1,6 +1,7 @@
 """Shared test helpers: run the CLI in-process and capture what a user would see."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,3 +56,26 @@ def own_image(tmp_path) -> Path:
     path = tmp_path / "photo.png"
     image.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def detector_ws_template(tmp_path_factory) -> Path:
+    """30 synthetic 64 px images (seed 3) and a one-epoch tiny detector 'd1', trained once per session through
+    the CLI's stage; copy it with `detector_ws_copy` before adding runs."""
+    from sgtool.data.synth import prepare_synth
+    from sgtool.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("detector-ws")
+    prepare_synth(Workspace(root), images=30, size=64, seed=3, workers=1)
+    try:
+        main(["-w", str(root), "-q", "train-detector", "--epochs", "1", "--batch-size", "4", "--name", "d1"])
+    except SystemExit as exc:
+        assert not exc.code
+    return root
+
+
+def detector_ws_copy(template: Path, tmp_path_factory, name: str) -> Path:
+    """A private copy of the session's detector workspace."""
+    root = tmp_path_factory.mktemp(name)
+    shutil.copytree(template, root, dirs_exist_ok=True)
+    return root

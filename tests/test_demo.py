@@ -1,22 +1,46 @@
-"""The demo end to end on a tiny plan: every stage runs and leaves its files."""
+"""The demo end to end on a tiny plan of the quick plan's code path: every stage runs and leaves its files,
+and a second demo with the same seed prints the same numbers."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 
+from sgtool.cli import main
 from sgtool.engine import demo
+
+# every head in PredCls, SGCls and SGDet as the quick plan runs them, at 64 px and a few steps
+TINY = demo.DemoPlan(images=24, dataset="demo-tiny", detector_epochs=1, epochs=1, size=64,
+                     relation_runs=demo._runs(1, max_boxes=8, nodis_hidden=16), shapes=60, ae_steps=4,
+                     ae_set=("width=8",))
+
+
+def tiny_demo(root: Path) -> dict:
+    """What `sgtool -w ROOT --seed 3 demo --quick --json` prints, run in-process on the tiny plan."""
+    previous, demo.PLANS[True] = demo.PLANS[True], TINY
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            main(["-w", str(root), "--seed", "3", "demo", "--quick", "--json"])
+    except SystemExit as exc:
+        assert not exc.code, printed.getvalue()[-2000:]
+    finally:
+        demo.PLANS[True] = previous
+    return json.loads(printed.getvalue())
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory) -> dict:
+    """One tiny demo, shared by both tests."""
+    return tiny_demo(tmp_path_factory.mktemp("demo") / "a")
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_summarises(cli, tmp_path, monkeypatch):
-    tiny = demo.DemoPlan(images=40, dataset="demo-tiny", detector_epochs=1, epochs=1, relation_runs=demo._runs(1),
-                         shapes=60, ae_steps=4)
-    monkeypatch.setitem(demo.PLANS, True, tiny)
-    result = cli("-w", tmp_path / "ws", "demo", "--quick", "--json")
-    assert result.code == 0, result.err
-    summary = json.loads(result.out)
+def test_demo_runs_every_stage_and_summarises(first):
+    summary = first
     steps = [s["step"] for s in summary["steps"]]
     assert steps[:2] == ["prepare synthetic data", "train the detector"] and steps[-1] == "draw a predicted graph"
     assert {(r["head"], r["task"]) for r in summary["results"]} == {
@@ -27,21 +51,16 @@ def test_demo_runs_every_stage_and_summarises(cli, tmp_path, monkeypatch):
     for row in summary["results"]:
         assert 0.0 <= row["R@50"] <= 1.0 and 0.0 <= row["mR@50"] <= 1.0
         assert (Path(summary["workspace"]) / "reports" / row["run"] / "report.json").exists()
+    assert all(s["cpu_seconds"] >= 0 for s in summary["steps"])
     assert Path(summary["steps"][-1]["path"]).stat().st_size > 1000  # the drawing
     assert json.loads((Path(summary["workspace"]) / "views" / "test" / "sgtool-view.json").read_text())["runs"] == [
         row["run"] for row in summary["results"]] and summary["view"].endswith("/views/test/index.html")
 
 
 @pytest.mark.slow
-def test_two_demos_with_the_same_seed_print_the_same_numbers(cli, tmp_path, monkeypatch):
-    """The quick plan's code path on a smaller plan: detector and ae on step budgets, one head in two tasks."""
-    small = demo.DemoPlan(images=40, dataset="demo-small", detector_epochs=2, epochs=1,
-                          relation_runs=(("tensor", "predcls", {"epochs": 1}), ("tensor", "sgcls", {})), shapes=60,
-                          ae_steps=6)
-    monkeypatch.setitem(demo.PLANS, True, small)
-    runs = [cli("-w", tmp_path / name, "--seed", "3", "demo", "--quick", "--json") for name in ("a", "b")]
-    assert [r.code for r in runs] == [0, 0], runs[-1].err
-    a, b = (json.loads(r.out) for r in runs)
-    assert a["results"] == b["results"] and a["auto_encoder"] == b["auto_encoder"]
-    assert [s["result"] for s in a["steps"]] == [s["result"] for s in b["steps"]]  # the detector's mAP among them
-    assert "2 epochs" in a["steps"][1]["result"] and "6 steps" in a["steps"][-2]["result"]
+def test_two_demos_with_the_same_seed_print_the_same_numbers(first, tmp_path):
+    """The detector and the ae on step budgets, every head and task: the same seed, the same table."""
+    second = tiny_demo(tmp_path / "b")
+    assert first["results"] == second["results"] and first["auto_encoder"] == second["auto_encoder"]
+    assert [s["result"] for s in first["steps"]] == [s["result"] for s in second["steps"]]  # the detector's mAP too
+    assert "1 epochs" in first["steps"][1]["result"] and "4 steps" in first["steps"][-2]["result"]

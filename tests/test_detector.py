@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import detector_ws_copy
 from sgtool.data.prepared import load_prepared
 from sgtool.data.sgg_h5 import Vocabulary
 from sgtool.data.synth import prepare_synth
@@ -27,17 +28,9 @@ def base_ws(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained_ws(base_ws, tmp_path_factory) -> Path:
-    """base_ws plus a one-epoch detector run 'd1' (trained through the CLI's stage)."""
-    from sgtool.cli import main
-
-    root = tmp_path_factory.mktemp("trained")
-    shutil.copytree(base_ws, root, dirs_exist_ok=True)
-    try:
-        main(["-w", str(root), "-q", "train-detector", "--epochs", "1", "--batch-size", "4", "--name", "d1"])
-    except SystemExit as exc:
-        assert not exc.code
-    return root
+def trained_ws(detector_ws_template, tmp_path_factory) -> Path:
+    """base_ws's images plus a one-epoch detector run 'd1' (trained through the CLI's stage, once a session)."""
+    return detector_ws_copy(detector_ws_template, tmp_path_factory, "trained")
 
 
 def snapshot(root: Path) -> dict[str, float]:

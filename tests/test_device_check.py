@@ -39,7 +39,7 @@ def test_the_step_budgets_train_one_step_for_the_loss_comparison(monkeypatch, tm
 def test_device_check_runs_every_kind_on_cpu_and_prints_its_json(monkeypatch, tmp_path, capsys):
     check = _load(monkeypatch, tmp_path)
     monkeypatch.setattr(sys, "argv", ["device_check.py"])
-    check.main(["--json", "--images", "24", "--shapes", "40", "--steps", "2"])
+    check.main(["--json", "--images", "24", "--size", "64", "--shapes", "40", "--steps", "2", "--light"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["device"] == "cpu" and printed["cuda"] is False and printed["gpus"] == 0
     assert set(printed["kinds"]) == KINDS and printed["ddp"]["ran"] is False

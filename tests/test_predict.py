@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import detector_ws_copy
 from sgtool.cli import main
 from sgtool.data.prepared import load_prepared
 from sgtool.data.sgg_h5 import Vocabulary
-from sgtool.data.synth import prepare_synth
 from sgtool.engine.objects import object_source
 from sgtool.errors import SgtoolError
 from sgtool.viz.graph_json import read_graph
@@ -28,11 +28,9 @@ def run(*args) -> int:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Path:
+def ws(detector_ws_template, tmp_path_factory) -> Path:
     """A tiny synthetic dataset, a one-epoch detector 'd1' and a freq run 'f1'."""
-    root = tmp_path_factory.mktemp("predict-ws")
-    prepare_synth(Workspace(root), images=30, size=64, seed=4, workers=1)
-    assert run("-w", root, "-q", "train-detector", "--epochs", "1", "--batch-size", "4", "--name", "d1") == 0
+    root = detector_ws_copy(detector_ws_template, tmp_path_factory, "predict-ws")
     assert run("-w", root, "-q", "train", "--head", "freq", "--name", "f1") == 0
     return root
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import detector_ws_copy
 from sgtool.data.predictions import read_predictions
 from sgtool.data.prepared import load_prepared
 from sgtool.data.synth import prepare_synth
@@ -20,7 +21,7 @@ from sgtool.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Path:
+def ws(detector_ws_template, tmp_path_factory) -> Path:
     """30 tiny images, a one-epoch detector 'd1', visual reldn 'rv', tensor 'tv' (with --cache-features),
     nodis 'nv' (auto, which picks the detector) and iwsl 'iv'."""
     from sgtool.cli import main
@@ -31,9 +32,7 @@ def ws(tmp_path_factory) -> Path:
         except SystemExit as exc:
             assert not exc.code, args
 
-    root = tmp_path_factory.mktemp("visual-ws")
-    prepare_synth(Workspace(root), images=30, size=64, seed=3, workers=1)
-    run("-w", root, "-q", "train-detector", "--epochs", "1", "--batch-size", "4", "--name", "d1")
+    root = detector_ws_copy(detector_ws_template, tmp_path_factory, "visual-ws")
     run("-w", root, "-q", "train", "--head", "reldn", "--set", "features=visual", "--epochs", "1", "--name", "rv")
     run("-w", root, "-q", "train", "--head", "tensor", "--set", "features=visual", "--epochs", "1",
         "--set", "sel_epochs=1", "--cache-features", "--name", "tv")
