@@ -41,6 +41,8 @@ PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
                         "--sgbench-src", "/tmp/sgtool-ref/sgbench"], ("bench_eval_versus",)),
     ("bench_view.py", ["--images", "10000"], ("bench_view",)),
     ("device_check.py", ["--json"], ("device_check",)),
+    ("bench_demo.py", ["--plan", "quick"], ("bench_demo_quick",)),
+    ("bench_demo.py", ["--plan", "full"], ("bench_demo_full",)),
     ("hostile_probes.py", [], ("hostile_probes",)),
     *[(f"{name}.py", [], (name,)) for name in ("bench_priors", "bench_geometry", "bench_draw", "bench_tensor",
                                                 "tensor_modes", "bench_prepare", "bench_memory", "bench_prepare_vg")],
