@@ -22,6 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_io  # noqa: E402
 
 VRD = str(results_io.REPO.parent / "shared" / "data" / "vrd")
+AE_WS = "/tmp/sgtool-remeasure-ae"  # the ae ablation reads a prepared Simple Shape set from a workspace
+# what a script needs in place first: sgtool commands, run once when their output folder is missing
+PREPARE: dict[str, tuple[str, list[str]]] = {
+    "ablate_ae.py": (f"{AE_WS}/data/shapes", ["-w", AE_WS, "prepare", "shapes", "--images", "6000"]),
+}
 # script, its arguments, and the results it writes (one run writes all of them)
 PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("heads_table.py", ["--features", "spatial", "--seeds", "3"], ("heads_table_spatial",)),
@@ -36,8 +41,9 @@ PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("iwsl_inference.py", ["--json"], ("iwsl_inference",)),
     ("ablate_reldn.py", [], ("ablate_reldn",)),
     ("ablate_nodis.py", ["--threads", "1"], ("ablate_nodis",)),
-    ("ablate_ae.py", ["--budget", "small", "--jobs", "2"], ("ablate_ae",)),
-    ("ablate_ae.py", ["--choose-heat"], ("ablate_ae_heat",)),
+    ("ablate_ae.py", ["-w", AE_WS, "--budget", "small", "--jobs", "2"], ("ablate_ae",)),
+    ("ablate_ae.py", ["-w", AE_WS, "--choose-heat", "--seeds", "2", "--steps", "100", "--batch-size", "8",
+                      "--width", "12", "--train-images", "200", "--jobs", "2"], ("ablate_ae_heat",)),
     ("bench_detector.py", ["--images", "300", "--epochs", "2"], ("bench_detector",)),
     # the reference evaluators' sources are fetched into a scratch folder first (see the script's docstring)
     ("eval_versus.py", ["--images", "300", "--community-src", "/tmp/sgtool-ref/community",
@@ -94,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     only = set(args.only.split(",")) if args.only else None
     for script, arguments, names in chosen(only, args.stale):
+        if script in PREPARE and not Path(PREPARE[script][0]).exists():
+            prepare = [sys.executable, "-m", "sgtool", *PREPARE[script][1]]
+            print("remeasure:", " ".join(prepare[1:]), flush=True)
+            if not args.dry_run:
+                subprocess.run(prepare, cwd=results_io.REPO, check=True)
         command = [sys.executable, str(results_io.REPO / "benchmarks" / script), *arguments]
         print("remeasure:", " ".join(command[1:]), flush=True)
         if not args.dry_run:
