@@ -2,7 +2,9 @@
 
 Table 2: rows ode = none / pair / object / both (which neural ODE runs; a switched-off one is the
 identity), columns SGGen (sgtool's SGDet), SGCls and PredCls R@20 / R@50 / R@100 on the test split,
-`--seeds` seeds, mean and sample sd, Welch's test for the rows the paper compares. Every run trains
+`--seeds` seeds, mean and sample sd, Welch's test for the rows the paper compares; a fifth row
+`both_noskip` is model 4 in the official code's form (detector_skip = false: the object logits are the
+O-ODE's alone), compared with `both` and with the detector in SGCls object accuracy. Every run trains
 the same epochs on the same images with the same batch size (the same optimiser steps) and keeps its
 FINAL weights (val_every = epochs: only the last epoch is validated, so it is the kept one). A head is
 trained once per (row, seed) in SGCls (its training never depends on the task: GT pairs, the frozen
@@ -45,12 +47,15 @@ from sgtool.heads import ObjectPredictions
 from sgtool.workspace import Workspace
 
 ROWS = ("none", "pair", "object", "both")  # the paper's Table 2 order: models 1-4
+NO_SKIP = "both_noskip"  # model 4 in the official form: detector_skip = false (docs/methods/nodis.md, deviation 10)
+ROW_OPTIONS = {**{row: [f"ode={row}"] for row in ROWS}, NO_SKIP: ["ode=both", "detector_skip=false"]}
 TASKS = ("sgdet", "sgcls", "predcls")
 KS = (20, 50, 100)
 T_TABLE = 1.5
 DATASET = "nodis-synth"
 DETECTOR = "nodis-detector"
-COMPARED = [("object", "none"), ("both", "pair"), ("pair", "none"), ("both", "object"), ("both", "none")]
+COMPARED = [("object", "none"), ("both", "pair"), ("pair", "none"), ("both", "object"), ("both", "none"),
+            ("both", NO_SKIP)]
 SOURCES = ["sgtool/heads/nodis.py", "sgtool/heads/_relbatch.py", "sgtool/engine/train.py", "sgtool/engine/objects.py",
            "sgtool/eval", "sgtool/detect", "sgtool/features", "sgtool/data/synth.py"]
 PAPER = {  # Cong et al., ECCV 2020 (Visual Genome): Table 2 [R@50, R@100] and Sect. 4.4 / Fig. 3
@@ -67,18 +72,22 @@ PAPER = {  # Cong et al., ECCV 2020 (Visual Genome): Table 2 [R@50, R@100] and S
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=None, help="keep dataset, detector and features here")
-    parser.add_argument("--detector-epochs", type=int, default=4)
+    parser.add_argument("--detector-epochs", type=int, default=16)
     parser.add_argument("--images", type=int, default=300, help="synthetic images (70%% train, 10%% val, 20%% test)")
     parser.add_argument("--size", type=int, default=128, help="synthetic image side (pixels)")
-    parser.add_argument("--epochs", type=int, default=2, help="head epochs, the same for every run")
+    parser.add_argument("--epochs", type=int, default=3, help="head epochs, the same for every run")
+    parser.add_argument("--batch-size", type=int, default=16, help="head batch size (images), the same for every run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--t-end", type=float, nargs="+", default=[0.05, 0.5, 1.5, 3.0])
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--bg-ratio", type=float, default=2.0, help="unannotated pairs per annotated pair in training")
     parser.add_argument("--max-boxes", type=int, default=12, help="SGDet detections kept per image before pairing")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads while training")
-    parser.add_argument("--only", nargs="+", default=None, metavar="ODE:SEED:T_END",
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads while training")
+    parser.add_argument("--only", nargs="+", default=None, metavar="ROW:SEED:T_END",
                         help="train just these runs into --workspace and write nothing (to share the work out)")
+    parser.add_argument("--queue", action="store_true",
+                        help="train the runs of the full job list, longest first, that no other --queue process "
+                             "has claimed (claims: folders under WORKSPACE/claims) and write nothing")
     parser.add_argument("--worker", default=None, metavar="K/N",
                         help="train every N-th run of the full job list from the K-th (0-based) and write nothing")
     parser.add_argument("--no-write", action="store_true", help="print the JSON, do not write benchmarks/results/")
@@ -100,17 +109,18 @@ def prepared_workspace(ws: Workspace, args: argparse.Namespace) -> None:
     cache_dataset_features(ws, prepared, dataset_source(prepared, load_detector(ws, DETECTOR, prepared.vocab, "cpu")))
 
 
-def run_name(ode: str, seed: int, t_end: float) -> str:
-    return f"nodis-{ode}-t{t_end:g}-s{seed}"
+def run_name(row: str, seed: int, t_end: float) -> str:
+    return f"nodis-{row}-t{t_end:g}-s{seed}"
 
 
-def train_run(ws: Workspace, args: argparse.Namespace, ode: str, seed: int, t_end: float) -> None:
-    """Train one SGCls run (final weights) and, at the table's t_end, score it in SGDet and PredCls too."""
-    name = run_name(ode, seed, t_end)
+def train_run(ws: Workspace, args: argparse.Namespace, row: str, seed: int, t_end: float) -> None:
+    """Train one SGCls run of a row (final weights) and, at the table's t_end, score it in SGDet and PredCls too."""
+    name = run_name(row, seed, t_end)
     if not (ws.run_dir(name) / "run.json").is_file():
         train(ws, head="nodis", dataset=DATASET, task="sgcls", name=name, epochs=args.epochs, t_end=t_end,
-              overrides=[f"ode={ode}", "features=visual", "front_end=lstm", f"hidden={args.hidden}", "embed=32",
+              overrides=[*ROW_OPTIONS[row], "features=visual", "front_end=lstm", f"hidden={args.hidden}", "embed=32",
                          "mask_size=16", "val_metric=R@50", f"val_every={args.epochs}", f"bg_ratio={args.bg_ratio:g}",
+                         f"batch_size={args.batch_size}",
                          f"max_boxes={args.max_boxes}"],
               detector=DETECTOR, seed=seed, device="cpu", cache_features=True)
     for task in TASKS[::2] if t_end == T_TABLE else ():
@@ -169,10 +179,10 @@ def head_images(objects: ObjectPredictions, count: int) -> ObjectPredictions:
 def table2(ws: Workspace, seeds: range) -> dict:
     """Per row and task: each score's values over the seeds with mean and sample sd."""
     out = {}
-    for ode in ROWS:
-        runs = {task: [scores(ws, f"{run_name(ode, s, T_TABLE)}{'' if task == 'sgcls' else '-' + task}", task)
+    for row in ROW_OPTIONS:
+        runs = {task: [scores(ws, f"{run_name(row, s, T_TABLE)}{'' if task == 'sgcls' else '-' + task}", task)
                        for s in seeds] for task in TASKS}
-        out[ode] = {task: {key: summarise([r[key] for r in rs]) for key in rs[0]} for task, rs in runs.items()}
+        out[row] = {task: {key: summarise([r[key] for r in rs]) for key in rs[0]} for task, rs in runs.items()}
     return out
 
 
@@ -183,11 +193,13 @@ def verdicts(table: dict) -> dict:
 
 
 def object_verdicts(table: dict) -> dict:
-    """Welch's test of SGCls object accuracy: each row against the detector's own, and O-ODE rows against the rest."""
-    accuracy = {ode: table[ode]["sgcls"]["object_accuracy"]["values"] for ode in ROWS}
+    """Welch's test of SGCls object accuracy: each row against the detector's own, O-ODE rows against the rest,
+    and the detector skip against the official form."""
+    accuracy = {row: table[row]["sgcls"]["object_accuracy"]["values"] for row in ROW_OPTIONS}
     detector = table["none"]["sgcls"]["detector_object_accuracy"]["values"]
-    out = {f"{ode} vs detector": welch(accuracy[ode], detector) for ode in ROWS}
-    out.update({f"{a} vs {b}": welch(accuracy[a], accuracy[b]) for a, b in (("object", "none"), ("both", "pair"))})
+    out = {f"{row} vs detector": welch(accuracy[row], detector) for row in ROW_OPTIONS}
+    out.update({f"{a} vs {b}": welch(accuracy[a], accuracy[b])
+                for a, b in (("object", "none"), ("both", "pair"), ("both", NO_SKIP))})
     return out
 
 
@@ -209,6 +221,32 @@ def fig3(ws: Workspace, t_ends: list[float], seeds: range) -> list[dict]:
     return points
 
 
+def train_share(ws: Workspace, args: argparse.Namespace, jobs: list[tuple[str, int, float]]) -> None:
+    """Train this process's share of the jobs: --only's, every N-th (--worker K/N), or (--queue) each job
+    not yet claimed by another process, claimed just before it trains, in a rough longest-first order
+    (an ODE's cost grows with t_end; the order never changes a number)."""
+    if args.queue:
+        (ws.root / "claims").mkdir(exist_ok=True)
+        cost = {"none": 0.2, "object": 1.0, "pair": 2.5, "both": 3.0, NO_SKIP: 3.0}
+        for row, seed, t_end in sorted(jobs, key=lambda job: -cost[job[0]] * (1 + job[2])):
+            if claimed(ws, run_name(row, seed, t_end)):
+                train_run(ws, args, row, seed, t_end)
+        return
+    first, step = (int(n) for n in args.worker.split("/")) if args.worker else (0, 1)
+    chosen = [job.split(":") for job in args.only] if args.only else jobs[first::step]
+    for row, seed, t_end in chosen:
+        train_run(ws, args, row, int(seed), float(t_end))
+
+
+def claimed(ws: Workspace, run: str) -> bool:
+    """Whether this process claims the run: the first to create its folder under WORKSPACE/claims."""
+    try:
+        (ws.root / "claims" / run).mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
 def complete(ws: Workspace, run: str) -> bool:
     path = ws.run_dir(run) / "run.json"
     return path.is_file() and json.loads(path.read_text()).get("status") == "complete"
@@ -223,18 +261,15 @@ def main() -> None:
         prepared_workspace(ws, args)
         seeds = range(args.seeds)
         t_ends = sorted(set(args.t_end) | {T_TABLE})
-        jobs = [(ode, s, T_TABLE) for s in seeds for ode in ROWS]
+        jobs = [(row, s, T_TABLE) for s in seeds for row in ROW_OPTIONS]
         jobs += [("both", s, t) for s in seeds for t in t_ends if t != T_TABLE]
-        if args.only or args.worker:
-            first, step = (int(n) for n in args.worker.split("/")) if args.worker else (0, 1)
-            chosen = [job.split(":") for job in args.only] if args.only else jobs[first::step]
-            for ode, seed, t_end in chosen:
-                train_run(ws, args, ode, int(seed), float(t_end))
+        if args.only or args.worker or args.queue:
+            train_share(ws, args, jobs)
             return
-        for ode, seed, t_end in jobs if not args.collect else ():
-            train_run(ws, args, ode, seed, t_end)
-        steps = sorted({optimiser_steps(ws, run_name(ode, s, t)) for ode, s, t in jobs
-                        if complete(ws, run_name(ode, s, t))})  # one value: the same in every run
+        for row, seed, t_end in jobs if not args.collect else ():
+            train_run(ws, args, row, seed, t_end)
+        steps = sorted({optimiser_steps(ws, run_name(row, s, t)) for row, s, t in jobs
+                        if complete(ws, run_name(row, s, t))})  # one value: the same in every run
         table = table2(ws, seeds)
         sweep = fig3(ws, t_ends, seeds)
         numbers = {"table2": table, "welch": verdicts(table), "welch_object_accuracy": object_verdicts(table),
@@ -242,7 +277,7 @@ def main() -> None:
                    "detector": json.loads((ws.run_dir(DETECTOR) / "metrics.json").read_text()).get("metrics"),
                    "seconds_total": round(time.perf_counter() - started, 1)}
     budgets = {"head_epochs": args.epochs, "head_steps_per_run": steps,
-               "detector_epochs": args.detector_epochs, "batch_size": 8, "images": args.images, "size": args.size,
+               "detector_epochs": args.detector_epochs, "batch_size": args.batch_size, "images": args.images, "size": args.size,
                "hidden": args.hidden, "bg_ratio": args.bg_ratio, "sgdet_max_boxes": args.max_boxes, "front_end": "lstm",
                "checkpoint": "final weights (val_every = epochs)", "table_split": "test", "fig3_split": "val",
                "t_end_table": T_TABLE, "solver": "dopri5, atol = rtol = 0.01", "threads": args.threads}

@@ -388,3 +388,21 @@ def test_detector_skip_starts_the_o_ode_at_the_detectors_labels():
     np.testing.assert_array_equal(pred.labels, objects.class_scores[:, 1:].argmax(1) + 1)
     head.config.detector_skip = False
     assert (head.predict(objects).labels == 1).all()  # zero logits without the skip: the first class everywhere
+
+
+def test_sgcls_run_with_a_detector_labels_objects_at_least_as_well_as_the_detector(detector_ws_template,
+                                                                                   tmp_path_factory, cli):
+    """The issue's done-when: a synthetic workspace with a trained detector; the nodis SGCls run's head meta
+    (in its test predictions and in `sgtool eval`'s report) holds both accuracies, the O-ODE's >= the detector's."""
+    from conftest import detector_ws_copy
+
+    root = detector_ws_copy(detector_ws_template, tmp_path_factory, "nodis-sgcls-ws")
+    result = cli("-w", root, "-q", "train", "--head", "nodis", "--task", "sgcls", "--detector", "d1", "--epochs", "3",
+                 "--set", "features=visual", "--set", "hidden=16", "--set", "mask_size=8", "--name", "ns")
+    assert result.code == 0, result.err
+    saved = read_predictions(root / "runs" / "ns" / "predictions" / "test.h5").meta["head_meta"]
+    report = cli("-w", root, "eval", "--run", "ns", "--json")
+    assert report.code == 0, report.err
+    meta = json.loads(report.out)["head_meta"]
+    assert meta["object_accuracy"] == pytest.approx(saved["object_accuracy"])
+    assert 0 < meta["detector_object_accuracy"] <= meta["object_accuracy"] < 1
