@@ -19,6 +19,8 @@ keeps it, the dataset and the cached ROI features for the next call); the heads 
 backbone's ROI features and, in training, its class distributions of the GT boxes.
 
     nice -n 10 python benchmarks/ablate_nodis.py --workspace /tmp/nodis-ws      # writes benchmarks/results/
+    # the same numbers from two processes: two `--queue` calls into one workspace (start the second once
+    # WORKSPACE/claims exists, i.e. the detector and the caches are written), then `--collect` writes the JSON
     python benchmarks/ablate_nodis.py --images 60 --epochs 1 --seeds 2 --t-end 0.05 1.5 --no-write  # a quick look
 """
 from __future__ import annotations
