@@ -42,7 +42,9 @@ PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("ablate_reldn.py", [], ("ablate_reldn",)),
     ("ablate_nodis.py", ["--images", "300", "--detector-epochs", "16", "--epochs", "3", "--batch-size", "16",
                          "--seeds", "3", "--threads", "1"], ("ablate_nodis",)),
-    ("ablate_ae.py", ["-w", AE_WS, "--budget", "small", "--jobs", "2"], ("ablate_ae",)),
+    # the ae's Tables 1-3 at the demo's ae scale (batch 16, width 16), so 12 rows x 5 seeds fit about 90 CPU minutes
+    ("ablate_ae.py", ["-w", AE_WS, "--budget", "small", "--batch-size", "16", "--width", "16", "--jobs", "2"],
+     ("ablate_ae",)),
     ("ablate_ae.py", ["-w", AE_WS, "--choose-heat", "--seeds", "2", "--steps", "100", "--batch-size", "8",
                       "--width", "12", "--train-images", "200", "--jobs", "2"], ("ablate_ae_heat",)),
     ("bench_detector.py", ["--images", "300", "--epochs", "2"], ("bench_detector",)),

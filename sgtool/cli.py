@@ -353,20 +353,13 @@ def eval_(
 
     s = _settings(ctx)
     empty = empty_images.value
-    if predictions is not None or format_ is not None or dataset is not None:
-        from sgtool.eval.external import run_external_eval
-
-        outcome = run_external_eval(s.workspace, predictions=predictions, fmt=format_.value if format_ else None,
-                                    dataset=dataset, run=run, split=split, task=task.value if task else None,
-                                    metrics=metric or [], ks=parse_ks(k), empty_images=empty,
-                                    dump_graphs=dump_graphs, reporter=s.reporter)
-        show_evaluation(outcome, None, as_json=s.json)
-        return
     passed = _passed({flag("task"): task, flag("metric"): metric, flag("k"): k, flag("dump_graphs"): dump_graphs or None,
                       flag("empty_images"): None if empty == "zero" else empty})
-    outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed, task=task.value if task else None,
-                             metrics=metric or [], ks=parse_ks(k), dump_graphs=dump_graphs, reporter=s.reporter,
-                             empty_images=empty)
+    outcome, kind = eval_run(s.workspace, run=run, split=split, passed=passed,
+                             external={"predictions": predictions, "fmt": format_.value if format_ else None,
+                                       "dataset": dataset},
+                             task=task.value if task else None, metrics=metric or [], ks=parse_ks(k),
+                             dump_graphs=dump_graphs, reporter=s.reporter, empty_images=empty)
     show_evaluation(outcome, kind, as_json=s.json)
 
 

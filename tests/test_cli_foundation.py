@@ -106,3 +106,11 @@ def test_corrupt_dataset_file_is_reported_not_raised(cli, tmp_path):
 
     with pytest.raises(SgtoolError, match="sgg.h5"):
         load_prepared(Workspace(ws))
+
+
+def test_info_refuses_a_file_as_workspace(cli, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    result = cli("-w", a_file, "info")
+    assert result.code == 2 and "is a file, not a folder" in result.err
+    assert a_file.read_text() == "mine"

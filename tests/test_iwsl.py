@@ -395,3 +395,42 @@ def test_bilevel_resampling_repeats_rare_images_and_thins_common_instances():
     head, g = built(resample=True)
     batches = list(head.batches(g.split_subset("train"), shuffle=True, rng=np.random.default_rng(0)))
     assert batches and all(len(b.pairs) for b in batches)
+
+
+def crowded_detections(graphs, keep: int, extra: int, seed: int = 0) -> tuple[ObjectPredictions, ObjectPredictions]:
+    """SGDet-like objects: the first `keep` GT boxes of each image as its best detections (score 0.9), and the
+    same followed by `extra` lower-scoring jittered copies of its GT boxes (what class-wise NMS leaves around
+    each object)."""
+    rng = np.random.default_rng(seed)
+    best_boxes, crowd_boxes, crowd_scores = [], [], []
+    for i in range(graphs.num_images):
+        own = graphs.boxes[graphs.box_offsets[i]:graphs.box_offsets[i + 1]]
+        copies = own[rng.integers(0, len(own), extra)] + rng.uniform(-3, 3, (extra, 4))
+        best_boxes.append(own[:keep])
+        crowd_boxes += [own[:keep], copies]
+        crowd_scores += [np.full(keep, 0.9), rng.uniform(0.05, 0.5, extra)]
+    n = graphs.num_images
+
+    def objects(boxes: list, scores: np.ndarray, per_image: int) -> ObjectPredictions:
+        stacked = np.concatenate(boxes).astype(np.float32)
+        return ObjectPredictions(graphs.image_ids, np.arange(n + 1) * per_image, stacked,
+                                 np.ones(len(stacked), np.int64), scores.astype(np.float32), detected=True,
+                                 labels_given=False)
+
+    return (objects(best_boxes, np.full(n * keep, 0.9), keep),
+            objects(crowd_boxes, np.concatenate(crowd_scores), keep + extra))
+
+
+def test_sgdet_relates_only_the_max_boxes_best_detections():
+    """Every object node sums the messages of all its 2 (N - 1) pairs, so low-scoring duplicates beyond
+    max_boxes must not reach the graph: they used to swamp the unaries and turn every label into one class."""
+    head, graphs = trained(max_boxes=3)
+    best, crowd = crowded_detections(graphs.split_subset("test"), keep=3, extra=25)
+    alone, crowded = head.predict(best), head.predict(crowd)
+    np.testing.assert_array_equal(crowded.box_offsets, best.box_offsets)
+    np.testing.assert_array_equal(crowded.boxes, best.boxes)
+    np.testing.assert_array_equal(crowded.labels, alone.labels)
+    np.testing.assert_allclose(crowded.rel_scores, alone.rel_scores, atol=1e-6)
+    assert len(crowded.pairs) == best.num_images * 3 * 2
+    with pytest.raises(SgtoolError):
+        make_config(IwslHead, {"max_boxes": 1})

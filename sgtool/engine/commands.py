@@ -56,9 +56,15 @@ def refuse_resume(ws: Workspace, run: str, kind: RunKind | None) -> None:
 
 
 def eval_run(ws: Workspace, *, run: str | None = None, split: str = "test", passed: tuple[str, ...] = (),
-             **options: Any) -> tuple[Any, Any]:
+             external: dict | None = None, **options: Any) -> tuple[Any, Any]:
     """`sgtool eval`: the run's kind evaluates it (engine/kinds.py); `options` are `run_eval`'s keywords and
-    `passed` names the options given, for a kind to refuse those that do not apply. Returns (outcome, kind)."""
+    `passed` names the options given, for a kind to refuse those that do not apply. `external`
+    (predictions, fmt, dataset), when any is set, scores a predictions file of any code base instead.
+    Returns (outcome, kind); kind is None for a relation-head run or a predictions file."""
+    if external and any(value is not None for value in external.values()):
+        from sgtool.eval.external import run_external_eval
+
+        return run_external_eval(ws, **external, run=run, split=split, **options), None
     check_names(run=run)
     name = run if run is not None else ws.latest_run()
     kind = kind_of_run(ws, name) if (ws.require_run(name) / "config.yaml").is_file() else None

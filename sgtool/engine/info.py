@@ -70,6 +70,7 @@ def workspace_summary(ws: Workspace, verify: bool = False) -> dict:
 
 
 def show_workspace(ws: Workspace, as_json: bool = False, verify: bool = False) -> dict:
+    ws.refuse_file_root()
     summary = workspace_summary(ws, verify)
     if as_json:
         ui.print_json(summary)

@@ -52,6 +52,7 @@ from sgtool.errors import SgtoolError
 from sgtool.features.spatial import SPATIAL_DIM
 from sgtool.flags import flag
 from sgtool.heads import ObjectPredictions, TrainableHead, TrainData, VisualHeadConfig, register_head
+from sgtool.heads._pairs import cap_boxes
 from sgtool.heads._relbatch import (
     OBJECT_GEOMETRY_DIM, NetworkHelpers, RelationFilter, RelBatch, VisualSource, assemble, predict_batches, train_batches,
 )
@@ -84,6 +85,7 @@ class IwslConfig(VisualHeadConfig):
     repeat_thresh: float = option(0.07, "Repeat threshold t: image repeat factor max_c max(1, sqrt(t / f_c)).", min=1e-6, max=1.0,
                                   flag=False)
     drop_rate: float = option(0.7, "Instance drop rate gamma_d of the resampling.", min=0.0, max=1.0, flag=False)
+    max_boxes: int = option(12, "Detections kept per image (SGDet) before pairing.", min=2, flag=False)
 
     def validate(self) -> None:
         super().validate()
@@ -497,9 +499,13 @@ class IwslHead(NetworkHelpers, TrainableHead):
     def predict(self, objects: ObjectPredictions, reporter: Any = None) -> Predictions:
         """PredCls: the given labels are observed nodes. SGCls / SGDet: the object nodes are inferred and
         their labels and scores (the best non-background class of Eq. 18 at pi*) replace the source's.
+        SGDet relates the max_boxes best detections of each image only: every object node sums the messages
+        of all its pairs, so a crowd of detections swamps the unaries (docs/methods/iwsl.md).
         The Gumbel noise comes from predict_seed, pi_0 from start_seed (None: the same generator)."""
         model = self._require_model()
         model.eval()
+        if objects.detected:
+            objects = cap_boxes(objects, self.config.max_boxes)
         infer_objects = not objects.labels_given
         labels, scores = objects.labels.copy(), objects.scores.astype(np.float32).copy()
         log = _PredictionLog(len(labels))
