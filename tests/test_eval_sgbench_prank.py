@@ -1,0 +1,50 @@
+"""PRank read from each pair's own row equals PRank from the whole no-graph list (ties, unmatched boxes)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval_helpers import make_gt, make_pred
+from sgtool.eval.sgbench import _gt_triplets, _prank_by_row, _prank_listed, match_instances
+
+
+def crafted(seed: int, shared_pair: bool):
+    """Two images; scores on a coarse grid (many ties); one box moved off its GT box (unmatched)."""
+    rng = np.random.default_rng(seed)
+    gts, preds = [], []
+    for _ in range(2):
+        n = 6
+        boxes = rng.integers(0, 50, (n, 2)).repeat(2, axis=1).astype(np.float32) + [0, 0, 20, 20]
+        labels = rng.integers(0, 3, n)
+        rels = [[s, o, int(rng.integers(1, 5))] for s in range(n) for o in range(n) if s != o and rng.random() < 0.3]
+        pairs = [[s, o] for s in range(n) for o in range(n) if s != o]
+        if shared_pair:  # a GT pair of matched boxes listed by two rows
+            pairs.append(next([s, o] for s, o, _ in rels if 0 not in (s, o)))
+        moved = boxes.copy()
+        moved[0] += 200  # box 0 matches no GT box
+        gts.append({"boxes": boxes, "labels": labels, "rels": rels})
+        preds.append({"boxes": moved, "labels": labels, "pairs": pairs,
+                      "rel_scores": rng.integers(0, 3, (len(pairs), 5)) / 4})
+    return make_gt(gts), make_pred(preds, 5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prank_by_row_equals_the_listed_prank_on_ties(seed):
+    gt, pred = crafted(seed, shared_pair=False)
+    mapped = match_instances(gt, pred)
+    assert (mapped == -1).sum() >= 2  # the moved boxes
+    _, g_s, g_o, g_p = _gt_triplets(gt)
+    n = len(gt.labels)
+    by_row = _prank_by_row(pred, mapped, "predcls", g_s * n + g_o, g_p, n)
+    listed = _prank_listed(pred, mapped, "predcls", None, (g_s * n + g_o) * 5 + g_p, np.unique(g_s * n + g_o), n, 5)
+    found = listed != np.iinfo(np.int64).max
+    assert found.sum() > 3 and (listed[found] > 0).any()  # the case ranks something after rank 0
+    np.testing.assert_array_equal(by_row, listed)
+
+
+def test_a_gt_pair_listed_twice_is_left_to_the_whole_list():
+    gt, pred = crafted(0, shared_pair=True)
+    mapped = match_instances(gt, pred)
+    _, g_s, g_o, g_p = _gt_triplets(gt)
+    n = len(gt.labels)
+    assert _prank_by_row(pred, mapped, "predcls", g_s * n + g_o, g_p, n) is None
