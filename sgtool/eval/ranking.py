@@ -313,6 +313,9 @@ def _small_image_entries(rows: np.ndarray, img: np.ndarray, rel_scores: np.ndarr
     """
     probs = np.take(rel_scores, rows, axis=0)[:, 1:]
     n_rows, width = probs.shape
+    if not n_rows:  # no image of the batch is small
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, empty, np.zeros(0)
     within = np.empty((n_rows, width), np.int64)
     within[np.arange(n_rows)[:, None], np.argsort(-probs, axis=1, kind="stable")] = np.arange(width)
     score = probs.astype(np.float64) * pair_scale[rows][:, None]
