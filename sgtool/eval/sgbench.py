@@ -38,27 +38,55 @@ CONVENTIONS = {
 
 
 def match_instances(gt: SceneGraphs, pred: Predictions, threshold: float = 0.5) -> np.ndarray:
-    """(predicted boxes,) the global GT box row each predicted box matches, or -1 (SGBench's rule)."""
-    p_image, g_image = owner_of_rows(pred.box_offsets), gt.image_of_box()
+    """(predicted boxes,) the global GT box row each predicted box matches, or -1 (SGBench's rule).
+
+    A predicted box that is its own GT box (PredCls / SGCls) is matched at once (`_matching_itself`);
+    the others are compared with every GT box of their label and image."""
+    out = np.full(len(pred.labels), -1, np.int64)
+    itself = _matching_itself(gt, pred, threshold)
+    out[itself] = np.flatnonzero(itself)
+    _match_by_iou(gt, pred, np.flatnonzero(~itself), threshold, out)
+    return out
+
+
+def _matching_itself(gt: SceneGraphs, pred: Predictions, threshold: float) -> np.ndarray:
+    """Predicted boxes whose match is the GT box of the same row: same image, label and coordinates, IoU
+    exactly 1 (a positive area) and at least the threshold, and no other GT box of that image and label
+    with the same coordinates (only such a twin could tie at IoU 1 and come first)."""
+    if not np.array_equal(gt.box_offsets, pred.box_offsets):
+        return np.zeros(len(pred.labels), bool)
+    iou = rowwise_iou(pred.boxes, gt.boxes, legacy=False)
+    same = (gt.labels == pred.labels) & np.all(gt.boxes == pred.boxes, axis=1) & (iou == 1.0) & (iou >= threshold)
+    columns = [gt.boxes[:, 3], gt.boxes[:, 2], gt.boxes[:, 1], gt.boxes[:, 0], gt.labels, gt.image_of_box()]
+    sort = np.lexsort(columns)
+    keys = np.stack([c[sort] for c in columns], axis=1)
+    twin = np.zeros(len(sort) + 1, bool)
+    twin[1:-1] = np.all(keys[1:] == keys[:-1], axis=1)
+    same[sort[twin[1:] | twin[:-1]]] = False
+    return same
+
+
+def _match_by_iou(gt: SceneGraphs, pred: Predictions, rows: np.ndarray, threshold: float, out: np.ndarray) -> None:
+    """SGBench's rule for the predicted boxes `rows`: the first GT box of the highest IoU among those of their
+    label and image, if that IoU is >= threshold (written into `out`)."""
+    p_image, g_image = owner_of_rows(pred.box_offsets)[rows], gt.image_of_box()
     width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
     g_key = g_image * width + gt.labels
     order = np.argsort(g_key, kind="stable")
-    p_key = p_image * width + pred.labels
+    p_key = p_image * width + pred.labels[rows]
     start = np.searchsorted(g_key[order], p_key, side="left")
     stop = np.searchsorted(g_key[order], p_key, side="right")
-    box, at = expand_ranges(start, stop - start)
-    g_row = order[at]
+    which, at = expand_ranges(start, stop - start)
+    box, g_row = rows[which], order[at]
     iou = rowwise_iou(np.take(pred.boxes, box, axis=0), np.take(gt.boxes, g_row, axis=0), legacy=False)  # by box, GT rows ascending
-    out = np.full(len(pred.labels), -1, np.int64)
     if not len(box):
-        return out
+        return
     starts = np.flatnonzero(np.concatenate([[True], box[1:] != box[:-1]]))
     best = np.fmax.reduceat(iou, starts)  # per predicted box with candidates: the highest IoU (NaN last)
     at_best = np.flatnonzero(iou == np.repeat(best, np.diff(np.append(starts, len(box)))))
     first = at_best[np.concatenate([[True], box[at_best][1:] != box[at_best][:-1]])]  # the first GT box on ties
     ok = iou[first] >= threshold
     out[box[first][ok]] = g_row[first][ok]
-    return out
 
 
 def _gt_triplets(gt: SceneGraphs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,11 +1,15 @@
-"""PRank read from each pair's own row equals PRank from the whole no-graph list (ties, unmatched boxes)."""
+"""SGBench shortcuts give what the general rules give: PRank read from each pair's own row (ties, unmatched
+boxes), and predicted boxes that are their own GT box."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from eval_helpers import make_gt, make_pred
-from sgtool.eval.sgbench import _gt_triplets, _prank_by_row, _prank_listed, match_instances
+from sgtool.eval.sgbench import (
+    _gt_triplets, _match_by_iou, _matching_itself, _prank_by_row, _prank_listed,
+    match_instances,
+)
 
 
 def crafted(seed: int, shared_pair: bool):
@@ -48,3 +52,29 @@ def test_a_gt_pair_listed_twice_is_left_to_the_whole_list():
     _, g_s, g_o, g_p = _gt_triplets(gt)
     n = len(gt.labels)
     assert _prank_by_row(pred, mapped, "predcls", g_s * n + g_o, g_p, n) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_boxes_matching_themselves_follow_the_iou_rule(seed):
+    """PredCls-like boxes (most predicted boxes are their GT box) with twins (same label and coordinates),
+    a zero-area box and a moved box: the shortcut gives what comparing every same-label box gives."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(3):
+        boxes = rng.integers(0, 40, (8, 2)).repeat(2, axis=1).astype(np.float32) + [0, 0, 15, 15]
+        labels = rng.integers(0, 2, 8)
+        boxes[3], labels[3] = boxes[1], labels[1]  # a twin of box 1, listed after it
+        boxes[5, 2:] = boxes[5, :2]  # zero area
+        images.append({"boxes": boxes, "labels": labels, "rels": [[0, 1, 1]], "pairs": [[0, 1]],
+                       "rel_scores": [[0.1, 0.9]]})
+    gt = make_gt(images)
+    for im in images:
+        im["boxes"] = im["boxes"].copy()
+        im["boxes"][6] += 3  # moved: matched by IoU only
+    pred = make_pred(images, 2)
+    everyone = np.full(len(pred.labels), -1, np.int64)
+    _match_by_iou(gt, pred, np.arange(len(pred.labels)), 0.5, everyone)
+    got = match_instances(gt, pred)
+    assert _matching_itself(gt, pred, 0.5).sum() >= 6  # the shortcut is taken
+    np.testing.assert_array_equal(got, everyone)
+    assert got[3] == 1 and got[5] == -1  # the twin takes the first box; a zero-area box matches nothing
