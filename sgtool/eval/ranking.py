@@ -169,9 +169,9 @@ class EntryRanking:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Rank of each key, or the int64 maximum when it is not in the list."""
         if not len(self.keys):
-            return np.full(len(keys), np.iinfo(np.int64).max, dtype=np.int64)
+            return np.full(len(keys), NO_RANK, dtype=np.int64)
         pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return np.where(self.keys[pos] == keys, self.ranks[pos], np.iinfo(np.int64).max)
+        return np.where(self.keys[pos] == keys, self.ranks[pos], NO_RANK)
 
 
 @dataclass
