@@ -7,7 +7,7 @@ import pytest
 
 from eval_helpers import make_gt, make_pred
 from sgtool.eval.sgbench import (
-    _gt_triplets, _match_by_iou, _matching_itself, _prank_by_row, _prank_listed,
+    _gt_triplets, _match_by_iou, _matching_itself, _prank_by_row, _prank_listed, _rows_on_gt_pairs,
     match_instances,
 )
 
@@ -78,3 +78,20 @@ def test_boxes_matching_themselves_follow_the_iou_rule(seed):
     assert _matching_itself(gt, pred, 0.5).sum() >= 6  # the shortcut is taken
     np.testing.assert_array_equal(got, everyone)
     assert got[3] == 1 and got[5] == -1  # the twin takes the first box; a zero-area box matches nothing
+
+
+def test_rows_on_gt_pairs_through_a_many_to_one_matching():
+    """Two predicted boxes matched to one GT box, one to none: the rows found by pulling the GT pairs back
+    are those whose matched boxes form a GT pair."""
+    gt, pred = crafted(1, shared_pair=False)
+    pred.boxes[2] = gt.boxes[1]  # box 2 now matches GT box 1 too (same label below)
+    pred.labels[2] = gt.labels[1]
+    mapped = match_instances(gt, pred)
+    assert (np.bincount(mapped[mapped >= 0]) > 1).any() and (mapped == -1).any()
+    _, g_s, g_o, _ = _gt_triplets(gt)
+    n = len(gt.labels)
+    key, rows = _rows_on_gt_pairs(pred, mapped, np.unique(g_s * n + g_o), n)
+    s, o = mapped[pred.pairs[:, 0]], mapped[pred.pairs[:, 1]]
+    expected = np.flatnonzero((s >= 0) & (o >= 0) & np.isin(s * n + o, g_s * n + g_o))
+    np.testing.assert_array_equal(rows, expected)
+    np.testing.assert_array_equal(key, s[expected] * n + o[expected])
