@@ -58,10 +58,12 @@ def best_predicate(rel_scores: np.ndarray) -> np.ndarray:
 def best_probability(rel_scores: np.ndarray) -> np.ndarray:
     """float64 maximum over columns 1.. (the background column is never a predicate).
 
-    Elementwise maxima of column halves (overlapping by one column when the width is odd, which a
-    maximum does not mind), in torch: several times faster than a reduction over a short row
-    (numpy's max, torch's amax), and than a maximum that also returns its index; the predicate is
-    found afterwards for the few pairs that need it. numpy is the fallback for other dtypes."""
+    Scores in [0, inf] (probabilities) are compared by their bit patterns, which order like the values:
+    torch's integer row maximum is many times faster than its float one (no NaN to propagate).
+    Otherwise, elementwise maxima of column halves (overlapping by one column when the width is odd, which
+    a maximum does not mind), in torch: faster than a reduction over a short float row (numpy's max,
+    torch's amax). The predicate is found afterwards for the few pairs that need it. numpy is the
+    fallback for other dtypes."""
     if not len(rel_scores):
         return np.zeros(0, np.float64)
     if rel_scores.dtype in (np.float32, np.float64) and rel_scores.dtype.isnative and rel_scores.shape[1] > 1:
@@ -71,13 +73,33 @@ def best_probability(rel_scores: np.ndarray) -> np.ndarray:
 
         with warnings.catch_warnings():  # a read-only array is only read here
             warnings.simplefilter("ignore", UserWarning)
-            values = torch.from_numpy(np.asarray(rel_scores)[:, 1:])
+            values = torch.from_numpy(np.asarray(rel_scores))
+        by_bits = _max_by_bits(values)
+        if by_bits is not None:
+            return by_bits
+        values = values[:, 1:]
         width = values.shape[1]
         while width > 1:
             half = (width + 1) // 2
             values, width = torch.maximum(values[:, :half], values[:, width - half:width]), half
         return values[:, 0].numpy().astype(np.float64)
     return rel_scores[:, 1:].max(axis=1).astype(np.float64)
+
+
+def _max_by_bits(values):
+    """Row maximum over columns 1.. of a contiguous float tensor whose values all lie in [0, inf] (checked
+    in one pass over the whole table: as integers, the bit patterns lie between those of 0.0 and inf;
+    -0.0 and NaN fall outside), else None."""
+    import torch
+
+    if not values.is_contiguous():
+        return None
+    bits_type = torch.int32 if values.dtype == torch.float32 else torch.int64
+    bits = values.view(bits_type)
+    low, high = torch.aminmax(bits.view(-1))
+    if int(low) < 0 or int(high) > int(torch.tensor(float("inf"), dtype=values.dtype).view(bits_type)):
+        return None
+    return bits[:, 1:].amax(1).view(values.dtype).numpy().astype(np.float64)
 
 
 def _kth_best(neg_score: np.ndarray, counts: np.ndarray, first_row: np.ndarray, m: int) -> np.ndarray:
