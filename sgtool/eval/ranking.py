@@ -7,10 +7,14 @@ itself and never trusts the order of the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sgtool.eval.matching import expand_ranges
+
+if TYPE_CHECKING:
+    import torch
 
 NO_RANK = np.iinfo(np.int64).max  # a pair or entry outside the ranked top
 
@@ -86,7 +90,7 @@ def best_probability(rel_scores: np.ndarray) -> np.ndarray:
     return rel_scores[:, 1:].max(axis=1).astype(np.float64)
 
 
-def _max_by_bits(values):
+def _max_by_bits(values: torch.Tensor) -> np.ndarray | None:
     """Row maximum over columns 1.. of a contiguous float tensor whose values all lie in [0, inf] (checked
     in one pass over the whole table: as integers, the bit patterns lie between those of 0.0 and inf;
     -0.0 and NaN fall outside), else None."""
