@@ -40,3 +40,15 @@ def test_bit_patterns_are_used_only_for_values_in_zero_to_inf(special, by_bits):
     import torch
 
     assert (_max_by_bits(torch.from_numpy(table(np.float32, special))) is not None) == by_bits
+
+
+def test_torch_threads_are_restored_after_the_maximum():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        best_probability(table(np.float32, ""))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,9 @@ itself and never trusts the order of the file.
 """
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 NO_RANK = np.iinfo(np.int64).max  # a pair or entry outside the ranked top
+_TORCH_THREADS = threading.Lock()
 
 
 @dataclass
@@ -78,16 +82,32 @@ def best_probability(rel_scores: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():  # a read-only array is only read here
             warnings.simplefilter("ignore", UserWarning)
             values = torch.from_numpy(np.asarray(rel_scores))
-        by_bits = _max_by_bits(values)
-        if by_bits is not None:
-            return by_bits
-        values = values[:, 1:]
-        width = values.shape[1]
-        while width > 1:
-            half = (width + 1) // 2
-            values, width = torch.maximum(values[:, :half], values[:, width - half:width]), half
-        return values[:, 0].numpy().astype(np.float64)
+        with one_torch_thread():
+            by_bits = _max_by_bits(values)
+            if by_bits is not None:
+                return by_bits
+            values = values[:, 1:]
+            width = values.shape[1]
+            while width > 1:
+                half = (width + 1) // 2
+                values, width = torch.maximum(values[:, :half], values[:, width - half:width]), half
+            return values[:, 0].numpy().astype(np.float64)
     return rel_scores[:, 1:].max(axis=1).astype(np.float64)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op threads off while inside (restored after): these passes are memory-bound, and on a
+    machine busy with other work, waiting for a second thread to be scheduled made them several times slower."""
+    import torch
+
+    with _TORCH_THREADS:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _max_by_bits(values: torch.Tensor) -> np.ndarray | None:
