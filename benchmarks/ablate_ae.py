@@ -256,7 +256,7 @@ def notes(budget: dict, args: argparse.Namespace) -> str:
 
 # ---------------------------------------------------------------- the baseline's heat map, chosen on validation
 
-HEAT_GRID = [(0.5, 1.0), (1.0, 1.0), (2.0, 1.0), (1.0, 0.25)]  # (sigma in attention cells, peak)
+HEAT_GRID = [(0.5, 1.0), (1.0, 1.0), (2.0, 1.0), (1.0, 4.0), (2.0, 4.0)]  # (sigma in attention cells, peak)
 
 
 def heat_stage(workspace: str, dataset: str, budget: dict, sigma: float, scale: float, seed: int) -> float:
@@ -276,7 +276,7 @@ def heat_stage(workspace: str, dataset: str, budget: dict, sigma: float, scale: 
     train, val = load_split(prepared, "train", 64, budget["train_images"]), load_split(prepared, "val", 64)
     steps = 2 * max(1, len(train) // budget["batch_size"])
     config = AEConfig(supervised=True, steps=steps, batch_size=budget["batch_size"], width=budget["width"],
-                      lr=budget["lr"]["supervised"],
+                      lr=budget["lr"]["supervised"], lr_drop_at=1.0,  # the baseline's drop comes after this stage
                       heat_sigma=sigma, heat_scale=scale, freeze_attention_epochs=1000, threads=1, log_every=10_000)
     torch.set_num_threads(1)
     torch.manual_seed(seed)

@@ -26,6 +26,7 @@ AE_WS = "/tmp/sgtool-remeasure-ae"  # the ae ablation reads a prepared Simple Sh
 # what a script needs in place first: sgtool commands, run once when their output folder is missing
 PREPARE: dict[str, tuple[str, list[str]]] = {
     "ablate_ae.py": (f"{AE_WS}/data/shapes", ["-w", AE_WS, "prepare", "shapes", "--images", "6000"]),
+    "ae_heat_localisation.py": (f"{AE_WS}/data/shapes", ["-w", AE_WS, "prepare", "shapes", "--images", "6000"]),
 }
 # script, its arguments, and the results it writes (one run writes all of them)
 PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
@@ -45,8 +46,9 @@ PLAN: list[tuple[str, list[str], tuple[str, ...]]] = [
     # the ae's Tables 1-3 at the demo's ae scale (batch 16, width 16), so 12 rows x 5 seeds fit about 90 CPU minutes
     ("ablate_ae.py", ["-w", AE_WS, "--budget", "small", "--batch-size", "16", "--width", "16", "--jobs", "2"],
      ("ablate_ae",)),
-    ("ablate_ae.py", ["-w", AE_WS, "--choose-heat", "--seeds", "2", "--steps", "100", "--batch-size", "8",
-                      "--width", "12", "--train-images", "200", "--jobs", "2"], ("ablate_ae_heat",)),
+    ("ablate_ae.py", ["-w", AE_WS, "--choose-heat", "--seeds", "3", "--train-images", "1600", "--jobs", "1"],
+     ("ablate_ae_heat",)),
+    ("ae_heat_localisation.py", ["-w", AE_WS, "--seeds", "3"], ("ae_heat_localisation",)),
     ("bench_detector.py", ["--images", "300", "--epochs", "2"], ("bench_detector",)),
     # the reference evaluators' sources are fetched into a scratch folder first (see the script's docstring)
     ("eval_versus.py", ["--images", "300", "--community-src", "/tmp/sgtool-ref/community",

@@ -23,7 +23,16 @@ def shapes_ws(tmp_path_factory):
     return ws
 
 
-HEAT_IMAGES, HEAT_STEPS, HEAT_LR, HEAT_SEEDS = 48, 100, 3e-3, (0, 1, 2)  # the heat-map test: a small set, trained and scored
+HEAT_IMAGES, HEAT_STEPS, HEAT_LR, HEAT_SEEDS = 400, 150, 1.2e-3, (0, 1, 2)  # the heat-map test: a small set, trained and scored
+
+
+@pytest.fixture(scope="module")
+def heat_ws(tmp_path_factory):
+    from sgtool.data.shapes import prepare_shapes
+
+    ws = Workspace(tmp_path_factory.mktemp("ae-heat"))
+    prepare_shapes(ws, images=500, seed=1, workers=1)  # 400 training drawings
+    return ws
 
 
 # ---------------------------------------------------------------- DSNT
@@ -292,26 +301,25 @@ def test_the_paper_heat_map_loss_compares_the_raw_channel_sum():
 
 
 @pytest.mark.slow
-def test_heat_map_training_alone_localises_the_nodes(shapes_ws):
-    """The paper baseline's first stage (raw channel sum vs the heat map, sigma 2 cells) moves its DSNT
-    points onto the nodes, for every seed, and within 5 px of half of them over three seeds. The issue's
-    70 % is not asserted: the channel sum lets one slot spread over two nodes, and no setting tried at a
-    test's size reached it on every seed (docs/methods/ae.md)."""
+def test_heat_map_training_alone_localises_the_nodes(heat_ws):
+    """The paper baseline's first stage alone (the raw channel sum vs the heat map, with the sigma and peak
+    chosen on validation: the AEConfig defaults) puts a DSNT point within 5 px of at least 70 % of the
+    nodes of its small training set, on every seed (docs/methods/ae.md: at peak 1 it does not)."""
     from sgtool.autoencoder.evaluate import gt_point_graphs, predicted_point_graphs
     from sgtool.autoencoder.inference import predict
     from sgtool.eval.point_graph import localised
 
-    data = load_split(load_prepared(shapes_ws, "shapes"), "train", 64, HEAT_IMAGES)
-    config = AEConfig(supervised=True, steps=HEAT_STEPS, batch_size=16, width=8, lr=HEAT_LR,
+    data = load_split(load_prepared(heat_ws, "shapes"), "train", 64, HEAT_IMAGES)
+    config = AEConfig(supervised=True, steps=HEAT_STEPS, batch_size=16, width=24, lr=HEAT_LR,
                       freeze_attention_epochs=1000, log_every=1000)
     before, after = [], []
     for seed in HEAT_SEEDS:
         torch.manual_seed(seed)
-        model = GraphAutoEncoder(4, 8)
+        model = GraphAutoEncoder(4, 24)
         before.append(localised(predicted_point_graphs(predict(model, data, config, "cpu")), gt_point_graphs(data)))
         fit(model, data, config, seed, "cpu")
         after.append(localised(predicted_point_graphs(predict(model, data, config, "cpu")), gt_point_graphs(data)))
-    assert max(before) < 0.3 and min(after) > max(before) and np.mean(after) >= 0.5, (before, after)
+    assert max(before) < 0.3 and min(after) >= 0.7, (before, after)
 
 
 @pytest.mark.parametrize("freeze_epochs, encoder_moves", [(0.0, False), (1.0, True)])

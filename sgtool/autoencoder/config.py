@@ -52,10 +52,11 @@ class AEConfig:
     baseline: str = option("paper", "Supervised loss: MSE heat map + matched cross entropy, attention frozen "
                            "(paper: the raw channel sum vs heat_scale x Gaussians of heat_sigma), or KL heat map + L1 coordinates + cross entropy (strong).",
                            choices=BASELINES, flag=False)
-    heat_sigma: float = option(2.0, "Paper baseline: sigma of the ground-truth Gaussians, in attention-map cells "
+    heat_sigma: float = option(1.0, "Paper baseline: sigma of the ground-truth Gaussians, in attention-map cells "
                                "(chosen on validation: docs/methods/ae.md).", min=0.1, flag=False)
-    heat_scale: float = option(1.0, "Paper baseline: the peak of each ground-truth Gaussian (the raw channel sum "
-                               "of the attention is compared with it).", min=0.0, flag=False)
+    heat_scale: float = option(4.0, "Paper baseline: the peak of each ground-truth Gaussian (the raw channel sum "
+                               "of the attention is compared with it; chosen on validation with heat_sigma).", min=0.0,
+                               flag=False)
     freeze_attention_epochs: float = option(2.0, "Paper baseline: epochs of node-attention training, after which "
                                             "it is frozen and only the edge classifier learns.", min=0, flag=False)
     recon: str = option("msssim", "Reconstruction loss.", choices=RECON_LOSSES, flag=False)

@@ -149,8 +149,8 @@ def paper_heatmap_loss(attention: Tensor, points: list[np.ndarray], sigma: float
 
 
 def supervised_loss(out: dict[str, Tensor], points: list[np.ndarray], edges: list[np.ndarray],
-                    baseline: str = "paper", frozen: bool = False, heat_sigma: float = 2.0,
-                    heat_scale: float = 1.0) -> dict[str, Tensor]:
+                    baseline: str = "paper", frozen: bool = False, heat_sigma: float = 1.0,
+                    heat_scale: float = 4.0) -> dict[str, Tensor]:
     """points: per image (n, 2) normalised GT nodes; edges: per image (e, 2) node pairs. The paper
     baseline trains the heat map alone, then (`frozen`: the attention fixed) the edges' cross entropy alone."""
     attention, coords, prob = out["attention"], out["coords"], out["edge_prob"]

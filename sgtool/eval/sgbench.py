@@ -38,27 +38,55 @@ CONVENTIONS = {
 
 
 def match_instances(gt: SceneGraphs, pred: Predictions, threshold: float = 0.5) -> np.ndarray:
-    """(predicted boxes,) the global GT box row each predicted box matches, or -1 (SGBench's rule)."""
-    p_image, g_image = owner_of_rows(pred.box_offsets), gt.image_of_box()
+    """(predicted boxes,) the global GT box row each predicted box matches, or -1 (SGBench's rule).
+
+    A predicted box that is its own GT box (PredCls / SGCls) is matched at once (`_matching_itself`);
+    the others are compared with every GT box of their label and image."""
+    out = np.full(len(pred.labels), -1, np.int64)
+    itself = _matching_itself(gt, pred, threshold)
+    out[itself] = np.flatnonzero(itself)
+    _match_by_iou(gt, pred, np.flatnonzero(~itself), threshold, out)
+    return out
+
+
+def _matching_itself(gt: SceneGraphs, pred: Predictions, threshold: float) -> np.ndarray:
+    """Predicted boxes whose match is the GT box of the same row: same image, label and coordinates, IoU
+    exactly 1 (a positive area) and at least the threshold, and no other GT box of that image and label
+    with the same coordinates (only such a twin could tie at IoU 1 and come first)."""
+    if not np.array_equal(gt.box_offsets, pred.box_offsets):
+        return np.zeros(len(pred.labels), bool)
+    iou = rowwise_iou(pred.boxes, gt.boxes, legacy=False)
+    same = (gt.labels == pred.labels) & np.all(gt.boxes == pred.boxes, axis=1) & (iou == 1.0) & (iou >= threshold)
+    columns = [gt.boxes[:, 3], gt.boxes[:, 2], gt.boxes[:, 1], gt.boxes[:, 0], gt.labels, gt.image_of_box()]
+    sort = np.lexsort(columns)
+    keys = np.stack([c[sort] for c in columns], axis=1)
+    twin = np.zeros(len(sort) + 1, bool)
+    twin[1:-1] = np.all(keys[1:] == keys[:-1], axis=1)
+    same[sort[twin[1:] | twin[:-1]]] = False
+    return same
+
+
+def _match_by_iou(gt: SceneGraphs, pred: Predictions, rows: np.ndarray, threshold: float, out: np.ndarray) -> None:
+    """SGBench's rule for the predicted boxes `rows`: the first GT box of the highest IoU among those of their
+    label and image, if that IoU is >= threshold (written into `out`)."""
+    p_image, g_image = owner_of_rows(pred.box_offsets)[rows], gt.image_of_box()
     width = int(max(gt.labels.max(initial=0), pred.labels.max(initial=0))) + 1
     g_key = g_image * width + gt.labels
     order = np.argsort(g_key, kind="stable")
-    p_key = p_image * width + pred.labels
+    p_key = p_image * width + pred.labels[rows]
     start = np.searchsorted(g_key[order], p_key, side="left")
     stop = np.searchsorted(g_key[order], p_key, side="right")
-    box, at = expand_ranges(start, stop - start)
-    g_row = order[at]
+    which, at = expand_ranges(start, stop - start)
+    box, g_row = rows[which], order[at]
     iou = rowwise_iou(np.take(pred.boxes, box, axis=0), np.take(gt.boxes, g_row, axis=0), legacy=False)  # by box, GT rows ascending
-    out = np.full(len(pred.labels), -1, np.int64)
     if not len(box):
-        return out
+        return
     starts = np.flatnonzero(np.concatenate([[True], box[1:] != box[:-1]]))
     best = np.fmax.reduceat(iou, starts)  # per predicted box with candidates: the highest IoU (NaN last)
     at_best = np.flatnonzero(iou == np.repeat(best, np.diff(np.append(starts, len(box)))))
     first = at_best[np.concatenate([[True], box[at_best][1:] != box[at_best][:-1]])]  # the first GT box on ties
     ok = iou[first] >= threshold
     out[box[first][ok]] = g_row[first][ok]
-    return out
 
 
 def _gt_triplets(gt: SceneGraphs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -190,18 +218,40 @@ def _prank_entries(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: l
         o = mapped[table[:, 1] + pred.box_offsets[image]]
         on = _on_gt_pairs(s, o, n, gt_pairs)
         return (s * n + o)[on], table[on, 2], np.flatnonzero(on).astype(np.float64)
+    key, rows = _rows_on_gt_pairs(pred, mapped, gt_pairs, n)
+    width = pred.rel_scores.shape[1] - 1
+    score = _ng_scores(pred, rows, task)
+    order = np.argsort(grouped_descending(score.ravel(), np.zeros(score.size, np.int64)), kind="stable")
+    return np.repeat(key, width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
+
+
+def _rows_on_gt_pairs(pred: Predictions, mapped: np.ndarray, gt_pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(GT pair key, predicted row) of every predicted row whose matched boxes form a GT pair, in row order."""
     s, o = pred.pairs[:, 0], pred.pairs[:, 1]
-    if np.array_equal(mapped, np.arange(len(mapped))):  # each predicted box is its own GT box (PredCls)
-        rows = np.flatnonzero(is_member(s * n + o, gt_pairs))
-    else:
-        s, o = mapped[s], mapped[o]
-        rows = np.flatnonzero(_on_gt_pairs(s, o, n, gt_pairs))
+    rows = np.flatnonzero(is_member(s * len(mapped) + o, _predicted_box_pairs(mapped, gt_pairs, n)))
+    return mapped[s[rows]] * n + mapped[o[rows]], rows
+
+
+def _predicted_box_pairs(mapped: np.ndarray, gt_pairs: np.ndarray, n: int) -> np.ndarray:
+    """Keys (subject * boxes + object) of every pair of predicted boxes that `mapped` sends onto a GT pair
+    (keys gt subject * n + gt object): the GT pairs pulled back through the matching, so the many
+    predicted pairs are looked up by their own boxes."""
+    order = np.argsort(mapped, kind="stable")
+    by_gt = mapped[order]
+    g_s, g_o = np.divmod(gt_pairs, n)
+    start, stop = np.searchsorted(by_gt, g_s, "left"), np.searchsorted(by_gt, g_s, "right")
+    pair, at = expand_ranges(start, stop - start)  # (GT pair, predicted subject) combinations
+    subject = order[at]
+    start, stop = np.searchsorted(by_gt, g_o[pair], "left"), np.searchsorted(by_gt, g_o[pair], "right")
+    which, at = expand_ranges(start, stop - start)
+    return subject[which] * len(mapped) + order[at]
+
+
+def _ng_scores(pred: Predictions, rows: np.ndarray, task: str) -> np.ndarray:
+    """(rows, predicates - 1) float64 no-graph scores: probability x subject score x object score."""
     scale = np.ones(len(rows)) if task == "predcls" else \
         pred.scores[pred.pairs[rows, 0]].astype(np.float64) * pred.scores[pred.pairs[rows, 1]]
-    width = pred.rel_scores.shape[1] - 1
-    score = np.take(pred.rel_scores, rows, axis=0)[:, 1:].astype(np.float64) * scale[:, None]
-    order = np.argsort(grouped_descending(score.ravel(), np.zeros(score.size, np.int64)), kind="stable")
-    return np.repeat(s[rows] * n + o[rows], width), np.tile(np.arange(1, width + 1), len(rows)), order.astype(np.float64)
+    return np.take(pred.rel_scores, rows, axis=0)[:, 1:].astype(np.float64) * scale[:, None]
 
 
 def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: str,
@@ -211,7 +261,22 @@ def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: s
     g_img, g_s, g_o, g_p = triplets  # _gt_triplets
     n = max(len(gt.labels), 1)
     gt_pair = g_s * n + g_o
-    key, predicate, order = _prank_entries(pred, mapped, task, ng_lists, np.unique(gt_pair), n)
+    found = None if ng_lists is not None else _prank_by_row(pred, mapped, task, gt_pair, g_p, n)
+    if found is None:
+        found = _prank_listed(pred, mapped, task, ng_lists, gt_pair * num_predicates + g_p, np.unique(gt_pair), n,
+                              num_predicates)
+    has = found != np.iinfo(np.int64).max
+    cells, group = np.unique(g_img[has] * num_predicates + g_p[has], return_inverse=True)
+    group = group.ravel()
+    return (cells // num_predicates, cells % num_predicates, np.bincount(group, weights=found[has], minlength=len(cells)),
+            np.bincount(group, minlength=len(cells)))
+
+
+def _prank_listed(pred: Predictions, mapped: np.ndarray, task: str, ng_lists: list[np.ndarray] | None,
+                  gt_triplet: np.ndarray, gt_pairs: np.ndarray, n: int, num_predicates: int) -> np.ndarray:
+    """PRank of each GT triplet (key pair * P + predicate) from the whole no-graph list on GT pairs: the
+    distinct predicates listed for its pair before it (int64 max where it is not listed)."""
+    key, predicate, order = _prank_entries(pred, mapped, task, ng_lists, gt_pairs, n)
     sort = np.lexsort((order, key))
     key, predicate = key[sort], predicate[sort]
     triplet = key * num_predicates + predicate
@@ -221,12 +286,31 @@ def _prank_cells(gt: SceneGraphs, pred: Predictions, mapped: np.ndarray, task: s
         new[by_triplet[1:]] = triplet[by_triplet[1:]] != triplet[by_triplet[:-1]]
     distinct_before = np.cumsum(new) - new
     rank = (distinct_before - distinct_before[np.searchsorted(key, key)])[new]
-    found = _first_position(triplet[new], rank, gt_pair * num_predicates + g_p)
-    has = found != np.iinfo(np.int64).max
-    cells, group = np.unique(g_img[has] * num_predicates + g_p[has], return_inverse=True)
-    group = group.ravel()
-    return (cells // num_predicates, cells % num_predicates, np.bincount(group, weights=found[has], minlength=len(cells)),
-            np.bincount(group, minlength=len(cells)))
+    return _first_position(triplet[new], rank, gt_triplet)
+
+
+def _prank_by_row(pred: Predictions, mapped: np.ndarray, task: str, gt_pair: np.ndarray, gt_predicate: np.ndarray,
+                  n: int) -> np.ndarray | None:
+    """PRank of each GT triplet when every GT pair is listed by at most one predicted row (None otherwise).
+
+    The no-graph list sorts every (row, predicate) by score, ties in (row, predicate) order; restricted to
+    one row's entries that is the row's own stable sort of -score, and each predicate is listed once, so
+    the rank among distinct predicates is the predicate's rank within its row (same scores, same ties)."""
+    key, rows = _rows_on_gt_pairs(pred, mapped, np.unique(gt_pair), n)
+    order = np.argsort(key, kind="stable")
+    key, rows = key[order], rows[order]
+    if np.any(key[1:] == key[:-1]):
+        return None
+    width = pred.rel_scores.shape[1] - 1
+    within = np.empty((len(rows), width), np.int64)
+    within[np.arange(len(rows))[:, None], np.argsort(-_ng_scores(pred, rows, task), axis=1, kind="stable")] = np.arange(width)
+    found = np.full(len(gt_pair), np.iinfo(np.int64).max, np.int64)
+    if not len(key):
+        return found
+    at = np.minimum(np.searchsorted(key, gt_pair), len(key) - 1)
+    listed = (key[at] == gt_pair) & (gt_predicate >= 1) & (gt_predicate <= width)
+    found[listed] = within[at[listed], gt_predicate[listed] - 1]
+    return found
 
 
 def sgbench_metrics(gt: SceneGraphs, pred: Predictions, hits, ks: tuple[int, ...], task: str,
