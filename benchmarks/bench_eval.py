@@ -7,7 +7,8 @@ Loads (benchmarks/eval_loads.py): synthetic = 25 boxes x 600 pairs PredCls image
 heavy-tailed boxes per image up to 250, one dominant class, duplicate GT relations, several
 predicates per pair; sgdet-like = 80 detections with overlapping same-class boxes.
 --compare-legacy also runs the evaluator as it was before issue 20 (tests/legacy_eval.py) and
-reports whether every metric is identical.
+reports whether every metric the legacy one computes is identical, and which metrics were added since
+(the VRD protocol's phrase recall).
 
     nice -n 10 python benchmarks/bench_eval.py --versus [--images 300] [--community-src DIR] [--sgbench-src DIR]
 --versus: dense real-like PredCls (every image >= 60k candidate pairs), streamed chunk by chunk through
@@ -66,9 +67,10 @@ def run(evaluator, gt, pred, task: str, num_predicates: int, groups, seen, worke
                      predicate_groups=groups, seen_triplets=seen, workers=workers)
 
 
-def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in
-                                        ((a[k], b[k]) for k in a))
+def same(new: dict, old: dict) -> bool:
+    """Every metric the legacy evaluator reports is identical in the new one (NaN equals NaN)."""
+    return old.keys() <= new.keys() and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in ((new[k], old[k]) for k in old))
 
 
 def main() -> None:
@@ -132,6 +134,7 @@ def main() -> None:
         out["legacy_peak_rss_mib"] = round(peak_rss_mib(), 1) if resettable else None
         out["legacy_images_per_s"] = round(images / out["legacy_wall_s"], 1)
         out["identical_to_legacy"] = same(result.metrics, old.metrics)
+        out["metrics_added_since_legacy"] = sorted(result.metrics.keys() - old.metrics.keys())
     print(json.dumps(out))
 
 
