@@ -138,3 +138,28 @@ def test_a_freshness_block_carries_only_the_mark_and_the_link(tmp_path, monkeypa
     text = render_results.rendered_pages(root / "results", root / "docs")[page]
     assert "current: the sources it exercised are unchanged" in text and "](../results.md#toy)" in text
     assert "|" not in text
+
+
+def test_the_ae_tables_precision_without_self_loops_is_the_metric_with_them_removed():
+    """The renderer's P / (1 - self-loop share) equals precision scored on the same graphs without their
+    self-loop edges: a self-loop is never a hit."""
+    import ablate_ae
+    import numpy as np
+
+    from sgtool.eval.point_graph import PointGraphs, triplet_scores
+
+    gt = PointGraphs(np.array([0, 3]), np.array([[10.0, 10], [40, 10], [10, 40]]), np.array([[0, 1], [1, 2]]))
+    slots = np.array([[10.0, 11], [41, 10], [11, 40], [40, 11]])  # slot 3 sits on node 1 beside slot 1
+    edges = np.array([[0, 1], [1, 3], [0, 2], [2, 3]])  # a hit, a self-loop (slots 1, 3), a wrong edge, a hit
+    with_loops = triplet_scores(PointGraphs(np.array([0, 4]), slots, edges), gt)
+    without = triplet_scores(PointGraphs(np.array([0, 4]), slots, edges[[0, 2, 3]]), gt)
+    assert with_loops["self_loops"] == 1 and with_loops["hits"] == without["hits"] == 2
+    assert with_loops["precision"] == 2 / 4 and without["precision"] == 2 / 3
+    nearest = {"precision": results_io.summarise([100 * with_loops["precision"], 40.0]),
+               "self_loops_per_predicted": results_io.summarise(
+                   [100 * with_loops["self_loops"] / with_loops["predicted"], 0.0])}
+    values = ablate_ae.precision_without_self_loops(nearest)["values"]
+    assert values == pytest.approx([100 * without["precision"], 40.0])
+    assert ablate_ae.precision_without_self_loops(
+        {"precision": results_io.summarise([0.0]), "self_loops_per_predicted": results_io.summarise([100.0])}
+    )["values"] == [0.0]
