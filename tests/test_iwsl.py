@@ -15,6 +15,7 @@ from sgg_fixtures import losses_over_steps, save_tiny, tiny_graphs
 from sgtool.data.graphs import ordered_pairs
 from sgtool.errors import SgtoolError
 from sgtool.heads import ObjectPredictions, TrainData, get_head, gt_objects, make_config
+from sgtool.heads._relbatch import RelBatch
 from sgtool.heads.iwsl import (
     IwslHead, Potentials, annealing_rate, entropic_mirror_ascent, exact_image_bound, gumbel_noise, image_log_weights,
     importance_bound, infer, node_bounds, random_simplex, sample_concrete, sample_log_q, surrogate_logits, temperature,
@@ -434,3 +435,27 @@ def test_sgdet_relates_only_the_max_boxes_best_detections():
     assert len(crowded.pairs) == best.num_images * 3 * 2
     with pytest.raises(SgtoolError):
         make_config(IwslHead, {"max_boxes": 1})
+
+
+def test_an_image_without_boxes_in_a_batch_changes_nothing_and_keeps_the_gradients_finite():
+    """VRD has training images without a relation, hence without boxes: the scene box of such an image is
+    undefined (its union of no boxes), and before the fix its NaN reached every weight's gradient at step 1."""
+    head, graphs = built()
+    batch = next(iter(head.batches(graphs.split_subset("train"), shuffle=False, rng=np.random.default_rng(0))))
+    offsets = batch.box_offsets
+    with_empty = RelBatch(np.concatenate([batch.image_ids[:1], [-1], batch.image_ids[1:]]),
+                          np.concatenate([offsets[:2], offsets[1:]]), batch.boxes, batch.labels, batch.scores,
+                          batch.pairs, batch.targets)
+    assert with_empty.num_images == batch.num_images + 1 and len(with_empty.boxes) == len(batch.boxes)
+    losses, grads = [], []
+    for b in (batch, with_empty):
+        head.generator.manual_seed(0)
+        head.step = 0  # the same temperature
+        head.model.zero_grad()
+        loss = head.loss(b)["loss"]
+        loss.backward()
+        losses.append(float(loss))
+        grads.append(torch.cat([p.grad.flatten() for p in head.model.parameters() if p.grad is not None]))
+    assert math.isfinite(losses[1]) and bool(torch.isfinite(grads[1]).all())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)

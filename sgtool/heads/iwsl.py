@@ -421,9 +421,10 @@ class IwslNet(nn.Module):
         if self.visual_dim:
             pair_parts.append(batch.visual["union"])
         f = self.pair_features(torch.cat(pair_parts, 1))
-        count = torch.bincount(image, minlength=batch.num_images).clamp(min=1)[:, None]
-        mean = h.new_zeros(batch.num_images, h.shape[1]).index_add_(0, image, h) / count
-        g = self.global_features(torch.cat([batch.scene_geometry(), mean], 1))
+        count = torch.bincount(image, minlength=batch.num_images)[:, None]
+        mean = h.new_zeros(batch.num_images, h.shape[1]).index_add_(0, image, h) / count.clamp(min=1)
+        scene = torch.where(count > 0, batch.scene_geometry(), 0.0)  # an image without boxes has no scene box
+        g = self.global_features(torch.cat([scene, mean], 1))
         u = self.pairwise(f).chunk(3, dim=1)
         return Potentials(self.object_unary(h) + self.global_object(g)[image],
                           self.predicate_unary(f) + self.global_predicate(g)[pair_image],
